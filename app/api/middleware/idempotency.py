@@ -1,0 +1,209 @@
+"""``Idempotency-Key`` on POST: a repeat returns the first response and creates nothing.
+
+Records are scoped to the API key (its SHA-256 digest) and kept ``KOKOMA_IDEMPOTENCY_TTL_HOURS``
+(24 h). The same key with a different request (method, path, query or body) → 422. While the first
+request is still running, a repeat → 409. Responses of 5xx are not kept, so a retry runs again.
+Imports are excluded: they stream large bodies and are upserts, idempotent by nature.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import timedelta
+
+from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.api.middleware.body_limit import IMPORT_PREFIX
+from app.core.clock import get_clock
+from app.core.config import get_settings
+from app.core.db import session_scope
+from app.core.errors import problem_response
+from app.core.security import hash_key
+from app.models.system import IdempotencyRecord
+
+HEADER = b"idempotency-key"
+MAX_KEY_LENGTH = 200
+_REPLAYED_HEADERS = ("etag", "location")
+
+
+class IdempotencyMiddleware:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] != "http"
+            or scope["method"] != "POST"
+            or scope["path"].startswith(IMPORT_PREFIX)
+        ):
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers", []))
+        key_raw = headers.get(HEADER)
+        auth = headers.get(b"authorization", b"").decode("latin-1")
+        token = auth.partition(" ")[2].strip()
+        if key_raw is None or not token:
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope)
+        key = key_raw.decode("latin-1").strip()
+        if not key or len(key) > MAX_KEY_LENGTH:
+            await _problem(request, receive, send, 422, "invalid-idempotency-key",
+                           f"Idempotency-Key must be 1–{MAX_KEY_LENGTH} characters.")
+            return
+        try:
+            body = await _read_body(receive)
+        except HTTPException as exc:
+            await _problem(request, receive, send, exc.status_code, "payload-too-large",
+                           str(exc.detail))
+            return
+        digest = hashlib.sha256()
+        for part in (scope["method"], scope["path"], scope.get("query_string", b"").decode()):
+            digest.update(part.encode() + b"\0")
+        digest.update(body)
+        request_hash = digest.hexdigest()
+        scope_id = hash_key(token)
+
+        outcome = _claim(scope_id, key, scope["method"], scope["path"], request_hash)
+        if isinstance(outcome, IdempotencyRecord):
+            await _replay(outcome, scope, receive, send)
+            return
+        if outcome == "mismatch":
+            await _problem(request, receive, send, 422, "idempotency-key-reused",
+                           "This Idempotency-Key was used with a different request.")
+            return
+        if outcome == "in_progress":
+            await _problem(request, receive, send, 409, "idempotency-in-progress",
+                           "A request with this Idempotency-Key is still being processed.")
+            return
+
+        captured: dict[str, object] = {"status": 500, "headers": [], "body": bytearray()}
+
+        async def replay_receive() -> Message:
+            nonlocal body
+            chunk, body = body, b""
+            return {"type": "http.request", "body": chunk, "more_body": False}
+
+        async def capture_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                captured["status"] = message["status"]
+                captured["headers"] = list(message.get("headers", []))
+            elif message["type"] == "http.response.body":
+                captured["body"].extend(message.get("body", b""))  # type: ignore[attr-defined]
+            await send(message)
+
+        try:
+            await self.app(scope, replay_receive, capture_send)
+        except BaseException:
+            _release(scope_id, key)
+            raise
+        _complete(scope_id, key, captured)
+
+
+async def _read_body(receive: Receive) -> bytes:
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+def _claim(
+    scope_id: str, key: str, method: str, path: str, request_hash: str
+) -> IdempotencyRecord | str:
+    now = get_clock().now()
+    ttl = timedelta(hours=get_settings().idempotency_ttl_hours)
+    with session_scope() as session:
+        existing = session.scalars(
+            select(IdempotencyRecord).where(
+                IdempotencyRecord.scope == scope_id, IdempotencyRecord.key == key
+            )
+        ).first()
+        if existing is not None and existing.expires_at <= now:
+            session.delete(existing)
+            session.flush()
+            existing = None
+        if existing is not None:
+            if existing.request_hash != request_hash:
+                return "mismatch"
+            return "in_progress" if existing.status_code is None else existing
+        try:
+            with session.begin_nested():
+                session.add(
+                    IdempotencyRecord(
+                        scope=scope_id,
+                        key=key,
+                        method=method,
+                        path=path[:500],
+                        request_hash=request_hash,
+                        created_at=now,
+                        expires_at=now + ttl,
+                    )
+                )
+        except IntegrityError:
+            return "in_progress"
+    return "claimed"
+
+
+def _release(scope_id: str, key: str) -> None:
+    with session_scope() as session:
+        session.execute(
+            delete(IdempotencyRecord).where(
+                IdempotencyRecord.scope == scope_id, IdempotencyRecord.key == key
+            )
+        )
+
+
+def _complete(scope_id: str, key: str, captured: dict[str, object]) -> None:
+    status = int(captured["status"])  # type: ignore[call-overload]
+    if status >= 500:
+        _release(scope_id, key)
+        return
+    raw_headers: list[tuple[bytes, bytes]] = captured["headers"]  # type: ignore[assignment]
+    headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in raw_headers}
+    with session_scope() as session:
+        record = session.scalars(
+            select(IdempotencyRecord).where(
+                IdempotencyRecord.scope == scope_id, IdempotencyRecord.key == key
+            )
+        ).first()
+        if record is None:
+            return
+        record.status_code = status
+        record.content_type = headers.get("content-type")
+        record.response_body = bytes(captured["body"]).decode("utf-8", "replace")  # type: ignore[call-overload]
+        record.headers = {h: headers[h] for h in _REPLAYED_HEADERS if h in headers}
+        session.add(record)
+
+
+async def _replay(record: IdempotencyRecord, scope: Scope, receive: Receive, send: Send) -> None:
+    from starlette.responses import Response
+
+    headers = dict(record.headers or {})
+    headers["Idempotent-Replayed"] = "true"
+    response = Response(
+        content=(record.response_body or "").encode("utf-8"),
+        status_code=record.status_code or 200,
+        media_type=record.content_type,
+        headers=headers,
+    )
+    await response(scope, receive, send)
+
+
+async def _problem(
+    request: Request, receive: Receive, send: Send, status: int, type_: str, detail: str
+) -> None:
+    title = {409: "Conflict", 413: "Payload too large", 422: "Validation error"}.get(status, "Error")
+    response = problem_response(request, status=status, type_=type_, title=title, detail=detail)
+    await response(request.scope, receive, send)
+
+
+

@@ -1,0 +1,179 @@
+"""Incidents: register, list, read, edit, status lifecycle, timeline and notes."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Response
+
+from app.api.deps import Allowed, IfMatchDep, PageDep, SessionDep, etag
+from app.api.problems import problems
+from app.core.security import Action
+from app.models.common import Page, StatusChange, UTCTimestamp
+from app.models.incident import (
+    IncidentCategory,
+    IncidentCreate,
+    IncidentEventPublic,
+    IncidentNotePublic,
+    IncidentPublic,
+    IncidentStatus,
+    IncidentUpdate,
+    NoteCreate,
+)
+from app.repositories.incidents import IncidentFilter
+from app.services.incidents import IncidentService
+
+router = APIRouter(prefix="/incidents", tags=["incidents"])
+
+
+@dataclass
+class IncidentQuery:
+    """The list filters of DESIGN §3 (also used by the exports)."""
+
+    district: Annotated[str | None, Query(max_length=64)] = None
+    status: Annotated[list[IncidentStatus] | None, Query(description="Repeatable")] = None
+    category: IncidentCategory | None = None
+    min_escalation: Annotated[int | None, Query(ge=1, le=9)] = None
+    reported_after: UTCTimestamp | None = None
+    reported_before: UTCTimestamp | None = None
+    organisation_id: uuid.UUID | None = None
+    q: Annotated[str | None, Query(max_length=200, description="Text in title/description")] = None
+
+    def to_filter(self) -> IncidentFilter:
+        return IncidentFilter(
+            district=self.district,
+            statuses=tuple(self.status or ()),
+            category=self.category,
+            min_escalation=self.min_escalation,
+            reported_after=self.reported_after,
+            reported_before=self.reported_before,
+            organisation_id=self.organisation_id,
+            q=self.q,
+        )
+
+
+IncidentQueryDep = Annotated[IncidentQuery, Depends()]
+
+
+@router.get("", summary="List incidents (filters, keyset pagination)", responses=problems(400, 403))
+def incidents_list(
+    session: SessionDep,
+    principal: Allowed(Action.incidents_read),
+    page: PageDep,
+    query: IncidentQueryDep,
+) -> Page[IncidentPublic]:
+    items, cursor = IncidentService(session).page(query.to_filter(), page, principal)
+    return Page(items=items, next_cursor=cursor)
+
+
+@router.post(
+    "", status_code=201, summary="Register an incident", responses=problems(403, 409, 413)
+)
+def incidents_create(
+    session: SessionDep,
+    principal: Allowed(Action.incidents_create),
+    body: IncidentCreate,
+    response: Response,
+) -> IncidentPublic:
+    incident = IncidentService(session).create(body, principal)
+    response.headers["ETag"] = etag(incident.version)
+    response.headers["Location"] = f"/api/v1/incidents/{incident.id}"
+    return incident
+
+
+@router.get("/{incident_id}", summary="Get an incident", responses=problems(403, 404))
+def incidents_get(
+    session: SessionDep,
+    principal: Allowed(Action.incidents_read),
+    incident_id: uuid.UUID,
+    response: Response,
+) -> IncidentPublic:
+    service = IncidentService(session)
+    incident = service.public_one(service.load(incident_id, principal), principal)
+    response.headers["ETag"] = etag(incident.version)
+    return incident
+
+
+@router.patch(
+    "/{incident_id}",
+    summary="Edit an incident (status is read-only here)",
+    responses=problems(403, 404, 409, 412),
+)
+def incidents_update(
+    session: SessionDep,
+    principal: Allowed(Action.incidents_update),
+    incident_id: uuid.UUID,
+    body: IncidentUpdate,
+    if_match: IfMatchDep,
+    response: Response,
+) -> IncidentPublic:
+    incident = IncidentService(session).update(incident_id, body, principal, if_match)
+    response.headers["ETag"] = etag(incident.version)
+    return incident
+
+
+@router.post(
+    "/{incident_id}/status",
+    summary="Change an incident's status (lifecycle; others → 409)",
+    responses=problems(403, 404, 409),
+)
+def incidents_set_status(
+    session: SessionDep,
+    principal: Allowed(Action.incidents_status),
+    incident_id: uuid.UUID,
+    body: StatusChange,
+    response: Response,
+) -> IncidentPublic:
+    incident = IncidentService(session).set_status(incident_id, body.status, body.note, principal)
+    response.headers["ETag"] = etag(incident.version)
+    return incident
+
+
+@router.get(
+    "/{incident_id}/events",
+    summary="The incident's timeline",
+    responses=problems(400, 403, 404),
+)
+def incidents_events(
+    session: SessionDep,
+    principal: Allowed(Action.incidents_read),
+    incident_id: uuid.UUID,
+    page: PageDep,
+) -> Page[IncidentEventPublic]:
+    items, cursor = IncidentService(session).events(incident_id, page, principal)
+    return Page(items=items, next_cursor=cursor)
+
+
+@router.post(
+    "/{incident_id}/notes",
+    status_code=201,
+    summary="Add a note to an incident",
+    responses=problems(403, 404),
+)
+def incidents_add_note(
+    session: SessionDep,
+    principal: Allowed(Action.incidents_notes),
+    incident_id: uuid.UUID,
+    body: NoteCreate,
+) -> IncidentNotePublic:
+    return IncidentService(session).add_note(incident_id, body, principal)
+
+
+@router.get(
+    "/{incident_id}/notes",
+    summary="List an incident's notes",
+    responses=problems(400, 403, 404),
+)
+def incidents_notes(
+    session: SessionDep,
+    principal: Allowed(Action.incidents_notes),
+    incident_id: uuid.UUID,
+    page: PageDep,
+) -> Page[IncidentNotePublic]:
+    items, cursor = IncidentService(session).notes(incident_id, page, principal)
+    return Page(items=items, next_cursor=cursor)
+
+
+

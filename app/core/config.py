@@ -1,0 +1,58 @@
+"""Settings: environment variables prefixed ``KOKOMA_`` (and ``DATABASE_URL``)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from zoneinfo import ZoneInfo
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="KOKOMA_", extra="ignore")
+
+    database_url: str = Field(
+        default="sqlite:///./kokoma.db",
+        validation_alias=AliasChoices("DATABASE_URL", "KOKOMA_DATABASE_URL"),
+    )
+    timezone: str = "Europe/Berlin"
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    max_import_bytes: int = Field(default=512 * 1024 * 1024, ge=1024)
+    page_size_default: int = Field(default=50, ge=1)
+    page_size_max: int = Field(default=500, ge=1)
+    api_key_cache_seconds: float = Field(default=10.0, ge=0)
+    idempotency_ttl_hours: float = Field(default=24.0, gt=0)
+    tandem_from_level: int = Field(default=4, ge=1, le=10)
+    volunteer_max_level: int = Field(default=6, ge=1, le=9)
+    offer_ttl_hours: float = Field(default=48.0, gt=0)
+    expiring_competence_days: int = Field(default=60, ge=0)
+    db_pool_size: int = Field(default=10, ge=1)
+    db_max_overflow: int = Field(default=20, ge=0)
+    sqlite_busy_timeout_seconds: float = Field(default=30.0, gt=0)
+    log_level: str = "INFO"
+    workers: int = Field(default=1, ge=1)
+    host: str = "127.0.0.1"
+    port: int = 8000
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        """The URL with the driver made explicit (psycopg 3 for PostgreSQL)."""
+        url = self.database_url
+        for prefix in ("postgresql://", "postgres://"):
+            if url.startswith(prefix):
+                return "postgresql+psycopg://" + url[len(prefix) :]
+        return url
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,99 @@
+"""Engine and sessions.
+
+The request dependency :func:`get_session` commits on success and rolls back on error; services and
+repositories only ``flush()``. The worker and the CLI use :func:`session_scope`.
+
+SQLite runs in WAL mode with foreign keys on. Write transactions start with ``BEGIN IMMEDIATE`` so
+that concurrent writers queue on the database lock (``busy_timeout``) instead of failing with
+"database is locked" when a read transaction tries to upgrade: SQLite thereby serialises writes,
+which is what the capacity guarantees of dispatch rely on there. PostgreSQL runs READ COMMITTED and
+the services take row locks (``SELECT … FOR UPDATE``) where an invariant spans rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import Engine, event
+from sqlalchemy.engine import Connection
+from sqlmodel import Session, create_engine
+
+from app.core.config import Settings, get_settings
+
+WRITE_OPTION = "kokoma_write"
+
+
+def build_engine(settings: Settings) -> Engine:
+    url = settings.sqlalchemy_url
+    if settings.is_sqlite:
+        engine = create_engine(
+            url,
+            connect_args={
+                "check_same_thread": False,
+                "timeout": settings.sqlite_busy_timeout_seconds,
+                "isolation_level": None,  # we emit BEGIN ourselves (see _sqlite_begin)
+            },
+        )
+        event.listen(engine, "connect", _sqlite_on_connect)
+        event.listen(engine, "begin", _sqlite_begin)
+        return engine
+    return create_engine(
+        url,
+        pool_pre_ping=True,
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_max_overflow,
+    )
+
+
+def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    immediate = conn.get_execution_options().get(WRITE_OPTION, False)
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+_engine: Engine | None = None
+
+
+def get_engine() -> Engine:
+    """The process-wide engine for the configured database (created on first use)."""
+    global _engine
+    if _engine is None:
+        _engine = build_engine(get_settings())
+    return _engine
+
+
+def reset_engine() -> None:
+    """Dispose the engine (tests switch databases; forked workers start afresh)."""
+    global _engine
+    if _engine is not None:
+        _engine.dispose()
+    _engine = None
+
+
+def new_session(*, write: bool) -> Session:
+    engine = get_engine()
+    bind = engine.execution_options(**{WRITE_OPTION: True}) if write else engine
+    return Session(bind, expire_on_commit=False)
+
+
+@contextmanager
+def session_scope(*, write: bool = True) -> Iterator[Session]:
+    """A unit of work outside HTTP (worker, CLI, middleware): commit on success."""
+    session = new_session(write=write)
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()

@@ -1,0 +1,208 @@
+"""One error hierarchy, rendered by one RFC 9457 ``application/problem+json`` handler."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+PROBLEM_BASE = "/problems/"
+
+log = logging.getLogger("kokoma.errors")
+
+
+class AppError(Exception):
+    """Base of every domain error. ``type_`` is a stable slug, ``status`` the HTTP status."""
+
+    status: int = 400
+    type_: str = "bad-request"
+    title: str = "Bad request"
+
+    def __init__(
+        self,
+        detail: str | None = None,
+        *,
+        type_: str | None = None,
+        title: str | None = None,
+        errors: Sequence[dict[str, Any]] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(detail or self.title)
+        self.detail = detail or self.title
+        if type_ is not None:
+            self.type_ = type_
+        if title is not None:
+            self.title = title
+        self.errors = list(errors) if errors is not None else None
+        self.headers = headers
+
+
+class BadRequest(AppError):
+    status, type_, title = 400, "bad-request", "Bad request"
+
+
+class Unauthorized(AppError):
+    status, type_, title = 401, "unauthorized", "Authentication required"
+
+
+class Forbidden(AppError):
+    status, type_, title = 403, "forbidden", "Forbidden"
+
+
+class NotFound(AppError):
+    status, type_, title = 404, "not-found", "Not found"
+
+
+class Conflict(AppError):
+    status, type_, title = 409, "conflict", "Conflict"
+
+
+class PreconditionFailed(AppError):
+    status, type_, title = 412, "precondition-failed", "Precondition failed"
+
+
+class PayloadTooLarge(AppError):
+    status, type_, title = 413, "payload-too-large", "Payload too large"
+
+
+class UnsupportedMediaType(AppError):
+    status, type_, title = 415, "unsupported-media-type", "Unsupported media type"
+
+
+class Unprocessable(AppError):
+    status, type_, title = 422, "validation-error", "Validation error"
+
+
+class ServiceUnavailable(AppError):
+    status, type_, title = 503, "service-unavailable", "Service unavailable"
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details (validation problems add ``errors``)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    instance: str
+    errors: list[dict[str, Any]] | None = None
+
+
+def problem_response(
+    request: Request | None,
+    *,
+    status: int,
+    type_: str,
+    title: str,
+    detail: str,
+    errors: list[dict[str, Any]] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    body: dict[str, Any] = {
+        "type": PROBLEM_BASE + type_,
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "instance": request.url.path if request is not None else "",
+    }
+    if errors is not None:
+        body["errors"] = errors
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers)
+
+
+def _clean_validation_errors(raw: Sequence[Any]) -> list[dict[str, Any]]:
+    """Location, message and type only: never echo the submitted value (it may be personal)."""
+    return [
+        {"loc": list(err.get("loc", ())), "msg": str(err.get("msg", "")), "type": err.get("type")}
+        for err in raw
+    ]
+
+
+_SLUG_BY_STATUS = {
+    400: "bad-request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not-found",
+    405: "method-not-allowed",
+    406: "not-acceptable",
+    409: "conflict",
+    412: "precondition-failed",
+    413: "payload-too-large",
+    415: "unsupported-media-type",
+    422: "validation-error",
+    429: "too-many-requests",
+}
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(AppError)
+    async def _app_error(request: Request, exc: AppError) -> JSONResponse:
+        return problem_response(
+            request,
+            status=exc.status,
+            type_=exc.type_,
+            title=exc.title,
+            detail=exc.detail,
+            errors=exc.errors,
+            headers=exc.headers,
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return problem_response(
+            request,
+            status=422,
+            type_="validation-error",
+            title="Validation error",
+            detail="The request is not valid; see errors.",
+            errors=_clean_validation_errors(exc.errors()),
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        status = exc.status_code
+        title = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Error"
+        detail = exc.detail if isinstance(exc.detail, str) else title
+        if status == 404 and detail == "Not Found":
+            detail = f"No route matches {request.method} {request.url.path}."
+        return problem_response(
+            request,
+            status=status,
+            type_=_SLUG_BY_STATUS.get(status, "http-error"),
+            title=title,
+            detail=detail,
+            headers=getattr(exc, "headers", None),
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        from sqlalchemy.exc import OperationalError
+
+        if isinstance(exc, OperationalError):
+            log.error("database unavailable: %s", type(exc).__name__)
+            return problem_response(
+                request,
+                status=503,
+                type_="service-unavailable",
+                title="Service unavailable",
+                detail="The database is not reachable; try again shortly.",
+                headers={"Retry-After": "5"},
+            )
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return problem_response(
+            request,
+            status=500,
+            type_="internal-error",
+            title="Internal server error",
+            detail="An unexpected error occurred.",
+        )

@@ -1,0 +1,94 @@
+"""Keyset pagination with an opaque cursor (base64url JSON of the last row's sort key)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, Select, and_, or_
+
+from app.core.errors import BadRequest
+
+
+@dataclass(frozen=True, slots=True)
+class PageParams:
+    limit: int
+    cursor: str | None
+
+
+def encode_cursor(values: Sequence[Any]) -> str:
+    def plain(value: Any) -> Any:
+        if isinstance(value, datetime):
+            return {"t": value.isoformat()}
+        if isinstance(value, uuid.UUID):
+            return {"u": str(value)}
+        return value
+
+    raw = json.dumps([plain(v) for v in values], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, arity: int) -> list[Any]:
+    def typed(value: Any) -> Any:
+        if isinstance(value, dict) and set(value) == {"t"}:
+            parsed = datetime.fromisoformat(value["t"])
+            if parsed.tzinfo is None:
+                raise ValueError("naive")
+            return parsed
+        if isinstance(value, dict) and set(value) == {"u"}:
+            return uuid.UUID(value["u"])
+        if isinstance(value, str | int | float) or value is None:
+            return value
+        raise ValueError("bad value")
+
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        values = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        if not isinstance(values, list) or len(values) != arity:
+            raise ValueError("arity")
+        return [typed(v) for v in values]
+    except (ValueError, TypeError, binascii.Error, json.JSONDecodeError, UnicodeDecodeError):
+        raise BadRequest("The cursor is not valid; start again without it.",
+                         type_="invalid-cursor", title="Invalid cursor") from None
+
+
+def keyset(
+    stmt: Select[Any],
+    columns: Sequence[ColumnElement[Any]],
+    params: PageParams,
+    *,
+    descending: bool = False,
+) -> Select[Any]:
+    """Order ``stmt`` by ``columns`` (unique together), continue after the cursor, fetch limit+1."""
+    if params.cursor:
+        after = decode_cursor(params.cursor, len(columns))
+        stmt = stmt.where(_after(columns, after, descending))
+    order = [c.desc() if descending else c.asc() for c in columns]
+    return stmt.order_by(*order).limit(params.limit + 1)
+
+
+def _after(
+    columns: Sequence[ColumnElement[Any]], values: Sequence[Any], descending: bool
+) -> ColumnElement[bool]:
+    # (a, b) > (x, y)  ==  a > x OR (a = x AND b > y): portable across SQLite and PostgreSQL.
+    clauses = []
+    for i, column in enumerate(columns):
+        equal = [columns[j] == values[j] for j in range(i)]
+        step = column < values[i] if descending else column > values[i]
+        clauses.append(and_(*equal, step))
+    return or_(*clauses)
+
+
+def page_slice(rows: Sequence[Any], limit: int, key: Any) -> tuple[list[Any], str | None]:
+    """Cut the extra row and make the cursor from the last kept row via ``key(row)``."""
+    rows = list(rows)
+    if len(rows) <= limit:
+        return rows, None
+    kept = rows[:limit]
+    return kept, encode_cursor(key(kept[-1]))

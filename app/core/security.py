@@ -1,0 +1,163 @@
+"""API keys, the authenticated principal and the role rules — in one place.
+
+Keys are 256-bit random tokens (``kok_…``), shown once and stored as SHA-256 digests: with that much
+entropy a slow password hash adds nothing, and lookup by digest is a single indexed read. Verified
+keys are cached in-process for ``KOKOMA_API_KEY_CACHE_SECONDS`` (default 10 s); revoking a key clears
+it from this process at once, other replicas notice within that time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from enum import StrEnum
+
+from sqlalchemy import select
+from sqlalchemy.engine import Connection
+
+from app.models.system import ApiKey, Role
+
+KEY_PREFIX = "kok_"
+
+
+def generate_key() -> str:
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: an API key with its role and binding (organisation or manager)."""
+
+    key_id: uuid.UUID | None
+    role: Role
+    name: str = ""
+    organisation_id: uuid.UUID | None = None
+    manager_id: uuid.UUID | None = None
+
+    @property
+    def is_staff(self) -> bool:
+        """Admins and coordinators: every incident, reporter data, all numbers."""
+        return self.role in (Role.admin, Role.coordinator)
+
+
+#: The CLI and the worker act as this principal (audited as ``system``).
+SYSTEM_PRINCIPAL = Principal(key_id=None, role=Role.admin, name="system")
+
+
+class Action(StrEnum):
+    reference_read = "reference_read"
+    reference_write = "reference_write"
+    incidents_read = "incidents_read"
+    incidents_create = "incidents_create"
+    incidents_update = "incidents_update"
+    incidents_status = "incidents_status"
+    incidents_notes = "incidents_notes"
+    managers_read = "managers_read"
+    managers_write = "managers_write"
+    managers_self = "managers_self"
+    dispatch = "dispatch"
+    assignments_read = "assignments_read"
+    assignments_answer = "assignments_answer"
+    recommendations_read = "recommendations_read"
+    recommendations_write = "recommendations_write"
+    stats_read = "stats_read"
+    imports = "imports"
+    webhooks = "webhooks"
+    api_keys = "api_keys"
+    audit = "audit"
+
+
+A, R = Action, Role
+_ALL = frozenset(Role)
+_STAFF = frozenset({R.admin, R.coordinator})
+
+#: Which roles may attempt an action. Row-level scoping (a partner's own organisation, a
+#: manager's own records and assigned incidents) is applied by the services on top of this.
+RULES: dict[Action, frozenset[Role]] = {
+    A.reference_read: _ALL,
+    A.reference_write: _STAFF,
+    A.incidents_read: frozenset({R.admin, R.coordinator, R.manager, R.partner}),
+    A.incidents_create: frozenset({R.admin, R.coordinator, R.partner}),
+    A.incidents_update: frozenset({R.admin, R.coordinator, R.partner}),
+    A.incidents_status: frozenset({R.admin, R.coordinator, R.partner}),
+    A.incidents_notes: frozenset({R.admin, R.coordinator, R.manager, R.partner}),
+    A.managers_read: _ALL,
+    A.managers_write: _STAFF,
+    A.managers_self: frozenset({R.admin, R.coordinator, R.manager}),
+    A.dispatch: _STAFF,
+    A.assignments_read: frozenset({R.admin, R.coordinator, R.manager, R.partner}),
+    A.assignments_answer: frozenset({R.admin, R.coordinator, R.manager}),
+    A.recommendations_read: _ALL,
+    A.recommendations_write: _STAFF,
+    A.stats_read: _ALL,
+    A.imports: _STAFF,
+    A.webhooks: frozenset({R.admin}),
+    A.api_keys: frozenset({R.admin}),
+    A.audit: frozenset({R.admin}),
+}
+
+
+def allowed(principal: Principal, action: Action) -> bool:
+    return principal.role in RULES[action]
+
+
+class KeyCache:
+    """A small TTL cache of verified keys (digest → principal)."""
+
+    def __init__(self) -> None:
+        self._entries: dict[str, tuple[float, Principal | None]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, digest: str) -> tuple[bool, Principal | None]:
+        entry = self._entries.get(digest)
+        if entry is None or entry[0] < time.monotonic():
+            return False, None
+        return True, entry[1]
+
+    def put(self, digest: str, principal: Principal | None, ttl: float) -> None:
+        if ttl <= 0:
+            return
+        with self._lock:
+            if len(self._entries) > 10_000:
+                self._entries.clear()
+            self._entries[digest] = (time.monotonic() + ttl, principal)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+key_cache = KeyCache()
+
+
+def lookup_principal(conn: Connection, key: str) -> Principal | None:
+    """The principal of a presented key, or ``None`` (unknown or revoked)."""
+    digest = hash_key(key)
+    row = conn.execute(
+        select(
+            ApiKey.id,
+            ApiKey.role,
+            ApiKey.name,
+            ApiKey.organisation_id,
+            ApiKey.manager_id,
+            ApiKey.key_hash,
+        ).where(ApiKey.key_hash == digest, ApiKey.revoked_at.is_(None))  # type: ignore[union-attr]
+    ).first()
+    if row is None or not hmac.compare_digest(row.key_hash, digest):
+        return None
+    return Principal(
+        key_id=row.id,
+        role=Role(row.role),
+        name=row.name,
+        organisation_id=row.organisation_id,
+        manager_id=row.manager_id,
+    )

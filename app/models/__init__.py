@@ -1,0 +1,33 @@
+"""Every table model, imported so that ``SQLModel.metadata`` is complete (Alembic, tests)."""
+
+from app.models import base  # noqa: F401  (naming convention first)
+from app.models.assignment import Assignment
+from app.models.incident import (
+    Incident,
+    IncidentCompetence,
+    IncidentEvent,
+    IncidentNote,
+)
+from app.models.manager import Absence, Manager, ManagerCompetence, ManagerDistrict
+from app.models.reference import Competence, District, DistrictNeighbour, Organisation
+from app.models.system import ApiKey, AuditEvent, IdempotencyRecord, ReferenceCounter
+
+__all__ = [
+    "Absence",
+    "ApiKey",
+    "Assignment",
+    "AuditEvent",
+    "Competence",
+    "District",
+    "DistrictNeighbour",
+    "IdempotencyRecord",
+    "Incident",
+    "IncidentCompetence",
+    "IncidentEvent",
+    "IncidentNote",
+    "Manager",
+    "ManagerCompetence",
+    "ManagerDistrict",
+    "Organisation",
+    "ReferenceCounter",
+]

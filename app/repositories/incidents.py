@@ -1,0 +1,171 @@
+"""Incident queries: scoped lists with filters, competences, timeline, notes."""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy import Select, delete, exists, or_, select
+
+from app.core.pagination import PageParams, keyset, page_slice
+from app.models.assignment import Assignment, AssignmentRole, AssignmentStatus
+from app.models.incident import Incident, IncidentCompetence, IncidentEvent, IncidentNote
+from app.repositories.base import Repository
+
+_OPEN = (AssignmentStatus.offered, AssignmentStatus.accepted)
+
+
+@dataclass(frozen=True, slots=True)
+class IncidentFilter:
+    district: str | None = None
+    statuses: Sequence[str] = field(default_factory=tuple)
+    category: str | None = None
+    min_escalation: int | None = None
+    reported_after: datetime | None = None
+    reported_before: datetime | None = None
+    organisation_id: uuid.UUID | None = None
+    q: str | None = None
+    # Row-level scope of the caller (set by the service, never by the client):
+    scope_organisation_id: uuid.UUID | None = None
+    scope_manager_id: uuid.UUID | None = None
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+class IncidentRepository(Repository[Incident]):
+    model = Incident
+
+    def filtered(self, flt: IncidentFilter) -> Select[tuple[Incident]]:
+        stmt = select(Incident)
+        if flt.scope_organisation_id is not None:
+            stmt = stmt.where(Incident.organisation_id == flt.scope_organisation_id)
+        if flt.scope_manager_id is not None:
+            stmt = stmt.where(self.assigned_clause(flt.scope_manager_id))
+        if flt.district:
+            stmt = stmt.where(Incident.district == flt.district)
+        if flt.statuses:
+            stmt = stmt.where(Incident.status.in_(list(flt.statuses)))
+        if flt.category:
+            stmt = stmt.where(Incident.category == flt.category)
+        if flt.min_escalation is not None:
+            stmt = stmt.where(Incident.escalation_level >= flt.min_escalation)
+        if flt.reported_after is not None:
+            stmt = stmt.where(Incident.reported_at >= flt.reported_after)
+        if flt.reported_before is not None:
+            stmt = stmt.where(Incident.reported_at < flt.reported_before)
+        if flt.organisation_id is not None:
+            stmt = stmt.where(Incident.organisation_id == flt.organisation_id)
+        if flt.q:
+            pattern = f"%{_escape_like(flt.q)}%"
+            stmt = stmt.where(
+                or_(
+                    Incident.title.ilike(pattern, escape="\\"),
+                    Incident.description.ilike(pattern, escape="\\"),
+                )
+            )
+        return stmt
+
+    @staticmethod
+    def assigned_clause(manager_id: uuid.UUID):  # type: ignore[no-untyped-def]
+        return exists().where(
+            Assignment.incident_id == Incident.id,
+            Assignment.manager_id == manager_id,
+            Assignment.status.in_(_OPEN),
+        )
+
+    def page(self, flt: IncidentFilter, params: PageParams) -> tuple[list[Incident], str | None]:
+        stmt = keyset(
+            self.filtered(flt), [Incident.created_at, Incident.id], params, descending=True
+        )
+        rows = self.session.scalars(stmt).all()
+        return page_slice(rows, params.limit, lambda i: [i.created_at, i.id])
+
+    def competences_of(self, incident_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, list[str]]:
+        ids = list(incident_ids)
+        result: dict[uuid.UUID, list[str]] = defaultdict(list)
+        if not ids:
+            return result
+        rows = self.session.execute(
+            select(IncidentCompetence.incident_id, IncidentCompetence.competence_code)
+            .where(IncidentCompetence.incident_id.in_(ids))
+            .order_by(IncidentCompetence.competence_code)
+        )
+        for incident_id, code in rows:
+            result[incident_id].append(code)
+        return result
+
+    def set_competences(self, incident_id: uuid.UUID, codes: Iterable[str]) -> None:
+        self.session.execute(
+            delete(IncidentCompetence).where(IncidentCompetence.incident_id == incident_id)
+        )
+        for code in sorted(set(codes)):
+            self.session.add(IncidentCompetence(incident_id=incident_id, competence_code=code))
+
+    def by_external_id(self, source: str, external_id: str) -> Incident | None:
+        return self.session.scalars(
+            select(Incident).where(Incident.source == source, Incident.external_id == external_id)
+        ).first()
+
+    def is_assigned(self, incident_id: uuid.UUID, manager_id: uuid.UUID) -> bool:
+        return self.session.scalar(
+            select(
+                exists().where(
+                    Assignment.incident_id == incident_id,
+                    Assignment.manager_id == manager_id,
+                    Assignment.status.in_(_OPEN),
+                )
+            )
+        ) is True
+
+    def accepted_lead_incidents(
+        self, manager_id: uuid.UUID, incident_ids: Iterable[uuid.UUID]
+    ) -> set[uuid.UUID]:
+        """Incidents among ``incident_ids`` where the manager holds the accepted lead."""
+        ids = list(incident_ids)
+        if not ids:
+            return set()
+        return set(
+            self.session.scalars(
+                select(Assignment.incident_id).where(
+                    Assignment.incident_id.in_(ids),
+                    Assignment.manager_id == manager_id,
+                    Assignment.role == AssignmentRole.lead,
+                    Assignment.status == AssignmentStatus.accepted,
+                )
+            )
+        )
+
+    def open_assignments(self, incident_id: uuid.UUID) -> list[Assignment]:
+        return list(
+            self.session.scalars(
+                select(Assignment)
+                .where(Assignment.incident_id == incident_id, Assignment.status.in_(_OPEN))
+                .order_by(Assignment.created_at)
+            )
+        )
+
+    def events_page(
+        self, incident_id: uuid.UUID, params: PageParams
+    ) -> tuple[list[IncidentEvent], str | None]:
+        stmt = keyset(
+            select(IncidentEvent).where(IncidentEvent.incident_id == incident_id),
+            [IncidentEvent.at, IncidentEvent.id],
+            params,
+        )
+        return page_slice(self.session.scalars(stmt).all(), params.limit, lambda e: [e.at, e.id])
+
+    def notes_page(
+        self, incident_id: uuid.UUID, params: PageParams
+    ) -> tuple[list[IncidentNote], str | None]:
+        stmt = keyset(
+            select(IncidentNote).where(IncidentNote.incident_id == incident_id),
+            [IncidentNote.created_at, IncidentNote.id],
+            params,
+        )
+        rows = self.session.scalars(stmt).all()
+        return page_slice(rows, params.limit, lambda n: [n.created_at, n.id])

@@ -1,0 +1,460 @@
+"""Incident rules: creation, scoped reads, edits, the status lifecycle and the timeline."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session
+
+from app.core.clock import get_clock
+from app.core.errors import Conflict, Forbidden, NotFound, Unprocessable
+from app.core.pagination import PageParams
+from app.core.security import Principal
+from app.models.assignment import AssignmentStatus
+from app.models.incident import (
+    DISPATCH_ONLY_TRANSITIONS,
+    INCIDENT_TRANSITIONS,
+    Incident,
+    IncidentCreate,
+    IncidentEvent,
+    IncidentEventPublic,
+    IncidentNote,
+    IncidentNotePublic,
+    IncidentPublic,
+    IncidentSource,
+    IncidentStatus,
+    IncidentUpdate,
+    NoteCreate,
+)
+from app.models.system import Role
+from app.repositories.incidents import IncidentFilter, IncidentRepository
+from app.repositories.reference import (
+    CompetenceRepository,
+    DistrictRepository,
+    OrganisationRepository,
+)
+from app.services import audit
+from app.services.dispatch.slots import end_assignment
+from app.services.references import incident_reference
+from app.services.versioning import apply_changes, bump, check_if_match
+
+REPORTER_FIELDS = ("reporter_name", "reporter_contact", "reporter_anonymous", "has_reporter")
+
+
+def _invalid(field: str, message: str) -> Unprocessable:
+    return Unprocessable(
+        message, errors=[{"loc": ["body", field], "msg": message, "type": "unknown_reference"}]
+    )
+
+
+def record_event(
+    session: Session,
+    incident: Incident,
+    type_: str,
+    principal: Principal,
+    *,
+    from_status: str | None = None,
+    to_status: str | None = None,
+    note: str | None = None,
+    data: dict[str, Any] | None = None,
+) -> IncidentEvent:
+    """Append one entry to the incident's timeline (every change is one)."""
+    event = IncidentEvent(
+        incident_id=incident.id,
+        at=get_clock().now(),
+        type=type_,
+        actor_id=principal.key_id,
+        actor_role=principal.role,
+        from_status=from_status,
+        to_status=to_status,
+        note=note,
+        data=data or {},
+    )
+    session.add(event)
+    return event
+
+
+def change_status(
+    session: Session,
+    incident: Incident,
+    to_status: IncidentStatus,
+    principal: Principal,
+    *,
+    note: str | None = None,
+    data: dict[str, Any] | None = None,
+) -> None:
+    """Set a new status (already checked by the caller), stamp it and put it on the timeline."""
+    from_status = incident.status
+    incident.status = to_status
+    incident.status_changed_at = get_clock().now()
+    bump(session, incident)
+    record_event(
+        session,
+        incident,
+        "status_changed",
+        principal,
+        from_status=from_status,
+        to_status=to_status,
+        note=note,
+        data=data,
+    )
+    audit.record(session, principal, "status", "incident", incident.id, ["status"])
+
+
+class IncidentService:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.repo = IncidentRepository(session)
+
+    # --- visibility ----------------------------------------------------------------------------
+
+    def load(self, incident_id: uuid.UUID, principal: Principal, *, for_update: bool = False
+             ) -> Incident:
+        """The incident if the caller may see it; otherwise 404 (existence is not leaked)."""
+        incident = self.repo.get(incident_id, for_update=for_update)
+        if incident is None or not self._may_see(incident, principal):
+            raise NotFound(f"No incident {incident_id}.")
+        return incident
+
+    def _may_see(self, incident: Incident, principal: Principal) -> bool:
+        if principal.is_staff:
+            return True
+        if principal.role == Role.partner:
+            return (
+                incident.organisation_id is not None
+                and incident.organisation_id == principal.organisation_id
+            )
+        if principal.role == Role.manager and principal.manager_id is not None:
+            return self.repo.is_assigned(incident.id, principal.manager_id)
+        return False
+
+    def to_public(self, incidents: Sequence[Incident], principal: Principal
+                  ) -> list[IncidentPublic]:
+        """Public views in one pass: competences batched, reporter only where the role may see."""
+        ids = [i.id for i in incidents]
+        competences = self.repo.competences_of(ids)
+        if principal.role == Role.manager and principal.manager_id is not None:
+            lead_of = self.repo.accepted_lead_incidents(principal.manager_id, ids)
+        else:
+            lead_of = set()
+        return [
+            self._public(i, competences.get(i.id, []), self._sees_reporter(i, principal, lead_of))
+            for i in incidents
+        ]
+
+    @staticmethod
+    def _sees_reporter(incident: Incident, principal: Principal, lead_of: set[uuid.UUID]) -> bool:
+        if principal.is_staff:
+            return True
+        if principal.role == Role.partner:
+            return incident.organisation_id == principal.organisation_id
+        if principal.role == Role.manager:
+            return incident.id in lead_of
+        return False
+
+    @staticmethod
+    def _public(incident: Incident, competences: list[str], with_reporter: bool) -> IncidentPublic:
+        reporter = None
+        if with_reporter and incident.has_reporter:
+            reporter = {
+                "name": incident.reporter_name,
+                "contact": incident.reporter_contact,
+                "anonymous": incident.reporter_anonymous,
+            }
+        location = None
+        if incident.lat is not None and incident.lon is not None:
+            location = {"lat": incident.lat, "lon": incident.lon}
+        return IncidentPublic.model_validate(
+            {
+                **{k: getattr(incident, k) for k in _PUBLIC_COLUMNS},
+                "location": location,
+                "required_competences": competences,
+                "reporter": reporter,
+            }
+        )
+
+    def public_one(self, incident: Incident, principal: Principal) -> IncidentPublic:
+        return self.to_public([incident], principal)[0]
+
+    # --- reads ---------------------------------------------------------------------------------
+
+    def scoped_filter(self, flt: IncidentFilter, principal: Principal) -> IncidentFilter:
+        from dataclasses import replace
+
+        if principal.role == Role.partner:
+            return replace(flt, scope_organisation_id=principal.organisation_id or uuid.UUID(int=0))
+        if principal.role == Role.manager:
+            return replace(flt, scope_manager_id=principal.manager_id or uuid.UUID(int=0))
+        return flt
+
+    def page(
+        self, flt: IncidentFilter, params: PageParams, principal: Principal
+    ) -> tuple[list[IncidentPublic], str | None]:
+        rows, cursor = self.repo.page(self.scoped_filter(flt, principal), params)
+        return self.to_public(rows, principal), cursor
+
+    # --- writes --------------------------------------------------------------------------------
+
+    def _check_references(
+        self,
+        *,
+        district: str | None = None,
+        competences: Iterable[str] = (),
+        organisation_id: uuid.UUID | None = None,
+    ) -> None:
+        if district is not None and not DistrictRepository(self.session).existing_codes([district]):
+            raise _invalid("district", f"Unknown district '{district}'.")
+        wanted = set(competences)
+        missing = wanted - CompetenceRepository(self.session).existing_codes(wanted)
+        if missing:
+            raise _invalid(
+                "required_competences", f"Unknown competence(s): {', '.join(sorted(missing))}."
+            )
+        if organisation_id is not None and not OrganisationRepository(self.session).exists(
+            organisation_id
+        ):
+            raise _invalid("organisation_id", f"Unknown organisation {organisation_id}.")
+
+    def create(self, body: IncidentCreate, principal: Principal) -> IncidentPublic:
+        organisation_id = body.organisation_id
+        source = body.source
+        if principal.role == Role.partner:
+            if organisation_id is not None and organisation_id != principal.organisation_id:
+                raise Forbidden("A partner key creates incidents for its own organisation only.")
+            organisation_id = principal.organisation_id
+            source = IncidentSource.partner
+        self._check_references(
+            district=body.district,
+            competences=body.required_competences,
+            organisation_id=organisation_id,
+        )
+        if body.external_id is not None and self.repo.by_external_id(source, body.external_id):
+            raise Conflict(
+                f"An incident with source '{source}' and external_id exists already.",
+                type_="duplicate",
+            )
+        clock = get_clock()
+        now = clock.now()
+        reporter = body.reporter
+        incident = Incident(
+            reference=incident_reference(self.session, now.astimezone(clock.tz).year),
+            title=body.title,
+            description=body.description,
+            district=body.district,
+            lat=body.location.lat if body.location else None,
+            lon=body.location.lon if body.location else None,
+            category=body.category,
+            escalation_level=body.escalation_level,
+            languages=body.languages,
+            status=IncidentStatus.reported,
+            occurred_at=body.occurred_at,
+            reported_at=body.reported_at or now,
+            status_changed_at=now,
+            source=source,
+            external_id=body.external_id,
+            organisation_id=organisation_id,
+            has_reporter=reporter is not None,
+            reporter_name=reporter.name if reporter else None,
+            reporter_contact=reporter.contact if reporter else None,
+            reporter_anonymous=reporter.anonymous if reporter else False,
+            created_at=now,
+            updated_at=now,
+        )
+        self.session.add(incident)
+        try:
+            with self.session.begin_nested():
+                self.session.flush()
+        except IntegrityError:
+            raise Conflict(
+                "An incident with this source and external_id exists already.", type_="duplicate"
+            ) from None
+        self.repo.set_competences(incident.id, body.required_competences)
+        record_event(self.session, incident, "created", principal, to_status=incident.status)
+        audit.record(
+            self.session, principal, "create", "incident", incident.id, body.model_fields_set
+        )
+        self.session.flush()
+        return self.public_one(incident, principal)
+
+    def update(
+        self,
+        incident_id: uuid.UUID,
+        body: IncidentUpdate,
+        principal: Principal,
+        if_match: int | None,
+    ) -> IncidentPublic:
+        incident = self.load(incident_id, principal, for_update=True)
+        check_if_match(incident, if_match)
+        fields = body.model_fields_set
+        for name in ("title", "district", "category", "escalation_level"):
+            if name in fields and getattr(body, name) is None:
+                raise Unprocessable(
+                    f"{name} cannot be null.",
+                    errors=[{"loc": ["body", name], "msg": "may not be null", "type": "none"}],
+                )
+        self._check_references(
+            district=body.district if "district" in fields else None,
+            competences=body.required_competences or (),
+        )
+        changes: dict[str, Any] = body.model_dump(
+            include=fields
+            & {"title", "description", "district", "category", "escalation_level", "occurred_at",
+               "external_id"}
+        )
+        if "description" in changes and changes["description"] is None:
+            changes["description"] = ""
+        if "languages" in fields:
+            changes["languages"] = body.languages or []
+        if "location" in fields:
+            changes["lat"] = body.location.lat if body.location else None
+            changes["lon"] = body.location.lon if body.location else None
+        if "reporter" in fields:
+            reporter = body.reporter
+            changes.update(
+                has_reporter=reporter is not None,
+                reporter_name=reporter.name if reporter else None,
+                reporter_contact=reporter.contact if reporter else None,
+                reporter_anonymous=reporter.anonymous if reporter else False,
+            )
+        if "external_id" in changes and changes["external_id"] is not None:
+            other = self.repo.by_external_id(incident.source, changes["external_id"])
+            if other is not None and other.id != incident.id:
+                raise Conflict("Another incident has this external_id.", type_="duplicate")
+        changed = apply_changes(incident, changes)
+        if "required_competences" in fields:
+            current = self.repo.competences_of([incident.id]).get(incident.id, [])
+            wanted = sorted(set(body.required_competences or []))
+            if current != wanted:
+                self.repo.set_competences(incident.id, wanted)
+                changed.append("required_competences")
+        if changed:
+            public_names = sorted(
+                {"reporter" if n in REPORTER_FIELDS else n for n in changed}
+                - {"lat", "lon"}
+                | ({"location"} if {"lat", "lon"} & set(changed) else set())
+            )
+            bump(self.session, incident)
+            record_event(self.session, incident, "updated", principal,
+                         data={"fields": public_names})
+            audit.record(self.session, principal, "update", "incident", incident.id, public_names)
+        self.session.flush()
+        return self.public_one(incident, principal)
+
+    def set_status(
+        self,
+        incident_id: uuid.UUID,
+        to_status: str,
+        note: str | None,
+        principal: Principal,
+    ) -> IncidentPublic:
+        try:
+            target = IncidentStatus(to_status)
+        except ValueError:
+            raise Unprocessable(
+                f"Unknown status '{to_status}'.",
+                errors=[{"loc": ["body", "status"], "msg": "unknown status", "type": "enum"}],
+            ) from None
+        incident = self.load(incident_id, principal, for_update=True)
+        current = IncidentStatus(incident.status)
+        if principal.role == Role.partner and target != IncidentStatus.withdrawn:
+            raise Forbidden("A partner may only withdraw its own incidents.")
+        if target not in INCIDENT_TRANSITIONS[current]:
+            raise Conflict(
+                f"An incident cannot go from '{current}' to '{target}'.",
+                type_="invalid-transition",
+            )
+        if (current, target) in DISPATCH_ONLY_TRANSITIONS:
+            raise Conflict(
+                f"'{target}' is set by dispatch (offering and accepting assignments), not by hand.",
+                type_="invalid-transition",
+            )
+        open_assignments = self.repo.open_assignments(incident.id)
+        now = get_clock().now()
+        back_to_queue = target == IncidentStatus.triaged and current in (
+            IncidentStatus.dispatched,
+            IncidentStatus.in_progress,
+        )
+        if back_to_queue and open_assignments:
+            raise Conflict(
+                "The incident still has open assignments; withdraw them first.",
+                type_="open-assignments",
+            )
+        ended: list[uuid.UUID] = []
+        if target == IncidentStatus.resolved:
+            to_end = [a for a in open_assignments if a.status == AssignmentStatus.offered]
+        elif target in (IncidentStatus.referred, IncidentStatus.withdrawn):
+            to_end = open_assignments
+        else:
+            to_end = []
+        for assignment in to_end:
+            if end_assignment(self.session, assignment, AssignmentStatus.withdrawn, now,
+                              reason=f"incident {target}"):
+                ended.append(assignment.id)
+        change_status(
+            self.session,
+            incident,
+            target,
+            principal,
+            note=note,
+            data={"withdrawn_assignments": [str(i) for i in ended]} if ended else None,
+        )
+        self.session.flush()
+        return self.public_one(incident, principal)
+
+    # --- timeline and notes --------------------------------------------------------------------
+
+    def events(
+        self, incident_id: uuid.UUID, params: PageParams, principal: Principal
+    ) -> tuple[list[IncidentEventPublic], str | None]:
+        incident = self.load(incident_id, principal)
+        rows, cursor = self.repo.events_page(incident.id, params)
+        return [IncidentEventPublic.model_validate(e) for e in rows], cursor
+
+    def add_note(
+        self, incident_id: uuid.UUID, body: NoteCreate, principal: Principal
+    ) -> IncidentNotePublic:
+        incident = self.load(incident_id, principal)
+        note = IncidentNote(
+            incident_id=incident.id,
+            text=body.text,
+            author_id=principal.key_id,
+            author_role=principal.role,
+            created_at=get_clock().now(),
+        )
+        self.session.add(note)
+        self.session.flush()
+        record_event(self.session, incident, "note_added", principal, data={"note_id": str(note.id)})
+        audit.record(self.session, principal, "create", "incident_note", note.id, ["text"])
+        self.session.flush()
+        return IncidentNotePublic.model_validate(note)
+
+    def notes(
+        self, incident_id: uuid.UUID, params: PageParams, principal: Principal
+    ) -> tuple[list[IncidentNotePublic], str | None]:
+        incident = self.load(incident_id, principal)
+        rows, cursor = self.repo.notes_page(incident.id, params)
+        return [IncidentNotePublic.model_validate(n) for n in rows], cursor
+
+
+_PUBLIC_COLUMNS = (
+    "id",
+    "reference",
+    "title",
+    "description",
+    "district",
+    "category",
+    "escalation_level",
+    "languages",
+    "status",
+    "occurred_at",
+    "reported_at",
+    "source",
+    "external_id",
+    "organisation_id",
+    "version",
+    "created_at",
+    "updated_at",
+)
