@@ -9,6 +9,7 @@ from app.models.incident import (
     IncidentNote,
 )
 from app.models.manager import Absence, Manager, ManagerCompetence, ManagerDistrict
+from app.models.outbox import OutboxEvent
 from app.models.reference import Competence, District, DistrictNeighbour, Organisation
 from app.models.system import ApiKey, AuditEvent, IdempotencyRecord, ReferenceCounter
 
@@ -29,5 +30,6 @@ __all__ = [
     "ManagerCompetence",
     "ManagerDistrict",
     "Organisation",
+    "OutboxEvent",
     "ReferenceCounter",
 ]

@@ -36,7 +36,7 @@ from app.repositories.reference import (
     DistrictRepository,
     OrganisationRepository,
 )
-from app.services import audit
+from app.services import audit, outbox
 from app.services.dispatch.slots import end_assignment
 from app.services.references import incident_reference
 from app.services.versioning import apply_changes, bump, check_if_match
@@ -102,6 +102,27 @@ def change_status(
         data=data,
     )
     audit.record(session, principal, "status", "incident", incident.id, ["status"])
+    emit_incident_event(session, incident, "incident.status_changed",
+                        {"from_status": from_status, "to_status": to_status})
+
+
+def webhook_view(session: Session, incident: Incident) -> dict[str, Any]:
+    """The incident as webhooks carry it: never reporter data."""
+    competences = IncidentRepository(session).competences_of([incident.id]).get(incident.id, [])
+    view = IncidentService._public(incident, competences, with_reporter=False)
+    return view.model_dump(mode="json")
+
+
+def emit_incident_event(
+    session: Session, incident: Incident, event_type: str, extra: dict[str, Any] | None = None
+) -> None:
+    session.flush()
+    outbox.emit(
+        session,
+        event_type,
+        {"incident": webhook_view(session, incident), **(extra or {})},
+        organisation_id=incident.organisation_id,
+    )
 
 
 class IncidentService:
@@ -276,7 +297,7 @@ class IncidentService:
         audit.record(
             self.session, principal, "create", "incident", incident.id, body.model_fields_set
         )
-        self.session.flush()
+        emit_incident_event(self.session, incident, "incident.created")
         return self.public_one(incident, principal)
 
     def update(
