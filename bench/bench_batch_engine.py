@@ -1,9 +1,10 @@
 """Time the pure batch-dispatch engine (app.services.dispatch.batch.plan_batch).
 
-Usage: python bench/bench_batch_engine.py [--incidents 1000] [--managers 5000] [--repeat 3]
+Usage (from the repository root, so that `app` is the package):
+    python -m bench.bench_batch_engine [--incidents 1000] [--managers 5000] [--repeat 3]
 
 Scenarios (scores random at 4 decimals, 40 % tandem incidents, free slots 1-2, mostly 2):
-* ``district``: 50 districts in a ring; a manager has a home district and serves 0-2 others; an
+* ``district``: 50 districts; a manager has a home district and serves 0-2 others; an
   incident's candidates are the managers serving its district, thinned by half to mimic the
   competence filter (~100 per incident) — the realistic shape;
 * ``wide-<k>``: every incident lists k managers drawn from the whole roster — a stress test;

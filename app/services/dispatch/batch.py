@@ -9,35 +9,44 @@ feasible plans. A plan is feasible when
 * a single incident (``slots_needed=1``) gets at most one manager, and a tandem incident
   (``slots_needed=2``) gets two *distinct* managers or none (both slots or none).
 
-Formulation. Rows are incident slots (one per single incident, two per tandem incident); columns
+Objective. Rows are incident slots (one per single incident, two per tandem incident); columns
 are manager slots (a manager with *k* free slots gets ``min(k, incidents listing them)`` columns)
 plus one dummy column per row (cost 0: the slot stays empty, so a partial plan is still
 returned). The cost of row → manager slot *j* is ``-q·B + (j − J)`` where ``q = round(score·10⁴)``
-(scores are compared at the 4-decimal resolution :func:`rank_candidates` produces), *J* is the
-largest slot count and ``B = rows·J + 1``. Because the slot term of a whole plan stays below *B*
-in magnitude, it can never outweigh a score difference: it is a pure tie-break that, among plans
-of equal total score, prefers filling a slot over leaving it empty and a manager's lower slot
-indices, i.e. spreads load. (Load already weighs in each score via the ``load`` factor.)
+(scores are compared at the 4-decimal resolution ``rank_candidates`` produces), *J* is the largest
+slot count and ``B = rows·J + 1``. The slot term of a whole plan stays below *B* in magnitude, so
+it never outweighs a score difference: it is a pure tie-break that, among plans of equal total
+score, prefers filling a slot over leaving it empty and a manager's lower slot indices, i.e.
+spreads load. (Load already weighs in every score through the ``load`` factor.)
 
-Solving. The relaxation without the two tandem rules is a linear assignment problem, solved with
-:func:`scipy.sparse.csgraph.min_weight_full_bipartite_matching` (LAPJVsp, the sparse twin of
-:func:`scipy.optimize.linear_sum_assignment`: at 1,000 incidents × 5,000 managers the dense matrix
-would hold ~10⁷ cells, the sparse one only the candidate pairs). Its optimum bounds every feasible
-plan. If its solution breaks a tandem rule, a best-first branch and bound restores it:
+Solving, per independent component (incidents linked through shared managers), exactly:
 
-* one manager on both rows of a tandem incident → the manager is restricted to one of the two
-  rows. While one row has no restricted managers yet, this loses no feasible plan (the rows are
-  interchangeable), so no branching is needed; otherwise two children (this row / that row);
-* a tandem incident with exactly one slot filled → two children: it gets no slot / both slots.
+1. The relaxation without the two tandem rules is a linear assignment problem, solved with
+   :func:`scipy.sparse.csgraph.min_weight_full_bipartite_matching` (LAPJVsp, the sparse twin of
+   :func:`scipy.optimize.linear_sum_assignment`; at 1,000 incidents × 5,000 managers a dense
+   matrix would hold ~10⁷ cells, the sparse one only the candidate pairs). Its optimum bounds
+   every feasible plan. When its solution breaks a tandem rule, a best-first branch and bound
+   repairs it: one manager on both rows of a tandem incident is restricted to one row (while one
+   row has no restricted manager yet this loses no plan — the rows are interchangeable — so no
+   split is needed, otherwise two children); a half-filled tandem incident splits into "no slot" /
+   "both slots". Children only drop infeasible plans (or mirror images), so the search may stop
+   as soon as no open node's bound beats the best feasible plan found (a feasible relaxed optimum
+   is one): that plan is optimal. With plenty of capacity this takes two or three relaxations.
+2. When that search needs more than ``max_branch_nodes`` relaxations (scarce capacity: many
+   half-filled tandems), the component is solved as a mixed-integer program with HiGHS
+   (:func:`scipy.optimize.milp`): a binary per candidate pair, a binary per tandem incident with
+   ``Σ pairs = 2·tandem``, ``Σ pairs ≤ 1`` per single incident, and per manager continuous slot
+   variables carrying the same slot tie-break. HiGHS proves optimality unless its
+   ``milp_time_limit`` (a resource guard, default 10 s) runs out; then the best plan found — by
+   HiGHS, the branch and bound or the drop-and-re-solve heuristic below — is returned and
+   :attr:`BatchPlan.optimal` is ``False``. Scarce capacity with long candidate lists is the hard
+   regime (600 managers for 1,000 incidents with 100 candidates each: HiGHS took 10–40 s on a
+   busy 2-core machine); plentiful capacity, the scale target, closes in stage 1.
 
-Each branch only removes infeasible plans (or symmetric copies), every node is solved exactly,
-and the search stops at the first node whose relaxed optimum is feasible — which is therefore
-optimal. Dropping half-filled tandem incidents and re-solving (the obvious iterative repair) is
-*not* optimal: a tandem incident may be worth more than the single incident that took its second
-manager; the repair is used only to supply incumbents for pruning. The problem is split into
-independent components (incidents linked through shared managers) first, so unrelated conflicts
-do not multiply the search. ``max_nodes`` bounds the relaxations solved per component; when it
-is hit the best feasible plan found is returned and :attr:`BatchPlan.optimal` is ``False``.
+Why not "solve, drop half-filled tandem incidents, re-solve"? That iteration is not optimal: a
+tandem incident can be worth more than the single incident that took its second manager (e.g. T
+with A 0.9 / B 0.1 and S with B 0.95, A and B one slot each: the iteration returns S alone, 0.95;
+the optimum is T with A and B, 1.0). Here it only supplies fallback plans.
 """
 
 from __future__ import annotations
@@ -51,6 +60,7 @@ from uuid import UUID
 
 import numpy as np
 import numpy.typing as npt
+from scipy.optimize import Bounds, LinearConstraint, milp
 from scipy.sparse import coo_matrix, csr_matrix
 from scipy.sparse.csgraph import connected_components, min_weight_full_bipartite_matching
 
@@ -59,8 +69,11 @@ UnassignedReason = Literal["no_candidate", "no_tandem_partner"]
 
 SCORE_SCALE: Final = 10_000
 """Scores are compared at a resolution of 1/SCORE_SCALE (4 decimals)."""
-DEFAULT_MAX_NODES: Final = 2_000
-"""Relaxations solved per component before settling for the best feasible plan found."""
+DEFAULT_MAX_BRANCH_NODES: Final = 16
+"""Assignment relaxations per component before handing the component to the MILP solver."""
+DEFAULT_MILP_TIME_LIMIT: Final = 10.0
+"""Seconds HiGHS may spend on one component before settling for the best plan found."""
+
 _ROLES: Final[tuple[Role, Role]] = ("lead", "co")
 
 IntArray = npt.NDArray[np.int64]
@@ -99,7 +112,10 @@ class UnassignedIncident:
 
 @dataclass(frozen=True, slots=True)
 class BatchPlan:
-    """Assignments in incident input order (lead before co); unassigned incidents likewise."""
+    """Assignments in incident input order (lead before co); unassigned incidents likewise.
+
+    ``optimal`` is ``False`` only when a solver limit was hit before optimality was proven.
+    """
 
     assignments: list[PlannedAssignment]
     unassigned: list[UnassignedIncident]
@@ -115,16 +131,19 @@ def plan_batch(
     candidates_by_incident: Mapping[UUID, Sequence[tuple[UUID, float]]],
     free_slots: Mapping[UUID, int],
     *,
-    max_nodes: int = DEFAULT_MAX_NODES,
+    max_branch_nodes: int = DEFAULT_MAX_BRANCH_NODES,
+    milp_time_limit: float | None = DEFAULT_MILP_TIME_LIMIT,
 ) -> BatchPlan:
     """Plan the assignment of ``incidents`` that maximises the total score (module docstring).
 
     ``candidates_by_incident`` maps an incident id to its eligible ``(manager_id, score)`` pairs,
-    scores in [0, 1]; a manager listed twice counts once with the higher score. Managers without
+    scores in [0, 1]; a manager listed twice counts once, with the higher score. Managers without
     a positive entry in ``free_slots`` are ignored.
     """
-    if max_nodes < 1:
-        raise ValueError("max_nodes must be at least 1")
+    if max_branch_nodes < 1:
+        raise ValueError("max_branch_nodes must be at least 1")
+    if milp_time_limit is not None and milp_time_limit <= 0:
+        raise ValueError("milp_time_limit must be positive")
     seen: set[UUID] = set()
     for incident in incidents:
         if incident.slots_needed not in (1, 2):
@@ -143,80 +162,110 @@ def plan_batch(
                 options[manager_id] = max(score, options.get(manager_id, score))
         usable.append(options)
 
-    # Incidents that cannot be served whatever the others do take no part in the optimisation.
-    solvable = [
-        index
-        for index, incident in enumerate(incidents)
-        if len(usable[index]) >= incident.slots_needed
-    ]
-    chosen: dict[int, list[UUID]] = {}
-    optimal = True
-    if solvable:
-        manager_ids = sorted({m for index in solvable for m in usable[index]})
-        manager_index = {m: i for i, m in enumerate(manager_ids)}
-        edge_incident: list[int] = []
-        edge_manager: list[int] = []
-        edge_quantum: list[int] = []
-        for index in solvable:
-            for manager_id, score in usable[index].items():
-                edge_incident.append(index)
-                edge_manager.append(manager_index[manager_id])
-                edge_quantum.append(round(score * SCORE_SCALE))
-        edges = _Edges(
-            incident=np.asarray(edge_incident, dtype=np.int64),
-            manager=np.asarray(edge_manager, dtype=np.int64),
-            quantum=np.asarray(edge_quantum, dtype=np.int64),
-        )
-        slots_needed = np.asarray([i.slots_needed for i in incidents], dtype=np.int64)
-        capacity = np.asarray([free_slots[m] for m in manager_ids], dtype=np.int64)
-        for component in _components(edges, len(incidents), len(manager_ids)):
-            solution, proven = _solve_component(component, slots_needed, capacity, max_nodes)
-            optimal = optimal and proven
-            for index, managers in solution.items():
-                chosen[index] = [manager_ids[m] for m in managers]
+    chosen, optimal = _optimise(
+        incidents,
+        usable,
+        free_slots,
+        max_branch_nodes=max_branch_nodes,
+        milp_time_limit=milp_time_limit,
+    )
 
     assignments: list[PlannedAssignment] = []
     unassigned: list[UnassignedIncident] = []
     for index, incident in enumerate(incidents):
         picked = chosen.get(index)
+        scores = usable[index]
         if picked:
-            scores = usable[index]
             ordered = sorted(picked, key=lambda m: (-scores[m], m))
             for role, manager_id in zip(_ROLES, ordered, strict=False):
                 assignments.append(
                     PlannedAssignment(incident.id, manager_id, role, scores[manager_id])
                 )
-        elif incident.slots_needed == 2 and usable[index]:
+        elif incident.slots_needed == 2 and scores:
             unassigned.append(UnassignedIncident(incident.id, "no_tandem_partner"))
         else:
             unassigned.append(UnassignedIncident(incident.id, "no_candidate"))
     return BatchPlan(assignments=assignments, unassigned=unassigned, optimal=optimal)
 
 
+def _optimise(
+    incidents: Sequence[BatchIncident],
+    usable: list[dict[UUID, float]],
+    free_slots: Mapping[UUID, int],
+    *,
+    max_branch_nodes: int,
+    milp_time_limit: float | None,
+) -> tuple[dict[int, list[UUID]], bool]:
+    """Incident index → chosen manager ids, and whether every component was proven optimal."""
+    # Incidents that cannot be served whatever the others do take no part.
+    solvable = [
+        i for i, incident in enumerate(incidents) if len(usable[i]) >= incident.slots_needed
+    ]
+    if not solvable:
+        return {}, True
+    manager_ids = sorted({m for i in solvable for m in usable[i]})
+    manager_index = {m: k for k, m in enumerate(manager_ids)}
+    pair_incident: list[int] = []
+    pair_manager: list[int] = []
+    pair_quantum: list[int] = []
+    for i in solvable:
+        for manager_id, score in usable[i].items():
+            pair_incident.append(i)
+            pair_manager.append(manager_index[manager_id])
+            pair_quantum.append(round(score * SCORE_SCALE))
+    pairs = _Pairs(
+        incident=np.asarray(pair_incident, dtype=np.int64),
+        manager=np.asarray(pair_manager, dtype=np.int64),
+        quantum=np.asarray(pair_quantum, dtype=np.int64),
+    )
+    slots_needed = np.asarray([incident.slots_needed for incident in incidents], dtype=np.int64)
+    capacity = np.asarray([free_slots[m] for m in manager_ids], dtype=np.int64)
+
+    chosen: dict[int, list[UUID]] = {}
+    optimal = True
+    for part in _components(pairs, len(incidents), len(manager_ids)):
+        component = _Component.build(part, slots_needed, capacity)
+        rows, proven = _branch_and_bound(component, max_branch_nodes)
+        if not proven:
+            rows = _better(component, rows, _drop_and_resolve(component))
+            rows, proven = _solve_milp(component, rows, milp_time_limit)
+        optimal = optimal and proven
+        for local, incident in enumerate(component.incidents):
+            start = int(component.row_start[local])
+            picked = rows[start : start + int(component.needed[local])]
+            managers = [manager_ids[int(component.managers[m])] for m in picked if m >= 0]
+            if managers:
+                chosen[int(incident)] = managers
+    return chosen, optimal
+
+
 @dataclass(frozen=True, slots=True)
-class _Edges:
-    """Candidate pairs: global incident index, global manager index, quantised score."""
+class _Pairs:
+    """Candidate pairs: incident index, manager index, quantised score."""
 
     incident: IntArray
     manager: IntArray
     quantum: IntArray
 
-    def subset(self, selector: IntArray) -> _Edges:
-        return _Edges(self.incident[selector], self.manager[selector], self.quantum[selector])
+    def subset(self, selector: IntArray) -> _Pairs:
+        return _Pairs(self.incident[selector], self.manager[selector], self.quantum[selector])
 
 
-def _components(edges: _Edges, n_incidents: int, n_managers: int) -> list[_Edges]:
+def _components(pairs: _Pairs, n_incidents: int, n_managers: int) -> list[_Pairs]:
     """Split the candidate pairs into independent components (shared managers link incidents)."""
-    n_edges = len(edges.incident)
+    size = n_incidents + n_managers
     graph = coo_matrix(
-        (np.ones(n_edges, dtype=np.int8), (edges.incident, n_incidents + edges.manager)),
-        shape=(n_incidents + n_managers, n_incidents + n_managers),
+        (
+            np.ones(len(pairs.incident), dtype=np.int8),
+            (pairs.incident, n_incidents + pairs.manager),
+        ),
+        shape=(size, size),
     )
     _, labels = connected_components(graph, directed=False)
-    edge_label = labels[edges.incident]
-    order = np.argsort(edge_label, kind="stable")
-    bounds = np.flatnonzero(np.diff(edge_label[order])) + 1
-    return [edges.subset(part) for part in np.split(order, bounds)]
+    pair_label = labels[pairs.incident]
+    order = np.argsort(pair_label, kind="stable")
+    bounds = np.flatnonzero(np.diff(pair_label[order])) + 1
+    return [pairs.subset(part) for part in np.split(order, bounds)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,42 +277,111 @@ class _Node:
     full: frozenset[int] = frozenset()
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class _Relaxation:
     cost: float
     row_manager: IntArray  # local manager per row, -1 for an empty slot
     row_cost: FloatArray
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class _Component:
-    """One component as a rectangular assignment problem, ready to solve under restrictions."""
+    """One component: its pairs in local indices and the assignment-problem edges built on them.
+
+    Costs are integers held in float64, exact: they stay far below 2**53.
+    """
 
     incidents: IntArray  # global incident index per local incident
     managers: IntArray  # global manager index per local manager
-    row_start: IntArray  # first row of each local incident
+    needed: IntArray  # slots needed per local incident
+    row_start: IntArray  # first row per local incident
     tandems: IntArray  # local indices of tandem incidents
-    n_rows: int
-    n_slot_columns: int
+    columns: IntArray  # slot columns per local manager
+    big: int  # B in the module docstring
+    pair_incident: IntArray  # local incident per candidate pair
+    pair_manager: IntArray  # local manager per candidate pair
+    pair_quantum: IntArray
+    pair_key: IntArray  # sorted incident·n_managers + manager, for looking up quanta
+    key_quantum: IntArray  # quantum per pair_key
     edge_row: IntArray
     edge_column: IntArray
-    edge_manager: IntArray  # local manager of each edge
+    edge_manager: IntArray  # local manager per edge
     edge_cost: FloatArray
     column_manager: IntArray  # local manager per slot column
-    offset: float
+
+    @classmethod
+    def build(cls, pairs: _Pairs, slots_needed: IntArray, capacity: IntArray) -> _Component:
+        incidents, pair_incident = np.unique(pairs.incident, return_inverse=True)
+        managers, pair_manager = np.unique(pairs.manager, return_inverse=True)
+        needed = slots_needed[incidents]
+        row_start = _starts(needed)
+        # A manager never needs more columns than incidents listing them (one per incident).
+        listed = np.bincount(pair_manager, minlength=len(managers))
+        columns = np.minimum(capacity[managers], listed)
+        column_start = _starts(columns)
+        max_columns = int(columns.max())
+        big = int(needed.sum()) * max_columns + 1
+
+        rows: list[IntArray] = []
+        cols: list[IntArray] = []
+        owners: list[IntArray] = []
+        costs: list[FloatArray] = []
+        for side in range(2):
+            on_side = np.flatnonzero(needed[pair_incident] > side)
+            for slot in range(max_columns):
+                selected = on_side[columns[pair_manager[on_side]] > slot]
+                rows.append(row_start[pair_incident[selected]] + side)
+                cols.append(column_start[pair_manager[selected]] + slot)
+                owners.append(pair_manager[selected])
+                costs.append(
+                    (-pairs.quantum[selected] * big + (slot - max_columns)).astype(np.float64)
+                )
+        keys = pair_incident * len(managers) + pair_manager
+        key_order = np.argsort(keys)
+        return cls(
+            incidents=incidents,
+            managers=managers,
+            needed=needed,
+            row_start=row_start,
+            tandems=np.flatnonzero(needed == 2),
+            columns=columns,
+            big=big,
+            pair_incident=pair_incident.astype(np.int64),
+            pair_manager=pair_manager.astype(np.int64),
+            pair_quantum=pairs.quantum,
+            pair_key=keys[key_order].astype(np.int64),
+            key_quantum=pairs.quantum[key_order],
+            edge_row=np.concatenate(rows),
+            edge_column=np.concatenate(cols),
+            edge_manager=np.concatenate(owners),
+            edge_cost=np.concatenate(costs),
+            column_manager=np.repeat(np.arange(len(managers), dtype=np.int64), columns),
+        )
+
+    @property
+    def n_rows(self) -> int:
+        return int(self.needed.sum())
+
+    @property
+    def n_slot_columns(self) -> int:
+        return int(self.columns.sum())
+
+    @property
+    def max_columns(self) -> int:
+        return int(self.columns.max())
 
     def rows_of(self, local_incident: int) -> tuple[int, int]:
         start = int(self.row_start[local_incident])
         return start, start + 1
 
-    def solve(self, node: _Node) -> _Relaxation | None:
-        n_rows = self.n_rows
+    def relax(self, node: _Node) -> _Relaxation | None:
+        """Optimum of the assignment relaxation under ``node``; ``None`` when infeasible."""
+        n_rows, n_slots, n_managers = self.n_rows, self.n_slot_columns, len(self.managers)
         keep = np.ones(len(self.edge_row), dtype=np.bool_)
         if node.forbidden:
-            keys = self.edge_row * len(self.managers) + self.edge_manager
+            keys = self.edge_row * n_managers + self.edge_manager
             forbidden = np.fromiter(
-                (row * len(self.managers) + manager for row, manager in node.forbidden),
-                dtype=np.int64,
+                (row * n_managers + manager for row, manager in node.forbidden), dtype=np.int64
             )
             keep &= ~np.isin(keys, forbidden)
         if node.empty:
@@ -271,22 +389,39 @@ class _Component:
         dummy_rows = np.arange(n_rows, dtype=np.int64)
         if node.full:
             dummy_rows = dummy_rows[~self._rows_mask(node.full)]
-        rows = np.concatenate([self.edge_row[keep], dummy_rows])
-        columns = np.concatenate([self.edge_column[keep], self.n_slot_columns + dummy_rows])
-        costs = np.concatenate([self.edge_cost[keep], np.zeros(len(dummy_rows))])
+        offset = 1.0 - float(self.edge_cost.min())  # LAPJVsp wants non-zero weights
         matrix = csr_matrix(
-            (costs + self.offset, (rows, columns)), shape=(n_rows, self.n_slot_columns + n_rows)
+            (
+                np.concatenate([self.edge_cost[keep], np.zeros(len(dummy_rows))]) + offset,
+                (
+                    np.concatenate([self.edge_row[keep], dummy_rows]),
+                    np.concatenate([self.edge_column[keep], n_slots + dummy_rows]),
+                ),
+            ),
+            shape=(n_rows, n_slots + n_rows),
         )
         try:
             row_index, column_index = min_weight_full_bipartite_matching(matrix)
-        except ValueError:  # a forced-full tandem cannot get two distinct managers here
+        except ValueError:  # a tandem forced full cannot get two distinct managers here
             return None
         row_cost = np.zeros(n_rows, dtype=np.float64)
-        row_cost[row_index] = np.asarray(matrix[row_index, column_index]).ravel() - self.offset
+        row_cost[row_index] = np.asarray(matrix[row_index, column_index]).ravel() - offset
         row_manager = np.full(n_rows, -1, dtype=np.int64)
-        real = column_index < self.n_slot_columns
+        real = column_index < n_slots
         row_manager[row_index[real]] = self.column_manager[column_index[real]]
         return _Relaxation(float(row_cost.sum()), row_manager, row_cost)
+
+    def plan_cost(self, row_manager: IntArray) -> float:
+        """Cost of a plan (local manager per row, -1 empty) under the module's objective."""
+        filled = np.flatnonzero(row_manager >= 0)
+        row_incident = np.repeat(np.arange(len(self.needed), dtype=np.int64), self.needed)
+        keys = row_incident[filled] * len(self.managers) + row_manager[filled]
+        position = np.searchsorted(self.pair_key, keys)
+        score_part = -int(self.key_quantum[position].sum()) * self.big
+        load = np.bincount(row_manager[filled], minlength=len(self.managers))
+        # A manager holding L slots uses slot columns 0 … L-1: Σ (slot − J).
+        slot_part = int((load * (load - 1) // 2 - load * self.max_columns).sum())
+        return float(score_part + slot_part)
 
     def _rows_mask(self, local_incidents: frozenset[int]) -> BoolArray:
         mask = np.zeros(self.n_rows, dtype=np.bool_)
@@ -295,99 +430,42 @@ class _Component:
         return mask
 
 
-def _build_component(edges: _Edges, slots_needed: IntArray, capacity: IntArray) -> _Component:
-    incidents, edge_incident = np.unique(edges.incident, return_inverse=True)
-    managers, edge_manager = np.unique(edges.manager, return_inverse=True)
-    needed = slots_needed[incidents]
-    row_start = np.concatenate([[0], np.cumsum(needed)[:-1]]).astype(np.int64)
-    n_rows = int(needed.sum())
-    # A manager never needs more columns than incidents listing them (one slot per incident).
-    listed = np.bincount(edge_manager, minlength=len(managers))
-    columns = np.minimum(capacity[managers], listed)
-    column_start = np.concatenate([[0], np.cumsum(columns)[:-1]]).astype(np.int64)
-    max_columns = int(columns.max())
-    big = n_rows * max_columns + 1
-
-    parts_row: list[IntArray] = []
-    parts_column: list[IntArray] = []
-    parts_manager: list[IntArray] = []
-    parts_cost: list[FloatArray] = []
-    for side in range(2):
-        on_side = np.flatnonzero(needed[edge_incident] > side)
-        for slot in range(max_columns):
-            selected = on_side[columns[edge_manager[on_side]] > slot]
-            parts_row.append(row_start[edge_incident[selected]] + side)
-            parts_column.append(column_start[edge_manager[selected]] + slot)
-            parts_manager.append(edge_manager[selected])
-            parts_cost.append(
-                (-edges.quantum[selected] * big + (slot - max_columns)).astype(np.float64)
-            )
-    edge_cost = np.concatenate(parts_cost)
-    return _Component(
-        incidents=incidents,
-        managers=managers,
-        row_start=row_start,
-        tandems=np.flatnonzero(needed == 2),
-        n_rows=n_rows,
-        n_slot_columns=int(columns.sum()),
-        edge_row=np.concatenate(parts_row),
-        edge_column=np.concatenate(parts_column),
-        edge_manager=np.concatenate(parts_manager),
-        edge_cost=edge_cost,
-        column_manager=np.repeat(np.arange(len(managers), dtype=np.int64), columns),
-        offset=float(-edge_cost.min()) + 1.0,
-    )
+def _starts(counts: IntArray) -> IntArray:
+    return np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
 
 
-def _solve_component(
-    edges: _Edges, slots_needed: IntArray, capacity: IntArray, max_nodes: int
-) -> tuple[dict[int, list[int]], bool]:
-    """Best plan for one component: global incident index → global manager indices."""
-    component = _build_component(edges, slots_needed, capacity)
-    root = component.solve(_Node())
-    if root is None:  # pragma: no cover - the root always has the all-empty matching
+def _branch_and_bound(component: _Component, max_nodes: int) -> tuple[IntArray, bool]:
+    """Best-first branch and bound over assignment relaxations: best plan found, proven?"""
+    root = component.relax(_Node())
+    if root is None:  # pragma: no cover - leaving every slot empty is always possible
         raise AssertionError("the unrestricted relaxation is always feasible")
-
-    incumbent_cost, incumbent_rows = _repair(component, root)
+    incumbent_cost, incumbent = _repair(component, root)
     counter = itertools.count()
     queue: list[tuple[float, int, _Node, _Relaxation]] = [(root.cost, next(counter), _Node(), root)]
     solved = 1
-    proven = True
     while queue:
         bound, _, node, relaxation = heapq.heappop(queue)
         if bound >= incumbent_cost:
-            break  # nothing left can beat the incumbent: it is optimal
+            return incumbent, True  # nothing left can beat the incumbent
         children = _branch(component, node, relaxation)
-        if children is None:  # the relaxed optimum is feasible, hence optimal
-            incumbent_cost, incumbent_rows = relaxation.cost, relaxation.row_manager
-            break
+        # A feasible relaxed optimum is its own repair, so it already is the incumbent and the
+        # check above has ended the search: this node breaks a tandem rule.
+        assert children is not None
         for child in children:
             if solved >= max_nodes:
-                proven = False
-                queue.clear()
-                break
+                return incumbent, False
             solved += 1
-            child_relaxation = component.solve(child)
+            child_relaxation = component.relax(child)
             if child_relaxation is None or child_relaxation.cost >= incumbent_cost:
                 continue
-            repaired_cost, repaired_rows = _repair(component, child_relaxation)
+            repaired_cost, repaired = _repair(component, child_relaxation)
             if repaired_cost < incumbent_cost:
-                incumbent_cost, incumbent_rows = repaired_cost, repaired_rows
+                incumbent_cost, incumbent = repaired_cost, repaired
             heapq.heappush(queue, (child_relaxation.cost, next(counter), child, child_relaxation))
-
-    solution: dict[int, list[int]] = {}
-    for local, incident in enumerate(component.incidents):
-        start = int(component.row_start[local])
-        rows = incumbent_rows[start : start + int(slots_needed[incident])]
-        picked = [int(component.managers[m]) for m in rows if m >= 0]
-        if picked:
-            solution[int(incident)] = picked
-    return solution, proven
+    return incumbent, True
 
 
-def _tandem_state(
-    component: _Component, relaxation: _Relaxation, local: int
-) -> tuple[int, int]:
+def _tandem_managers(component: _Component, relaxation: _Relaxation, local: int) -> tuple[int, int]:
     row_a, row_b = component.rows_of(local)
     return int(relaxation.row_manager[row_a]), int(relaxation.row_manager[row_b])
 
@@ -396,13 +474,14 @@ def _repair(component: _Component, relaxation: _Relaxation) -> tuple[float, IntA
     """Feasible plan from a relaxed one: empty every tandem incident that breaks a tandem rule."""
     rows = relaxation.row_manager.copy()
     cost = relaxation.cost
-    for local in component.tandems:
-        manager_a, manager_b = _tandem_state(component, relaxation, int(local))
+    for local in (int(t) for t in component.tandems):
+        manager_a, manager_b = _tandem_managers(component, relaxation, local)
         if manager_a == manager_b or (manager_a < 0) != (manager_b < 0):
-            for row in component.rows_of(int(local)):
+            for row in component.rows_of(local):
                 cost -= float(relaxation.row_cost[row])
                 rows[row] = -1
-    return cost, rows
+    # Emptied slots may leave a manager's higher slot column in use: price the plan exactly.
+    return component.plan_cost(rows) if cost != relaxation.cost else cost, rows
 
 
 def _branch(component: _Component, node: _Node, relaxation: _Relaxation) -> list[_Node] | None:
@@ -410,11 +489,11 @@ def _branch(component: _Component, node: _Node, relaxation: _Relaxation) -> list
     free_fixes: set[tuple[int, int]] = set()
     split: list[_Node] | None = None
     for local in (int(t) for t in component.tandems):
-        manager_a, manager_b = _tandem_state(component, relaxation, local)
+        manager_a, manager_b = _tandem_managers(component, relaxation, local)
         row_a, row_b = component.rows_of(local)
         if manager_a >= 0 and manager_a == manager_b:
-            # The manager must keep to one row. Restricting them to a row that no other manager
-            # is restricted to loses no plan (swap the two rows), so only then is no split needed.
+            # The manager must keep to one row. Restricting them to a row no other manager is
+            # restricted to loses no plan (swap the two rows), so then no split is needed.
             only_a = {m for r, m in node.forbidden if r == row_b}
             only_b = {m for r, m in node.forbidden if r == row_a}
             if not only_a:
@@ -434,3 +513,105 @@ def _branch(component: _Component, node: _Node, relaxation: _Relaxation) -> list
     if free_fixes:
         return [_Node(node.forbidden | free_fixes, node.empty, node.full)]
     return split
+
+
+def _solve_milp(
+    component: _Component, incumbent: IntArray, time_limit: float | None
+) -> tuple[IntArray, bool]:
+    """Solve the component exactly as a MILP; keep ``incumbent`` if HiGHS finds nothing better.
+
+    Variables: x per candidate pair (binary), y per tandem incident (binary), z per manager slot
+    column (continuous, the slot tie-break). The objective is the module's, divided by B.
+    """
+    n_pairs = len(component.pair_incident)
+    n_incidents = len(component.needed)
+    n_tandems = len(component.tandems)
+    n_columns = component.n_slot_columns
+    n_vars = n_pairs + n_tandems + n_columns
+    slot_of_column = np.arange(n_columns) - np.repeat(_starts(component.columns), component.columns)
+    objective = np.concatenate(
+        [
+            -component.pair_quantum.astype(np.float64),
+            np.zeros(n_tandems),
+            (slot_of_column - component.max_columns) / component.big,
+        ]
+    )
+    pair_vars = np.arange(n_pairs)
+    tandem_vars = n_pairs + np.arange(n_tandems)
+    column_vars = n_pairs + n_tandems + np.arange(n_columns)
+    # Per incident: Σ x ≤ 1 (single) or Σ x − 2·y = 0 (tandem).
+    incident_rows = coo_matrix(
+        (
+            np.concatenate([np.ones(n_pairs), np.full(n_tandems, -2.0)]),
+            (
+                np.concatenate([component.pair_incident, component.tandems]),
+                np.concatenate([pair_vars, tandem_vars]),
+            ),
+        ),
+        shape=(n_incidents, n_vars),
+    )
+    tandem = component.needed == 2
+    # Per manager: Σ x − Σ z = 0, with z ≤ 1 per slot column (so Σ x ≤ columns ≤ free slots).
+    manager_rows = coo_matrix(
+        (
+            np.concatenate([np.ones(n_pairs), -np.ones(n_columns)]),
+            (
+                np.concatenate([component.pair_manager, component.column_manager]),
+                np.concatenate([pair_vars, column_vars]),
+            ),
+        ),
+        shape=(len(component.managers), n_vars),
+    )
+    result = milp(
+        objective,
+        constraints=[
+            LinearConstraint(incident_rows, np.where(tandem, 0.0, -np.inf), np.where(tandem, 0, 1)),
+            LinearConstraint(manager_rows, 0.0, 0.0),
+        ],
+        integrality=np.concatenate([np.ones(n_pairs + n_tandems), np.zeros(n_columns)]),
+        bounds=Bounds(0.0, 1.0),
+        options={"mip_rel_gap": 0.0}
+        if time_limit is None
+        else {"mip_rel_gap": 0.0, "time_limit": time_limit},
+    )
+    if result.x is None:  # time limit hit before HiGHS found any plan
+        return incumbent, False
+    taken = np.flatnonzero(result.x[:n_pairs] > 0.5)
+    rows = np.full(component.n_rows, -1, dtype=np.int64)
+    filled = np.zeros(n_incidents, dtype=np.int64)
+    for pair in taken:
+        local = int(component.pair_incident[pair])
+        rows[int(component.row_start[local]) + int(filled[local])] = component.pair_manager[pair]
+        filled[local] += 1
+    proven = bool(result.status == 0)
+    if component.plan_cost(rows) > component.plan_cost(incumbent):
+        return incumbent, False
+    return rows, proven
+
+
+def _better(component: _Component, first: IntArray, second: IntArray) -> IntArray:
+    return second if component.plan_cost(second) < component.plan_cost(first) else first
+
+
+def _drop_and_resolve(component: _Component) -> IntArray:
+    """Heuristic plan: re-solve with rule-breaking tandems emptied until none breaks a rule.
+
+    A manager on both rows of a tandem is kept off its second row instead. Each round restricts
+    something new, so this ends after at most (tandems + managers per tandem) rounds.
+    """
+    node = _Node()
+    while True:
+        relaxation = component.relax(node)
+        if relaxation is None:  # pragma: no cover - nothing is forced full here
+            raise AssertionError("a relaxation without full tandems is always feasible")
+        forbidden = set(node.forbidden)
+        empty = set(node.empty)
+        for local in (int(t) for t in component.tandems):
+            manager_a, manager_b = _tandem_managers(component, relaxation, local)
+            if manager_a >= 0 and manager_a == manager_b:
+                forbidden.add((component.rows_of(local)[1], manager_a))
+            elif (manager_a < 0) != (manager_b < 0):
+                empty.add(local)
+        if len(forbidden) == len(node.forbidden) and len(empty) == len(node.empty):
+            return relaxation.row_manager
+        node = _Node(frozenset(forbidden), frozenset(empty), node.full)

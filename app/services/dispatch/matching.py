@@ -35,6 +35,11 @@ values rounded to 4 decimals and the score to 4 decimals. The weights (:data:`WE
 (e.g. derived from the incident category), otherwise every valid competence the incident does not
 require counts as extra. Ranking order: score descending, then fewer open assignments, then
 manager id ascending — fully deterministic.
+
+Cost: ~4 µs per roster member. When only the candidates matter (batch dispatch), passing just
+the managers who are active, below capacity and serve the district or a neighbouring one yields
+exactly the same candidates (only ``excluded`` shrinks): nobody else can qualify, nor decide the
+fallback.
 """
 
 from __future__ import annotations
@@ -145,7 +150,9 @@ class ManagerFacts:
     @property
     def already_involved(self) -> bool:
         """Holds an open assignment on the incident, or declined / expired / was withdrawn."""
-        return any(str(status) in INVOLVING_ASSIGNMENT_STATUSES for status in self.statuses_on_incident)
+        return any(
+            str(status) in INVOLVING_ASSIGNMENT_STATUSES for status in self.statuses_on_incident
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -363,7 +370,11 @@ def _reason(factor: Factor, value: float, detail: str) -> Reason:
 
 
 _DISTRICT_DETAILS: Final[Mapping[DistrictMatch, str]] = MappingProxyType(
-    {"home": "home district", "served": "serves this district", "neighbour": "neighbouring district"}
+    {
+        "home": "home district",
+        "served": "serves this district",
+        "neighbour": "neighbouring district",
+    }
 )
 
 
