@@ -1,0 +1,201 @@
+"""Recommendations of the steering group: lifecycle, progress, timeline and the printable report."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header, Query, Response
+from fastapi.responses import JSONResponse
+
+from app.api.deps import Allowed, IfMatchDep, PageDep, SessionDep, etag
+from app.api.problems import problems
+from app.core.security import Action
+from app.models.common import Page, StatusChange
+from app.models.recommendation import (
+    RecommendationCategory,
+    RecommendationCreate,
+    RecommendationEventPublic,
+    RecommendationPublic,
+    RecommendationReport,
+    RecommendationStatus,
+    RecommendationUpdate,
+)
+from app.repositories.recommendations import RecommendationFilter
+from app.services.recommendations import (
+    NotAcceptable,
+    RecommendationService,
+    render_markdown,
+)
+
+router = APIRouter(prefix="/recommendations", tags=["recommendations"])
+Reader = Allowed(Action.recommendations_read)
+Writer = Allowed(Action.recommendations_write)
+
+MARKDOWN = "text/markdown"
+JSON = "application/json"
+
+
+@dataclass
+class RecommendationQuery:
+    status: Annotated[list[RecommendationStatus] | None, Query(description="Repeatable")] = None
+    category: RecommendationCategory | None = None
+    addressee: uuid.UUID | None = None
+    district: Annotated[str | None, Query(max_length=64)] = None
+    overdue: Annotated[
+        bool | None, Query(description="true: only overdue; false: only not overdue")
+    ] = None
+
+    def to_filter(self) -> RecommendationFilter:
+        return RecommendationFilter(
+            statuses=tuple(self.status or ()),
+            category=self.category,
+            addressee=self.addressee,
+            district=self.district,
+            overdue=self.overdue,
+        )
+
+
+def negotiate(accept: str | None) -> str:
+    """Pick Markdown or JSON from an ``Accept`` header (q-values honoured; ``*/*`` and no header
+    → Markdown, the report's primary form); nothing acceptable → 406."""
+    offers = (MARKDOWN, JSON)
+    if not accept or not accept.strip():
+        return MARKDOWN
+    best: tuple[float, int, str] | None = None
+    for part in accept.split(","):
+        media, *params = (p.strip() for p in part.split(";"))
+        media = media.lower()
+        q = 1.0
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        if not q > 0:  # also NaN
+            continue
+        q = min(q, 1.0)
+        for rank, offer in enumerate(offers):
+            kind = offer.partition("/")[0]
+            if media in (offer, f"{kind}/*", "*/*"):
+                # exact matches beat wildcards at equal q; then the server's preference
+                specificity = 0 if media == offer else 1
+                candidate = (-q, specificity * 10 + rank, offer)
+                if best is None or candidate < best:
+                    best = candidate
+    if best is None:
+        raise NotAcceptable(
+            f"The report is available as {MARKDOWN} or {JSON}; the Accept header allows neither."
+        )
+    return best[2]
+
+
+@router.get(
+    "/report",
+    summary="Printable report for the steering group (Markdown or JSON by Accept)",
+    response_model=RecommendationReport,
+    responses={
+        200: {
+            "description": "The report: `text/markdown` (printable) or `application/json`",
+            "content": {MARKDOWN: {"schema": {"type": "string"}}},
+        },
+        **problems(403, 406),
+    },
+)
+def recommendations_report(
+    session: SessionDep,
+    _: Reader,
+    accept: Annotated[str | None, Header(description="text/markdown or application/json")] = None,
+) -> Response:
+    media = negotiate(accept)
+    report = RecommendationService(session).report()
+    if media == MARKDOWN:
+        return Response(render_markdown(report), media_type="text/markdown; charset=utf-8")
+    return JSONResponse(report.model_dump(mode="json"))
+
+
+@router.get(
+    "", summary="List recommendations (filters, keyset pagination)", responses=problems(400, 403)
+)
+def recommendations_list(
+    session: SessionDep,
+    _: Reader,
+    page: PageDep,
+    query: Annotated[RecommendationQuery, Depends()],
+) -> Page[RecommendationPublic]:
+    items, cursor = RecommendationService(session).page(query.to_filter(), page)
+    return Page(items=items, next_cursor=cursor)
+
+
+@router.post(
+    "", status_code=201, summary="Create a recommendation (draft)", responses=problems(403, 409)
+)
+def recommendations_create(
+    session: SessionDep, principal: Writer, body: RecommendationCreate, response: Response
+) -> RecommendationPublic:
+    rec = RecommendationService(session).create(body, principal)
+    response.headers["ETag"] = etag(rec.version)
+    response.headers["Location"] = f"/api/v1/recommendations/{rec.id}"
+    return rec
+
+
+@router.get("/{recommendation_id}", summary="Get a recommendation", responses=problems(403, 404))
+def recommendations_get(
+    session: SessionDep, _: Reader, recommendation_id: uuid.UUID, response: Response
+) -> RecommendationPublic:
+    service = RecommendationService(session)
+    rec = service.public_one(service.load(recommendation_id))
+    response.headers["ETag"] = etag(rec.version)
+    return rec
+
+
+@router.patch(
+    "/{recommendation_id}",
+    summary="Edit a recommendation (status read-only; progress never decreases without reset_note)",
+    responses=problems(403, 404, 409, 412),
+)
+def recommendations_update(
+    session: SessionDep,
+    principal: Writer,
+    recommendation_id: uuid.UUID,
+    body: RecommendationUpdate,
+    if_match: IfMatchDep,
+    response: Response,
+) -> RecommendationPublic:
+    rec = RecommendationService(session).update(recommendation_id, body, principal, if_match)
+    response.headers["ETag"] = etag(rec.version)
+    return rec
+
+
+@router.post(
+    "/{recommendation_id}/status",
+    summary="Change a recommendation's status (lifecycle; others → 409)",
+    responses=problems(403, 404, 409),
+)
+def recommendations_set_status(
+    session: SessionDep,
+    principal: Writer,
+    recommendation_id: uuid.UUID,
+    body: StatusChange,
+    response: Response,
+) -> RecommendationPublic:
+    rec = RecommendationService(session).set_status(
+        recommendation_id, body.status, body.note, principal
+    )
+    response.headers["ETag"] = etag(rec.version)
+    return rec
+
+
+@router.get(
+    "/{recommendation_id}/events",
+    summary="The recommendation's timeline (who, when, what)",
+    responses=problems(400, 403, 404),
+)
+def recommendations_events(
+    session: SessionDep, _: Reader, recommendation_id: uuid.UUID, page: PageDep
+) -> Page[RecommendationEventPublic]:
+    items, cursor = RecommendationService(session).events(recommendation_id, page)
+    return Page(items=items, next_cursor=cursor)

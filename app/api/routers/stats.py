@@ -1,0 +1,92 @@
+"""Statistics (GROUP BY in SQL, suppressed for viewers and partners) and district profiles."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from app.api.deps import Allowed, SessionDep
+from app.api.problems import problems
+from app.core.security import Action
+from app.models.common import UTCTimestamp
+from app.repositories.stats import IncidentScope
+from app.services.stats import (
+    CoverageStats,
+    DispatchStats,
+    DistrictProfile,
+    IncidentStats,
+    StatsService,
+)
+
+router = APIRouter()
+Reader = Allowed(Action.stats_read)
+
+DistrictQuery = Annotated[str | None, Query(max_length=64, description="District code")]
+AfterQuery = Annotated[UTCTimestamp | None, Query(description="reported_at ≥ this instant")]
+BeforeQuery = Annotated[UTCTimestamp | None, Query(description="reported_at < this instant")]
+
+
+class IncidentGroup(StrEnum):
+    district = "district"
+    category = "category"
+    month = "month"
+    escalation_level = "escalation_level"
+
+
+@router.get(
+    "/stats/incidents",
+    tags=["stats"],
+    summary="Incidents counted by district, category, month (KOKOMA_TIMEZONE) or escalation level",
+    responses=problems(403),
+)
+def stats_incidents(
+    session: SessionDep,
+    principal: Reader,
+    group_by: IncidentGroup = IncidentGroup.category,
+    district: DistrictQuery = None,
+    reported_after: AfterQuery = None,
+    reported_before: BeforeQuery = None,
+) -> IncidentStats:
+    scope = IncidentScope(district, reported_after, reported_before)
+    return StatsService(session).incidents(group_by.value, scope, principal)
+
+
+@router.get(
+    "/stats/dispatch",
+    tags=["stats"],
+    summary="Time to an accepted offer, acceptance/decline rates, decline reasons, open load",
+    responses=problems(403),
+)
+def stats_dispatch(
+    session: SessionDep,
+    principal: Reader,
+    district: DistrictQuery = None,
+    reported_after: AfterQuery = None,
+    reported_before: BeforeQuery = None,
+) -> DispatchStats:
+    scope = IncidentScope(district, reported_after, reported_before)
+    return StatsService(session).dispatch(scope, principal)
+
+
+@router.get(
+    "/stats/coverage",
+    tags=["stats"],
+    summary="Available certified managers per district × competence, and the gap analysis",
+    responses=problems(403),
+)
+def stats_coverage(
+    session: SessionDep, principal: Reader, district: DistrictQuery = None
+) -> CoverageStats:
+    return StatsService(session).coverage(district, principal)
+
+
+@router.get(
+    "/districts/{code}/profile",
+    tags=["stats"],
+    summary="One district's conflict analysis: incidents, coverage, recommendations",
+    responses=problems(403, 404),
+)
+def districts_profile(session: SessionDep, principal: Reader, code: str) -> DistrictProfile:
+    return StatsService(session).district_profile(code, principal)

@@ -1,0 +1,465 @@
+"""Statistics and district profiles, with statistical disclosure control for viewers and partners.
+
+Suppression (:func:`suppress_table`, pure, property-tested)
+-----------------------------------------------------------
+For the restricted roles (everyone but admins and coordinators) a table of counts is protected so
+that **no visible number lets a reader derive a suppressed count** — not within the table, and not
+when the table's total is known from elsewhere (every grouping of the same incidents has the same
+total, and a grouping without small cells reveals it by simple addition, so a total can never be
+assumed secret):
+
+1. *Primary suppression*: every count of 1 or 2 becomes ``{"count": null, "suppressed": true}``.
+2. *Secondary suppression*: the hidden cells must be at least two and not all of them 1 (otherwise
+   ``total − visible cells`` pins them down). While that does not hold, the smallest visible
+   non-zero count is hidden as well (ties: the first key). A hidden cell therefore means "withheld",
+   not necessarily "1 or 2".
+3. The ``total`` is shown when the hidden cells are protected in this sense and at least one
+   non-zero cell stays visible; otherwise it is ``null`` (if it were withheld only when protection
+   fails — all hidden cells 1 — the ``null`` itself would tell a reader that they are all 1).
+
+A reader who knows this algorithm still cannot pin down any hidden cell: the unit tests enumerate
+every table consistent with a response (re-running the algorithm on each) and check that each
+hidden cell keeps at least two possible values.
+
+Zero counts are never hidden (absence is not disclosive); groups with zero incidents are simply not
+listed. Tables that are not partitions (coverage: one manager counts in many cells; gaps: one
+incident needs several competences) have no total and get primary suppression only.
+
+Known limits, by design of an API with free filters: differencing across *different filters*
+(two date ranges, city-wide vs. one district) and linking more than one dimension (district ×
+category) are not prevented; nor is the rare case where a table whose cells are all 1 hides its
+total while another grouping of the same incidents shows it. Coverage figures are also derivable
+from the manager list, which every role may read (DESIGN §4).
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, date, datetime
+
+from pydantic import Field as PField
+from sqlmodel import Session
+
+from app.core.clock import get_clock
+from app.core.errors import NotFound, Unprocessable
+from app.core.security import Principal
+from app.models.common import ResponseModel
+from app.models.recommendation import RecommendationStatus
+from app.models.reference import Competence, District
+from app.repositories.recommendations import RecommendationRepository
+from app.repositories.stats import IncidentScope, StatsRepository
+
+#: Month buckets are one CASE branch each; beyond this span ask for a narrower date range.
+MAX_MONTHS = 1200
+RARE_REASONS = "(rare reasons)"
+
+
+# --- response models ---------------------------------------------------------------------------
+
+
+class StatCell(ResponseModel):
+    key: str
+    count: int | None = PField(description="null when suppressed")
+    suppressed: bool
+
+
+class StatTable(ResponseModel):
+    items: list[StatCell]
+    total: int | None = PField(description="null when it would reveal a suppressed cell")
+
+
+class IncidentStats(ResponseModel):
+    group_by: str
+    items: list[StatCell]
+    total: int | None = PField(description="null when it would reveal a suppressed cell")
+
+
+class StatCount(ResponseModel):
+    count: int | None
+    suppressed: bool
+
+
+class TimeToAccept(ResponseModel):
+    """From ``incident.reported_at`` to the first accepted offer of that incident."""
+
+    incidents: StatCount = PField(description="Incidents with an accepted offer")
+    median_seconds: float | None
+    p90_seconds: float | None
+    median_hours: float | None
+    p90_hours: float | None
+
+
+class ManagerLoad(ResponseModel):
+    manager_id: uuid.UUID
+    display_name: str
+    open_assignments: int
+    max_open_assignments: int
+
+
+class OpenLoad(ResponseModel):
+    managers: list[ManagerLoad] | None = PField(
+        description="Per manager (admins and coordinators only; null for other roles)"
+    )
+    distribution: StatTable = PField(
+        description="key = open assignments, count = managers (active or paused) with that load"
+    )
+
+
+class DispatchStats(ResponseModel):
+    time_to_accept: TimeToAccept
+    offers: StatTable = PField(
+        description="Offers by outcome: accepted (incl. later completed or withdrawn after "
+        "accepting), declined, expired, withdrawn (before an answer), open (still offered)"
+    )
+    acceptance_rate: float | None = PField(
+        description="accepted / (accepted + declined + expired); null without decided offers "
+        "or when one of the three is suppressed"
+    )
+    decline_rate: float | None = PField(description="declined / (accepted + declined + expired)")
+    expiry_rate: float | None = PField(description="expired / (accepted + declined + expired)")
+    decline_reasons: StatTable = PField(
+        description="Declined offers by reason (trimmed, lower-cased); for viewers and partners "
+        f"reasons given fewer than 3 times are merged into '{RARE_REASONS}'"
+    )
+    open_load: OpenLoad
+
+
+class CoverageCell(ResponseModel):
+    district: str
+    competence: str
+    count: int | None = PField(description="Available certified managers serving the district")
+    suppressed: bool
+
+
+class GapCell(ResponseModel):
+    district: str
+    competence: str
+    incidents: int | None = PField(
+        description="Incidents that needed the competence where no active manager serving the "
+        "district holds it validly"
+    )
+    suppressed: bool
+
+
+class CoverageStats(ResponseModel):
+    today: date
+    items: list[CoverageCell]
+    gaps: list[GapCell]
+
+
+class DistrictInfo(ResponseModel):
+    code: str
+    name: str
+    city: str
+
+
+class DistrictIncidents(ResponseModel):
+    total: int | None
+    open: StatCount
+    by_category: StatTable
+    by_escalation_level: StatTable
+    by_month: StatTable = PField(description="Calendar months in KOKOMA_TIMEZONE, 'YYYY-MM'")
+
+
+class DistrictCoverageCell(ResponseModel):
+    competence: str
+    count: int | None
+    suppressed: bool
+
+
+class DistrictGapCell(ResponseModel):
+    competence: str
+    incidents: int | None
+    suppressed: bool
+
+
+class DistrictRecommendation(ResponseModel):
+    id: uuid.UUID
+    reference: str
+    title: str
+    status: RecommendationStatus
+    progress: int
+    due_on: date | None
+    overdue: bool
+
+
+class DistrictProfile(ResponseModel):
+    district: DistrictInfo
+    incidents: DistrictIncidents
+    coverage: list[DistrictCoverageCell]
+    gaps: list[DistrictGapCell]
+    recommendations: list[DistrictRecommendation]
+
+
+# --- suppression (pure) ------------------------------------------------------------------------
+
+
+def is_small(count: int) -> bool:
+    return 1 <= count <= 2
+
+
+def _protected(hidden: set[int], counts: Sequence[int]) -> bool:
+    """Hidden cells cannot be derived from the total: at least two, and not all of them 1."""
+    return len(hidden) >= 2 and sum(counts[i] for i in hidden) > len(hidden)
+
+
+def suppress_table(cells: Sequence[tuple[str, int]], *, restricted: bool) -> StatTable:
+    """Apply primary and secondary suppression (see the module docstring) to ``(key, count)``."""
+    counts = [n for _, n in cells]
+    total = sum(counts)
+    if not restricted:
+        return StatTable(
+            items=[StatCell(key=k, count=n, suppressed=False) for k, n in cells], total=total
+        )
+    hidden = {i for i, n in enumerate(counts) if is_small(n)}
+    if hidden:
+        candidates = sorted((n, i) for i, n in enumerate(counts) if n > 0 and i not in hidden)
+        while not _protected(hidden, counts) and candidates:
+            hidden.add(candidates.pop(0)[1])
+    # With every non-zero cell hidden the total is withheld even when it would be safe: otherwise
+    # a withheld total would itself signal the unprotectable case ("all of them are 1").
+    visible_nonzero = any(n > 0 and i not in hidden for i, n in enumerate(counts))
+    show_total = not hidden or (_protected(hidden, counts) and visible_nonzero)
+    return StatTable(
+        items=[
+            StatCell(key=k, count=None, suppressed=True)
+            if i in hidden
+            else StatCell(key=k, count=n, suppressed=False)
+            for i, (k, n) in enumerate(cells)
+        ],
+        total=total if show_total else None,
+    )
+
+
+def suppress_linked(
+    tables: dict[str, Sequence[tuple[str, int]]], *, restricted: bool
+) -> tuple[dict[str, StatTable], int | None]:
+    """Tables that partition the same incidents (one total) shown side by side.
+
+    Each is protected on its own (:func:`suppress_table`); the shared total is shown only when
+    every table protects its hidden cells given that total. When it is withheld, a table without
+    any hidden cell would give it away by addition, so its smallest non-zero cell is hidden too.
+    """
+    out = {name: suppress_table(cells, restricted=restricted) for name, cells in tables.items()}
+    total = max((sum(n for _, n in cells) for cells in tables.values()), default=0)
+    if all(table.total is not None for table in out.values()):
+        return out, total
+    for table in out.values():
+        table.total = None
+        if any(cell.suppressed for cell in table.items):
+            continue
+        nonzero = [(cell.count, i) for i, cell in enumerate(table.items) if cell.count]
+        if nonzero:
+            _, index = min(nonzero)
+            key = table.items[index].key
+            table.items[index] = StatCell(key=key, count=None, suppressed=True)
+    return out, None
+
+
+def suppress_count(count: int, *, restricted: bool) -> StatCount:
+    if restricted and is_small(count):
+        return StatCount(count=None, suppressed=True)
+    return StatCount(count=count, suppressed=False)
+
+
+def merge_rare(cells: Sequence[tuple[str, int]], label: str = RARE_REASONS
+               ) -> list[tuple[str, int]]:
+    """Keep keys given at least 3 times; merge the rest into one ``label`` bucket (its key would
+    otherwise disclose free text written by one or two people)."""
+    frequent = [(k, n) for k, n in cells if n >= 3]
+    rare = sum(n for _, n in cells if n < 3)
+    return [*frequent, (label, rare)] if rare else frequent
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """Linear interpolation between closest ranks (as PostgreSQL's ``percentile_cont``)."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    pos = q * (len(ordered) - 1)
+    low, high = math.floor(pos), math.ceil(pos)
+    return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
+
+
+def month_starts(first: datetime, last: datetime, tz: object) -> list[tuple[datetime, str]]:
+    """The UTC instants at which each local calendar month from ``first`` to ``last`` starts."""
+    from zoneinfo import ZoneInfo
+
+    assert isinstance(tz, ZoneInfo)
+    low, high = first.astimezone(tz), last.astimezone(tz)
+    year, month = low.year, low.month
+    out: list[tuple[datetime, str]] = []
+    while (year, month) <= (high.year, high.month):
+        out.append((datetime(year, month, 1, tzinfo=tz).astimezone(UTC), f"{year:04d}-{month:02d}"))
+        year, month = (year + 1, 1) if month == 12 else (year, month + 1)
+        if len(out) > MAX_MONTHS:
+            raise Unprocessable(
+                f"The incidents span more than {MAX_MONTHS} months; narrow the range with "
+                "reported_after / reported_before.",
+                errors=[{"loc": ["query", "reported_after"], "msg": "range too long",
+                         "type": "value_error"}],
+            )
+    return out
+
+
+# --- the service -------------------------------------------------------------------------------
+
+
+class StatsService:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.repo = StatsRepository(session)
+
+    def _check_district(self, code: str | None) -> None:
+        if code is not None and self.session.get(District, code) is None:
+            raise Unprocessable(
+                f"Unknown district '{code}'.",
+                errors=[{"loc": ["query", "district"], "msg": "unknown district",
+                         "type": "unknown_reference"}],
+            )
+
+    def _counts(self, group_by: str, scope: IncidentScope) -> list[tuple[str, int]]:
+        starts: list[tuple[datetime, str]] = []
+        if group_by == "month":
+            low, high = self.repo.reported_range(scope)
+            if low is None or high is None:
+                return []
+            starts = month_starts(low, high, get_clock().tz)
+        return self.repo.incident_counts(group_by, scope, starts)
+
+    def incidents(self, group_by: str, scope: IncidentScope, principal: Principal
+                  ) -> IncidentStats:
+        self._check_district(scope.district)
+        table = suppress_table(self._counts(group_by, scope), restricted=not principal.is_staff)
+        return IncidentStats(group_by=group_by, items=table.items, total=table.total)
+
+    def dispatch(self, scope: IncidentScope, principal: Principal) -> DispatchStats:
+        self._check_district(scope.district)
+        restricted = not principal.is_staff
+        durations = self.repo.accept_durations(scope)
+        incidents = suppress_count(len(durations), restricted=restricted)
+        median = p90 = None
+        if not incidents.suppressed:
+            median, p90 = percentile(durations, 0.5), percentile(durations, 0.9)
+
+        order = ["accepted", "declined", "expired", "withdrawn", "open"]
+        outcome_counts = dict(self.repo.offer_outcomes(scope))
+        offers = suppress_table(
+            [(k, outcome_counts.get(k, 0)) for k in order], restricted=restricted
+        )
+        by_key = {c.key: c for c in offers.items}
+        decided = [by_key[k].count for k in ("accepted", "declined", "expired")]
+        rates: list[float | None] = [None, None, None]
+        if all(n is not None for n in decided):
+            denominator = sum(n for n in decided if n is not None)
+            if denominator:
+                rates = [round((n or 0) / denominator, 4) for n in decided]
+
+        reasons = self.repo.decline_reasons(scope)
+        if restricted:
+            reasons = merge_rare(reasons)
+        loads = None
+        if principal.is_staff:
+            loads = [
+                ManagerLoad(
+                    manager_id=row.manager_id,
+                    display_name=row.display_name,
+                    open_assignments=int(row.open_n),
+                    max_open_assignments=int(row.max_open),
+                )
+                for row in self.repo.load_per_manager()
+            ]
+        return DispatchStats(
+            time_to_accept=TimeToAccept(
+                incidents=incidents,
+                median_seconds=_round(median),
+                p90_seconds=_round(p90),
+                median_hours=_round(median / 3600 if median is not None else None),
+                p90_hours=_round(p90 / 3600 if p90 is not None else None),
+            ),
+            offers=offers,
+            acceptance_rate=rates[0],
+            decline_rate=rates[1],
+            expiry_rate=rates[2],
+            decline_reasons=suppress_table(reasons, restricted=restricted),
+            open_load=OpenLoad(
+                managers=loads,
+                distribution=suppress_table(self.repo.load_distribution(), restricted=restricted),
+            ),
+        )
+
+    def coverage(self, district: str | None, principal: Principal) -> CoverageStats:
+        self._check_district(district)
+        restricted = not principal.is_staff
+        today = get_clock().today()
+        counts = {(d, c): int(n) for d, c, n in self.repo.available_coverage(today, district)}
+        districts = [district] if district else _all_codes(self.session, District)
+        competences = _all_codes(self.session, Competence)
+        items = []
+        for d in districts:
+            for c in competences:
+                cell = suppress_count(counts.get((d, c), 0), restricted=restricted)
+                items.append(
+                    CoverageCell(district=d, competence=c, count=cell.count,
+                                 suppressed=cell.suppressed)
+                )
+        gaps = []
+        for d, c, n in self.repo.gaps(today, IncidentScope(district=district)):
+            cell = suppress_count(int(n), restricted=restricted)
+            gaps.append(GapCell(district=d, competence=c, incidents=cell.count,
+                                suppressed=cell.suppressed))
+        return CoverageStats(today=today, items=items, gaps=gaps)
+
+    def district_profile(self, code: str, principal: Principal) -> DistrictProfile:
+        district = self.session.get(District, code)
+        if district is None:
+            raise NotFound(f"No district '{code}'.")
+        restricted = not principal.is_staff
+        scope = IncidentScope(district=code)
+        tables, shared = suppress_linked(
+            {group: self._counts(group, scope) for group in ("category", "escalation_level",
+                                                              "month")},
+            restricted=restricted,
+        )
+        coverage = self.coverage(code, principal)
+        today = get_clock().today()
+        recs = RecommendationRepository(self.session).for_district(code, today)
+        return DistrictProfile(
+            district=DistrictInfo(code=district.code, name=district.name, city=district.city),
+            incidents=DistrictIncidents(
+                total=shared,
+                open=suppress_count(self.repo.open_incidents(scope), restricted=restricted),
+                by_category=tables["category"],
+                by_escalation_level=tables["escalation_level"],
+                by_month=tables["month"],
+            ),
+            coverage=[
+                DistrictCoverageCell(competence=c.competence, count=c.count,
+                                     suppressed=c.suppressed)
+                for c in coverage.items
+            ],
+            gaps=[
+                DistrictGapCell(competence=g.competence, incidents=g.incidents,
+                                suppressed=g.suppressed)
+                for g in coverage.gaps
+            ],
+            recommendations=[
+                DistrictRecommendation(
+                    id=r.id, reference=r.reference, title=r.title, status=r.status,
+                    progress=r.progress, due_on=r.due_on, overdue=bool(r.overdue),
+                )
+                for r in recs
+            ],
+        )
+
+
+def _all_codes(session: Session, model: type[District] | type[Competence]) -> list[str]:
+    from sqlalchemy import select
+
+    return list(session.scalars(select(model.code).order_by(model.code)))
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 2)
