@@ -1,0 +1,167 @@
+"""Dispatch: candidates of an incident, offers (assignments) and their answers, batch auto-dispatch."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query, Response
+
+from app.api.deps import Allowed, PageDep, SessionDep, etag
+from app.api.problems import problems
+from app.core.security import Action
+from app.models.assignment import AssignmentStatus
+from app.models.assignment_schemas import (
+    AssignmentCreate,
+    AssignmentPublic,
+    AutoDispatchRequest,
+    AutoDispatchResult,
+    CandidatesResponse,
+    Complete,
+    Decline,
+    Withdraw,
+)
+from app.models.common import Page
+from app.repositories.dispatch import AssignmentFilter
+from app.services.dispatch.service import DispatchService
+
+router = APIRouter(tags=["dispatch"])
+
+
+@router.get(
+    "/incidents/{incident_id}/candidates",
+    summary="Rank managers for an incident, with reasons and exclusion counts",
+    responses=problems(403, 404),
+)
+def dispatch_candidates(
+    session: SessionDep,
+    principal: Allowed(Action.dispatch),
+    incident_id: uuid.UUID,
+    limit: Annotated[int, Query(ge=1, le=500, description="Candidates to return")] = 10,
+    fallback: Annotated[
+        Literal["neighbours", "none"],
+        Query(description="neighbours: admit neighbouring districts when nobody in it fits"),
+    ] = "neighbours",
+) -> CandidatesResponse:
+    return DispatchService(session).candidates(
+        incident_id, principal, limit=limit, fallback=fallback == "neighbours"
+    )
+
+
+@router.post(
+    "/assignments",
+    status_code=201,
+    summary="Offer an incident slot to a manager (or to the best candidate)",
+    responses=problems(403, 404, 409),
+)
+def assignments_create(
+    session: SessionDep,
+    principal: Allowed(Action.dispatch),
+    body: AssignmentCreate,
+    response: Response,
+) -> AssignmentPublic:
+    assignment = DispatchService(session).create(body, principal)
+    response.headers["Location"] = f"/api/v1/assignments/{assignment.id}"
+    response.headers["ETag"] = etag(assignment.version)
+    return assignment
+
+
+@router.get(
+    "/assignments",
+    summary="List assignments (filters, keyset pagination; managers see their own)",
+    responses=problems(400, 403),
+)
+def assignments_list(
+    session: SessionDep,
+    principal: Allowed(Action.assignments_read),
+    page: PageDep,
+    manager_id: uuid.UUID | None = None,
+    incident_id: uuid.UUID | None = None,
+    status: Annotated[list[AssignmentStatus] | None, Query(description="Repeatable")] = None,
+) -> Page[AssignmentPublic]:
+    flt = AssignmentFilter(manager_id=manager_id, incident_id=incident_id,
+                           statuses=tuple(status or ()))
+    items, cursor = DispatchService(session).page(flt, page, principal)
+    return Page(items=items, next_cursor=cursor)
+
+
+@router.get("/assignments/{assignment_id}", summary="Get an assignment",
+            responses=problems(403, 404))
+def assignments_get(
+    session: SessionDep,
+    principal: Allowed(Action.assignments_read),
+    assignment_id: uuid.UUID,
+    response: Response,
+) -> AssignmentPublic:
+    assignment = DispatchService(session).get(assignment_id, principal)
+    response.headers["ETag"] = etag(assignment.version)
+    return assignment
+
+
+@router.post(
+    "/assignments/{assignment_id}/accept",
+    summary="Accept an offer (idempotent)",
+    responses=problems(403, 404, 409),
+)
+def assignments_accept(
+    session: SessionDep,
+    principal: Allowed(Action.assignments_answer),
+    assignment_id: uuid.UUID,
+) -> AssignmentPublic:
+    return DispatchService(session).accept(assignment_id, principal)
+
+
+@router.post(
+    "/assignments/{assignment_id}/decline",
+    summary="Decline an offer with a reason (idempotent); the slot goes to the next candidate",
+    responses=problems(403, 404, 409),
+)
+def assignments_decline(
+    session: SessionDep,
+    principal: Allowed(Action.assignments_answer),
+    assignment_id: uuid.UUID,
+    body: Decline,
+) -> AssignmentPublic:
+    return DispatchService(session).decline(assignment_id, body.reason, principal)
+
+
+@router.post(
+    "/assignments/{assignment_id}/complete",
+    summary="Complete an accepted assignment with its outcome (idempotent)",
+    responses=problems(403, 404, 409),
+)
+def assignments_complete(
+    session: SessionDep,
+    principal: Allowed(Action.assignments_answer),
+    assignment_id: uuid.UUID,
+    body: Complete,
+) -> AssignmentPublic:
+    return DispatchService(session).complete(assignment_id, body.outcome, principal)
+
+
+@router.post(
+    "/assignments/{assignment_id}/withdraw",
+    summary="Withdraw an offered or accepted assignment; the slot goes to the next candidate",
+    responses=problems(403, 404, 409),
+)
+def assignments_withdraw(
+    session: SessionDep,
+    principal: Allowed(Action.dispatch),
+    assignment_id: uuid.UUID,
+    body: Withdraw | None = None,
+) -> AssignmentPublic:
+    reason = body.reason if body is not None else None
+    return DispatchService(session).withdraw(assignment_id, reason, principal)
+
+
+@router.post(
+    "/dispatch/auto",
+    summary="Globally optimal dispatch of triaged incidents (dry_run plans only)",
+    responses=problems(403),
+)
+def dispatch_auto(
+    session: SessionDep,
+    principal: Allowed(Action.dispatch),
+    body: AutoDispatchRequest | None = None,
+) -> AutoDispatchResult:
+    return DispatchService(session).auto(body or AutoDispatchRequest(), principal)

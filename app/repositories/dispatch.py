@@ -1,0 +1,446 @@
+"""Dispatch queries: the facts matching needs, set-based, and assignment reads.
+
+The candidates of one incident come from two statements plus a few batched detail queries:
+
+1. :meth:`DispatchRepository.screen_roster` evaluates, in SQL, the district-independent hard
+   constraints (``not_active``, ``absent``, ``at_capacity``, ``missing_competence``) and whether a
+   manager serves the incident's district or a neighbouring one, for the whole roster in ONE
+   statement: the managers failing one of them come back as counts per reason (aggregated in the
+   database), the rest (the *plausible* managers) as ids;
+2. :meth:`DispatchRepository.manager_facts` loads the plausible managers' facts (competences,
+   served districts, involvement on the incident, earlier cases in the district) in one query each.
+
+The pure engine then ranks the plausible managers and counts the remaining exclusions
+(``wrong_district`` for neighbours when the fallback is not in effect, ``already_involved``,
+``language``). Because the engine's fallback decision depends only on managers that pass all hard
+constraints, and every such manager is among the plausible ones, the result is exactly the one of
+:func:`~app.services.dispatch.matching.rank_candidates` over the whole roster.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from collections.abc import Collection, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+from sqlalchemy import and_, case, exists, func, not_, or_, select
+from sqlmodel import Session
+
+from app.core.pagination import PageParams, keyset, page_slice
+from app.models.assignment import Assignment, AssignmentStatus
+from app.models.incident import Incident
+from app.models.manager import Absence, Manager, ManagerCompetence, ManagerDistrict
+from app.repositories.incidents import IncidentRepository
+from app.repositories.reference import DistrictRepository
+from app.services.dispatch.matching import (
+    ACTIVE_STATUS,
+    AbsencePeriod,
+    CompetenceHolding,
+    IncidentFacts,
+    ManagerFacts,
+)
+
+PLAUSIBLE = "plausible"
+OPEN_STATUSES = (AssignmentStatus.offered, AssignmentStatus.accepted)
+#: Statuses of an assignment that make it an "earlier case" of the manager (continuity).
+CASE_STATUSES = (AssignmentStatus.accepted, AssignmentStatus.completed)
+
+
+@dataclass(frozen=True, slots=True)
+class AssignmentFilter:
+    manager_id: uuid.UUID | None = None
+    incident_id: uuid.UUID | None = None
+    statuses: Sequence[str] = field(default_factory=tuple)
+    # Row-level scope of the caller (set by the service):
+    scope_manager_id: uuid.UUID | None = None
+    scope_organisation_id: uuid.UUID | None = None
+
+
+class DispatchRepository:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def _rows(self, stmt: Any) -> Any:
+        """Rows of a column query on the session's connection (no ORM row processing; pending
+        changes are flushed first, as ``Session.execute`` would)."""
+        self.session.flush()
+        return self.session.connection().execute(stmt)
+
+    # --- incident facts ------------------------------------------------------------------------
+
+    def incident_facts(self, incidents: Sequence[Incident]) -> dict[uuid.UUID, IncidentFacts]:
+        """Matching facts of incidents: required competences and neighbouring districts."""
+        competences = IncidentRepository(self.session).competences_of(i.id for i in incidents)
+        neighbours = DistrictRepository(self.session).neighbours_of(i.district for i in incidents)
+        return {
+            i.id: IncidentFacts(
+                id=i.id,
+                district=i.district,
+                required_competences=frozenset(competences.get(i.id, ())),
+                languages=frozenset(i.languages or ()),
+                neighbours=frozenset(neighbours.get(i.district, ())),
+            )
+            for i in incidents
+        }
+
+    # --- roster screening (one statement) ------------------------------------------------------
+
+    def screen_roster(
+        self, incident: IncidentFacts, today: date, *, neighbours: bool
+    ) -> tuple[dict[str, int], list[uuid.UUID]]:
+        """Counts of managers failing a district-independent constraint or every district, by
+        reason, and the ids of the others (plausible), from one consistent statement."""
+        districts = {incident.district} | (set(incident.neighbours) if neighbours else set())
+        # Uncorrelated IN subqueries, each computed once (SQLite builds an ephemeral index,
+        # PostgreSQL a hashed subplan), instead of one lookup per manager and constraint.
+        absent = Manager.id.in_(
+            select(Absence.manager_id).where(Absence.starts_on <= today, Absence.ends_on >= today)
+        )
+        serves = or_(
+            Manager.home_district.in_(districts),
+            Manager.id.in_(
+                select(ManagerDistrict.manager_id).where(
+                    ManagerDistrict.district_code.in_(districts)
+                )
+            ),
+        )
+        whens: list[tuple[Any, str]] = [
+            (Manager.status != ACTIVE_STATUS, "not_active"),
+            (absent, "absent"),
+            (Manager.open_assignments >= Manager.max_open_assignments, "at_capacity"),
+        ]
+        required = sorted(incident.required_competences)
+        if required:
+            competent = (
+                select(ManagerCompetence.manager_id)
+                .where(
+                    ManagerCompetence.competence_code.in_(required),
+                    ManagerCompetence.certified_on <= today,
+                    or_(
+                        ManagerCompetence.expires_on.is_(None),  # type: ignore[union-attr]
+                        ManagerCompetence.expires_on >= today,  # type: ignore[operator]
+                    ),
+                )
+                .group_by(ManagerCompetence.manager_id)
+                .having(func.count() == len(required))
+            )
+            whens.append((Manager.id.not_in(competent), "missing_competence"))
+        whens.append((not_(serves), "wrong_district"))
+        # MATERIALIZED: the verdict is computed once per manager, not once per reference to it.
+        screened = (
+            select(case(*whens, else_=PLAUSIBLE).label("verdict"), Manager.id.label("manager_id"))
+            .cte("screened")
+            .prefix_with("MATERIALIZED")
+        )
+        plausible_id = case((screened.c.verdict == PLAUSIBLE, screened.c.manager_id))
+        rows = self._rows(
+            select(screened.c.verdict, plausible_id, func.count()).group_by(
+                screened.c.verdict, plausible_id
+            )
+        )
+        counts: dict[str, int] = {}
+        plausible: list[uuid.UUID] = []
+        for verdict, manager_id, count in rows:
+            if verdict == PLAUSIBLE:
+                plausible.append(manager_id)
+            else:
+                counts[verdict] = count
+        return counts, plausible
+
+    # --- manager facts -------------------------------------------------------------------------
+
+    def manager_facts(
+        self,
+        manager_ids: Collection[uuid.UUID],
+        today: date,
+        *,
+        incident_id: uuid.UUID | None,
+        district: str | None,
+        screened: bool = False,
+    ) -> list[ManagerFacts]:
+        """Full matching facts of the given managers relative to one incident (or none).
+
+        ``screened``: the managers passed :meth:`screen_roster`, so none is absent today and
+        their absences need not be loaded.
+        """
+        ids = list(manager_ids)
+        if not ids:
+            return []
+        managers = self._rows(
+            select(
+                Manager.id,
+                Manager.display_name,
+                Manager.status,
+                Manager.home_district,
+                Manager.languages,
+                Manager.max_open_assignments,
+                Manager.open_assignments,
+                Manager.last_assigned_at,
+            ).where(Manager.id.in_(ids))
+        ).all()
+        competences = self.competences_of(ids)
+        served = self.served_districts(ids)
+        absences = {} if screened else self.absences_today(ids, today)
+        statuses: dict[uuid.UUID, set[str]] = defaultdict(set)
+        if incident_id is not None:
+            for manager_id, status in self._rows(
+                select(Assignment.manager_id, Assignment.status).where(
+                    Assignment.incident_id == incident_id, Assignment.manager_id.in_(ids)
+                )
+            ):
+                statuses[manager_id].add(status)
+        earlier: dict[uuid.UUID, int] = {}
+        if district is not None:
+            earlier = self.earlier_cases(ids, district, exclude_incident_id=incident_id)
+        return [
+            ManagerFacts(
+                id=m.id,
+                display_name=m.display_name,
+                status=m.status,
+                home_district=m.home_district,
+                districts=frozenset(served.get(m.id, ())),
+                languages=frozenset(m.languages or ()),
+                max_open_assignments=m.max_open_assignments,
+                competences=tuple(competences.get(m.id, ())),
+                absences=absences.get(m.id, ()),
+                open_assignments=m.open_assignments,
+                last_assigned_at=m.last_assigned_at,
+                statuses_on_incident=frozenset(statuses.get(m.id, ())),
+                earlier_cases_in_district=earlier.get(m.id, 0),
+            )
+            for m in managers
+        ]
+
+    def competences_of(
+        self, manager_ids: Iterable[uuid.UUID] | None, *, valid_on: date | None = None
+    ) -> dict[uuid.UUID, list[CompetenceHolding]]:
+        stmt = select(
+            ManagerCompetence.manager_id,
+            ManagerCompetence.competence_code,
+            ManagerCompetence.certified_on,
+            ManagerCompetence.expires_on,
+        )
+        if manager_ids is not None:
+            stmt = stmt.where(ManagerCompetence.manager_id.in_(list(manager_ids)))
+        if valid_on is not None:
+            stmt = stmt.where(
+                ManagerCompetence.certified_on <= valid_on,
+                or_(
+                    ManagerCompetence.expires_on.is_(None),  # type: ignore[union-attr]
+                    ManagerCompetence.expires_on >= valid_on,  # type: ignore[operator]
+                ),
+            )
+        result: dict[uuid.UUID, list[CompetenceHolding]] = defaultdict(list)
+        for manager_id, code, certified_on, expires_on in self._rows(stmt):
+            result[manager_id].append(CompetenceHolding(code, certified_on, expires_on))
+        return result
+
+    def served_districts(self, manager_ids: Iterable[uuid.UUID] | None) -> dict[uuid.UUID, set[str]]:
+        stmt = select(ManagerDistrict.manager_id, ManagerDistrict.district_code)
+        if manager_ids is not None:
+            stmt = stmt.where(ManagerDistrict.manager_id.in_(list(manager_ids)))
+        result: dict[uuid.UUID, set[str]] = defaultdict(set)
+        for manager_id, code in self._rows(stmt):
+            result[manager_id].add(code)
+        return result
+
+    def absences_today(
+        self, manager_ids: Iterable[uuid.UUID], today: date
+    ) -> dict[uuid.UUID, tuple[AbsencePeriod, ...]]:
+        result: dict[uuid.UUID, tuple[AbsencePeriod, ...]] = {}
+        for manager_id, starts_on, ends_on in self._rows(
+            select(Absence.manager_id, Absence.starts_on, Absence.ends_on).where(
+                Absence.manager_id.in_(list(manager_ids)),
+                Absence.starts_on <= today,
+                Absence.ends_on >= today,
+            )
+        ):
+            result[manager_id] = (*result.get(manager_id, ()), AbsencePeriod(starts_on, ends_on))
+        return result
+
+    def earlier_cases(
+        self,
+        manager_ids: Iterable[uuid.UUID],
+        district: str,
+        *,
+        exclude_incident_id: uuid.UUID | None,
+    ) -> dict[uuid.UUID, int]:
+        """Per manager: accepted or completed assignments on other incidents in ``district``."""
+        stmt = (
+            select(Assignment.manager_id, func.count())
+            .join(Incident, Incident.id == Assignment.incident_id)
+            .where(
+                Assignment.manager_id.in_(list(manager_ids)),
+                Assignment.status.in_(CASE_STATUSES),
+                Incident.district == district,
+            )
+            .group_by(Assignment.manager_id)
+        )
+        if exclude_incident_id is not None:
+            stmt = stmt.where(Assignment.incident_id != exclude_incident_id)
+        return {manager_id: count for manager_id, count in self._rows(stmt)}
+
+    # --- batch roster --------------------------------------------------------------------------
+
+    def available_roster(self, today: date) -> list[Any]:
+        """Managers that may take an offer today at all: active, not absent, a free slot."""
+        absent = exists().where(
+            Absence.manager_id == Manager.id, Absence.starts_on <= today, Absence.ends_on >= today
+        )
+        return list(
+            self._rows(
+                select(
+                    Manager.id,
+                    Manager.display_name,
+                    Manager.status,
+                    Manager.home_district,
+                    Manager.languages,
+                    Manager.max_open_assignments,
+                    Manager.open_assignments,
+                    Manager.last_assigned_at,
+                ).where(
+                    Manager.status == ACTIVE_STATUS,
+                    Manager.open_assignments < Manager.max_open_assignments,
+                    not_(absent),
+                )
+            ).all()
+        )
+
+    def involvement(
+        self, incident_ids: Collection[uuid.UUID]
+    ) -> list[tuple[uuid.UUID, uuid.UUID, str]]:
+        """(incident_id, manager_id, status) of every assignment on the given incidents."""
+        if not incident_ids:
+            return []
+        rows = self._rows(
+            select(Assignment.incident_id, Assignment.manager_id, Assignment.status).where(
+                Assignment.incident_id.in_(list(incident_ids))
+            )
+        )
+        return [(i, m, s) for i, m, s in rows]
+
+    def cases_by_district(self) -> dict[str, dict[uuid.UUID, int]]:
+        """district → manager → accepted or completed assignments there."""
+        result: dict[str, dict[uuid.UUID, int]] = defaultdict(dict)
+        for district, manager_id, count in self._rows(
+            select(Incident.district, Assignment.manager_id, func.count())
+            .join(Incident, Incident.id == Assignment.incident_id)
+            .where(Assignment.status.in_(CASE_STATUSES))
+            .group_by(Incident.district, Assignment.manager_id)
+        ):
+            result[district][manager_id] = count
+        return result
+
+    def triaged_incidents(self, *, for_update: bool) -> list[Incident]:
+        """Every triaged incident, oldest report first (locked in id order when asked)."""
+        stmt = select(Incident).where(Incident.status == "triaged").order_by(Incident.id)
+        if for_update:
+            stmt = stmt.with_for_update().execution_options(populate_existing=True)
+        return sorted(self.session.scalars(stmt), key=lambda i: (i.reported_at, i.id))
+
+    def incidents(self, ids: Collection[uuid.UUID], *, for_update: bool) -> list[Incident]:
+        if not ids:
+            return []
+        stmt = select(Incident).where(Incident.id.in_(list(ids))).order_by(Incident.id)
+        if for_update:
+            stmt = stmt.with_for_update().execution_options(populate_existing=True)
+        return list(self.session.scalars(stmt))
+
+    # --- assignments ---------------------------------------------------------------------------
+
+    def open_slots(self, incident_id: uuid.UUID) -> list[Assignment]:
+        return list(
+            self.session.scalars(
+                select(Assignment)
+                .where(Assignment.incident_id == incident_id, Assignment.status.in_(OPEN_STATUSES))
+                .order_by(Assignment.created_at, Assignment.id)
+            )
+        )
+
+    def has_completed_lead(self, incident_id: uuid.UUID) -> bool:
+        return (
+            self.session.scalar(
+                select(
+                    exists().where(
+                        Assignment.incident_id == incident_id,
+                        Assignment.role == "lead",
+                        Assignment.status == AssignmentStatus.completed,
+                    )
+                )
+            )
+            is True
+        )
+
+    def due_offer_incidents(self, now: Any, limit: int) -> list[uuid.UUID]:
+        """Incidents holding an offer past its ``expires_at`` (oldest first)."""
+        rows = self.session.execute(
+            select(Assignment.incident_id, func.min(Assignment.expires_at).label("due"))
+            .where(Assignment.status == AssignmentStatus.offered, Assignment.expires_at <= now)
+            .group_by(Assignment.incident_id)
+            .order_by("due", Assignment.incident_id)
+            .limit(limit)
+        )
+        return [incident_id for incident_id, _ in rows]
+
+    def lock_incident_skip_locked(self, incident_id: uuid.UUID) -> Incident | None:
+        """The incident row locked for this transaction, or ``None`` if another holds it."""
+        return self.session.scalars(
+            select(Incident)
+            .where(Incident.id == incident_id)
+            .with_for_update(skip_locked=True)
+            .execution_options(populate_existing=True)
+        ).first()
+
+    def due_offers(self, incident_id: uuid.UUID, now: Any) -> list[Assignment]:
+        return list(
+            self.session.scalars(
+                select(Assignment)
+                .where(
+                    Assignment.incident_id == incident_id,
+                    Assignment.status == AssignmentStatus.offered,
+                    Assignment.expires_at <= now,
+                )
+                .order_by(Assignment.expires_at, Assignment.id)
+                .execution_options(populate_existing=True)
+            )
+        )
+
+    def display_names(self, manager_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, str]:
+        ids = list(set(manager_ids))
+        if not ids:
+            return {}
+        return dict(
+            self.session.execute(
+                select(Manager.id, Manager.display_name).where(Manager.id.in_(ids))
+            ).all()  # type: ignore[arg-type]
+        )
+
+    def manager_exists(self, manager_id: uuid.UUID) -> bool:
+        return self.session.get(Manager, manager_id) is not None
+
+    def page(
+        self, flt: AssignmentFilter, params: PageParams
+    ) -> tuple[list[tuple[Assignment, str]], str | None]:
+        stmt = select(Assignment, Manager.display_name).join(
+            Manager, Manager.id == Assignment.manager_id
+        )
+        conditions = []
+        if flt.scope_manager_id is not None:
+            conditions.append(Assignment.manager_id == flt.scope_manager_id)
+        if flt.scope_organisation_id is not None:
+            stmt = stmt.join(Incident, Incident.id == Assignment.incident_id)
+            conditions.append(Incident.organisation_id == flt.scope_organisation_id)
+        if flt.manager_id is not None:
+            conditions.append(Assignment.manager_id == flt.manager_id)
+        if flt.incident_id is not None:
+            conditions.append(Assignment.incident_id == flt.incident_id)
+        if flt.statuses:
+            conditions.append(Assignment.status.in_(list(flt.statuses)))
+        if conditions:
+            stmt = stmt.where(and_(*conditions))
+        stmt = keyset(stmt, [Assignment.created_at, Assignment.id], params, descending=True)
+        rows = [(a, name) for a, name in self.session.execute(stmt)]
+        return page_slice(rows, params.limit, lambda r: [r[0].created_at, r[0].id])
