@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, or_
+from sqlalchemy import ColumnElement, Select, TypeDecorator, and_, or_
 
 from app.core.errors import BadRequest
 
@@ -54,8 +54,31 @@ def decode_cursor(cursor: str, arity: int) -> list[Any]:
             raise ValueError("arity")
         return [typed(v) for v in values]
     except (ValueError, TypeError, binascii.Error, json.JSONDecodeError, UnicodeDecodeError):
-        raise BadRequest("The cursor is not valid; start again without it.",
-                         type_="invalid-cursor", title="Invalid cursor") from None
+        raise _invalid_cursor() from None
+
+
+def _invalid_cursor() -> BadRequest:
+    return BadRequest("The cursor is not valid; start again without it.",
+                      type_="invalid-cursor", title="Invalid cursor")
+
+
+def _python_type(column: ColumnElement[Any]) -> type:
+    sa_type = column.type
+    if isinstance(sa_type, TypeDecorator):
+        sa_type = sa_type.impl_instance
+    try:
+        return sa_type.python_type
+    except NotImplementedError:
+        return object
+
+
+def _check_types(columns: Sequence[ColumnElement[Any]], values: Sequence[Any]) -> None:
+    """A decodable cursor must still hold a value of each sort column's type (never NULL):
+    a forged ``[1, 2]`` would otherwise reach the database as a wrong-typed parameter (500)."""
+    for column, value in zip(columns, values, strict=True):
+        expected = _python_type(column)
+        if value is None or isinstance(value, bool) or not isinstance(value, expected):
+            raise _invalid_cursor()
 
 
 def keyset(
@@ -68,6 +91,7 @@ def keyset(
     """Order ``stmt`` by ``columns`` (unique together), continue after the cursor, fetch limit+1."""
     if params.cursor:
         after = decode_cursor(params.cursor, len(columns))
+        _check_types(columns, after)
         stmt = stmt.where(_after(columns, after, descending))
     order = [c.desc() if descending else c.asc() for c in columns]
     return stmt.order_by(*order).limit(params.limit + 1)

@@ -17,8 +17,9 @@ import uuid
 from dataclasses import dataclass
 from enum import StrEnum
 
-from sqlalchemy import select
+from sqlalchemy import event, select
 from sqlalchemy.engine import Connection
+from sqlalchemy.orm import Session as OrmSession
 
 from app.models.system import ApiKey, Role
 
@@ -74,6 +75,8 @@ class Action(StrEnum):
     webhooks = "webhooks"
     api_keys = "api_keys"
     audit = "audit"
+    reporter_erase = "reporter_erase"
+    data_protection = "data_protection"
 
 
 A, R = Action, Role
@@ -103,6 +106,8 @@ RULES: dict[Action, frozenset[Role]] = {
     A.webhooks: frozenset({R.admin}),
     A.api_keys: frozenset({R.admin}),
     A.audit: frozenset({R.admin}),
+    A.reporter_erase: _STAFF,
+    A.data_protection: frozenset({R.admin}),
 }
 
 
@@ -137,6 +142,13 @@ class KeyCache:
 
 
 key_cache = KeyCache()
+
+
+def forget_keys(session: OrmSession) -> None:
+    """Clear the key cache now and once more when ``session`` commits (revocation): a request
+    that read a key between the change and its commit would otherwise re-cache it as valid."""
+    key_cache.clear()
+    event.listen(session, "after_commit", lambda _session: key_cache.clear(), once=True)
 
 
 def lookup_principal(conn: Connection, key: str) -> Principal | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
-from typing import Annotated, Generic, TypeVar
+from typing import Annotated, Any, Generic, TypeVar
 
 from pydantic import (
     AfterValidator,
@@ -13,6 +13,7 @@ from pydantic import (
     Field,
     PlainSerializer,
     StringConstraints,
+    field_validator,
 )
 
 T = TypeVar("T")
@@ -42,10 +43,29 @@ UTCTimestamp = Annotated[
 ]
 
 
+def contains_nul(value: Any) -> bool:
+    """NUL characters anywhere in a value (strings, lists, dict keys and values)."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, list | tuple | set | frozenset):
+        return any(contains_nul(item) for item in value)
+    if isinstance(value, dict):
+        return any(contains_nul(k) or contains_nul(v) for k, v in value.items())
+    return False
+
+
 class RequestModel(BaseModel):
-    """Base of every request body: unknown fields are refused (422)."""
+    """Base of every request body: unknown fields are refused (422), and so is text with NUL
+    characters (PostgreSQL cannot store them; they are never meaningful input)."""
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_nul_characters(cls, value: Any) -> Any:
+        if contains_nul(value):
+            raise ValueError("text may not contain NUL (\\u0000) characters")
+        return value
 
 
 class ResponseModel(BaseModel):

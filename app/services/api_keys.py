@@ -10,7 +10,7 @@ from sqlmodel import Session
 from app.core.clock import get_clock
 from app.core.errors import NotFound, Unprocessable
 from app.core.pagination import PageParams, keyset, page_slice
-from app.core.security import Principal, generate_key, hash_key, key_cache
+from app.core.security import Principal, forget_keys, generate_key, hash_key
 from app.models.manager import Manager
 from app.models.reference import Organisation
 from app.models.system import ApiKey, ApiKeyCreate, ApiKeyCreated, ApiKeyPublic
@@ -72,4 +72,4 @@ class ApiKeyService:
             key.revoked_at = get_clock().now()
             self.session.add(key)
             audit.record(self.session, principal, "revoke", "api_key", key.id, ["revoked_at"])
-        key_cache.clear()
+        forget_keys(self.session)

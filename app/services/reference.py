@@ -90,6 +90,12 @@ class DistrictService:
     ) -> DistrictPublic:
         district = self.get(code)
         check_if_match(district, if_match)
+        for name in ("name", "city"):
+            if name in body.model_fields_set and getattr(body, name) is None:
+                raise Unprocessable(
+                    f"{name} cannot be null.",
+                    errors=[{"loc": ["body", name], "msg": "may not be null", "type": "none"}],
+                )
         changes = body.model_dump(exclude_unset=True, exclude={"neighbours", "boundary"})
         changed = apply_changes(district, changes)
         if "boundary" in body.model_fields_set:

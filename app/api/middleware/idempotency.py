@@ -13,6 +13,7 @@ from datetime import timedelta
 
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -68,7 +69,12 @@ class IdempotencyMiddleware:
         request_hash = digest.hexdigest()
         scope_id = hash_key(token)
 
-        outcome = _claim(scope_id, key, scope["method"], scope["path"], request_hash)
+        # Database work runs in the thread pool, never on the event loop: a blocking wait for
+        # the database (SQLite's write lock, a PostgreSQL row lock) held by a request that
+        # itself needs the loop to finish would otherwise stall every request.
+        outcome = await run_in_threadpool(
+            _claim, scope_id, key, scope["method"], scope["path"], request_hash
+        )
         if isinstance(outcome, IdempotencyRecord):
             await _replay(outcome, scope, receive, send)
             return
@@ -99,9 +105,9 @@ class IdempotencyMiddleware:
         try:
             await self.app(scope, replay_receive, capture_send)
         except BaseException:
-            _release(scope_id, key)
+            await run_in_threadpool(_release, scope_id, key)
             raise
-        _complete(scope_id, key, captured)
+        await run_in_threadpool(_complete, scope_id, key, captured)
 
 
 async def _read_body(receive: Receive) -> bytes:

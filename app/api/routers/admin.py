@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
@@ -13,7 +12,7 @@ from app.api.deps import Allowed, PageDep, SessionDep
 from app.api.problems import problems
 from app.core.pagination import keyset, page_slice
 from app.core.security import Action
-from app.models.common import Page
+from app.models.common import Page, UTCTimestamp
 from app.models.system import (
     ApiKeyCreate,
     ApiKeyCreated,
@@ -41,7 +40,7 @@ def api_keys_create(session: SessionDep, principal: KeyAdmin, body: ApiKeyCreate
 
 
 @router.get(
-    "/api-keys", tags=["admin"], summary="List API keys (never the keys)", responses=problems(403)
+    "/api-keys", tags=["admin"], summary="List API keys (never the keys)", responses=problems(400, 403)
 )
 def api_keys_list(session: SessionDep, _: KeyAdmin, page: PageDep) -> Page[ApiKeyPublic]:
     items, cursor = ApiKeyService(session).page(page)
@@ -69,7 +68,7 @@ def audit_list(
     resource: Annotated[str | None, Query(max_length=64)] = None,
     resource_id: Annotated[str | None, Query(max_length=64)] = None,
     principal_id: uuid.UUID | None = None,
-    after: datetime | None = None,
+    after: UTCTimestamp | None = None,
 ) -> Page[AuditEventPublic]:
     stmt = select(AuditEvent)
     if kind is not None:
@@ -80,7 +79,7 @@ def audit_list(
         stmt = stmt.where(AuditEvent.resource_id == resource_id)
     if principal_id:
         stmt = stmt.where(AuditEvent.principal_id == principal_id)
-    if after is not None and after.tzinfo is not None:
+    if after is not None:
         stmt = stmt.where(AuditEvent.at > after)
     rows = session.scalars(keyset(stmt, [AuditEvent.at, AuditEvent.id], page, descending=True))
     items, cursor = page_slice(rows.all(), page.limit, lambda e: [e.at, e.id])
