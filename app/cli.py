@@ -14,6 +14,20 @@ from app.core.config import get_settings
 cli = typer.Typer(help="kokoma — municipal conflict management backend.", no_args_is_help=True)
 api_key_cli = typer.Typer(help="Manage API keys.", no_args_is_help=True)
 cli.add_typer(api_key_cli, name="api-key")
+retention_cli = typer.Typer(help="Erase personal data past its retention period (PRIVACY.md).",
+                            no_args_is_help=True)
+cli.add_typer(retention_cli, name="retention")
+
+
+def _register_integration() -> None:
+    """``kokoma import incidents|managers`` and ``kokoma worker`` (app/cli_integration.py)."""
+    from app.cli_integration import import_cli, worker
+
+    cli.add_typer(import_cli, name="import")
+    cli.command("worker")(worker)
+
+
+_register_integration()
 
 
 @cli.command()
@@ -85,6 +99,25 @@ def api_key_create(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     typer.echo(created.key)
+
+
+@retention_cli.command("run")
+def retention_run(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would be erased only")] = False,
+) -> None:
+    """Erase the reporter data of incidents closed, withdrawn or referred more than
+    KOKOMA_REPORTER_RETENTION_DAYS ago; print their references (never names) on stdout."""
+    from app.services.privacy import run_retention
+
+    report = run_retention(dry_run=dry_run)
+    for reference in report.references:
+        typer.echo(reference)
+    days = get_settings().reporter_retention_days
+    verb = "would be erased (dry run, nothing changed)" if dry_run else "erased"
+    typer.echo(f"{len(report.references)} incident(s) closed, withdrawn or referred before "
+               f"{report.cutoff.isoformat()} ({days} days): reporter data {verb}", err=True)
+    if not dry_run:
+        typer.echo(f"{report.idempotency_purged} expired idempotency record(s) deleted", err=True)
 
 
 @cli.command("export-openapi")

@@ -2,13 +2,31 @@
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.routing import APIRoute
 
+from app.api.deps import reject_nul_parameters
 from app.api.middleware.body_limit import BodyLimitMiddleware
 from app.api.middleware.idempotency import IdempotencyMiddleware
-from app.api.routers import admin, health, incidents, reference
+from app.api.middleware.observability import ObservabilityMiddleware, metrics_endpoint
+from app.api.middleware.rate_limit import RateLimitMiddleware
+from app.api.routers import (
+    admin,
+    dispatch,
+    health,
+    imports,
+    incidents,
+    managers,
+    privacy,
+    recommendations,
+    reference,
+    stats,
+    webhooks,
+)
+from app.core.config import get_settings
 from app.core.errors import install_error_handlers
+from app.core.logging import configure_logging
+from app.core.metrics import install_queue_depth_collector
 
 API_PREFIX = "/api/v1"
 
@@ -32,13 +50,24 @@ def create_app() -> FastAPI:
         description=DESCRIPTION,
         generate_unique_id_function=_operation_id,
         openapi_url="/openapi.json",
+        dependencies=[Depends(reject_nul_parameters)],
     )
     install_error_handlers(app)
     app.include_router(health.router)
-    for module in (reference, incidents, admin):
+    for module in (
+        reference, incidents, managers, dispatch, recommendations, stats, imports, webhooks, admin,
+        privacy,
+    ):
         app.include_router(module.router, prefix=API_PREFIX)
     app.add_middleware(IdempotencyMiddleware)
-    app.add_middleware(BodyLimitMiddleware)  # outermost: runs first
+    app.add_middleware(BodyLimitMiddleware)
+    app.add_middleware(RateLimitMiddleware)
+    app.add_middleware(ObservabilityMiddleware)  # outermost: runs first (request id, access log)
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_format)
+    if settings.metrics_enabled:
+        install_queue_depth_collector()
+        app.add_route("/metrics", metrics_endpoint, include_in_schema=False)
     return app
 
 

@@ -14,6 +14,9 @@ fi
 echo "== ruff"
 .venv/bin/ruff check app tests migrations bench
 
+echo "== TypeScript client from openapi/openapi.json"
+bash scripts/check-ts-client.sh
+
 echo "== pytest on SQLite"
 KOKOMA_TEST_DATABASE_URL=sqlite .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
 

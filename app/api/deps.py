@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from typing import Annotated
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Annotated, TypeVar
 
+import anyio
+import anyio.to_thread
+from anyio.lowlevel import RunVar
 from fastapi import Depends, Header, Query, Request
 from sqlmodel import Session
+from starlette.concurrency import run_in_threadpool
 
 from app.core.clock import Clock, get_clock
 from app.core.config import Settings, get_settings
@@ -16,9 +20,41 @@ from app.core.pagination import PageParams
 from app.core.security import Action, Principal, allowed, key_cache, lookup_principal
 
 _READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+T = TypeVar("T")
 
 
-def get_session(request: Request) -> Iterator[Session]:
+_UNITS_OF_WORK: RunVar[anyio.Semaphore] = RunVar("kokoma_units_of_work")
+
+
+def _units_of_work() -> anyio.Semaphore:
+    try:
+        return _UNITS_OF_WORK.get()
+    except LookupError:
+        settings = get_settings()
+        pool = 15 if settings.is_sqlite else settings.db_pool_size + settings.db_max_overflow
+        tokens = int(anyio.to_thread.current_default_thread_limiter().total_tokens)
+        semaphore = anyio.Semaphore(max(1, min(pool, tokens - 8)))
+        _UNITS_OF_WORK.set(semaphore)
+        return semaphore
+
+
+async def unit_of_work_slot() -> AsyncIterator[None]:
+    """Admit at most (connection pool size) requests with an open session at once.
+
+    A sync route needs a fresh worker thread for every step (each dependency, the endpoint, the
+    response validation) while its transaction — and the row locks or, on SQLite, the write lock
+    it took — stays open until the session dependency commits. Without this bound, a burst of
+    more concurrent writers than threads (40) lets the waiting requests take every thread while
+    the lock holder waits for one to validate its response: the API stalls until pool timeouts
+    (503). Waiting here costs no thread.
+    """
+    async with _units_of_work():
+        yield
+
+
+def get_session(
+    request: Request, _slot: Annotated[None, Depends(unit_of_work_slot)]
+) -> Iterator[Session]:
     """One unit of work per request: commit on success, roll back on any error."""
     session = new_session(write=request.method not in _READ_METHODS)
     try:
@@ -32,17 +68,71 @@ def get_session(request: Request) -> Iterator[Session]:
 
 
 SessionDep = Annotated[Session, Depends(get_session)]
-SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+
+async def in_unit_of_work(
+    work: Callable[[Session], T], *, write: bool = False
+) -> T:
+    """Run ``work(session)`` as one unit of work in ONE worker-thread hop (commit on success).
+
+    For hot ``async def`` read routes: a sync route with ``SessionDep`` takes four thread hops
+    (session set-up, endpoint, response validation, commit), this takes one — measured in
+    bench/README.md. Same admission bound as :func:`get_session`.
+    """
+    from app.core.db import session_scope
+
+    def run() -> T:
+        with session_scope(write=write) as session:
+            return work(session)
+
+    async with _units_of_work():
+        return await run_in_threadpool(run)
+
+
+async def reject_nul_parameters(request: Request) -> None:
+    """Path and query values with NUL characters → 422 (PostgreSQL cannot even compare them).
+
+    Installed once for the whole app in ``create_app()``; request bodies are covered by
+    :class:`app.models.common.RequestModel`.
+    """
+    from app.core.errors import Unprocessable
+
+    for where, items in (
+        ("path", request.path_params.items()),
+        ("query", request.query_params.multi_items()),
+    ):
+        for name, value in items:
+            if isinstance(value, str) and "\x00" in value:
+                raise Unprocessable(
+                    "Parameters may not contain NUL characters.",
+                    errors=[{"loc": [where, name], "msg": "contains a NUL character",
+                             "type": "string_nul"}],
+                )
+
+
+async def _settings() -> Settings:
+    # ``async``: FastAPI runs sync dependencies in the thread pool — a hop per dependency per
+    # request, which measurably halves throughput (bench/README.md). Pure, non-blocking
+    # dependencies here are therefore ``async def``.
+    return get_settings()
+
+
+SettingsDep = Annotated[Settings, Depends(_settings)]
 ClockDep = Annotated[Clock, Depends(get_clock)]
 
 _BEARER_HEADERS = {"WWW-Authenticate": 'Bearer realm="kokoma"'}
 
 
-def get_principal(
-    request: Request,
-    session: SessionDep,
-    settings: SettingsDep,
-) -> Principal:
+def _lookup_principal(token: str) -> Principal | None:
+    from app.core.db import get_engine
+
+    with get_engine().connect() as conn:
+        return lookup_principal(conn, token)
+
+
+async def get_principal(request: Request, settings: SettingsDep) -> Principal:
+    """The caller's principal: a cached key costs no thread and no database round trip; a miss
+    is one indexed read on a connection of its own (so auth needs no request session)."""
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     token = token.strip()
@@ -55,7 +145,7 @@ def get_principal(
     digest = hash_key(token)
     hit, principal = key_cache.get(digest)
     if not hit:
-        principal = lookup_principal(session.connection(), token)
+        principal = await run_in_threadpool(_lookup_principal, token)
         key_cache.put(digest, principal, settings.api_key_cache_seconds)
     if principal is None:
         raise Unauthorized("The API key is unknown or revoked.", headers=_BEARER_HEADERS)
@@ -66,10 +156,10 @@ def get_principal(
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 
 
-def require(action: Action) -> Callable[[Principal], Principal]:
+def require(action: Action) -> Callable[[Principal], Awaitable[Principal]]:
     """A dependency that lets a principal through only when its role may attempt ``action``."""
 
-    def check(principal: PrincipalDep) -> Principal:
+    async def check(principal: PrincipalDep) -> Principal:
         if not allowed(principal, action):
             raise Forbidden(f"The role '{principal.role}' may not do this ({action}).")
         return principal
@@ -83,7 +173,7 @@ def Allowed(action: Action) -> type[Principal]:
     return Annotated[Principal, Depends(require(action))]  # type: ignore[return-value]
 
 
-def get_page(
+async def get_page(
     settings: SettingsDep,
     limit: Annotated[int | None, Query(ge=1, description="Page size (default 50, max 500)")] = None,
     cursor: Annotated[
@@ -104,7 +194,7 @@ def get_page(
 PageDep = Annotated[PageParams, Depends(get_page)]
 
 
-def get_if_match(
+async def get_if_match(
     if_match: Annotated[str | None, Header(description="ETag of the version you edit")] = None,
 ) -> int | None:
     """The version named by ``If-Match`` (``"3"``, ``W/"3"``), ``None`` when absent."""

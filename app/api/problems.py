@@ -16,12 +16,14 @@ _DESCRIPTIONS = {
     413: "Body too large",
     415: "Unsupported media type",
     422: "Validation error",
+    429: "Rate limit for this API key exceeded (see Retry-After)",
+    503: "The database is unavailable (see Retry-After)",
 }
 
 
 def problems(*codes: int) -> dict[int | str, dict[str, Any]]:
-    """``responses=`` for a route: 401 and 422 always, plus the given status codes."""
-    wanted = sorted({401, 422, *codes})
+    """``responses=`` for a route: 401, 422, 429 and 503 always, plus the given status codes."""
+    wanted = sorted({401, 422, 429, 503, *codes})
     return {
         code: {
             "description": _DESCRIPTIONS.get(code, "Problem"),

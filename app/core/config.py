@@ -27,10 +27,31 @@ class Settings(BaseSettings):
     volunteer_max_level: int = Field(default=6, ge=1, le=9)
     offer_ttl_hours: float = Field(default=48.0, gt=0)
     expiring_competence_days: int = Field(default=60, ge=0)
+    #: Days after an incident was closed, withdrawn or referred (by its date in KOKOMA_TIMEZONE)
+    #: before its reporter's name and contact are erased (PRIVACY.md).
+    reporter_retention_days: int = Field(default=365, ge=0)
     db_pool_size: int = Field(default=10, ge=1)
     db_max_overflow: int = Field(default=20, ge=0)
     sqlite_busy_timeout_seconds: float = Field(default=30.0, gt=0)
+    #: Webhooks: attempts per delivery, per-attempt timeout, backoff (base · 2^(n-1), jittered,
+    #: capped), parallel deliveries per worker; private/loopback targets only when allowed.
+    webhook_max_attempts: int = Field(default=8, ge=1)
+    webhook_timeout_seconds: float = Field(default=5.0, gt=0)
+    webhook_backoff_seconds: float = Field(default=30.0, ge=0)
+    webhook_backoff_max_seconds: float = Field(default=6 * 3600.0, ge=0)
+    webhook_concurrency: int = Field(default=8, ge=1)
+    webhooks_allow_private: bool = False
+    #: Rows per write batch of the bulk imports.
+    import_batch_rows: int = Field(default=1000, ge=1, le=10_000)
     log_level: str = "INFO"
+    #: ``json`` (one object per line, for log shippers) or ``text`` (for a terminal).
+    log_format: str = Field(default="json", pattern="^(json|text)$")
+    #: Requests per minute per API key (token bucket, burst = one minute's worth); 0 = off.
+    rate_limit_per_minute: int = Field(default=600, ge=0)
+    #: Serve Prometheus metrics at ``/metrics`` (unauthenticated: bind it to internal networks).
+    metrics_enabled: bool = True
+    #: Seconds a new PostgreSQL connection may take before the request fails with 503.
+    db_connect_timeout_seconds: int = Field(default=5, ge=1)
     workers: int = Field(default=1, ge=1)
     host: str = "127.0.0.1"
     port: int = 8000

@@ -35,6 +35,10 @@ def build_engine(settings: Settings) -> Engine:
                 "timeout": settings.sqlite_busy_timeout_seconds,
                 "isolation_level": None,  # we emit BEGIN ourselves (see _sqlite_begin)
             },
+            # Keep every connection the request bound (15 units of work) admits: a connection
+            # closed on check-in is reopened with its PRAGMAs on the next request (churn).
+            pool_size=20,
+            max_overflow=10,
         )
         event.listen(engine, "connect", _sqlite_on_connect)
         event.listen(engine, "begin", _sqlite_begin)
@@ -44,6 +48,8 @@ def build_engine(settings: Settings) -> Engine:
         pool_pre_ping=True,
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
+        # A database that is down or unreachable fails a request fast (→ 503), never hangs it.
+        connect_args={"connect_timeout": settings.db_connect_timeout_seconds},
     )
 
 

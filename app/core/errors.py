@@ -85,6 +85,14 @@ class ServiceUnavailable(AppError):
     status, type_, title = 503, "service-unavailable", "Service unavailable"
 
 
+class ProblemError(BaseModel):
+    """One validation error: where (``loc``), what (``msg``), which rule (``type``)."""
+
+    loc: list[str | int]
+    msg: str
+    type: str | None = None
+
+
 class Problem(BaseModel):
     """RFC 9457 problem details (validation problems add ``errors``)."""
 
@@ -95,7 +103,7 @@ class Problem(BaseModel):
     status: int
     detail: str
     instance: str
-    errors: list[dict[str, Any]] | None = None
+    errors: list[ProblemError] | None = None
 
 
 def problem_response(
@@ -171,6 +179,17 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         status = exc.status_code
+        if status == 400 and exc.detail == "There was an error parsing the body":
+            # FastAPI's answer to a body it cannot decode (e.g. invalid UTF-8); malformed JSON
+            # is already a 422 ``json_invalid``, so this is one too.
+            return problem_response(
+                request,
+                status=422,
+                type_="validation-error",
+                title="Validation error",
+                detail="The request body could not be decoded.",
+                errors=[{"loc": ["body"], "msg": "Body is not valid JSON", "type": "json_invalid"}],
+            )
         title = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Error"
         detail = exc.detail if isinstance(exc.detail, str) else title
         if status == 404 and detail == "Not Found":
@@ -184,20 +203,29 @@ def install_error_handlers(app: FastAPI) -> None:
             headers=getattr(exc, "headers", None),
         )
 
+    from sqlalchemy.exc import OperationalError
+    from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+    async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+        log.error("database unavailable: %s", type(exc).__name__)
+        return problem_response(
+            request,
+            status=503,
+            type_="service-unavailable",
+            title="Service unavailable",
+            detail="The database is not reachable; try again shortly.",
+            headers={"Retry-After": "5"},
+        )
+
+    # Registered by class (not under ``Exception``) so that they are answered inside the
+    # middleware stack: the access log, metrics and X-Request-ID see the 503.
+    app.add_exception_handler(OperationalError, _database_unavailable)
+    app.add_exception_handler(PoolTimeout, _database_unavailable)
+
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        from sqlalchemy.exc import OperationalError
-
-        if isinstance(exc, OperationalError):
-            log.error("database unavailable: %s", type(exc).__name__)
-            return problem_response(
-                request,
-                status=503,
-                type_="service-unavailable",
-                title="Service unavailable",
-                detail="The database is not reachable; try again shortly.",
-                headers={"Retry-After": "5"},
-            )
+        if isinstance(exc, OperationalError | PoolTimeout):  # raised in a middleware
+            return await _database_unavailable(request, exc)
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return problem_response(
             request,

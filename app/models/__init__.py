@@ -10,8 +10,15 @@ from app.models.incident import (
 )
 from app.models.manager import Absence, Manager, ManagerCompetence, ManagerDistrict
 from app.models.outbox import OutboxEvent
+from app.models.recommendation import (
+    Recommendation,
+    RecommendationDistrict,
+    RecommendationEvent,
+    RecommendationIncident,
+)
 from app.models.reference import Competence, District, DistrictNeighbour, Organisation
 from app.models.system import ApiKey, AuditEvent, IdempotencyRecord, ReferenceCounter
+from app.models.webhook import WebhookAttempt, WebhookDelivery, WebhookSubscription
 
 __all__ = [
     "Absence",
@@ -31,5 +38,12 @@ __all__ = [
     "ManagerDistrict",
     "Organisation",
     "OutboxEvent",
+    "Recommendation",
+    "RecommendationDistrict",
+    "RecommendationEvent",
+    "RecommendationIncident",
     "ReferenceCounter",
+    "WebhookAttempt",
+    "WebhookDelivery",
+    "WebhookSubscription",
 ]

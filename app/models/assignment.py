@@ -15,6 +15,7 @@ from sqlalchemy import Uuid as SAUuid
 from sqlmodel import Field, SQLModel
 
 from app.models.base import JSONType, UTCDateTime, new_id, utcnow
+from app.models.privacy import personal
 
 
 class AssignmentRole(StrEnum):
@@ -78,9 +79,15 @@ class Assignment(SQLModel, table=True):
     ended_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     score: float | None = Field(default=None)
     reasons: list[dict[str, Any]] = Field(default_factory=list, sa_type=JSONType)
-    decline_reason: str | None = Field(default=None, max_length=2000)
-    withdraw_reason: str | None = Field(default=None, max_length=2000)
-    outcome: str | None = Field(default=None, max_length=5000)
+    decline_reason: str | None = Field(
+        default=None, max_length=2000, sa_column_kwargs=personal("free_text")
+    )
+    withdraw_reason: str | None = Field(
+        default=None, max_length=2000, sa_column_kwargs=personal("free_text")
+    )
+    outcome: str | None = Field(
+        default=None, max_length=5000, sa_column_kwargs=personal("free_text")
+    )
     offered_by: uuid.UUID | None = Field(default=None)
     version: int = Field(default=1)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)

@@ -22,6 +22,7 @@ from app.models.common import (
     Slug,
     UTCTimestamp,
 )
+from app.models.privacy import personal, personal_info
 
 
 class IncidentCategory(StrEnum):
@@ -92,8 +93,11 @@ class Incident(SQLModel, table=True):
 
     id: uuid.UUID = Field(default_factory=new_id, primary_key=True)
     reference: str = Field(max_length=20, unique=True)
-    title: str = Field(max_length=200)
-    description: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    title: str = Field(max_length=200, sa_column_kwargs=personal("free_text"))
+    description: str = Field(
+        default="",
+        sa_column=Column(Text, nullable=False, default="", info=personal_info("free_text")),
+    )
     district: str = Field(
         sa_column=Column(
             String(64), ForeignKey("district.code", ondelete="RESTRICT"), nullable=False
@@ -115,9 +119,13 @@ class Incident(SQLModel, table=True):
         sa_column=Column(SAUuid, ForeignKey("organisation.id", ondelete="RESTRICT"), index=True),
     )
     has_reporter: bool = Field(default=False)
-    reporter_name: str | None = Field(default=None, max_length=200)
-    reporter_contact: str | None = Field(default=None, max_length=320)
+    reporter_name: str | None = Field(default=None, max_length=200, sa_column_kwargs=personal())
+    reporter_contact: str | None = Field(
+        default=None, max_length=320, sa_column_kwargs=personal()
+    )
     reporter_anonymous: bool = Field(default=False)
+    #: When the reporter's name and contact were last erased (on request or by retention).
+    reporter_erased_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     version: int = Field(default=1)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
@@ -155,7 +163,9 @@ class IncidentEvent(SQLModel, table=True):
     actor_role: str = Field(max_length=32)
     from_status: str | None = Field(default=None, max_length=20)
     to_status: str | None = Field(default=None, max_length=20)
-    note: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    note: str | None = Field(
+        default=None, sa_column=Column(Text, nullable=True, info=personal_info("free_text"))
+    )
     data: dict[str, Any] = Field(default_factory=dict, sa_type=JSONType)
 
 
@@ -167,7 +177,7 @@ class IncidentNote(SQLModel, table=True):
     incident_id: uuid.UUID = Field(
         sa_column=Column(SAUuid, ForeignKey("incident.id", ondelete="CASCADE"), nullable=False)
     )
-    text: str = Field(sa_column=Column(Text, nullable=False))
+    text: str = Field(sa_column=Column(Text, nullable=False, info=personal_info("free_text")))
     author_id: uuid.UUID | None = Field(default=None)
     author_role: str = Field(max_length=32)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)

@@ -14,6 +14,7 @@ from sqlalchemy import Uuid as SAUuid
 from sqlmodel import Field, SQLModel
 
 from app.models.base import JSONType, UTCDateTime, new_id, utcnow
+from app.models.privacy import personal
 
 
 class ManagerStatus(StrEnum):
@@ -40,9 +41,9 @@ class Manager(SQLModel, table=True):
     )
 
     id: uuid.UUID = Field(default_factory=new_id, primary_key=True)
-    display_name: str = Field(max_length=200)
-    email: str = Field(max_length=320, unique=True)
-    phone: str | None = Field(default=None, max_length=50)
+    display_name: str = Field(max_length=200, sa_column_kwargs=personal())
+    email: str = Field(max_length=320, unique=True, sa_column_kwargs=personal())
+    phone: str | None = Field(default=None, max_length=50, sa_column_kwargs=personal())
     organisation_id: uuid.UUID | None = Field(
         default=None,
         sa_column=Column(SAUuid, ForeignKey("organisation.id", ondelete="RESTRICT"), index=True),
@@ -59,6 +60,8 @@ class Manager(SQLModel, table=True):
     # the dispatch service (never read-modify-write): the capacity guarantee rests on it.
     open_assignments: int = Field(default=0)
     last_assigned_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    #: Set when an admin erased the (retired) manager's name and contact data.
+    erased_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     version: int = Field(default=1)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
@@ -118,5 +121,5 @@ class Absence(SQLModel, table=True):
     )
     starts_on: date = Field(sa_column=Column(Date, nullable=False))
     ends_on: date = Field(sa_column=Column(Date, nullable=False))
-    reason: str | None = Field(default=None, max_length=500)
+    reason: str | None = Field(default=None, max_length=500, sa_column_kwargs=personal())
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)

@@ -140,6 +140,13 @@ class IncidentService:
             raise NotFound(f"No incident {incident_id}.")
         return incident
 
+    def read_public(self, incident_id: uuid.UUID, principal: Principal) -> IncidentPublic:
+        """GET by id: a plain row (no ORM object), the same visibility, 404 and access log."""
+        incident = self.repo.row(incident_id)
+        if incident is None or not self._may_see(incident, principal):
+            raise NotFound(f"No incident {incident_id}.")
+        return self.public_one(incident, principal, log_access=True)
+
     def _may_see(self, incident: Incident, principal: Principal) -> bool:
         if principal.is_staff:
             return True
@@ -152,18 +159,31 @@ class IncidentService:
             return self.repo.is_assigned(incident.id, principal.manager_id)
         return False
 
-    def to_public(self, incidents: Sequence[Incident], principal: Principal
-                  ) -> list[IncidentPublic]:
-        """Public views in one pass: competences batched, reporter only where the role may see."""
+    def to_public(self, incidents: Sequence[Incident], principal: Principal, *,
+                  log_access: bool = False) -> list[IncidentPublic]:
+        """Public views in one pass: competences batched, reporter only where the role may see.
+
+        ``log_access`` (reads): one ``access`` audit entry per returned incident whose reporter
+        name or contact the caller sees (app.services.privacy), inserted in one statement.
+        """
         ids = [i.id for i in incidents]
         competences = self.repo.competences_of(ids)
         if principal.role == Role.manager and principal.manager_id is not None:
             lead_of = self.repo.accepted_lead_incidents(principal.manager_id, ids)
         else:
             lead_of = set()
+        sees = [self._sees_reporter(i, principal, lead_of) for i in incidents]
+        if log_access:
+            from app.services.privacy import log_reporter_access
+
+            log_reporter_access(
+                self.session, principal,
+                [(i.id, i.reporter_name, i.reporter_contact)
+                 for i, seen in zip(incidents, sees, strict=True) if seen and i.has_reporter],
+            )
         return [
-            self._public(i, competences.get(i.id, []), self._sees_reporter(i, principal, lead_of))
-            for i in incidents
+            self._public(i, competences.get(i.id, []), seen)
+            for i, seen in zip(incidents, sees, strict=True)
         ]
 
     @staticmethod
@@ -197,8 +217,9 @@ class IncidentService:
             }
         )
 
-    def public_one(self, incident: Incident, principal: Principal) -> IncidentPublic:
-        return self.to_public([incident], principal)[0]
+    def public_one(self, incident: Incident, principal: Principal, *, log_access: bool = False
+                   ) -> IncidentPublic:
+        return self.to_public([incident], principal, log_access=log_access)[0]
 
     # --- reads ---------------------------------------------------------------------------------
 
@@ -215,7 +236,7 @@ class IncidentService:
         self, flt: IncidentFilter, params: PageParams, principal: Principal
     ) -> tuple[list[IncidentPublic], str | None]:
         rows, cursor = self.repo.page(self.scoped_filter(flt, principal), params)
-        return self.to_public(rows, principal), cursor
+        return self.to_public(rows, principal, log_access=True), cursor
 
     # --- writes --------------------------------------------------------------------------------
 

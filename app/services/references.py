@@ -28,6 +28,26 @@ def next_value(session: Session, scope: str, year: int) -> int:
     return int(value)
 
 
+def reserve_block(session: Session, scope: str, year: int, n: int) -> int:
+    """Reserve ``n`` consecutive values of ``(scope, year)`` atomically; return the first."""
+    if n < 1:
+        raise ValueError("reserve at least one value")
+    dialect = session.get_bind().dialect.name
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    session.execute(
+        insert(ReferenceCounter)
+        .values(scope=scope, year=year, value=0)
+        .on_conflict_do_nothing(index_elements=["scope", "year"])
+    )
+    last = session.execute(
+        update(ReferenceCounter)
+        .where(ReferenceCounter.scope == scope, ReferenceCounter.year == year)
+        .values(value=ReferenceCounter.value + n)
+        .returning(ReferenceCounter.value)
+    ).scalar_one()
+    return int(last) - n + 1
+
+
 def incident_reference(session: Session, year: int) -> str:
     return f"KOK-{year}-{next_value(session, 'KOK', year):05d}"
 

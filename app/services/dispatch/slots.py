@@ -14,6 +14,7 @@ from datetime import datetime
 from sqlalchemy import update
 from sqlmodel import Session
 
+from app.core.metrics import count_offer
 from app.models.assignment import OPEN_ASSIGNMENT_STATUSES, Assignment, AssignmentStatus
 from app.models.manager import Manager
 
@@ -65,4 +66,5 @@ def end_assignment(
     assignment.updated_at = now
     session.add(assignment)
     release_slot(session, assignment.manager_id)
+    count_offer(session, status)  # Prometheus: kokoma_dispatch_offers_total{outcome}
     return True

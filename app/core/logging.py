@@ -1,0 +1,91 @@
+"""Structured logs: one JSON object per line, carrying the current request id.
+
+The access log (``kokoma.access``) is written by
+:class:`app.api.middleware.observability.ObservabilityMiddleware`, one line per request. Log
+records never carry API keys, reporter or contact data, nor query strings: callers pass only
+identifiers and route templates in ``extra=``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from contextvars import ContextVar
+from datetime import UTC, datetime
+from typing import Any
+
+#: The id of the request being served (``-`` outside a request).
+request_id_var: ContextVar[str] = ContextVar("kokoma_request_id", default="-")
+
+_STANDARD_ATTRS = frozenset(
+    vars(logging.LogRecord("x", logging.INFO, "x", 0, "x", None, None)).keys()
+) | {"message", "asctime", "color_message", "taskName"}
+
+
+class RequestIdFilter(logging.Filter):
+    """Stamps each record with the current request id."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not hasattr(record, "request_id"):
+            record.request_id = request_id_var.get()
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    """``{"ts", "level", "logger", "msg", "request_id", …extra}`` on one line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+            "request_id": getattr(record, "request_id", request_id_var.get()),
+        }
+        for key, value in record.__dict__.items():
+            if key not in _STANDARD_ATTRS and key not in entry and not key.startswith("_"):
+                entry[key] = value
+        if record.exc_info:
+            entry["exc_type"] = record.exc_info[0].__name__ if record.exc_info[0] else None
+            entry["exc"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str, ensure_ascii=False)
+
+
+class _KokomaHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to the *current* ``sys.stdout`` (test runners swap it) and marks the handler we
+    installed, so that configuring twice replaces it."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, _value: Any) -> None:
+        return None
+
+
+def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
+    """Install one stdout handler on the root logger (JSON or plain text); idempotent."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if isinstance(handler, _KokomaHandler):
+            root.removeHandler(handler)
+    handler = _KokomaHandler()
+    handler.addFilter(RequestIdFilter())
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s")
+        )
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+    # uvicorn's own loggers go through the same handler; its access log is replaced by ours.
+    for name in ("uvicorn", "uvicorn.error"):
+        uv = logging.getLogger(name)
+        uv.handlers.clear()
+        uv.propagate = True
+    logging.getLogger("uvicorn.access").disabled = True
+    # httpx logs every URL at INFO; webhook subscription URLs may carry tokens.
+    logging.getLogger("httpx").setLevel(logging.WARNING)

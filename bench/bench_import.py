@@ -1,0 +1,275 @@
+"""Benchmark the incident import: HTTP (uvicorn on 127.0.0.1) and CLI, PostgreSQL and SQLite.
+
+Usage: python bench/bench_import.py [--rows 100000] [--backends postgresql,sqlite]
+                                    [--pg postgresql://postgres@127.0.0.1:5432/postgres]
+                                    [--rss-rows 10000,1000000]
+
+For each backend and mode a fresh, migrated database (reference data seeded, an admin key) gets
+the same generated CSV (every column, ~330 bytes a row, 10 % without location, 30 % without
+reporter). Reported: rows/s (wall time of the whole import, upload included) and the peak RSS of
+the process doing the import (uvicorn server resp. ``kokoma import``) from ``wait4``. On
+PostgreSQL the same file is also loaded with ``COPY … FROM STDIN (FORMAT csv)`` into a typed table
+with the CSV's columns and a unique (source, external_id) index — the floor a bulk load can reach.
+Our import writes five rows per incident (incident, competences, timeline, outbox, audit) and
+validates every cell, so ≥ 0.25× COPY is the target. ``--rss-rows`` imports those sizes over
+HTTP into PostgreSQL to show that memory does not grow with the file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+COLUMNS = (
+    "external_id", "source", "reference", "title", "description", "district", "lat", "lon",
+    "category", "escalation_level", "required_competences", "languages", "status",
+    "occurred_at", "reported_at", "organisation_id", "reporter_name", "reporter_contact",
+    "reporter_anonymous",
+)
+DISTRICTS = [f"district-{n:02d}" for n in range(20)]
+COMPETENCES = ["mediation", "anti_discrimination", "youth_work", "right_wing_extremism"]
+CATEGORIES = ["right_wing_extremism", "racism_discrimination", "hate_speech", "public_space",
+              "neighbourhood_dispute", "youth_conflict", "other"]
+
+
+def generate(path: Path, rows: int, seed: int = 1) -> int:
+    rng = random.Random(seed)
+    with path.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle, delimiter=";")
+        writer.writerow(COLUMNS)
+        for n in range(rows):
+            located = rng.random() > 0.1
+            reporter = rng.random() > 0.3
+            writer.writerow([
+                f"ext-{n:08d}", "hotline", "", f"Vorfall {n} an der Haltestelle",
+                "Beschreibung des Vorfalls mit etwas Text, Ort und Beteiligten. " * 2,
+                rng.choice(DISTRICTS),
+                f"{50.9 + rng.random() / 10:.6f}" if located else "",
+                f"{11.0 + rng.random() / 10:.6f}" if located else "",
+                rng.choice(CATEGORIES), rng.randint(1, 9),
+                "|".join(rng.sample(COMPETENCES, rng.randint(0, 2))),
+                "de" if rng.random() < 0.7 else "de|en", "",
+                f"2026-0{rng.randint(1, 5)}-1{rng.randint(0, 9)}T0{rng.randint(0, 9)}:15:00Z",
+                "2026-06-01T12:00:00Z", "",
+                "Erika Muster" if reporter else "", "erika@example.org" if reporter else "",
+                "false" if reporter else "",
+            ])
+    return path.stat().st_size
+
+
+# --- databases ---------------------------------------------------------------------------------
+
+
+def fresh_database(backend: str, pg_url: str, tmp: Path) -> tuple[str, Any]:
+    if backend == "sqlite":
+        path = tmp / f"bench-{uuid.uuid4().hex[:8]}.db"
+        return f"sqlite:///{path}", lambda: path.unlink(missing_ok=True)
+    name = f"kokoma_bench_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = pg_url.rsplit("/", 1)[0] + "/" + name
+
+    def drop() -> None:
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    return url, drop
+
+
+PREPARE = """
+import sys
+from app.core.db import session_scope
+from app.core.migrations import upgrade
+from app.core.security import SYSTEM_PRINCIPAL
+from app.models.reference import Competence, District
+from app.models.system import ApiKeyCreate, Role
+from app.services.api_keys import ApiKeyService
+upgrade("head")
+with session_scope() as session:
+    for code in sys.argv[1].split(","):
+        session.add(District(code=code, name=code, city="Bench"))
+    for code in sys.argv[2].split(","):
+        session.add(Competence(code=code, name=code))
+with session_scope() as session:
+    key = ApiKeyService(session).create(ApiKeyCreate(name="bench", role=Role.admin),
+                                        SYSTEM_PRINCIPAL).key
+print(key)
+"""
+
+
+def env_for(url: str) -> dict[str, str]:
+    return {**os.environ, "DATABASE_URL": url, "KOKOMA_RATE_LIMIT_PER_MINUTE": "0",
+            "KOKOMA_LOG_LEVEL": "WARNING", "PYTHONPATH": str(ROOT)}
+
+
+def prepare(url: str) -> str:
+    out = subprocess.run(
+        [PYTHON, "-c", PREPARE, ",".join(DISTRICTS), ",".join(COMPETENCES)],
+        env=env_for(url), cwd=ROOT, capture_output=True, text=True, check=True,
+    )
+    return out.stdout.strip().splitlines()[-1]
+
+
+def wait_rss_kb(process: subprocess.Popen[Any]) -> int:
+    _, _, usage = os.wait4(process.pid, 0)
+    process.returncode = 0
+    return int(usage.ru_maxrss)
+
+
+# --- the modes ---------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def via_http(url: str, file: Path, rows: int) -> dict[str, Any]:
+    key = prepare(url)
+    port = free_port()
+    server = subprocess.Popen(
+        [PYTHON, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(port),
+         "--log-level", "warning", "--no-access-log"],
+        env=env_for(url), cwd=ROOT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(200):
+            try:
+                if httpx.get(base + "/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+
+        def chunks() -> Any:
+            with file.open("rb") as handle:
+                while chunk := handle.read(256 * 1024):
+                    yield chunk
+
+        started = time.perf_counter()
+        response = httpx.post(base + "/api/v1/imports/incidents", content=chunks(),
+                              headers={"Authorization": f"Bearer {key}",
+                                       "Content-Type": "text/csv"},
+                              timeout=httpx.Timeout(60, read=None))
+        elapsed = time.perf_counter() - started
+        report = response.json()
+        assert response.status_code == 200 and report["created"] == rows, report
+    finally:
+        server.send_signal(signal.SIGINT)
+    rss = wait_rss_kb(server)
+    return {"seconds": elapsed, "rows_per_s": rows / elapsed, "peak_rss_mb": rss / 1024}
+
+
+def via_cli(url: str, file: Path, rows: int) -> dict[str, Any]:
+    prepare(url)
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        [PYTHON, "-m", "app.cli", "import", "incidents", str(file), "--json"],
+        env=env_for(url), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+    )
+    assert process.stdout is not None
+    output = process.stdout.read()
+    rss = wait_rss_kb(process)
+    elapsed = time.perf_counter() - started
+    assert f'"created": {rows}'.encode() in output, output[:500]
+    return {"seconds": elapsed, "rows_per_s": rows / elapsed, "peak_rss_mb": rss / 1024}
+
+
+COPY_TABLE = """
+CREATE TABLE copy_bench (
+  external_id varchar(200) NOT NULL, source varchar(16) NOT NULL, reference varchar(20),
+  title varchar(200) NOT NULL, description text NOT NULL, district varchar(64) NOT NULL,
+  lat double precision, lon double precision, category varchar(40) NOT NULL,
+  escalation_level integer NOT NULL, required_competences text, languages text,
+  status varchar(20), occurred_at timestamptz, reported_at timestamptz, organisation_id uuid,
+  reporter_name varchar(200), reporter_contact varchar(320), reporter_anonymous boolean,
+  UNIQUE (source, external_id))
+"""
+
+
+def via_copy(url: str, file: Path, rows: int) -> dict[str, Any]:
+    with psycopg.connect(url) as conn:
+        conn.execute(COPY_TABLE)
+        conn.commit()
+        started = time.perf_counter()
+        with conn.cursor() as cursor, cursor.copy(
+            "COPY copy_bench FROM STDIN (FORMAT csv, HEADER true, DELIMITER ';')"
+        ) as copy, file.open("rb") as handle:
+            while chunk := handle.read(256 * 1024):
+                copy.write(chunk)
+        conn.commit()
+        elapsed = time.perf_counter() - started
+        count = conn.execute("SELECT count(*) FROM copy_bench").fetchone()
+        assert count is not None and count[0] == rows
+    return {"seconds": elapsed, "rows_per_s": rows / elapsed, "peak_rss_mb": None}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--backends", default="postgresql,sqlite")
+    parser.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument("--rss-rows", default="", help="e.g. 10000,1000000 (HTTP, PostgreSQL)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="kokoma-bench-") as tmp_name:
+        tmp = Path(tmp_name)
+        file = tmp / "incidents.csv"
+        size = generate(file, args.rows)
+        print(f"{args.rows} rows, {size / 1e6:.1f} MB CSV, {os.cpu_count()} CPUs, load average "
+              f"{os.getloadavg()[0]:.1f}", flush=True)
+        results: list[tuple[str, str, dict[str, Any]]] = []
+        for backend in args.backends.split(","):
+            modes = [("http", via_http), ("cli", via_cli)]
+            if backend == "postgresql":
+                modes.append(("COPY", via_copy))
+            for mode, run in modes:
+                url, drop = fresh_database(backend, args.pg, tmp)
+                try:
+                    if mode == "COPY":
+                        prepare(url)
+                    result = run(url, file, args.rows)
+                finally:
+                    drop()
+                results.append((backend, mode, result))
+                rss = result["peak_rss_mb"]
+                print(f"{backend:10} {mode:5} {result['seconds']:7.2f} s "
+                      f"{result['rows_per_s']:9.0f} rows/s  "
+                      f"peak RSS {'-' if rss is None else f'{rss:.0f} MB'}", flush=True)
+        copy = {b: r for b, m, r in results if m == "COPY"}
+        for backend, mode, result in results:
+            if backend == "postgresql" and mode != "COPY" and "postgresql" in copy:
+                ratio = result["rows_per_s"] / copy["postgresql"]["rows_per_s"]
+                print(f"{backend} {mode}: {ratio:.2f}x COPY")
+        if args.rss_rows:
+            for n in (int(x) for x in args.rss_rows.split(",")):
+                sized = tmp / f"rss-{n}.csv"
+                generate(sized, n, seed=n)
+                url, drop = fresh_database("postgresql", args.pg, tmp)
+                try:
+                    result = via_http(url, sized, n)
+                finally:
+                    drop()
+                    sized.unlink()
+                print(f"RSS postgresql http {n:>9} rows: peak {result['peak_rss_mb']:.0f} MB, "
+                      f"{result['rows_per_s']:.0f} rows/s", flush=True)
+
+
+if __name__ == "__main__":
+    main()
