@@ -252,6 +252,7 @@ def main() -> None:
                 print(f"{backend:10} {mode:5} {result['seconds']:7.2f} s "
                       f"{result['rows_per_s']:9.0f} rows/s  "
                       f"peak RSS {'-' if rss is None else f'{rss:.0f} MB'}", flush=True)
+        print(f"load average at the end {os.getloadavg()[0]:.1f}", flush=True)
         copy = {b: r for b, m, r in results if m == "COPY"}
         for backend, mode, result in results:
             if backend == "postgresql" and mode != "COPY" and "postgresql" in copy:

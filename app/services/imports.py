@@ -44,7 +44,8 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 from pydantic_core import PydanticUndefined
-from sqlalchemy import Table, bindparam, delete, select, text, update
+from sqlalchemy import String, Table, Uuid, bindparam, delete, func, select, text, true, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlmodel import Session, SQLModel
 
 from app.core.clock import get_clock
@@ -352,20 +353,89 @@ def bulk_insert(session: Session, model: type[SQLModel], rows: list[dict[str, An
         )
         return
     raw = connection.connection.driver_connection
+    stamps: dict[datetime, str] = {}  # a batch shares ``now``: format each distinct value once
+
+    def copy_stamp(value: datetime | None) -> str:
+        if value is None:
+            return "\\N"
+        cell = stamps.get(value)
+        if cell is None:
+            cell = stamps[value] = _copy_datetime(value)
+        return cell
+
+    formatters = [
+        _copy_json if c.name in json_columns
+        else copy_stamp if isinstance(c.type, UTCDateTime)
+        else _copy_str if isinstance(c.type, String)
+        else _copy_uuid if isinstance(c.type, Uuid) else _copy_cell
+        for c in table.columns
+    ]
+    pairs = list(zip(names, formatters, strict=True))
+    # the COPY text of the whole batch in one pass (no per-row driver formatting), one write
+    text_ = "".join([
+        "\t".join([fmt(row[name]) for name, fmt in pairs]) + "\n" for row in rows
+    ])
     with raw.cursor() as cursor, cursor.copy(  # type: ignore[union-attr]
         f'COPY "{table.name}" ({quoted}) FROM STDIN'
     ) as copy:
-        if json_columns:
-            # text COPY: JSON goes as its text (orjson is ~8x faster than the driver's json)
-            for row in rows:
-                copy.write_row([
-                    orjson.dumps(row[c]).decode() if c in json_columns and row[c] is not None
-                    else row[c]
-                    for c in names
-                ])
-        else:
-            for row in rows:
-                copy.write_row([row[c] for c in names])
+        copy.write(text_)
+
+
+# --- COPY text format (PostgreSQL): one cell -------------------------------------------------------
+
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def _copy_text(value: str) -> str:
+    if "\\" in value or "\t" in value or "\n" in value or "\r" in value:
+        return value.translate(_COPY_ESCAPES)
+    return value
+
+
+def _copy_datetime(value: datetime) -> str:
+    if value.tzinfo is None:
+        raise ValueError("naive datetime given to a UTC column")
+    return value.isoformat()
+
+
+_COPY_FORMATTERS: dict[type, Callable[[Any], str]] = {
+    str: _copy_text,
+    bool: lambda value: "t" if value else "f",
+    int: str,
+    float: repr,
+    uuid.UUID: str,
+    datetime: _copy_datetime,
+    date: date.isoformat,
+    type(None): lambda value: "\\N",
+}
+
+
+def _copy_cell(value: Any) -> str:
+    """A value as a cell of ``COPY … FROM STDIN`` (text format)."""
+    formatter = _COPY_FORMATTERS.get(type(value))
+    if formatter is not None:
+        return formatter(value)
+    for kind, formatter in _COPY_FORMATTERS.items():  # subclasses, e.g. StrEnum members
+        if isinstance(value, kind):
+            return formatter(value.value if isinstance(value, StrEnum) else value)
+    raise TypeError(f"cannot COPY a {type(value).__name__}")
+
+
+def _copy_str(value: Any) -> str:
+    if type(value) is str:
+        if "\\" in value or "\t" in value or "\n" in value or "\r" in value:
+            return value.translate(_COPY_ESCAPES)
+        return value
+    return _copy_cell(value)
+
+
+def _copy_uuid(value: Any) -> str:
+    return str(value) if type(value) is uuid.UUID else _copy_cell(value)
+
+
+def _copy_json(value: Any) -> str:
+    # JSON goes as its text (orjson is ~8x faster than the driver's json)
+    return "\\N" if value is None else _copy_text(orjson.dumps(value).decode())
 
 
 def _to_json_text(value: Any) -> str | None:
@@ -395,11 +465,12 @@ def new_ids(n: int) -> list[uuid.UUID]:
         value = (value & _UUID_CLEAR) | _UUID_V4_BITS
         item = object.__new__(uuid.UUID)
         object.__setattr__(item, "int", value)
-        object.__setattr__(item, "is_safe", uuid.SafeUUID.unknown)
+        object.__setattr__(item, "is_safe", _SAFE_UNKNOWN)
         ids.append(item)
     return ids
 
 
+_SAFE_UNKNOWN = uuid.SafeUUID.unknown
 _UUID_CLEAR = ~((0xF000 << 64) | (0xC000 << 48)) & ((1 << 128) - 1)
 _UUID_V4_BITS = (0x4000 << 64) | (0x8000 << 48)
 
@@ -425,13 +496,14 @@ def _audit_rows(
     items: Iterable[tuple[Any, list[str]]],
 ) -> list[dict[str, Any]]:
     items = list(items)
+    kind, role = AuditKind.write.value, str(principal.role)
     return [
         {
             "id": record_id,
             "at": now,
-            "kind": AuditKind.write.value,
+            "kind": kind,
             "principal_id": principal.key_id,
-            "principal_role": str(principal.role),
+            "principal_role": role,
             "action": action,
             "resource": resource,
             "resource_id": str(resource_id),
@@ -465,12 +537,13 @@ class _Importer:
 
     def plan_for_growing_tables(self) -> None:
         """PostgreSQL: look keys up by index, always. The tables grow during the import faster
-        than their statistics, and a cached generic plan (the driver prepares repeated
-        statements) or a stale estimate turns the per-batch key lookup (and the foreign-key
-        checks) into sequential scans — quadratic time. Both settings end with the transaction.
+        than their statistics (none at all while the import's own rows are uncommitted), and a
+        stale estimate or a cached generic plan (the driver prepares repeated statements) turns the
+        foreign-key checks into sequential scans — quadratic time. Both settings end with the
+        transaction. (The per-batch key lookup of incidents is written so
+        that only a per-key index probe can serve it, see :meth:`IncidentImporter.process`.)
         """
         if self.is_pg:
-            self.session.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
             self.session.execute(text("SET LOCAL enable_seqscan = off"))
 
     def process(self, batch: list[tuple[int, Any]], write: bool, result: ImportResult) -> None:
@@ -574,12 +647,153 @@ _INCIDENT_SELECT = (
 )
 
 
+def _pg_key_lookup(source: str, external_ids: list[str], *, lock: bool) -> Any:
+    """``SELECT … FOR UPDATE`` of the incidents with these keys, one index probe per key.
+
+    Written as ``unnest(keys) CROSS JOIN LATERAL (… LIMIT 1)`` on purpose: while the import's own
+    rows are uncommitted the table has no statistics, and the planner then serves a plain
+    ``external_id IN (…)`` by scanning every row of the source (``source = …`` looks selective)
+    and filtering — a per-batch cost that grows with the table (quadratic over the import). The
+    lateral form leaves it only the probe of ``uq_incident_source_external_id`` per key.
+    """
+    keys = (
+        func.unnest(bindparam("external_ids", external_ids, type_=ARRAY(String)))
+        .table_valued("external_id")
+        .render_derived(name="k")
+    )
+    inner = (
+        select(*_INCIDENT_SELECT)
+        .where(Incident.source == source, Incident.external_id == keys.c.external_id)
+        .limit(1)
+    )
+    if lock:
+        inner = inner.with_for_update()
+    found = inner.lateral("found")
+    return select(found).select_from(keys).join(found, true())
+
+
 class IncidentImporter(_Importer):
     columns = INCIDENT_COLUMNS
     required = INCIDENT_REQUIRED
     key_field = "external_id"
 
+    def __init__(self, session: Session, principal: Principal, refs: ReferenceData) -> None:
+        super().__init__(session, principal, refs)
+        #: Cells that repeat (code lists, timestamps, the header's column set) → parsed value,
+        #: each bounded so memory stays constant.
+        self._lists: dict[tuple[str, str], list[str]] = {}
+        self._stamps: dict[str, datetime | None] = {}
+        self._present: dict[tuple[str, ...], frozenset[str]] = {}
+
     def validate(
+        self, values: dict[str, Any], is_csv: bool
+    ) -> tuple[dict[str, Any] | None, Any, list[tuple[str | None, str]]]:
+        if is_csv:
+            fast = self._validate_csv_fast(values)
+            if fast is not None:
+                return fast, (fast["source"], fast["external_id"]), []
+        return self._validate(values, is_csv)
+
+    def _validate_csv_fast(self, values: dict[str, Any]) -> dict[str, Any] | None:
+        """The common case of a CSV row, checked with precompiled sets and cached cells.
+
+        Returns exactly what :meth:`_validate` returns for a valid row, or ``None`` as soon as
+        anything is off (an error, an unusual cell) — then :meth:`_validate` runs and words the
+        errors. So this path decides nothing the full validation would decide differently.
+        """
+        try:
+            get = values.get
+            keys = tuple(values)
+            present = self._present.get(keys)
+            if present is None:
+                if not all(name in _INCIDENT_COLUMN_SET for name in keys):
+                    return None
+                present = frozenset(keys)
+                if len(self._present) < 64:
+                    self._present[keys] = present
+            external_id = _csv_text(get("external_id"), 200)
+            title = _csv_text(get("title"), 200)
+            district = _csv_text(get("district"), 64)
+            category = _csv_text(get("category"), 64)
+            if (external_id is None or title is None or district not in self.refs.districts
+                    or category not in _CATEGORIES):
+                return None
+            source = _csv_text(get("source"), 64) or _IMPORT_SOURCE
+            if source not in _SOURCE_SET:
+                return None
+            description = get("description") or ""
+            if description:
+                description = _csv_text(description, 20_000, strip=False) or ""
+            lat = _float(get("lat"), True, -90.0, 90.0)
+            lon = _float(get("lon"), True, -180.0, 180.0)
+            if (lat is None) != (lon is None):
+                return None
+            level = _LEVELS.get(get("escalation_level"))  # type: ignore[arg-type]
+            if level is None:
+                return None
+            competences = self._code_list("required_competences", get("required_competences"))
+            languages = self._code_list("languages", get("languages"))
+            if competences is None or languages is None:
+                return None
+            status = _csv_text(get("status"), 64)
+            if status is not None and status not in _IMPORTABLE_STATUSES:
+                return None
+            occurred_at = self._stamp(get("occurred_at"))
+            reported_at = self._stamp(get("reported_at"))
+            organisation_id = _uuid(get("organisation_id"), True)
+            if organisation_id is not None and organisation_id not in self.refs.organisations:
+                return None
+            name = _csv_text(get("reporter_name"), 200)
+            contact = _csv_text(get("reporter_contact"), 320)
+            anonymous = _bool(get("reporter_anonymous"), True)
+        except FieldError:
+            return None
+        return {
+            "source": source, "external_id": external_id, "title": title,
+            "description": description, "district": district, "lat": lat, "lon": lon,
+            "category": category, "escalation_level": level,
+            "required_competences": competences, "languages": languages, "status": status,
+            "occurred_at": occurred_at, "reported_at": reported_at,
+            "organisation_id": organisation_id,
+            "has_reporter": name is not None or contact is not None or anonymous is not None,
+            "reporter_name": name, "reporter_contact": contact,
+            "reporter_anonymous": bool(anonymous), "present": present,
+        }
+
+    def _code_list(self, name: str, raw: Any) -> list[str] | None:
+        """A valid ``a|b`` cell as the full validation normalises it (cached), else ``None``.
+
+        The cached lists are shared between rows: nothing downstream mutates them.
+        """
+        if raw is None or raw == "":
+            return []
+        cached = self._lists.get((name, raw))
+        if cached is not None:
+            return cached
+        try:
+            items = _list(raw, True, 20)
+            if name == "languages":
+                value = validate_language_codes(items)
+            else:
+                if not set(items) <= self.refs.competences:
+                    return None
+                value = sorted(set(items))
+        except (FieldError, ValueError):
+            return None
+        if len(self._lists) < 4096:
+            self._lists[(name, raw)] = value
+        return value
+
+    def _stamp(self, raw: Any) -> datetime | None:
+        cached = self._stamps.get(raw, _MISSING)
+        if cached is not _MISSING:
+            return cached  # type: ignore[return-value]
+        value = _timestamp(raw, True)  # raises FieldError
+        if len(self._stamps) < 4096:
+            self._stamps[raw] = value
+        return value
+
+    def _validate(
         self, values: dict[str, Any], is_csv: bool
     ) -> tuple[dict[str, Any] | None, Any, list[tuple[str | None, str]]]:
         errors: list[tuple[str | None, str]] = []
@@ -680,12 +894,13 @@ class IncidentImporter(_Importer):
             by_source[row["source"]].append(row["external_id"])
         existing: dict[tuple[str, str], Any] = {}
         for source, external_ids in by_source.items():
-            stmt = select(*_INCIDENT_SELECT).where(
-                Incident.source == source,
-                Incident.external_id.in_(external_ids),  # type: ignore[union-attr]
-            )
-            if write and self.is_pg:
-                stmt = stmt.with_for_update()
+            if self.is_pg:
+                stmt = _pg_key_lookup(source, external_ids, lock=write)
+            else:
+                stmt = select(*_INCIDENT_SELECT).where(
+                    Incident.source == source,
+                    Incident.external_id.in_(external_ids),  # type: ignore[union-attr]
+                )
             for found in session.execute(stmt):
                 existing[(found.source, found.external_id)] = found
         competences: dict[uuid.UUID, list[str]] = defaultdict(list)
@@ -842,6 +1057,29 @@ class IncidentImporter(_Importer):
 _SOURCES = tuple(s.value for s in IncidentSource)
 _CATEGORIES = frozenset(c.value for c in IncidentCategory)
 _STATUSES = frozenset(s.value for s in IncidentStatus)
+# precompiled checks of the fast CSV path (IncidentImporter._validate_csv_fast)
+_SOURCE_SET = frozenset(_SOURCES)
+_IMPORT_SOURCE = IncidentSource.import_.value
+_IMPORTABLE_STATUSES = _STATUSES - {IncidentStatus.dispatched.value,
+                                    IncidentStatus.in_progress.value}
+_INCIDENT_COLUMN_SET = frozenset(INCIDENT_COLUMNS)
+_LEVELS = {str(level): level for level in range(1, 10)}
+_MISSING = object()
+
+
+def _csv_text(raw: Any, max_len: int, *, strip: bool = True) -> str | None:
+    """:func:`_text` of a CSV cell, inlined for the fast path (same result, same errors)."""
+    if raw is None:
+        return None
+    if raw[:1] == "'":
+        raw = unescape_cell(raw)
+    if strip:
+        raw = raw.strip()
+    if not raw:
+        return None
+    if len(raw) > max_len:
+        raise FieldError(f"is longer than {max_len} characters")
+    return raw  # type: ignore[no-any-return]
 
 
 def _incident_changes(

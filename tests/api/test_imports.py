@@ -283,6 +283,50 @@ class TestImportIncidents:
         report = post(client, admin, body).json()
         assert (report["created"], report["updated"], report["unchanged"]) == (2, 4, 6)
 
+    def test_copy_special_characters_survive(self, client, admin) -> None:
+        # backslash, tab, newline and CR are escaped in the bulk COPY text (PostgreSQL)
+        description = "C:\\temp\\x\tcol\nsecond line\r\nthird \\N"
+        body = csv_body(incident_line("c-1", description=description,
+                                      title="Back\\slash \\N", reporter_name="Tab\tName"))
+        report = post(client, admin, body).json()
+        assert report["created"] == 1, report
+        with session_scope(write=False) as session:
+            incident = session.scalars(select(Incident)).one()
+            assert incident.description == description
+            assert incident.title == "Back\\slash \\N"
+            assert incident.reporter_name == "Tab\tName"
+            payload = session.scalars(select(OutboxEvent.payload)).one()
+            assert payload["incident"]["description"] == description
+
+    def test_unusual_but_valid_cells_take_the_full_validation(self, client, admin) -> None:
+        # cells the fast path does not recognise are validated in full, with the same outcome
+        body = csv_body(
+            incident_line("u-1", escalation_level=" 3", languages="DE|de",
+                          required_competences="youth_work| mediation |youth_work"),
+            incident_line("u-2", escalation_level="+4", lat="", lon="", source=""),
+            incident_line("u-3"),
+        )
+        report = post(client, admin, body).json()
+        assert report["created"] == 3 and report["errors"] == [], report
+        with session_scope(write=False) as session:
+            rows = {i.external_id: i for i in session.scalars(select(Incident))}
+            assert rows["u-1"].escalation_level == 3 and rows["u-1"].languages == ["de"]
+            assert rows["u-2"].escalation_level == 4 and rows["u-2"].source == "import"
+            codes = sorted(session.scalars(select(IncidentCompetence.competence_code).where(
+                IncidentCompetence.incident_id == rows["u-1"].id)))
+            assert codes == ["mediation", "youth_work"]
+        report = post(client, admin, body).json()
+        assert report["unchanged"] == 3, report
+
+    def test_cached_cells_do_not_leak_between_rows(self, client, admin) -> None:
+        # the same code list / timestamp text in many rows, then one bad row: errors are exact
+        lines = [incident_line(f"k-{n}") for n in range(5)]
+        lines.append(incident_line("k-bad", languages="de|xx", occurred_at="yesterday"))
+        report = post(client, admin, csv_body(*lines)).json()
+        assert {(e["row"], e["field"]) for e in report["errors"]} == {
+            (6, "languages"), (6, "occurred_at")}
+        assert count(Incident) == 0
+
 
 class TestImportMalformed:
     def test_wrong_content_type(self, client, admin) -> None:
