@@ -89,6 +89,10 @@ class Incident(SQLModel, table=True):
         Index("ix_incident_created_at_id", "created_at", "id"),
         Index("ix_incident_status_district", "status", "district"),
         Index("ix_incident_reported_at", "reported_at"),
+        # One per common list filter, ending in the keyset order (migration 0005, bench/README.md)
+        Index("ix_incident_district_created_at_id", "district", "created_at", "id"),
+        Index("ix_incident_status_created_at_id", "status", "created_at", "id"),
+        Index("ix_incident_category_created_at_id", "category", "created_at", "id"),
     )
 
     id: uuid.UUID = Field(default_factory=new_id, primary_key=True)
@@ -105,7 +109,7 @@ class Incident(SQLModel, table=True):
     )
     lat: float | None = Field(default=None, sa_column=Column(Float, nullable=True))
     lon: float | None = Field(default=None, sa_column=Column(Float, nullable=True))
-    category: str = Field(max_length=40, index=True)
+    category: str = Field(max_length=40)
     escalation_level: int = Field()
     languages: list[str] = Field(default_factory=list, sa_type=JSONType)
     status: str = Field(default=IncidentStatus.reported, max_length=20)

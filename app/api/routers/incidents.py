@@ -58,6 +58,15 @@ class IncidentQuery:
 IncidentQueryDep = Annotated[IncidentQuery, Depends()]
 
 
+def _json(body: Page[IncidentPublic] | IncidentPublic, headers: dict[str, str] | None = None
+          ) -> Response:
+    """The validated model serialised once, by pydantic: returned as the model, FastAPI would
+    dump it, validate it again and serialise it again (≈ 0.9 ms for a page of 50; the bytes are
+    the same — bench/README.md). The route's return annotation still documents the schema."""
+    return Response(body.model_dump_json(by_alias=True), media_type="application/json",
+                    headers=headers)
+
+
 @router.get(
     "",
     summary="List incidents (filters, keyset pagination), or export them (Accept: text/csv, "
@@ -77,7 +86,7 @@ async def incidents_list(
     items, cursor = await in_unit_of_work(
         lambda session: IncidentService(session).page(query.to_filter(), page, principal)
     )
-    return Page(items=items, next_cursor=cursor)
+    return _json(Page(items=items, next_cursor=cursor))  # type: ignore[return-value]
 
 
 @router.post(
@@ -99,14 +108,12 @@ def incidents_create(
 async def incidents_get(
     principal: Allowed(Action.incidents_read),
     incident_id: uuid.UUID,
-    response: Response,
 ) -> IncidentPublic:
     # async + one thread hop for the whole unit of work: a hot path (bench/README.md)
     incident = await in_unit_of_work(
         lambda session: IncidentService(session).read_public(incident_id, principal)
     )
-    response.headers["ETag"] = etag(incident.version)
-    return incident
+    return _json(incident, {"ETag": etag(incident.version)})  # type: ignore[return-value]
 
 
 @router.patch(
