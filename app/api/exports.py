@@ -6,6 +6,7 @@ from typing import Any
 
 from fastapi.responses import StreamingResponse
 
+from app.api.negotiation import accept_ranges
 from app.core.security import Principal
 from app.repositories.incidents import IncidentFilter
 from app.services.exports import CSV_MEDIA_TYPE, GEOJSON_MEDIA_TYPE, stream_csv, stream_geojson
@@ -34,17 +35,7 @@ def export_media_type(accept: str | None) -> str | None:
     if not accept:
         return None
     best: tuple[float, int, str | None] = (0.0, 0, None)
-    for position, part in enumerate(accept.split(",")):
-        media, *params = (p.strip() for p in part.split(";"))
-        media = media.lower()
-        q = 1.0
-        for param in params:
-            name, _, value = param.partition("=")
-            if name.strip().lower() == "q":
-                try:
-                    q = float(value)
-                except ValueError:
-                    q = 0.0
+    for position, media, q in accept_ranges(accept):
         if media in ("application/*", "*/*"):
             candidate: tuple[float, int, str | None] = (q - 0.001, -position, None)
         elif media == "application/json":

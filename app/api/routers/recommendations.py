@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Header, Query, Response
 from fastapi.responses import JSONResponse
 
 from app.api.deps import Allowed, IfMatchDep, PageDep, SessionDep, etag
+from app.api.negotiation import accept_ranges
 from app.api.problems import problems
 from app.core.security import Action
 from app.models.common import Page, StatusChange
@@ -64,17 +65,7 @@ def negotiate(accept: str | None) -> str:
     if not accept or not accept.strip():
         return MARKDOWN
     best: tuple[float, int, str] | None = None
-    for part in accept.split(","):
-        media, *params = (p.strip() for p in part.split(";"))
-        media = media.lower()
-        q = 1.0
-        for param in params:
-            name, _, value = param.partition("=")
-            if name.strip().lower() == "q":
-                try:
-                    q = float(value)
-                except ValueError:
-                    q = 0.0
+    for _, media, q in accept_ranges(accept):
         if not q > 0:  # also NaN
             continue
         q = min(q, 1.0)
