@@ -13,7 +13,7 @@ from sqlalchemy import CheckConstraint, Column, Float, ForeignKey, Index, String
 from sqlalchemy import Uuid as SAUuid
 from sqlmodel import Field, SQLModel
 
-from app.models.base import JSONType, UTCDateTime, new_id, utcnow
+from app.models.base import JSONType, UTCDateTime, new_id, new_ordered_id, utcnow
 from app.models.common import (
     LongText,
     RequestModel,
@@ -157,7 +157,8 @@ class IncidentEvent(SQLModel, table=True):
     __tablename__ = "incident_event"
     __table_args__ = (Index("ix_incident_event_incident_at", "incident_id", "at", "id"),)
 
-    id: uuid.UUID = Field(default_factory=new_id, primary_key=True)
+    # time-ordered: entries of one instant (one request, a pinned clock) keep their order
+    id: uuid.UUID = Field(default_factory=new_ordered_id, primary_key=True)
     incident_id: uuid.UUID = Field(
         sa_column=Column(SAUuid, ForeignKey("incident.id", ondelete="CASCADE"), nullable=False)
     )

@@ -24,14 +24,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import threading
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
-from time import time_ns
 from typing import Any
 
 from sqlalchemy import delete, func, insert, or_, select, update
@@ -43,6 +41,7 @@ from app.core.db import WRITE_OPTION, get_engine, session_scope
 from app.core.errors import Conflict, NotFound, Unprocessable
 from app.core.security import SYSTEM_PRINCIPAL, Principal, key_cache
 from app.models.assignment import Assignment
+from app.models.base import new_ordered_id
 from app.models.incident import Incident, IncidentEvent, IncidentNote, IncidentStatus
 from app.models.manager import Absence, Manager, ManagerStatus
 from app.models.outbox import OutboxEvent
@@ -571,30 +570,11 @@ def erase_manager(session: Session, manager_id: uuid.UUID, principal: Principal)
 
 _ACCESS = AuditKind.access.value
 _ACCESS_INSERT = insert(AuditEvent.__table__)  # type: ignore[attr-defined]
-_id_state = {"ms": 0, "seq": 0}
 _SQLITE_ACCESS_WRITER = threading.Lock()
 
 
 def _own_write_transaction() -> Any:
     return get_engine().execution_options(**{WRITE_OPTION: True}).begin()
-
-
-def _sequential_id() -> uuid.UUID:
-    """A time-ordered UUID (version 7 layout: 48-bit ms timestamp, counter, random bits).
-
-    Access entries are written on every staff read; ids that grow with time append to the
-    primary-key index instead of touching a random page per row (measured: bench/README.md).
-    """
-    ms = time_ns() // 1_000_000
-    if ms > _id_state["ms"]:
-        _id_state["ms"], _id_state["seq"] = ms, int.from_bytes(os.urandom(1), "big")
-    else:  # same (or earlier) millisecond: keep increasing
-        _id_state["seq"] += 1
-        if _id_state["seq"] > 0xFFF:
-            _id_state["ms"], _id_state["seq"] = _id_state["ms"] + 1, 0
-    value = (_id_state["ms"] << 80) | (0x7 << 76) | (_id_state["seq"] << 64)
-    value |= (0b10 << 62) | int.from_bytes(os.urandom(8), "big") >> 2
-    return uuid.UUID(int=value)
 
 
 def log_access(
@@ -617,7 +597,7 @@ def log_access(
     principal_id, role = principal.key_id, str(principal.role)
     rows = [
         {
-            "id": _sequential_id(),
+            "id": new_ordered_id(),
             "at": now,
             "kind": _ACCESS,
             "principal_id": principal_id,

@@ -639,3 +639,25 @@ class TestNotes:
                                headers=headers)
         assert response.status_code == 201
         assert response.json()["author_role"] == "manager"
+
+
+class TestTimelineOrder:
+    def test_events_of_one_instant_keep_their_order(self, client, admin, fixed_clock) -> None:
+        """With the clock pinned every event shares one timestamp; the timeline still reads in
+        the order things happened (time-ordered event ids)."""
+        created = client.post(URL, json=incident_body(), headers=admin).json()
+        steps = ["triaged", "withdrawn"]
+        for step in steps:
+            response = client.post(
+                f"{URL}/{created['id']}/status", json={"status": step}, headers=admin
+            )
+            assert response.status_code == 200
+        client.post(f"{URL}/{created['id']}/notes", json={"text": "after"}, headers=admin)
+        events = events_of(client, created["id"], admin)
+        assert len({e["at"] for e in events}) == 1
+        assert [(e["type"], e["to_status"]) for e in events] == [
+            ("created", "reported"),
+            ("status_changed", "triaged"),
+            ("status_changed", "withdrawn"),
+            ("note_added", None),
+        ]
