@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from abc import ABC, abstractmethod
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -516,7 +517,7 @@ def _audit_rows(
 # --- the import run ---------------------------------------------------------------------------------
 
 
-class _Importer:
+class _Importer(ABC):
     """The per-kind part: columns, row validation, batch classification and writes."""
 
     columns: tuple[str, ...]
@@ -529,11 +530,11 @@ class _Importer:
         self.refs = refs
         self.is_pg = session.connection().dialect.name == "postgresql"
 
+    @abstractmethod
     def validate(
         self, values: dict[str, Any], is_csv: bool
     ) -> tuple[Any, Any, list[tuple[str | None, str]]]:
         """``(parsed or None, key or None, errors)``."""
-        raise NotImplementedError
 
     def plan_for_growing_tables(self) -> None:
         """PostgreSQL: look keys up by index, always. The tables grow during the import faster
@@ -550,8 +551,9 @@ class _Importer:
         if self.is_pg:
             self.session.execute(text("SET LOCAL enable_seqscan = off"))
 
+    @abstractmethod
     def process(self, batch: list[tuple[int, Any]], write: bool, result: ImportResult) -> None:
-        raise NotImplementedError
+        """Write (or, in a dry run, only count) one batch of validated rows."""
 
 
 def run_import(

@@ -39,7 +39,7 @@ from app.core.clock import get_clock
 from app.core.config import get_settings
 from app.core.db import WRITE_OPTION, get_engine, session_scope
 from app.core.errors import Conflict, NotFound, Unprocessable
-from app.core.security import SYSTEM_PRINCIPAL, Principal, key_cache
+from app.core.security import SYSTEM_PRINCIPAL, Principal, forget_keys
 from app.models.assignment import Assignment
 from app.models.base import new_ordered_id
 from app.models.incident import Incident, IncidentEvent, IncidentNote, IncidentStatus
@@ -546,7 +546,7 @@ def erase_manager(session: Session, manager_id: uuid.UUID, principal: Principal)
         .values(revoked_at=now)
     )
     if revoked.rowcount:  # type: ignore[attr-defined]
-        key_cache.clear()
+        forget_keys(session)  # again after commit: no request re-caches a revoked key
     _redact_rows(session, Assignment, Assignment.manager_id == manager.id, redactor,
                  {"decline_reason": 2000, "withdraw_reason": 2000, "outcome": 5000})
     target = ScrubTarget(
