@@ -42,7 +42,7 @@ class Settings(BaseSettings):
     webhook_concurrency: int = Field(default=8, ge=1)
     webhooks_allow_private: bool = False
     #: Rows per write batch of the bulk imports.
-    import_batch_rows: int = Field(default=1000, ge=1, le=10_000)
+    import_batch_rows: int = Field(default=2000, ge=1, le=10_000)
     log_level: str = "INFO"
     #: ``json`` (one object per line, for log shippers) or ``text`` (for a terminal).
     log_format: str = Field(default="json", pattern="^(json|text)$")

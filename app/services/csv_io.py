@@ -265,7 +265,7 @@ def _csv_records(splitter: LineSplitter, columns: list[str], delimiter: str) -> 
         if problems:
             yield Record(row, None, f"the record {problems[0]}")
             continue
-        if not fields or all(not f for f in fields):
+        if not any(fields):  # no fields, or only empty ones
             yield Record(row, None)  # blank: skipped, but counted
             continue
         if len(fields) != width:

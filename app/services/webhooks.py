@@ -66,6 +66,7 @@ from app.models.webhook import (
     WebhookUpdate,
 )
 from app.services import audit
+from app.services.outbox import lock_listeners
 from app.services.versioning import apply_changes, bump, check_if_match
 
 log = logging.getLogger("kokoma.webhooks")
@@ -168,6 +169,7 @@ class WebhookService:
                          "type": "unknown_reference"}],
             )
         now = get_clock().now()
+        lock_listeners(self.session)
         subscription = WebhookSubscription(
             url=body.url,
             events=list(body.events),
@@ -212,6 +214,8 @@ class WebhookService:
                 )
         if "url" in fields and body.url != subscription.url:
             _check_url_field(body.url or "")
+        if {"events", "active"} & fields:
+            lock_listeners(self.session)
         changed = apply_changes(subscription, body.model_dump(include=fields))
         if changed:
             bump(self.session, subscription)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,7 +16,9 @@ from app.models.incident import Incident, IncidentCompetence, IncidentEvent
 from app.models.manager import Manager, ManagerCompetence, ManagerDistrict
 from app.models.outbox import OutboxEvent
 from app.models.system import AuditEvent
+from app.models.webhook import WebhookSubscription
 from app.services.incidents import webhook_view
+from app.services.outbox import listening
 from tests.factories import make_key, make_organisation, seed_reference, table_counts
 
 URL = "/api/v1/imports/incidents"
@@ -75,8 +78,68 @@ def post(client: Any, headers: dict[str, str], body: Any, *, url: str = URL,
     return client.post(url, content=body, headers={**headers, **content_type}, params=params)
 
 
+def listen(client: Any, headers: dict[str, str], events: list[str], **extra: Any) -> None:
+    response = client.post("/api/v1/webhooks", headers=headers,
+                           json={"url": "https://93.184.216.34/hooks", "events": events, **extra})
+    assert response.status_code == 201, response.text
+
+
+class TestImportOutbox:
+    """incident.created outbox rows are written only when a subscription could receive them."""
+
+    def test_nobody_listening_writes_no_outbox_rows(self, client, admin) -> None:
+        report = post(client, admin, csv_body(incident_line("h-1"), incident_line("h-2"))).json()
+        assert report["created"] == 2
+        assert count(OutboxEvent) == 0
+        assert count(IncidentEvent) == 2 and count(AuditEvent) >= 2  # the rest is written
+
+    def test_other_events_or_inactive_subscriptions_do_not_count(self, client, admin) -> None:
+        listen(client, admin, ["assignment.offered"])
+        listen(client, admin, ["incident.created"])
+        with session_scope() as session:
+            for subscription in session.scalars(select(WebhookSubscription)):
+                subscription.active = "incident.created" not in subscription.events
+        assert post(client, admin, csv_body(incident_line("h-1"))).json()["created"] == 1
+        assert count(OutboxEvent) == 0
+
+    def test_a_listener_gets_one_event_per_created_incident(self, client, admin) -> None:
+        listen(client, admin, ["incident.status_changed", "incident.created"])
+        post(client, admin, csv_body(incident_line("h-1"), incident_line("h-2")))
+        post(client, admin, csv_body(incident_line("h-1"), incident_line("h-3")))  # h-1 unchanged
+        with session_scope(write=False) as session:
+            kinds = sorted((e.event_type, e.payload["incident"]["external_id"])
+                           for e in session.scalars(select(OutboxEvent)))
+        assert kinds == [("incident.created", "h-1"), ("incident.created", "h-2"),
+                         ("incident.created", "h-3")]
+
+    def test_a_new_listener_waits_for_a_running_import(self, client, admin) -> None:
+        """Asking "is anybody listening?" holds until the asking transaction ends: a subscription
+        created meanwhile is committed only after it, so no event falls between the two."""
+        started, finished = threading.Event(), threading.Event()
+        outcome: list[int] = []
+
+        def create_subscription() -> None:
+            started.set()
+            response = client.post("/api/v1/webhooks", headers=admin, json={
+                "url": "https://93.184.216.34/hooks", "events": ["incident.created"]})
+            outcome.append(response.status_code)
+            finished.set()
+
+        with session_scope() as session:
+            assert listening(session, "incident.created") is False
+            worker = threading.Thread(target=create_subscription)
+            worker.start()
+            assert started.wait(5)
+            assert not finished.wait(0.5)  # blocked behind the asking transaction
+        worker.join(10)
+        assert outcome == [201]
+        with session_scope() as session:
+            assert listening(session, "incident.created") is True
+
+
 class TestImportIncidents:
     def test_valid_creates_with_references_timeline_outbox_and_audit(self, client, admin) -> None:
+        listen(client, admin, ["incident.created"])
         body = csv_body(incident_line("h-1"), incident_line("h-2", lat="", lon=""),
                         incident_line("h-3", reporter_name="", reporter_contact="",
                                       reporter_anonymous=""))
@@ -286,6 +349,7 @@ class TestImportIncidents:
     def test_copy_special_characters_survive(self, client, admin) -> None:
         # backslash, tab, newline and CR are escaped in the bulk COPY text (PostgreSQL)
         description = "C:\\temp\\x\tcol\nsecond line\r\nthird \\N"
+        listen(client, admin, ["incident.created"])  # the JSON payload goes through COPY too
         body = csv_body(incident_line("c-1", description=description,
                                       title="Back\\slash \\N", reporter_name="Tab\tName"))
         report = post(client, admin, body).json()
