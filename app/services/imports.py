@@ -19,7 +19,7 @@ Semantics of a row (documented in the README):
 
 * incidents are keyed by ``(source, external_id)``; ``external_id`` is required, ``source``
   defaults to ``import``; ``reference`` is ignored (the importing database allocates references,
-  in file order, in blocks); ``status`` is used when a row *creates* an incident (legacy data, e.g.
+  in file order, in blocks — see :func:`app.services.references.reserve_block_apart`); ``status`` is used when a row *creates* an incident (legacy data, e.g.
   ``closed``; default ``reported``; ``dispatched``/``in_progress`` need assignments and are
   refused) and ignored on update — the lifecycle belongs to ``POST …/status``;
 * managers are keyed by ``email`` (case-insensitive); ``status`` likewise applies on creation only
@@ -93,7 +93,7 @@ from app.services.csv_io import (
 )
 from app.services.languages import validate_language_codes
 from app.services.outbox import listening as outbox_listening
-from app.services.references import reserve_block
+from app.services.references import reserve_block_apart
 
 MAX_REPORTED_ERRORS = 1000
 
@@ -1159,7 +1159,7 @@ class IncidentImporter(_Importer):
             clock = get_clock()
             prepared.now = clock.now()
             prepared.year = prepared.now.astimezone(clock.tz).year
-            prepared.first_reference = reserve_block(session, "KOK", prepared.year, new)
+            prepared.first_reference = reserve_block_apart(session, "KOK", prepared.year, new)
             # an import writes no incident.created outbox rows when no subscription could
             # receive them (measured: a quarter of the import's time; see outbox.listening)
             prepared.emit_created = outbox_listening(session, "incident.created")

@@ -48,6 +48,22 @@ def reserve_block(session: Session, scope: str, year: int, n: int) -> int:
     return int(last) - n + 1
 
 
+def reserve_block_apart(session: Session, scope: str, year: int, n: int) -> int:
+    """:func:`reserve_block` for a long-running bulk writer (an import) on ``session``.
+
+    On PostgreSQL the block is reserved in a short transaction of its own, committed at once: the
+    counter's row lock is held for milliseconds instead of for the whole import, so incidents
+    created meanwhile through the API do not wait for it. The price: the numbers of an import that
+    is rolled back are not reused (the sequence gets a gap). On SQLite writers take turns anyway
+    (the import's transaction holds the database's write lock), so the block is reserved in
+    ``session``'s own transaction.
+    """
+    if session.get_bind().dialect.name != "postgresql":
+        return reserve_block(session, scope, year, n)
+    with Session(session.get_bind()) as apart, apart.begin():
+        return reserve_block(apart, scope, year, n)
+
+
 def incident_reference(session: Session, year: int) -> str:
     return f"KOK-{year}-{next_value(session, 'KOK', year):05d}"
 

@@ -103,3 +103,56 @@ def test_a_key_taken_meanwhile_is_reported_as_such(small_batches: None) -> None:
         result = outcome["result"]
         assert (result.created, result.updated, result.error_count) == (9, 1, 0)
         assert incidents() == 10
+
+
+def test_incidents_created_while_an_import_runs(small_batches: None) -> None:
+    """An import reserves its references in blocks. On PostgreSQL a block is reserved in a short
+    transaction of its own, so an incident created through the API while a long import is open
+    gets its reference at once instead of waiting for the import to commit. On SQLite writers take
+    turns: the creation waits for the import's write lock. Either way every reference is unique."""
+    from app.models.incident import IncidentCreate
+    from app.services.incidents import IncidentService
+    from tests.factories import incident_body
+
+    first_rows, go_on = threading.Event(), threading.Event()
+    keys = [f"k-{n:02d}" for n in range(6)]
+
+    def slow_body() -> Iterator[bytes]:
+        lines = [f"{key};hotline;Incident {key};alpha;hate_speech;3" for key in keys]
+        yield ("\n".join([HEADER, *lines[:4]]) + "\n").encode()  # two batches of two
+        first_rows.set()
+        assert go_on.wait(30)
+        yield ("\n".join(lines[4:]) + "\n").encode()
+
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        with session_scope() as session:
+            outcome["import"] = run_import(session, ImportKind.incidents, BodyFormat.csv,
+                                           slow_body(), SYSTEM_PRINCIPAL)
+
+    def create() -> None:
+        with session_scope() as session:
+            outcome["created"] = IncidentService(session).create(
+                IncidentCreate(**incident_body()), SYSTEM_PRINCIPAL).reference
+
+    importer = threading.Thread(target=run)
+    importer.start()
+    assert first_rows.wait(10)
+    time.sleep(0.3)  # the import's first batch is prepared: its references are reserved
+    creator = threading.Thread(target=create)
+    creator.start()
+    creator.join(5)
+    with session_scope(write=False) as session:
+        is_pg = session.get_bind().dialect.name == "postgresql"
+    if is_pg:
+        assert not creator.is_alive(), "the API creation waited for the import"
+        assert "created" in outcome and "import" not in outcome
+    go_on.set()
+    importer.join(30)
+    creator.join(30)
+    assert outcome["import"].created == 6
+    with session_scope(write=False) as session:
+        references = list(session.scalars(select(Incident.reference)))
+    assert len(references) == len(set(references)) == 7
+    assert outcome["created"] in references
