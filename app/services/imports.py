@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import contextvars
 import uuid
+import weakref
 from abc import ABC, abstractmethod
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -637,6 +638,7 @@ class _Importer(ABC):
         self.principal = principal
         self.refs = refs
         self.is_pg = session.connection().dialect.name == "postgresql"
+        self._done_in: dict[str, Any] = {}
 
     @abstractmethod
     def validate(
@@ -656,8 +658,18 @@ class _Importer(ABC):
         key lookup of incidents no longer needs it: it is written so that only a per-key index
         probe can serve it (:func:`_pg_key_lookup`).
         """
-        if self.is_pg:
+        if self.is_pg and self._once_per_transaction("growing tables"):
             self.session.execute(text("SET LOCAL enable_seqscan = off"))
+
+    def _once_per_transaction(self, what: str) -> bool:
+        """True the first time ``what`` is asked in the session's current transaction (a setting
+        or a lock taken then lasts until the transaction ends: no round trip per batch)."""
+        transaction = self.session.get_transaction()
+        done = self._done_in.get(what)
+        if transaction is not None and done is not None and done() is transaction:
+            return False
+        self._done_in[what] = weakref.ref(transaction) if transaction is not None else None
+        return True
 
     def prepare(self, batch: list[tuple[int, Any]], write: bool) -> Any:
         """Database thread: what :meth:`plan` needs from the database (default: nothing)."""
@@ -919,6 +931,7 @@ class IncidentImporter(_Importer):
         self._lists: dict[tuple[str, str], list[str]] = {}
         self._stamps: dict[str, datetime | None] = {}
         self._present: dict[tuple[str, ...], frozenset[str]] = {}
+        self._listening = False
 
     def validate(
         self, values: dict[str, Any], is_csv: bool
@@ -1161,8 +1174,11 @@ class IncidentImporter(_Importer):
             prepared.year = prepared.now.astimezone(clock.tz).year
             prepared.first_reference = reserve_block_apart(session, "KOK", prepared.year, new)
             # an import writes no incident.created outbox rows when no subscription could
-            # receive them (measured: a quarter of the import's time; see outbox.listening)
-            prepared.emit_created = outbox_listening(session, "incident.created")
+            # receive them (measured: a quarter of the import's time; see outbox.listening);
+            # the answer holds for the transaction
+            if self._once_per_transaction("listening"):
+                self._listening = outbox_listening(session, "incident.created")
+            prepared.emit_created = self._listening
         return prepared
 
     def plan(
