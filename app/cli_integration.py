@@ -88,11 +88,11 @@ def _direct(
 ) -> dict[str, Any]:
     from app.core.db import session_scope
     from app.core.errors import AppError
-    from app.core.runtime import freeze_startup_objects
+    from app.core.runtime import tune_runtime
     from app.core.security import SYSTEM_PRINCIPAL
     from app.services.imports import run_import
 
-    freeze_startup_objects()
+    tune_runtime()
     try:
         with session_scope() as session:
             result = run_import(session, kind, fmt, chunks, SYSTEM_PRINCIPAL,
@@ -197,12 +197,12 @@ def worker(
     """Deliver webhooks (and run the other periodic jobs) until SIGTERM/SIGINT."""
     from app.core.config import get_settings
     from app.core.logging import configure_logging
-    from app.core.runtime import freeze_startup_objects
+    from app.core.runtime import tune_runtime
     from app.services.worker import run_forever, run_once
 
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_format)
-    freeze_startup_objects()
+    tune_runtime()
     if once:
         typer.echo(json.dumps(run_once()), err=True)
         return

@@ -27,7 +27,7 @@ from app.core.config import get_settings
 from app.core.errors import install_error_handlers
 from app.core.logging import configure_logging
 from app.core.metrics import install_queue_depth_collector
-from app.core.runtime import freeze_startup_objects
+from app.core.runtime import tune_runtime
 
 API_PREFIX = "/api/v1"
 
@@ -73,4 +73,4 @@ def create_app() -> FastAPI:
 
 
 app = create_app()
-freeze_startup_objects()  # after the app is built: see app.core.runtime
+tune_runtime()  # after the app is built: see app.core.runtime

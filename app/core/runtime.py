@@ -1,8 +1,18 @@
-"""Process-wide runtime tuning, applied once a process has loaded what it keeps for its lifetime."""
+"""Process-wide runtime tuning, applied once a process has loaded what it keeps for its lifetime
+(the app at import, ``kokoma import`` and ``kokoma worker`` before they start)."""
 
 from __future__ import annotations
 
 import gc
+import sys
+
+#: Seconds a Python thread may hold the GIL while another one waits for it (CPython: 5 ms).
+SWITCH_INTERVAL = 0.0005
+
+
+def tune_runtime() -> None:
+    freeze_startup_objects()
+    shorten_thread_switches()
 
 
 def freeze_startup_objects() -> None:
@@ -16,3 +26,15 @@ def freeze_startup_objects() -> None:
     """
     gc.collect()
     gc.freeze()
+
+
+def shorten_thread_switches() -> None:
+    """Let a thread that waits for the GIL have it after 0.5 ms instead of 5 ms.
+
+    An import's database thread needs the GIL back after every round trip (a dozen per batch)
+    while the parsing thread holds it: with 5 ms the server idled, waiting for the client, 14 % of
+    the time. Measured, 100,000 rows in-process on PostgreSQL, three runs each: 20.1k → 22.3k
+    rows/s. HTTP reads: no measurable difference (harness, SQLite, 5 s each: get by id 644 → 624
+    req/s, filtered list 159 → 179, both within run-to-run noise; see bench/README.md).
+    """
+    sys.setswitchinterval(SWITCH_INTERVAL)

@@ -19,7 +19,7 @@ Semantics of a row (documented in the README):
 
 * incidents are keyed by ``(source, external_id)``; ``external_id`` is required, ``source``
   defaults to ``import``; ``reference`` is ignored (the importing database allocates references,
-  in file order, in blocks — see :func:`app.services.references.reserve_block_apart`); ``status`` is used when a row *creates* an incident (legacy data, e.g.
+  in file order, in blocks — see :class:`app.services.references.ReferenceBlocks`); ``status`` is used when a row *creates* an incident (legacy data, e.g.
   ``closed``; default ``reported``; ``dispatched``/``in_progress`` need assignments and are
   refused) and ignored on update — the lifecycle belongs to ``POST …/status``;
 * managers are keyed by ``email`` (case-insensitive); ``status`` likewise applies on creation only
@@ -94,7 +94,7 @@ from app.services.csv_io import (
 )
 from app.services.languages import validate_language_codes
 from app.services.outbox import listening as outbox_listening
-from app.services.references import reserve_block_apart
+from app.services.references import ReferenceBlocks
 
 MAX_REPORTED_ERRORS = 1000
 
@@ -675,6 +675,9 @@ class _Importer(ABC):
         """Database thread: what :meth:`plan` needs from the database (default: nothing)."""
         return None
 
+    def close(self) -> None:  # noqa: B027 - a hook: most importers hold nothing
+        """Release what the import held apart from the session (default: nothing)."""
+
     def plan(
         self, batch: list[tuple[int, Any]], prepared: Any, write: bool, result: ImportResult
     ) -> list[Callable[[], None]]:
@@ -785,6 +788,7 @@ def run_import(
     )
     result = ImportResult(dry_run=dry_run, atomic=atomic)
     pipeline: _Pipeline | None = None
+    importer: _Importer | None = None
     try:
         records: Iterator[Record]
         if body_format == BodyFormat.csv:
@@ -851,6 +855,8 @@ def run_import(
     finally:
         if pipeline is not None:
             pipeline.close()
+        if importer is not None:
+            importer.close()
 
 
 # --- incidents ---------------------------------------------------------------------------------------
@@ -932,6 +938,10 @@ class IncidentImporter(_Importer):
         self._stamps: dict[str, datetime | None] = {}
         self._present: dict[tuple[str, ...], frozenset[str]] = {}
         self._listening = False
+        self._blocks = ReferenceBlocks(session)
+
+    def close(self) -> None:
+        self._blocks.close()
 
     def validate(
         self, values: dict[str, Any], is_csv: bool
@@ -1172,7 +1182,7 @@ class IncidentImporter(_Importer):
             clock = get_clock()
             prepared.now = clock.now()
             prepared.year = prepared.now.astimezone(clock.tz).year
-            prepared.first_reference = reserve_block_apart(session, "KOK", prepared.year, new)
+            prepared.first_reference = self._blocks.reserve("KOK", prepared.year, new)
             # an import writes no incident.created outbox rows when no subscription could
             # receive them (measured: a quarter of the import's time; see outbox.listening);
             # the answer holds for the transaction

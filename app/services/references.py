@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from sqlalchemy import Connection
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session
@@ -15,16 +16,17 @@ def next_value(session: Session, scope: str, year: int) -> int:
 
 
 def reserve_block(session: Session, scope: str, year: int, n: int) -> int:
-    """Reserve ``n`` consecutive values of ``(scope, year)`` atomically; return the first.
+    """Reserve ``n`` consecutive values of ``(scope, year)`` atomically; return the first."""
+    return _reserve(session, session.get_bind().dialect.name, scope, year, n)
 
-    One statement (an upsert that adds ``n``): the row lock it takes serialises callers.
-    """
+
+def _reserve(on: Session | Connection, dialect: str, scope: str, year: int, n: int) -> int:
+    """One statement (an upsert that adds ``n``): the row lock it takes serialises callers."""
     if n < 1:
         raise ValueError("reserve at least one value")
-    dialect = session.get_bind().dialect.name
     insert = pg_insert if dialect == "postgresql" else sqlite_insert
     stmt = insert(ReferenceCounter).values(scope=scope, year=year, value=n)
-    last = session.execute(
+    last = on.execute(
         stmt.on_conflict_do_update(
             index_elements=["scope", "year"],
             set_={"value": ReferenceCounter.value + stmt.excluded.value},
@@ -33,20 +35,33 @@ def reserve_block(session: Session, scope: str, year: int, n: int) -> int:
     return int(last) - n + 1
 
 
-def reserve_block_apart(session: Session, scope: str, year: int, n: int) -> int:
-    """:func:`reserve_block` for a long-running bulk writer (an import) on ``session``.
+class ReferenceBlocks:
+    """Blocks of references for a long-running bulk writer (an import) on ``session``.
 
-    On PostgreSQL the block is reserved in a short transaction of its own, committed at once: the
-    counter's row lock is held for milliseconds instead of for the whole import, so incidents
-    created meanwhile through the API do not wait for it. The price: the numbers of an import that
-    is rolled back are not reused (the sequence gets a gap). On SQLite writers take turns anyway
-    (the import's transaction holds the database's write lock), so the block is reserved in
-    ``session``'s own transaction.
+    On PostgreSQL each block is reserved on a connection of its own in autocommit mode, committed
+    at once: the counter's row lock is held for milliseconds instead of for the whole import, so
+    incidents created meanwhile through the API do not wait for it. The price: the numbers of an
+    import that is rolled back are not reused (the sequence gets a gap). On SQLite writers take
+    turns anyway (the import's transaction holds the database's write lock), so blocks are
+    reserved in ``session``'s own transaction. :meth:`close` returns the connection.
     """
-    if session.get_bind().dialect.name != "postgresql":
-        return reserve_block(session, scope, year, n)
-    with Session(session.get_bind()) as apart, apart.begin():
-        return reserve_block(apart, scope, year, n)
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self._apart: Connection | None = None
+
+    def reserve(self, scope: str, year: int, n: int) -> int:
+        bind = self.session.get_bind()
+        if bind.dialect.name != "postgresql":
+            return reserve_block(self.session, scope, year, n)
+        if self._apart is None:
+            self._apart = bind.connect().execution_options(isolation_level="AUTOCOMMIT")
+        return _reserve(self._apart, "postgresql", scope, year, n)
+
+    def close(self) -> None:
+        if self._apart is not None:
+            self._apart.close()
+            self._apart = None
 
 
 def incident_reference(session: Session, year: int) -> str:
