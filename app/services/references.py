@@ -56,12 +56,19 @@ class ReferenceBlocks:
             return reserve_block(self.session, scope, year, n)
         if self._apart is None:
             self._apart = bind.connect().execution_options(isolation_level="AUTOCOMMIT")
+            # the commit need not wait for the WAL flush (it would flush all the import's WAL
+            # written so far: ~4 ms a batch, measured). Safe: the numbers are only ever used by a
+            # later transaction, whose own (synchronous) commit flushes this one first.
+            self._apart.exec_driver_sql("SET synchronous_commit TO off")
         return _reserve(self._apart, "postgresql", scope, year, n)
 
     def close(self) -> None:
         if self._apart is not None:
-            self._apart.close()
-            self._apart = None
+            try:
+                self._apart.exec_driver_sql("RESET synchronous_commit")  # back to the pool as it was
+            finally:
+                self._apart.close()
+                self._apart = None
 
 
 def incident_reference(session: Session, year: int) -> str:

@@ -156,3 +156,38 @@ def test_incidents_created_while_an_import_runs(small_batches: None) -> None:
         references = list(session.scalars(select(Incident.reference)))
     assert len(references) == len(set(references)) == 7
     assert outcome["created"] in references
+
+
+def test_reference_blocks_leave_no_trace_but_the_numbers(small_batches: None) -> None:
+    """PostgreSQL: blocks are reserved on a connection of its own with asynchronous commit; that
+    connection goes back to the pool with the server's default again. SQLite: blocks are reserved
+    in the import's own transaction, so a rolled-back import leaves the counter as it was."""
+    from app.core.db import get_engine
+    from app.models.system import ReferenceCounter
+
+    keys = [f"k-{n:02d}" for n in range(6)]
+    with session_scope() as session:
+        run_import(session, ImportKind.incidents, BodyFormat.csv, body(*keys), SYSTEM_PRINCIPAL)
+    engine = get_engine()
+    if engine.dialect.name == "postgresql":
+        idle = engine.pool.checkedin()  # type: ignore[attr-defined]
+        assert idle >= 2  # the import's session and the reservations' connection
+        connections = [engine.connect() for _ in range(idle)]
+        try:
+            settings = {c.exec_driver_sql("SHOW synchronous_commit").scalar()
+                        for c in connections}
+        finally:
+            for connection in connections:
+                connection.close()
+        assert settings == {"on"}
+    else:
+        bad = [*keys[:4], "k-bad"]
+        lines = [f"{key};hotline;Incident {key};alpha;hate_speech;{'12' if 'bad' in key else 3}"
+                 for key in bad]
+        with session_scope() as session:
+            result = run_import(session, ImportKind.incidents, BodyFormat.csv,
+                                iter([("\n".join([HEADER, *lines]) + "\n").encode()]),
+                                SYSTEM_PRINCIPAL)
+        assert result.committed is False
+        with session_scope(write=False) as session:
+            assert session.scalars(select(ReferenceCounter.value)).one() == 6
