@@ -4,7 +4,8 @@ Flow (``kokoma worker``, :mod:`app.services.worker`):
 
 1. **Fan-out** — outbox events not yet fanned out become one :class:`WebhookDelivery` per matching
    active subscription (event type subscribed; an organisation-scoped subscription only for events
-   of that organisation). ``(subscription, event)`` is unique and the insert skips existing pairs,
+   of that organisation; only events that happened once the subscription existed — no backlog of
+   earlier events, as for an import, which asks whether anybody listens: outbox.listening). ``(subscription, event)`` is unique and the insert skips existing pairs,
    so a repeated fan-out (crash between insert and marking) duplicates nothing.
 2. **Claim** — due deliveries are claimed in a short transaction: ``SELECT … FOR UPDATE SKIP
    LOCKED`` on PostgreSQL (SQLite serialises writers with ``BEGIN IMMEDIATE``), then a lease
@@ -259,7 +260,8 @@ def _is_pg(session: Session) -> bool:
 def fan_out(session: Session, now: datetime, limit: int = 500) -> int:
     """Turn up to ``limit`` pending outbox events into deliveries; return how many events."""
     stmt = (
-        select(OutboxEvent.id, OutboxEvent.event_type, OutboxEvent.organisation_id)
+        select(OutboxEvent.id, OutboxEvent.event_type, OutboxEvent.organisation_id,
+               OutboxEvent.created_at)
         .where(OutboxEvent.fanned_out_at.is_(None))  # type: ignore[union-attr]
         .order_by(OutboxEvent.created_at, OutboxEvent.id)
         .limit(limit)
@@ -271,7 +273,7 @@ def fan_out(session: Session, now: datetime, limit: int = 500) -> int:
         return 0
     subscriptions = session.execute(
         select(WebhookSubscription.id, WebhookSubscription.events,
-               WebhookSubscription.organisation_id)
+               WebhookSubscription.organisation_id, WebhookSubscription.created_at)
         .where(WebhookSubscription.active.is_(True))  # type: ignore[attr-defined]
     ).all()
     rows = [
@@ -293,6 +295,7 @@ def fan_out(session: Session, now: datetime, limit: int = 500) -> int:
         for sub in subscriptions
         if event.event_type in sub.events
         and (sub.organisation_id is None or sub.organisation_id == event.organisation_id)
+        and sub.created_at <= event.created_at  # a subscription gets what happens from then on
     ]
     if rows:
         insert = pg_insert if _is_pg(session) else sqlite_insert

@@ -336,6 +336,22 @@ class TestFanOut:
         assert got[status_only["id"]] == ["incident.status_changed"]
         assert inactive["id"] not in got
 
+    def test_a_new_subscription_gets_no_backlog(self, client, setup) -> None:
+        early = subscribe(client, setup, "http://127.0.0.1:9/early")
+        before = make_incident()
+        advance(60)
+        late = subscribe(client, setup, "http://127.0.0.1:9/late")
+        after = make_incident()
+        assert fan_out_pending() == 2  # both events fanned out (and marked), once
+        got: dict[str, list[str]] = {}
+        with session_scope(write=False) as session:
+            for delivery in deliveries():
+                payload = session.get(OutboxEvent, delivery.event_id).payload
+                got.setdefault(str(delivery.subscription_id), []).append(
+                    payload["incident"]["reference"])
+        assert sorted(got[early["id"]]) == sorted([before.reference, after.reference])
+        assert got[late["id"]] == [after.reference]
+
     def test_repeated_fan_out_duplicates_nothing(self, client, setup) -> None:
         subscribe(client, setup, "http://127.0.0.1:9/a")
         make_incident()
