@@ -36,6 +36,9 @@ class Settings(BaseSettings):
     #: Webhooks: attempts per delivery, per-attempt timeout, backoff (base · 2^(n-1), jittered,
     #: capped), parallel deliveries per worker; private/loopback targets only when allowed.
     webhook_max_attempts: int = Field(default=8, ge=1)
+    #: Days an outbox event (and its deliveries and recorded attempts) is kept once fanned out
+    #: and no delivery of it is pending any more.
+    outbox_retention_days: int = Field(default=30, ge=1)
     webhook_timeout_seconds: float = Field(default=5.0, gt=0)
     webhook_backoff_seconds: float = Field(default=30.0, ge=0)
     webhook_backoff_max_seconds: float = Field(default=6 * 3600.0, ge=0)

@@ -41,7 +41,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import orjson
-from sqlalchemy import or_, select, update
+from sqlalchemy import delete, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session
@@ -538,3 +538,36 @@ def fan_out_pending(limit: int = 500) -> int:
     """One fan-out round in its own transaction (a worker job)."""
     with session_scope() as session:
         return fan_out(session, get_clock().now(), limit)
+
+
+def prune_outbox(limit: int = 1000) -> int:
+    """Delete up to ``limit`` outbox events older than ``KOKOMA_OUTBOX_RETENTION_DAYS`` that are
+    fanned out and have no pending delivery — with their deliveries and recorded attempts
+    (cascade). A worker job: the outbox and the delivery log do not grow for ever. Returns how
+    many events were deleted."""
+    settings = get_settings()
+    cutoff = get_clock().now() - timedelta(days=settings.outbox_retention_days)
+    with session_scope() as session:
+        pending = select(WebhookDelivery.id).where(
+            WebhookDelivery.event_id == OutboxEvent.id,
+            WebhookDelivery.status == DeliveryStatus.pending.value,
+        )
+        stmt = (
+            select(OutboxEvent.id)
+            .where(
+                OutboxEvent.fanned_out_at.is_not(None),  # type: ignore[union-attr]
+                OutboxEvent.created_at < cutoff,
+                ~pending.exists(),
+            )
+            .order_by(OutboxEvent.created_at)
+            .limit(limit)
+        )
+        if _is_pg(session):
+            stmt = stmt.with_for_update(skip_locked=True)
+        ids = list(session.scalars(stmt))
+        if ids:
+            session.execute(
+                delete(OutboxEvent).where(OutboxEvent.id.in_(ids))  # type: ignore[attr-defined]
+            )
+        return len(ids)
+

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from app.services.dispatch.expiry import run_expiry_once
 from app.services.privacy import run_retention_once
-from app.services.webhooks import deliver_due, fan_out_pending
+from app.services.webhooks import deliver_due, fan_out_pending, prune_outbox
 
 log = logging.getLogger("kokoma.worker")
 
@@ -37,6 +37,7 @@ JOBS: list[PeriodicJob] = [
     PeriodicJob("webhooks.deliver", lambda: deliver_due(), interval_seconds=1.0),
     PeriodicJob("offers.expire", lambda: run_expiry_once(), interval_seconds=15.0),
     PeriodicJob("privacy.retention", lambda: run_retention_once(), interval_seconds=3600.0),
+    PeriodicJob("outbox.prune", lambda: prune_outbox(), interval_seconds=3600.0),
 ]
 
 

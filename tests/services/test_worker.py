@@ -37,7 +37,7 @@ from app.services.webhooks import (
     lease_seconds,
     message_id,
 )
-from app.services.worker import PeriodicJob, run_forever, run_once
+from app.services.worker import JOBS, PeriodicJob, run_forever, run_once
 from tests.factories import make_incident, make_key, make_organisation, seed_reference
 
 
@@ -425,3 +425,27 @@ def _pending() -> int:
             select(func.count()).select_from(WebhookDelivery)
             .where(WebhookDelivery.status == "pending")
         ) or 0
+
+
+class TestOutboxPruning:
+    def test_old_finished_events_go_with_their_deliveries(self, client, setup) -> None:
+        subscribe(client, setup, "http://127.0.0.1:9/hook")
+        done, retrying = make_incident(title="Done"), make_incident(title="Retrying")
+
+        def handler(request: httpx.Request) -> httpx.Response:
+            return httpx.Response(200 if b"Done" in request.content else 500)
+
+        assert fan_out_pending() == 2
+        deliver_due(client=httpx.Client(transport=httpx.MockTransport(handler)))
+        late_fan_out = make_incident(title="Not fanned out")  # stays pending in the outbox
+        advance(31 * 86400)  # past KOKOMA_OUTBOX_RETENTION_DAYS (30)
+        recent = make_incident(title="Recent")
+        assert webhooks.prune_outbox() == 1
+        assert webhooks.prune_outbox() == 0
+        with session_scope(write=False) as session:
+            left = {e.payload["incident"]["id"] for e in session.scalars(select(OutboxEvent))}
+        assert left == {str(retrying.id), str(late_fan_out.id), str(recent.id)}
+        assert str(done.id) not in left
+        assert [d.status for d in deliveries()] == ["pending"]  # the delivered one went with it
+        assert [a.succeeded for a in attempts()] == [False]
+        assert any(job.name == "outbox.prune" for job in JOBS)
