@@ -2,34 +2,28 @@
 
 Suppression (:func:`suppress_table`, pure, property-tested)
 -----------------------------------------------------------
-For the restricted roles (everyone but admins and coordinators) a table of counts is protected so
-that **no visible number lets a reader derive a suppressed count** — not within the table, and not
-when the table's total is known from elsewhere (every grouping of the same incidents has the same
-total, and a grouping without small cells reveals it by simple addition, so a total can never be
-assumed secret):
+For the restricted roles (everyone but admins and coordinators), exactly as DESIGN.md §3 words it:
 
-1. *Primary suppression*: every count of 1 or 2 becomes ``{"count": null, "suppressed": true}``.
-2. *Secondary suppression*: the hidden cells must be at least two and not all of them 1 (otherwise
-   ``total − visible cells`` pins them down). While that does not hold, the smallest visible
-   non-zero count is hidden as well (ties: the first key). A hidden cell therefore means "withheld",
-   not necessarily "1 or 2".
-3. The ``total`` is shown when the hidden cells are protected in this sense and at least one
-   non-zero cell stays visible; otherwise it is ``null`` (if it were withheld only when protection
-   fails — all hidden cells 1 — the ``null`` itself would tell a reader that they are all 1).
+1. every count of 1 or 2 becomes ``{"count": null, "suppressed": true}``; every other count is
+   shown as it is (zero too: absence is not disclosive);
+2. the ``total`` is ``null`` when it would reveal a suppressed cell. A reader knows that a
+   suppressed cell is 1 or 2, so with ``k`` suppressed cells whose sum is ``S = total − visible``
+   a cell is pinned down exactly when ``k = 1``, ``S = k`` (all 1) or ``S = 2k`` (all 2); for
+   ``k < S < 2k`` every suppressed cell can still be either value and the total is shown.
 
-A reader who knows this algorithm still cannot pin down any hidden cell: the unit tests enumerate
-every table consistent with a response (re-running the algorithm on each) and check that each
-hidden cell keeps at least two possible values.
+The unit tests play that reader: they enumerate every table consistent with a response and check
+that each suppressed cell keeps two possible values. Tables that are not partitions (coverage: one
+manager counts in many cells; gaps: one incident needs several competences) have no total.
 
-Zero counts are never hidden (absence is not disclosive); groups with zero incidents are simply not
-listed. Tables that are not partitions (coverage: one manager counts in many cells; gaps: one
-incident needs several competences) have no total and get primary suppression only.
-
-Known limits, by design of an API with free filters: differencing across *different filters*
-(two date ranges, city-wide vs. one district) and linking more than one dimension (district ×
-category) are not prevented; nor is the rare case where a table whose cells are all 1 hides its
-total while another grouping of the same incidents shows it. Coverage figures are also derivable
-from the manager list, which every role may read (DESIGN §4).
+Known limits of this rule (left for the steering group to decide; a stricter, secondary
+suppression that also hides larger counts was built first and replaced to follow DESIGN.md): the
+same incidents grouped differently have the same total, so a grouping without small counts shows
+by addition the total another grouping withholds, and with it that grouping's suppressed cells;
+differencing across different filters (two date ranges, city-wide vs. one district) is not
+prevented either. In a district profile (:func:`suppress_linked`) the tables share one total, shown
+only when no table's total would reveal a cell — a table without suppressed cells still adds up to
+it. Coverage figures are also derivable from the manager list, which every role may read
+(DESIGN §4).
 """
 
 from __future__ import annotations
@@ -200,61 +194,45 @@ def is_small(count: int) -> bool:
     return 1 <= count <= 2
 
 
-def _protected(hidden: set[int], counts: Sequence[int]) -> bool:
-    """Hidden cells cannot be derived from the total: at least two, and not all of them 1."""
-    return len(hidden) >= 2 and sum(counts[i] for i in hidden) > len(hidden)
+def total_reveals(hidden: Sequence[int]) -> bool:
+    """Whether ``total`` pins down one of these suppressed counts (each 1 or 2) for a reader who
+    sees the other cells: one cell, all 1, or all 2."""
+    k, total = len(hidden), sum(hidden)
+    return k > 0 and (k == 1 or total in (k, 2 * k))
 
 
 def suppress_table(cells: Sequence[tuple[str, int]], *, restricted: bool) -> StatTable:
-    """Apply primary and secondary suppression (see the module docstring) to ``(key, count)``."""
+    """Counts of 1 or 2 hidden, the total withheld when it would reveal one (module docstring)."""
     counts = [n for _, n in cells]
     total = sum(counts)
     if not restricted:
         return StatTable(
             items=[StatCell(key=k, count=n, suppressed=False) for k, n in cells], total=total
         )
-    hidden = {i for i, n in enumerate(counts) if is_small(n)}
-    if hidden:
-        candidates = sorted((n, i) for i, n in enumerate(counts) if n > 0 and i not in hidden)
-        while not _protected(hidden, counts) and candidates:
-            hidden.add(candidates.pop(0)[1])
-    # With every non-zero cell hidden the total is withheld even when it would be safe: otherwise
-    # a withheld total would itself signal the unprotectable case ("all of them are 1").
-    visible_nonzero = any(n > 0 and i not in hidden for i, n in enumerate(counts))
-    show_total = not hidden or (_protected(hidden, counts) and visible_nonzero)
+    hidden = [n for n in counts if is_small(n)]
     return StatTable(
         items=[
             StatCell(key=k, count=None, suppressed=True)
-            if i in hidden
+            if is_small(n)
             else StatCell(key=k, count=n, suppressed=False)
-            for i, (k, n) in enumerate(cells)
+            for k, n in cells
         ],
-        total=total if show_total else None,
+        total=None if total_reveals(hidden) else total,
     )
 
 
 def suppress_linked(
     tables: dict[str, Sequence[tuple[str, int]]], *, restricted: bool
 ) -> tuple[dict[str, StatTable], int | None]:
-    """Tables that partition the same incidents (one total) shown side by side.
-
-    Each is protected on its own (:func:`suppress_table`); the shared total is shown only when
-    every table protects its hidden cells given that total. When it is withheld, a table without
-    any hidden cell would give it away by addition, so its smallest non-zero cell is hidden too.
-    """
+    """Tables that partition the same incidents (one total) shown side by side: each suppressed
+    on its own (:func:`suppress_table`); the shared total is shown only when no table's total
+    would reveal one of its suppressed cells, else it is ``null`` in every table."""
     out = {name: suppress_table(cells, restricted=restricted) for name, cells in tables.items()}
     total = max((sum(n for _, n in cells) for cells in tables.values()), default=0)
     if all(table.total is not None for table in out.values()):
         return out, total
     for table in out.values():
         table.total = None
-        if any(cell.suppressed for cell in table.items):
-            continue
-        nonzero = [(cell.count, i) for i, cell in enumerate(table.items) if cell.count]
-        if nonzero:
-            _, index = min(nonzero)
-            key = table.items[index].key
-            table.items[index] = StatCell(key=key, count=None, suppressed=True)
     return out, None
 
 

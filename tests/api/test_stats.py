@@ -18,7 +18,7 @@ from app.core.db import session_scope
 from app.models.assignment import Assignment
 from app.models.incident import Incident, IncidentCompetence
 from app.models.manager import Absence, Manager, ManagerCompetence, ManagerDistrict
-from app.services.stats import StatTable
+from app.services.stats import StatTable, total_reveals
 from tests.factories import (
     COMPETENCES,
     DISTRICTS,
@@ -421,10 +421,13 @@ def _tables(body: dict[str, Any], path: str) -> list[dict[str, Any]]:
 
 
 class TestSuppression:
-    """For viewers and partners no visible number lets one derive a suppressed count."""
+    """For viewers and partners exactly the counts of 1 or 2 are hidden, and a total is withheld
+    exactly when it would pin one of them down (DESIGN.md §3)."""
 
-    def check(self, staff: dict[str, Any], restricted: dict[str, Any], *, merged: bool = False
-              ) -> None:
+    def check(self, staff: dict[str, Any], restricted: dict[str, Any], *, merged: bool = False,
+              shared_total: bool = False) -> None:
+        """``shared_total``: the table is one of a profile's, whose one total is withheld when
+        any of them would reveal a cell (checked by the caller)."""
         staff_items = {i["key"]: i["count"] for i in staff["items"]}
         for item in restricted["items"]:
             if merged and item["key"] not in staff_items:
@@ -432,22 +435,18 @@ class TestSuppression:
             truth = staff_items[item["key"]]
             if 1 <= truth <= 2:
                 assert item == {"key": item["key"], "count": None, "suppressed": True}
-            if not item["suppressed"]:
-                assert item["count"] == truth
+            else:
+                assert item == {"key": item["key"], "count": truth, "suppressed": False}
         if merged:
             return
-        # a reader who even knows the true total (from another grouping) cannot pin down any
-        # hidden cell — except in the documented residual case (all hidden cells are 1 and
-        # nothing else is visible), where this table withholds its total
-        shown = StatTable.model_validate(restricted)
-        hidden = [i for i in restricted["items"] if i["suppressed"]]
-        values = consistent_values(shown, staff["total"]) or {}
-        residual = all(staff_items[i["key"]] == 1 for i in hidden) and not any(
-            (i["count"] or 0) for i in restricted["items"] if not i["suppressed"])
-        if hidden and restricted["total"] is not None:
-            assert all(len(v) >= 2 for v in values.values())
-        for possible in values.values():
-            assert len(possible) >= 2 or (residual and restricted["total"] is None)
+        hidden = [staff_items[i["key"]] for i in restricted["items"] if i["suppressed"]]
+        if restricted["total"] is not None:
+            assert restricted["total"] == staff["total"]
+            # a reader who knows the rule still has two values for every hidden cell
+            values = consistent_values(StatTable.model_validate(restricted), staff["total"]) or {}
+            assert all(len(possible) == 2 for possible in values.values())
+        else:
+            assert total_reveals(hidden) or shared_total
 
     @pytest.mark.parametrize("seed", [7, 8])
     def test_random_data(self, client: Any, world: dict[str, Any], seed: int) -> None:
@@ -460,23 +459,25 @@ class TestSuppression:
                      for g in GROUPS]
         requests += [(f"{STATS}/dispatch", {}, "dispatch")]
         requests += [(f"/api/v1/districts/{d}/profile", {}, "profile") for d in DISTRICTS]
-        hidden_seen = 0
+        hidden_seen = withheld_seen = 0
         for (path, params, kind), role in itertools.product(requests, ("viewer", "partner")):
             staff = client.get(path, params=params, headers=world["coordinator"]).json()
             restricted = client.get(path, params=params, headers=world[role]).json()
             for i, (mine, theirs) in enumerate(zip(_tables(staff, kind), _tables(restricted, kind),
                                                    strict=True)):
-                self.check(mine, theirs, merged=(kind == "dispatch" and i == 1))
+                self.check(mine, theirs, merged=(kind == "dispatch" and i == 1),
+                           shared_total=(kind == "profile"))
                 hidden_seen += sum(1 for item in theirs["items"] if item["suppressed"])
+                withheld_seen += theirs.get("total", 0) is None
             if kind == "profile":
-                totals = {t["total"] for t in _tables(restricted, kind)}
-                assert totals == {restricted["incidents"]["total"]}
-                if restricted["incidents"]["total"] is None:
-                    # no table of the profile may add up to the withheld total
-                    for table in _tables(restricted, kind):
-                        if table["items"]:
-                            assert any(item["suppressed"] for item in table["items"])
-        assert hidden_seen > 0  # the data really exercised suppression
+                tables = _tables(restricted, kind)
+                assert {t["total"] for t in tables} == {restricted["incidents"]["total"]}
+                reveals = any(
+                    total_reveals([i["count"] for i in mine["items"] if 1 <= i["count"] <= 2])
+                    for mine in _tables(staff, kind)
+                )
+                assert (restricted["incidents"]["total"] is None) == reveals
+        assert hidden_seen > 0 and withheld_seen > 0  # the data really exercised suppression
 
     def test_example(self, client: Any, world: dict[str, Any]) -> None:
         with session_scope() as session:
@@ -488,17 +489,18 @@ class TestSuppression:
                                          escalation_level=2))
         viewer = client.get(f"{STATS}/incidents", params={"group_by": "category"},
                             headers=world["viewer"]).json()
-        assert viewer == {"group_by": "category", "total": 10, "items": [
+        assert viewer == {"group_by": "category", "total": None, "items": [
             {"key": "hate_speech", "count": 5, "suppressed": False},
             {"key": "other", "count": None, "suppressed": True},
-            {"key": "youth_conflict", "count": None, "suppressed": True},
+            {"key": "youth_conflict", "count": 4, "suppressed": False},
         ]}
         staff = client.get(f"{STATS}/incidents", params={"group_by": "category"},
                            headers=world["coordinator"]).json()
         assert [i["count"] for i in staff["items"]] == [5, 1, 4]
+        assert staff["total"] == 10
         profile = client.get("/api/v1/districts/alpha/profile", headers=world["viewer"]).json()
-        # one escalation level with all 10: the category table's total is safe, so shown
-        assert profile["incidents"]["total"] == 10
+        # the category table's total would give the 1 away: withheld for the whole profile
+        assert profile["incidents"]["total"] is None
         assert profile["incidents"]["by_escalation_level"]["items"] == [
             {"key": "2", "count": 10, "suppressed": False}]
 
