@@ -50,7 +50,7 @@ class Settings(BaseSettings):
     #: ``json`` (one object per line, for log shippers) or ``text`` (for a terminal).
     log_format: str = Field(default="json", pattern="^(json|text)$")
     #: Requests per minute per API key (token bucket, burst = one minute's worth); 0 = off.
-    rate_limit_per_minute: int = Field(default=600, ge=0)
+    rate_limit_per_minute: int = Field(default=12_000, ge=0)
     #: Serve Prometheus metrics at ``/metrics`` (unauthenticated: bind it to internal networks).
     metrics_enabled: bool = True
     #: Seconds a new PostgreSQL connection may take before the request fails with 503.

@@ -99,9 +99,11 @@ def _public_address(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> b
     return address.is_global and not address.is_multicast
 
 
-def check_target(url: str, *, allow_private: bool) -> None:
+def check_target(url: str, *, allow_private: bool, unresolvable_ok: bool = False) -> None:
     """Refuse anything but http(s) and — unless allowed — hosts resolving to non-public addresses
-    (loopback, private, link-local, shared, reserved)."""
+    (loopback, private, link-local, shared, reserved). ``unresolvable_ok`` (creating a
+    subscription): a name that does not resolve now is accepted — the check runs again before
+    every delivery, where it then counts as a failed attempt."""
     try:
         parts = urlsplit(url)
         port = parts.port
@@ -122,6 +124,8 @@ def check_target(url: str, *, allow_private: bool) -> None:
         try:
             infos = socket.getaddrinfo(host, port or 443, type=socket.SOCK_STREAM)
         except (socket.gaierror, UnicodeError):
+            if unresolvable_ok:
+                return
             raise TargetRefused("host cannot be resolved") from None
         addresses = {ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos}
     if not addresses or not all(_public_address(a) for a in addresses):
@@ -133,7 +137,8 @@ def check_target(url: str, *, allow_private: bool) -> None:
 
 def _check_url_field(url: str) -> None:
     try:
-        check_target(url, allow_private=get_settings().webhooks_allow_private)
+        check_target(url, allow_private=get_settings().webhooks_allow_private,
+                     unresolvable_ok=True)
     except TargetRefused as exc:
         raise Unprocessable(
             f"url {exc}.",

@@ -297,6 +297,16 @@ class TestDelivery:
         [attempt] = attempts()
         assert attempt.error.startswith("target refused")
 
+    def test_unresolvable_target_fails_the_attempt(self, client, setup, monkeypatch) -> None:
+        monkeypatch.setattr(get_settings(), "webhooks_allow_private", False)
+        subscribe(client, setup, "https://no-such-host.invalid/hook")
+        make_incident()
+        fan_out_pending()
+        deliver_due()
+        [attempt] = attempts()
+        assert attempt.error == "target refused: host cannot be resolved"
+        assert [d.status for d in deliveries()] == ["pending"]  # retried later
+
     def test_redirects_are_not_followed(self, client, setup) -> None:
         seen: list[str] = []
 

@@ -1,6 +1,6 @@
 """Per-API-key rate limit: a token bucket in process memory, keyed by the key's SHA-256 digest.
 
-``KOKOMA_RATE_LIMIT_PER_MINUTE`` (default 600; 0 = off) tokens refill evenly over a minute and a
+``KOKOMA_RATE_LIMIT_PER_MINUTE`` (default 12,000; 0 = off) tokens refill evenly over a minute and a
 bucket holds at most one minute's worth (the burst). A request without a token → 429
 ``application/problem+json`` (type ``/problems/too-many-requests``) with ``Retry-After`` (whole
 seconds until the next token). Only ``/api/…`` requests that carry a bearer key are counted;
