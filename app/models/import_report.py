@@ -23,6 +23,6 @@ class ImportReport(ResponseModel):
     dry_run: bool
     atomic: bool
     committed: bool = PField(
-        description="Whether anything was written: false for dry runs and for atomic imports "
-        "with errors (created/updated/unchanged then say what the valid rows would have done)"
+        description="Whether anything was written: false for dry runs (created/updated then say "
+        "what the rows would do) and for atomic imports with errors (created/updated then 0)"
     )

@@ -11,8 +11,8 @@ per key, kept to refuse a key that appears twice in the same file (≈ 60 bytes 
 
 Transactions: imports are the one place a service commits, because batching is the point.
 ``atomic=true`` (default): everything is one transaction; at the first row error it is rolled
-back and the rest of the file is only validated (so the response still lists every error and what
-the valid rows would have done) — nothing is written. ``atomic=false``: each batch is committed,
+back and the rest of the file is only validated (so the response still lists every error) —
+nothing is written and ``created``/``updated`` are 0 (a dry run tells what the rows would do). ``atomic=false``: each batch is committed,
 rows with errors are skipped. ``dry_run``: validate and classify, write nothing.
 
 Semantics of a row (documented in the README):
@@ -835,6 +835,9 @@ def run_import(
         pipeline.drain()
         if write:
             session.commit()
+        elif not dry_run:
+            # atomic and a row failed: nothing was created or updated (a dry run says what would be)
+            result.created = result.updated = 0
         result.committed = write
         return result
     except UnreadableBody as exc:

@@ -219,8 +219,11 @@ class TestImportIncidents:
         report = response.json()
         assert report["errors"] == [
             {"row": 2, "field": "district", "message": "unknown district 'atlantis'"}]
-        assert report["committed"] is False and report["created"] == 2
+        assert report["committed"] is False and (report["created"], report["updated"]) == (0, 0)
         assert table_counts() == before
+        # the same file as a dry run says what the valid rows would do
+        dry = post(client, admin, body, dry_run="true").json()
+        assert (dry["created"], dry["committed"], dry["error_count"]) == (2, False, 1)
 
     def test_not_atomic_writes_the_valid_rows(self, client, admin) -> None:
         body = csv_body(incident_line("h-1"), incident_line("h-2", category="fight"),
