@@ -953,7 +953,11 @@ class IncidentImporter(_Importer):
             fast = self._validate_csv_fast(values)
             if fast is not None:
                 return fast, (fast["source"], fast["external_id"]), []
-        return self._validate(values, is_csv)
+            return self._validate(values, is_csv)
+        values, shape_errors = _flatten_api_shape(values)
+        parsed, key, errors = self._validate(values, is_csv)
+        errors = shape_errors + errors
+        return (None if errors else parsed), key, errors
 
     def _validate_csv_fast(self, values: dict[str, Any]) -> dict[str, Any] | None:
         """The common case of a CSV row, checked with precompiled sets and cached cells.
@@ -1358,6 +1362,46 @@ _IMPORTABLE_STATUSES = _STATUSES - {IncidentStatus.dispatched.value,
 _INCIDENT_COLUMN_SET = frozenset(INCIDENT_COLUMNS)
 _LEVELS = {str(level): level for level in range(1, 10)}
 _MISSING = object()
+
+
+_REPORTER_KEYS = {"name": "reporter_name", "contact": "reporter_contact",
+                  "anonymous": "reporter_anonymous"}
+
+
+def _flatten_api_shape(
+    values: dict[str, Any],
+) -> tuple[dict[str, Any], list[tuple[str | None, str]]]:
+    """An NDJSON incident may also come as the API writes it: ``location {lat, lon}`` and
+    ``reporter {name, contact, anonymous}`` (each may be ``null``: none) instead of the flat
+    columns. Returns the flat form and the errors of the nested fields."""
+    if "location" not in values and "reporter" not in values:
+        return values, []
+    flat, errors = dict(values), []
+    location = flat.pop("location", _MISSING)
+    if location is not _MISSING:
+        if "lat" in values or "lon" in values:
+            errors.append(("location", "give either location or lat/lon"))
+            flat.pop("lat", None)  # one error for the conflict, not a second one for lat/lon
+            flat.pop("lon", None)
+        elif location is None:
+            flat["lat"] = flat["lon"] = None
+        elif isinstance(location, dict) and set(location) == {"lat", "lon"}:
+            flat["lat"], flat["lon"] = location["lat"], location["lon"]
+        else:
+            errors.append(("location", "must be {\"lat\": …, \"lon\": …} or null"))
+    reporter = flat.pop("reporter", _MISSING)
+    if reporter is not _MISSING:
+        if any(column in values for column in _REPORTER_KEYS.values()):
+            errors.append(("reporter", "give either reporter or the reporter_… fields"))
+            for column in _REPORTER_KEYS.values():
+                flat.pop(column, None)
+        elif reporter is None:
+            flat.update(dict.fromkeys(_REPORTER_KEYS.values()))
+        elif isinstance(reporter, dict) and set(reporter) <= set(_REPORTER_KEYS):
+            flat.update({column: reporter.get(key) for key, column in _REPORTER_KEYS.items()})
+        else:
+            errors.append(("reporter", "must be {\"name\", \"contact\", \"anonymous\"} or null"))
+    return flat, errors
 
 
 def _csv_text(raw: Any, max_len: int, *, strip: bool = True) -> str | None:

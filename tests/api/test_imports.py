@@ -500,6 +500,41 @@ class TestImportNdjson:
         assert incident.source == "import" and incident.has_reporter and incident.reporter_anonymous
         assert incident.reporter_name is None
 
+    def test_the_api_shape_is_accepted(self, client, admin) -> None:
+        """Objects as the API writes them: nested location and reporter (or null for none)."""
+        lines = [
+            {"external_id": "a-1", "title": "One", "district": "alpha", "category": "other",
+             "escalation_level": 2, "location": {"lat": 50.98, "lon": 11.03},
+             "reporter": {"name": "Erika Muster", "contact": "erika@example.org",
+                          "anonymous": False}},
+            {"external_id": "a-2", "title": "Two", "district": "alpha", "category": "other",
+             "escalation_level": 2, "location": None, "reporter": None},
+        ]
+        body = "\n".join(json.dumps(line) for line in lines) + "\n"
+        report = post(client, admin, body.encode(), content_type=NDJSON).json()
+        assert (report["created"], report["errors"]) == (2, []), report
+        with session_scope(write=False) as session:
+            rows = {i.external_id: i for i in session.scalars(select(Incident))}
+        assert (rows["a-1"].lat, rows["a-1"].lon) == (50.98, 11.03)
+        assert rows["a-1"].reporter_contact == "erika@example.org" and rows["a-1"].has_reporter
+        assert rows["a-2"].lat is None and not rows["a-2"].has_reporter
+
+    def test_the_api_shape_errors(self, client, admin) -> None:
+        base = {"title": "x", "district": "alpha", "category": "other", "escalation_level": 2}
+        lines = [
+            {**base, "external_id": "b-1", "location": {"lat": 50.9}},
+            {**base, "external_id": "b-2", "location": {"lat": 50.9, "lon": 11.0}, "lat": 50.9},
+            {**base, "external_id": "b-3", "reporter": "Erika"},
+            {**base, "external_id": "b-4", "reporter": {"name": "E", "phone": "1"}},
+            {**base, "external_id": "b-5", "location": {"lat": 95, "lon": 11.0}},
+        ]
+        body = "\n".join(json.dumps(line) for line in lines) + "\n"
+        before = table_counts()
+        report = post(client, admin, body.encode(), content_type=NDJSON).json()
+        assert [(e["row"], e["field"]) for e in report["errors"]] == [
+            (1, "location"), (2, "location"), (3, "reporter"), (4, "reporter"), (5, "lat")]
+        assert report["committed"] is False and table_counts() == before
+
     def test_over_long_line(self, client, admin) -> None:
         body = json.dumps({"external_id": "a", "title": "x" * 400_000}) + "\n"
         report = post(client, admin, body.encode(), content_type=NDJSON).json()
