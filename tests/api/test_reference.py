@@ -51,6 +51,7 @@ class TestCreateDistrict:
         assert response.status_code == 201, response.text
         assert response.json()["neighbours"] == ["alpha", "delta"]
         assert response.headers["etag"] == '"1"'
+        assert response.headers["location"] == f"{API}/districts/omega"
         assert neighbours(client, "alpha", admin) == ["beta", "omega"]
         assert neighbours(client, "delta", admin) == ["omega"]
         assert_symmetric()
@@ -201,6 +202,8 @@ class TestCompetences:
                                json={"code": "first_aid", "name": "First aid"}, headers=admin)
         assert response.status_code == 201, response.text
         assert response.json()["description"] == ""
+        assert response.headers["etag"] == '"1"'
+        assert response.headers["location"] == f"{API}/competences/first_aid"
         response = client.patch(f"{API}/competences/first_aid",
                                 json={"description": "Basic first aid."},
                                 headers={**admin, "If-Match": '"1"'})
@@ -235,6 +238,8 @@ class TestOrganisations:
                                headers=admin)
         assert response.status_code == 201, response.text
         organisation_id = response.json()["id"]
+        assert response.headers["etag"] == '"1"'
+        assert response.headers["location"] == f"{API}/organisations/{organisation_id}"
         response = client.patch(f"{API}/organisations/{organisation_id}", json={"kind": "other"},
                                 headers=admin)
         assert (response.status_code, response.json()["kind"]) == (200, "other")

@@ -54,6 +54,7 @@ def districts_create(
 ) -> DistrictPublic:
     district = DistrictService(session).create(body, principal)
     response.headers["ETag"] = etag(district.version)
+    response.headers["Location"] = f"/api/v1/districts/{district.code}"
     return district
 
 
@@ -102,9 +103,12 @@ def competences_list(session: SessionDep, _: Reader, page: PageDep) -> Page[Comp
     responses=problems(403, 409),
 )
 def competences_create(
-    session: SessionDep, principal: Writer, body: CompetenceCreate
+    session: SessionDep, principal: Writer, body: CompetenceCreate, response: Response
 ) -> CompetencePublic:
-    return CompetenceService(session).create(body, principal)
+    competence = CompetenceService(session).create(body, principal)
+    response.headers["ETag"] = etag(competence.version)
+    response.headers["Location"] = f"/api/v1/competences/{competence.code}"
+    return competence
 
 
 @router.get(
@@ -159,9 +163,12 @@ def organisations_list(session: SessionDep, _: Reader, page: PageDep) -> Page[Or
     responses=problems(403),
 )
 def organisations_create(
-    session: SessionDep, principal: Writer, body: OrganisationCreate
+    session: SessionDep, principal: Writer, body: OrganisationCreate, response: Response
 ) -> OrganisationPublic:
-    return OrganisationService(session).create(body, principal)
+    organisation = OrganisationService(session).create(body, principal)
+    response.headers["ETag"] = etag(organisation.version)
+    response.headers["Location"] = f"/api/v1/organisations/{organisation.id}"
+    return organisation
 
 
 @router.get(
