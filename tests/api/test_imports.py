@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from app.core.config import get_settings
 from app.core.db import session_scope
@@ -82,6 +82,36 @@ def listen(client: Any, headers: dict[str, str], events: list[str], **extra: Any
     response = client.post("/api/v1/webhooks", headers=headers,
                            json={"url": "https://93.184.216.34/hooks", "events": events, **extra})
     assert response.status_code == 201, response.text
+
+
+class TestImportIdempotency:
+    """DESIGN §3: a POST with an Idempotency-Key replays its first answer; imports included (the
+    body is hashed while it is spooled, so memory stays constant)."""
+
+    def test_repeat_replays_the_report_and_writes_nothing(self, client, admin) -> None:
+        body = csv_body(incident_line("h-1"), incident_line("h-2"))
+        headers = {**admin, "Idempotency-Key": "import-2026-06-15"}
+        first = post(client, headers, body)
+        assert (first.status_code, first.json()["created"]) == (200, 2)
+        with session_scope() as session:  # a change in between: a re-import would update h-1
+            session.execute(update(Incident).where(Incident.external_id == "h-1")
+                            .values(title="Changed meanwhile"))
+        before = table_counts()
+        again = post(client, headers, body)
+        assert again.status_code == 200 and again.json() == first.json()
+        assert again.headers["idempotent-replayed"] == "true"
+        assert table_counts() == before
+        other = post(client, headers, csv_body(incident_line("h-3")))
+        assert other.status_code == 422
+        assert other.json()["type"] == "/problems/idempotency-key-reused"
+        assert table_counts() == before
+
+    def test_large_body_streams_through(self, client, admin) -> None:
+        lines = [incident_line(f"s-{n:05d}", description="x" * 900) for n in range(3000)]
+        body = csv_body(*lines)  # ~3 MB: spooled to disk, handed to the import in chunks
+        assert len(body) > 2 * 1024 * 1024
+        response = post(client, {**admin, "Idempotency-Key": "big"}, body)
+        assert (response.status_code, response.json()["created"]) == (200, 3000)
 
 
 class TestImportOutbox:

@@ -3,13 +3,18 @@
 Records are scoped to the API key (its SHA-256 digest) and kept ``KOKOMA_IDEMPOTENCY_TTL_HOURS``
 (24 h). The same key with a different request (method, path, query or body) → 422. While the first
 request is still running, a repeat → 409. Responses of 5xx are not kept, so a retry runs again.
-Imports are excluded: they stream large bodies and are upserts, idempotent by nature.
+
+The body is hashed while it is read into a spooled temporary file (memory up to 1 MiB, then disk),
+and handed to the route from there: imports, whose bodies may be hundreds of megabytes, keep
+constant memory. Only requests that carry an ``Idempotency-Key`` take this path.
 """
 
 from __future__ import annotations
 
 import hashlib
+import tempfile
 from datetime import timedelta
+from typing import IO, Any
 
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
@@ -18,7 +23,6 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.api.middleware.body_limit import IMPORT_PREFIX
 from app.core.clock import get_clock
 from app.core.config import get_settings
 from app.core.db import session_scope
@@ -27,6 +31,8 @@ from app.core.security import hash_key
 from app.models.system import IdempotencyRecord
 
 HEADER = b"idempotency-key"
+SPOOL_IN_MEMORY = 1024 * 1024
+CHUNK = 256 * 1024
 MAX_KEY_LENGTH = 200
 _REPLAYED_HEADERS = ("etag", "location")
 
@@ -36,11 +42,7 @@ class IdempotencyMiddleware:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (
-            scope["type"] != "http"
-            or scope["method"] != "POST"
-            or scope["path"].startswith(IMPORT_PREFIX)
-        ):
+        if scope["type"] != "http" or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
         headers = dict(scope.get("headers", []))
@@ -56,17 +58,23 @@ class IdempotencyMiddleware:
             await _problem(request, receive, send, 422, "invalid-idempotency-key",
                            f"Idempotency-Key must be 1–{MAX_KEY_LENGTH} characters.")
             return
-        try:
-            body = await _read_body(receive)
-        except HTTPException as exc:
-            await _problem(request, receive, send, exc.status_code, "payload-too-large",
-                           str(exc.detail))
-            return
         digest = hashlib.sha256()
         for part in (scope["method"], scope["path"], scope.get("query_string", b"").decode()):
             digest.update(part.encode() + b"\0")
-        digest.update(body)
-        request_hash = digest.hexdigest()
+        with tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY) as body:
+            try:
+                await _read_body(receive, body, digest)
+            except HTTPException as exc:
+                await _problem(request, receive, send, exc.status_code, "payload-too-large",
+                               str(exc.detail))
+                return
+            await self._handle(scope, receive, send, request, token, key, digest.hexdigest(),
+                               body)
+
+    async def _handle(
+        self, scope: Scope, receive: Receive, send: Send, request: Request, token: str,
+        key: str, request_hash: str, body: IO[bytes],
+    ) -> None:
         scope_id = hash_key(token)
 
         # Database work runs in the thread pool, never on the event loop: a blocking wait for
@@ -89,10 +97,12 @@ class IdempotencyMiddleware:
 
         captured: dict[str, object] = {"status": 500, "headers": [], "body": bytearray()}
 
+        size = body.seek(0, 2)
+        body.seek(0)
+
         async def replay_receive() -> Message:
-            nonlocal body
-            chunk, body = body, b""
-            return {"type": "http.request", "body": chunk, "more_body": False}
+            chunk = body.read(CHUNK)
+            return {"type": "http.request", "body": chunk, "more_body": body.tell() < size}
 
         async def capture_send(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -110,16 +120,16 @@ class IdempotencyMiddleware:
         await run_in_threadpool(_complete, scope_id, key, captured)
 
 
-async def _read_body(receive: Receive) -> bytes:
-    chunks = []
+async def _read_body(receive: Receive, into: IO[bytes], digest: Any) -> None:
     while True:
         message = await receive()
         if message["type"] != "http.request":
             break
-        chunks.append(message.get("body", b""))
+        chunk = message.get("body", b"")
+        digest.update(chunk)
+        into.write(chunk)
         if not message.get("more_body", False):
             break
-    return b"".join(chunks)
 
 
 def _claim(
