@@ -99,9 +99,11 @@ RULES: dict[Action, frozenset[Role]] = {
     A.dispatch: _STAFF,
     A.assignments_read: frozenset({R.admin, R.coordinator, R.manager, R.partner}),
     A.assignments_answer: frozenset({R.admin, R.coordinator, R.manager}),
-    A.recommendations_read: _ALL,
+    # DESIGN §4: recommendations for staff and viewers; (suppressed) statistics for staff,
+    # partners and viewers — a manager key is for its own profile, absences and assignments
+    A.recommendations_read: frozenset({R.admin, R.coordinator, R.viewer}),
     A.recommendations_write: _STAFF,
-    A.stats_read: _ALL,
+    A.stats_read: frozenset({R.admin, R.coordinator, R.partner, R.viewer}),
     A.imports: _STAFF,
     A.webhooks: frozenset({R.admin}),
     A.api_keys: frozenset({R.admin}),

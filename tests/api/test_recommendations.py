@@ -144,7 +144,7 @@ class TestCreateRecommendation:
             reporter={"name": "Erika Muster", "contact": "erika@example.org", "anonymous": False}
         )
         rec_id = _make(world, incident_ids=[str(incident.id)])
-        for role in ("admin", "viewer", "partner"):
+        for role in ("admin", "coordinator", "viewer"):
             response = client.get(f"{BASE}/{rec_id}", headers=world[role])
             assert response.status_code == 200
             assert "Erika" not in response.text and "erika@example.org" not in response.text
@@ -553,15 +553,19 @@ class TestReport:
 class TestRoles:
     def test_readers(self, client: Any, world: dict[str, Any]) -> None:
         rec_id = _make(world)
-        for role in ("admin", "coordinator", "viewer", "partner"):
+        for role in ("admin", "coordinator", "viewer"):
             for path in (BASE, f"{BASE}/{rec_id}", f"{BASE}/{rec_id}/events", f"{BASE}/report"):
                 assert client.get(path, headers=world[role]).status_code == 200, (role, path)
 
-    def test_manager_reads(self, client: Any, world: dict[str, Any]) -> None:
+    def test_partner_and_manager_keys_do_not_read(self, client: Any, world: dict[str, Any]
+                                                  ) -> None:
+        # DESIGN §4 grants recommendations to coordinators and viewers (and admins) only
         from tests.factories import make_manager
 
-        headers = make_key("manager", manager_id=make_manager())
-        assert client.get(BASE, headers=headers).status_code == 200
+        rec_id = _make(world)
+        for headers in (world["partner"], make_key("manager", manager_id=make_manager())):
+            for path in (BASE, f"{BASE}/{rec_id}", f"{BASE}/{rec_id}/events", f"{BASE}/report"):
+                _problem(client.get(path, headers=headers), 403, "forbidden")
 
     @pytest.mark.parametrize("role", ["viewer", "partner"])
     def test_writers_only_staff(self, client: Any, world: dict[str, Any], role: str) -> None:
