@@ -307,6 +307,36 @@ class TestDelivery:
         assert attempt.error == "target refused: host cannot be resolved"
         assert [d.status for d in deliveries()] == ["pending"]  # retried later
 
+    def test_connects_to_the_checked_address(self, client, setup, monkeypatch) -> None:
+        """DNS rebinding: the name is resolved once, checked, and the request goes to exactly that
+        address — Host and the TLS server name stay the subscription's host."""
+        lookups: list[str] = []
+
+        def resolve(host: str, *args: Any, **kwargs: Any) -> list[Any]:
+            lookups.append(host)
+            return [(webhooks.socket.AF_INET, webhooks.socket.SOCK_STREAM, 6, "",
+                     ("93.184.216.34", 443))]
+
+        monkeypatch.setattr(webhooks.socket, "getaddrinfo", resolve)
+        monkeypatch.setattr(get_settings(), "webhooks_allow_private", False)
+        subscribe(client, setup, "https://hooks.example:8443/kokoma?x=1")
+        make_incident()
+        fan_out_pending()
+        seen: list[httpx.Request] = []
+
+        def handler(request: httpx.Request) -> httpx.Response:
+            seen.append(request)
+            return httpx.Response(204)
+
+        deliver_due(client=httpx.Client(transport=httpx.MockTransport(handler)))
+        [request] = seen
+        assert lookups == ["hooks.example", "hooks.example"]  # on creation, before the delivery
+        # an IP literal: the connection cannot be redirected by a later DNS answer
+        assert str(request.url) == "https://93.184.216.34:8443/kokoma?x=1"
+        assert request.headers["host"] == "hooks.example:8443"
+        assert request.extensions["sni_hostname"] == "hooks.example"
+        assert [a.succeeded for a in attempts()] == [True]
+
     def test_redirects_are_not_followed(self, client, setup) -> None:
         seen: list[str] = []
 
