@@ -80,6 +80,13 @@ class UnsupportedMediaType(AppError):
 class Unprocessable(AppError):
     status, type_, title = 422, "validation-error", "Validation error"
 
+    @classmethod
+    def for_field(
+        cls, field: str, message: str, type_: str = "unknown_reference"
+    ) -> Unprocessable:
+        """A 422 about one body field (``errors: [{loc: ["body", field], msg, type}]``)."""
+        return cls(message, errors=[{"loc": ["body", field], "msg": message, "type": type_}])
+
 
 class ServiceUnavailable(AppError):
     status, type_, title = 503, "service-unavailable", "Service unavailable"

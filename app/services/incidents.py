@@ -39,15 +39,10 @@ from app.repositories.reference import (
 from app.services import audit, outbox
 from app.services.dispatch.slots import end_assignment
 from app.services.references import incident_reference
+from app.services.timeline import entry_fields
 from app.services.versioning import apply_changes, bump, check_if_match
 
 REPORTER_FIELDS = ("reporter_name", "reporter_contact", "reporter_anonymous", "has_reporter")
-
-
-def _invalid(field: str, message: str) -> Unprocessable:
-    return Unprocessable(
-        message, errors=[{"loc": ["body", field], "msg": message, "type": "unknown_reference"}]
-    )
 
 
 def record_event(
@@ -64,14 +59,8 @@ def record_event(
     """Append one entry to the incident's timeline (every change is one)."""
     event = IncidentEvent(
         incident_id=incident.id,
-        at=get_clock().now(),
-        type=type_,
-        actor_id=principal.key_id,
-        actor_role=principal.role,
-        from_status=from_status,
-        to_status=to_status,
-        note=note,
-        data=data or {},
+        **entry_fields(type_, principal, from_status=from_status, to_status=to_status,
+                       note=note, data=data),
     )
     session.add(event)
     return event
@@ -248,17 +237,17 @@ class IncidentService:
         organisation_id: uuid.UUID | None = None,
     ) -> None:
         if district is not None and not DistrictRepository(self.session).existing_codes([district]):
-            raise _invalid("district", f"Unknown district '{district}'.")
+            raise Unprocessable.for_field("district", f"Unknown district '{district}'.")
         wanted = set(competences)
         missing = wanted - CompetenceRepository(self.session).existing_codes(wanted)
         if missing:
-            raise _invalid(
+            raise Unprocessable.for_field(
                 "required_competences", f"Unknown competence(s): {', '.join(sorted(missing))}."
             )
         if organisation_id is not None and not OrganisationRepository(self.session).exists(
             organisation_id
         ):
-            raise _invalid("organisation_id", f"Unknown organisation {organisation_id}.")
+            raise Unprocessable.for_field("organisation_id", f"Unknown organisation {organisation_id}.")
 
     def create(self, body: IncidentCreate, principal: Principal) -> IncidentPublic:
         organisation_id = body.organisation_id

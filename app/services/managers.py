@@ -97,10 +97,6 @@ _NOT_NULL = ("display_name", "email", "home_district", "districts", "languages",
              "max_open_assignments", "competences")
 
 
-def _invalid(field: str, message: str, type_: str = "unknown_reference") -> Unprocessable:
-    return Unprocessable(message, errors=[{"loc": ["body", field], "msg": message, "type": type_}])
-
-
 def _holdings(body: Sequence[CompetenceHoldingIn]) -> list[tuple[str, date, date | None]]:
     return sorted((h.code, h.certified_on, h.expires_on) for h in body)
 
@@ -211,19 +207,19 @@ class ManagerService:
     ) -> None:
         district_repo = DistrictRepository(self.session)
         if home_district is not None and not district_repo.existing_codes([home_district]):
-            raise _invalid("home_district", f"Unknown district '{home_district}'.")
+            raise Unprocessable.for_field("home_district", f"Unknown district '{home_district}'.")
         wanted = set(districts)
         missing = wanted - district_repo.existing_codes(wanted)
         if missing:
-            raise _invalid("districts", f"Unknown district(s): {', '.join(sorted(missing))}.")
+            raise Unprocessable.for_field("districts", f"Unknown district(s): {', '.join(sorted(missing))}.")
         wanted = set(competences)
         missing = wanted - CompetenceRepository(self.session).existing_codes(wanted)
         if missing:
-            raise _invalid("competences", f"Unknown competence(s): {', '.join(sorted(missing))}.")
+            raise Unprocessable.for_field("competences", f"Unknown competence(s): {', '.join(sorted(missing))}.")
         if organisation_id is not None and not OrganisationRepository(self.session).exists(
             organisation_id
         ):
-            raise _invalid("organisation_id", f"Unknown organisation {organisation_id}.")
+            raise Unprocessable.for_field("organisation_id", f"Unknown organisation {organisation_id}.")
 
     def _check_email_free(self, email: str, manager_id: uuid.UUID | None = None) -> None:
         other = self.repo.by_email(email)
@@ -297,7 +293,7 @@ class ManagerService:
         check_if_match(manager, if_match)
         for name in _NOT_NULL:
             if name in fields and getattr(body, name) is None:
-                raise _invalid(name, f"{name} cannot be null.", "none")
+                raise Unprocessable.for_field(name, f"{name} cannot be null.", "none")
         self._check_references(
             home_district=body.home_district if "home_district" in fields else None,
             districts=body.districts or (),
@@ -350,7 +346,7 @@ class ManagerService:
         try:
             target = ManagerStatus(to_status)
         except ValueError:
-            raise _invalid("status", f"Unknown status '{to_status}'.", "enum") from None
+            raise Unprocessable.for_field("status", f"Unknown status '{to_status}'.", "enum") from None
         manager = self.load(manager_id, for_update=True)
         current = ManagerStatus(manager.status)
         if target not in MANAGER_TRANSITIONS[current]:

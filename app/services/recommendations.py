@@ -47,6 +47,7 @@ from app.repositories.recommendations import RecommendationFilter, Recommendatio
 from app.repositories.reference import DistrictRepository, OrganisationRepository
 from app.services import audit, outbox
 from app.services.references import recommendation_reference
+from app.services.timeline import entry_fields
 from app.services.versioning import apply_changes, bump, check_if_match
 
 STATUS_ORDER = tuple(RecommendationStatus)
@@ -69,10 +70,6 @@ def is_overdue(rec: Recommendation, today: date) -> bool:
     )
 
 
-def _invalid(field: str, message: str, type_: str = "unknown_reference") -> Unprocessable:
-    return Unprocessable(message, errors=[{"loc": ["body", field], "msg": message, "type": type_}])
-
-
 def record_event(
     session: Session,
     rec: Recommendation,
@@ -88,14 +85,8 @@ def record_event(
     event = RecommendationEvent(
         recommendation_id=rec.id,
         seq=RecommendationRepository(session).next_event_seq(rec.id),
-        at=get_clock().now(),
-        type=type_,
-        actor_id=principal.key_id,
-        actor_role=principal.role,
-        from_status=from_status,
-        to_status=to_status,
-        note=note,
-        data=data or {},
+        **entry_fields(type_, principal, from_status=from_status, to_status=to_status,
+                       note=note, data=data),
     )
     session.add(event)
     return event
@@ -172,15 +163,15 @@ class RecommendationService:
         orgs = OrganisationRepository(self.session)
         for field, org_id in organisations.items():
             if org_id is not None and not orgs.exists(org_id):
-                raise _invalid(field, f"Unknown organisation {org_id}.")
+                raise Unprocessable.for_field(field, f"Unknown organisation {org_id}.")
         wanted = set(districts)
         missing = wanted - DistrictRepository(self.session).existing_codes(wanted)
         if missing:
-            raise _invalid("districts", f"Unknown district(s): {', '.join(sorted(missing))}.")
+            raise Unprocessable.for_field("districts", f"Unknown district(s): {', '.join(sorted(missing))}.")
         wanted_ids = set(incident_ids)
         missing_ids = wanted_ids - self.repo.existing_incident_ids(wanted_ids)
         if missing_ids:
-            raise _invalid(
+            raise Unprocessable.for_field(
                 "incident_ids", f"Unknown incident(s): {', '.join(sorted(map(str, missing_ids)))}."
             )
 
@@ -232,7 +223,7 @@ class RecommendationService:
         fields = body.model_fields_set
         for name in ("title", "category", "issued_by", "addressee", "progress"):
             if name in fields and getattr(body, name) is None:
-                raise _invalid(name, f"{name} cannot be null.", "none")
+                raise Unprocessable.for_field(name, f"{name} cannot be null.", "none")
         self._check_references(
             organisations={
                 "issued_by": body.issued_by if "issued_by" in fields else None,
@@ -294,7 +285,7 @@ class RecommendationService:
     ) -> None:
         if new_progress is None:
             if reset_note is not None:
-                raise _invalid(
+                raise Unprocessable.for_field(
                     "reset_note", "reset_note is only allowed with a lower progress.", "value_error"
                 )
             return
@@ -314,7 +305,7 @@ class RecommendationService:
                 type_="progress-decrease",
             )
         if reset_note is not None and new_progress >= current:
-            raise _invalid(
+            raise Unprocessable.for_field(
                 "reset_note",
                 f"reset_note is only allowed when lowering progress (now {current}).",
                 "value_error",
@@ -326,7 +317,7 @@ class RecommendationService:
         try:
             target = RecommendationStatus(to_status)
         except ValueError:
-            raise _invalid("status", f"Unknown status '{to_status}'.", "enum") from None
+            raise Unprocessable.for_field("status", f"Unknown status '{to_status}'.", "enum") from None
         rec = self.load(rec_id, for_update=True)
         current = RecommendationStatus(rec.status)
         if target not in RECOMMENDATION_TRANSITIONS[current]:
