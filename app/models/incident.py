@@ -207,7 +207,7 @@ class Reporter(RequestModel):
 def _check_languages(value: list[str] | None) -> list[str] | None:
     if value is None:
         return None
-    from app.services.languages import validate_language_codes
+    from app.models.languages import validate_language_codes
 
     return validate_language_codes(value)
 

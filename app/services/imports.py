@@ -80,6 +80,7 @@ from app.models.incident import (
     IncidentSource,
     IncidentStatus,
 )
+from app.models.languages import validate_language_codes
 from app.models.manager import Manager, ManagerCompetence, ManagerDistrict, ManagerStatus
 from app.models.outbox import OutboxEvent
 from app.models.reference import Competence, District, Organisation
@@ -92,7 +93,6 @@ from app.services.csv_io import (
     read_ndjson,
     unescape_cell,
 )
-from app.services.languages import validate_language_codes
 from app.services.outbox import listening as outbox_listening
 from app.services.references import ReferenceBlocks
 
