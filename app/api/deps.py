@@ -55,9 +55,16 @@ async def unit_of_work_slot() -> AsyncIterator[None]:
 
 
 def get_session(
-    request: Request, _slot: Annotated[None, Depends(unit_of_work_slot)]
+    request: Request, _slot: Annotated[None, Depends(unit_of_work_slot, scope="function")]
 ) -> Iterator[Session]:
-    """One unit of work per request: commit on success, roll back on any error."""
+    """One unit of work per request: commit on success, roll back on any error.
+
+    Declared with ``scope="function"`` (:data:`SessionDep`): the commit runs when the endpoint
+    returns, *before* the response is sent — a 2xx is only ever sent for a committed change, and
+    a commit that fails becomes a problem response (:mod:`app.core.db_errors`), with the whole
+    request run again first when it was a deadlock (:mod:`app.api.routing`). With FastAPI's
+    default ``"request"`` scope the commit would run after the client had its answer.
+    """
     session = new_session(write=request.method not in _READ_METHODS)
     try:
         yield session
@@ -69,7 +76,7 @@ def get_session(
         session.close()
 
 
-SessionDep = Annotated[Session, Depends(get_session)]
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
 
 async def in_unit_of_work(

@@ -30,8 +30,14 @@ class Settings(BaseSettings):
     #: Days after an incident was closed, withdrawn or referred (by its date in KOKOMA_TIMEZONE)
     #: before its reporter's name and contact are erased (PRIVACY.md).
     reporter_retention_days: int = Field(default=365, ge=0)
-    db_pool_size: int = Field(default=10, ge=1)
-    db_max_overflow: int = Field(default=20, ge=0)
+    #: Connections per process: pool + overflow. The defaults (8 + 8) let three worker
+    #: processes (48) and the worker and CLI share PostgreSQL's default max_connections=100.
+    db_pool_size: int = Field(default=8, ge=1)
+    db_max_overflow: int = Field(default=8, ge=0)
+    #: Runs of a request whose transaction hit a deadlock or serialization failure (then 503).
+    db_retry_attempts: int = Field(default=5, ge=1, le=20)
+    #: Base of the jittered exponential backoff between those runs.
+    db_retry_backoff_seconds: float = Field(default=0.02, ge=0)
     sqlite_busy_timeout_seconds: float = Field(default=30.0, gt=0)
     #: Webhooks: attempts per delivery, per-attempt timeout, backoff (base · 2^(n-1), jittered,
     #: capped), parallel deliveries per worker; private/loopback targets only when allowed.

@@ -210,30 +210,45 @@ def install_error_handlers(app: FastAPI) -> None:
             headers=getattr(exc, "headers", None),
         )
 
-    from sqlalchemy.exc import OperationalError
+    from sqlalchemy.exc import DBAPIError
     from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-    async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
-        log.error("database unavailable: %s", type(exc).__name__)
+    from app.core.db_errors import classify
+
+    async def _database_problem(request: Request, exc: Exception) -> JSONResponse:
+        problem = classify(exc)
+        if problem is None:
+            return await _unexpected(request, exc)
+        level = logging.ERROR if problem.status >= 500 else logging.WARNING
+        log.log(
+            level, "database error on %s %s: %s", request.method, request.url.path,
+            problem.type_,
+            extra={"sqlstate": problem.sqlstate, "error": type(exc).__name__},
+        )
         return problem_response(
             request,
-            status=503,
-            type_="service-unavailable",
-            title="Service unavailable",
-            detail="The database is not reachable; try again shortly.",
-            headers={"Retry-After": "5"},
+            status=problem.status,
+            type_=problem.type_,
+            title=problem.title,
+            detail=problem.detail,
+            headers={"Retry-After": str(problem.retry_after)} if problem.retry_after else None,
         )
 
     # Registered by class (not under ``Exception``) so that they are answered inside the
-    # middleware stack: the access log, metrics and X-Request-ID see the 503.
-    app.add_exception_handler(OperationalError, _database_unavailable)
-    app.add_exception_handler(PoolTimeout, _database_unavailable)
+    # middleware stack: the access log, metrics and X-Request-ID see the problem.
+    app.add_exception_handler(DBAPIError, _database_problem)
+    app.add_exception_handler(PoolTimeout, _database_problem)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        if isinstance(exc, OperationalError | PoolTimeout):  # raised in a middleware
-            return await _database_unavailable(request, exc)
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        if isinstance(exc, DBAPIError | PoolTimeout) and classify(exc) is not None:
+            return await _database_problem(request, exc)  # raised in a middleware
+        from app.core.db_errors import sqlstate
+
+        log.exception(
+            "unhandled error on %s %s", request.method, request.url.path,
+            extra={"sqlstate": sqlstate(exc), "error": type(exc).__name__},
+        )
         return problem_response(
             request,
             status=500,

@@ -3,6 +3,7 @@
 Records are scoped to the API key (its SHA-256 digest) and kept ``KOKOMA_IDEMPOTENCY_TTL_HOURS``
 (24 h). The same key with a different request (method, path, query or body) → 422. While the first
 request is still running, a repeat → 409. Responses of 5xx are not kept, so a retry runs again.
+The response is sent only once its record is committed, so a repeat right after it replays.
 
 The body is hashed while it is read into a spooled temporary file (memory up to 1 MiB, then disk),
 and handed to the route from there: imports, whose bodies may be hundreds of megabytes, keep
@@ -12,6 +13,7 @@ constant memory. Only requests that carry an ``Idempotency-Key`` take this path.
 from __future__ import annotations
 
 import hashlib
+import logging
 import tempfile
 from datetime import timedelta
 from typing import IO, Any
@@ -29,6 +31,8 @@ from app.core.db import session_scope
 from app.core.errors import problem_response
 from app.core.security import hash_key
 from app.models.system import IdempotencyRecord
+
+log = logging.getLogger("kokoma.idempotency")
 
 HEADER = b"idempotency-key"
 SPOOL_IN_MEMORY = 1024 * 1024
@@ -96,6 +100,7 @@ class IdempotencyMiddleware:
             return
 
         captured: dict[str, object] = {"status": 500, "headers": [], "body": bytearray()}
+        held: list[Message] = []
 
         size = body.seek(0, 2)
         body.seek(0)
@@ -105,19 +110,28 @@ class IdempotencyMiddleware:
             return {"type": "http.request", "body": chunk, "more_body": body.tell() < size}
 
         async def capture_send(message: Message) -> None:
+            # Held back until the record is complete: an immediate repeat of an answered
+            # request must meet the replay, never "still being processed".
             if message["type"] == "http.response.start":
                 captured["status"] = message["status"]
                 captured["headers"] = list(message.get("headers", []))
             elif message["type"] == "http.response.body":
                 captured["body"].extend(message.get("body", b""))  # type: ignore[attr-defined]
-            await send(message)
+            held.append(message)
 
         try:
             await self.app(scope, replay_receive, capture_send)
         except BaseException:
             await run_in_threadpool(_release, scope_id, key)
             raise
-        await run_in_threadpool(_complete, scope_id, key, captured)
+        try:
+            await run_in_threadpool(_complete, scope_id, key, captured)
+        except Exception:
+            # The change itself is committed: answer it. The claim stays, so a repeat gets 409
+            # (never a second run) until the record expires.
+            log.exception("idempotency record not completed", extra={"status": captured["status"]})
+        for message in held:
+            await send(message)
 
 
 async def _read_body(receive: Receive, into: IO[bytes], digest: Any) -> None:

@@ -10,6 +10,7 @@ from sqlalchemy import select
 
 from app.api.deps import Allowed, PageDep, SessionDep
 from app.api.problems import problems
+from app.api.routing import UnitOfWorkRoute
 from app.core.pagination import keyset, page_slice
 from app.core.security import Action
 from app.models.common import Page, UTCTimestamp
@@ -23,7 +24,7 @@ from app.models.system import (
 )
 from app.services.api_keys import ApiKeyService
 
-router = APIRouter()
+router = APIRouter(route_class=UnitOfWorkRoute)
 KeyAdmin = Allowed(Action.api_keys)
 Auditor = Allowed(Action.audit)
 

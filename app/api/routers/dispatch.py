@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query, Response
 
 from app.api.deps import Allowed, PageDep, SessionDep, etag
 from app.api.problems import problems
+from app.api.routing import UnitOfWorkRoute
 from app.core.security import Action
 from app.models.assignment import AssignmentStatus
 from app.models.assignment_schemas import (
@@ -25,7 +26,7 @@ from app.models.common import Page
 from app.repositories.dispatch import AssignmentFilter
 from app.services.dispatch.service import DispatchService
 
-router = APIRouter(tags=["dispatch"])
+router = APIRouter(tags=["dispatch"], route_class=UnitOfWorkRoute)
 
 
 @router.get(

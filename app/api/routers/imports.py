@@ -16,13 +16,14 @@ from fastapi import APIRouter, Query, Request
 
 from app.api.deps import Allowed, SessionDep
 from app.api.problems import problems
+from app.api.routing import UnitOfWorkRoute
 from app.core.errors import UnsupportedMediaType
 from app.core.security import Action, Principal
 from app.models.import_report import ImportReport
 from app.services.imports import BodyFormat, ImportKind, run_import
 from app.services.imports import ImportResult as _Result
 
-router = APIRouter(prefix="/imports", tags=["imports"])
+router = APIRouter(prefix="/imports", tags=["imports"], route_class=UnitOfWorkRoute)
 
 _MEDIA_TYPES = {
     "text/csv": BodyFormat.csv,

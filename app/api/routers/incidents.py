@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from app.api.deps import Allowed, IfMatchDep, PageDep, SessionDep, etag, in_unit_of_work
 from app.api.exports import EXPORT_RESPONSES, export_media_type, export_response
 from app.api.problems import problems
+from app.api.routing import UnitOfWorkRoute
 from app.core.security import Action
 from app.models.common import Page, StatusChange, UTCTimestamp
 from app.models.incident import (
@@ -26,7 +27,7 @@ from app.models.incident import (
 from app.repositories.incidents import IncidentFilter
 from app.services.incidents import IncidentService
 
-router = APIRouter(prefix="/incidents", tags=["incidents"])
+router = APIRouter(prefix="/incidents", tags=["incidents"], route_class=UnitOfWorkRoute)
 
 
 @dataclass

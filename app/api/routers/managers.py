@@ -11,6 +11,7 @@ from pydantic import StringConstraints
 
 from app.api.deps import Allowed, IfMatchDep, PageDep, SessionDep, etag
 from app.api.problems import problems
+from app.api.routing import UnitOfWorkRoute
 from app.core.security import Action
 from app.models.common import Page, StatusChange
 from app.models.manager import ManagerStatus
@@ -27,7 +28,7 @@ from app.models.manager_schemas import (
 from app.repositories.managers import ManagerFilter
 from app.services.managers import ManagerService
 
-router = APIRouter(prefix="/managers", tags=["managers"])
+router = APIRouter(prefix="/managers", tags=["managers"], route_class=UnitOfWorkRoute)
 
 
 @dataclass

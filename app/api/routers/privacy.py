@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query, Response
 
 from app.api.deps import Allowed, SessionDep, etag
 from app.api.problems import problems
+from app.api.routing import UnitOfWorkRoute
 from app.core.security import Action
 from app.models.incident import IncidentPublic
 from app.models.manager_schemas import ManagerPublic
@@ -17,7 +18,7 @@ from app.services import privacy
 from app.services.incidents import IncidentService
 from app.services.managers import ManagerService
 
-router = APIRouter(tags=["privacy"])
+router = APIRouter(tags=["privacy"], route_class=UnitOfWorkRoute)
 
 
 @router.post(

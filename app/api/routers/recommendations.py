@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from app.api.deps import Allowed, IfMatchDep, PageDep, SessionDep, etag
 from app.api.negotiation import accept_ranges
 from app.api.problems import problems
+from app.api.routing import UnitOfWorkRoute
 from app.core.security import Action
 from app.models.common import Page, StatusChange
 from app.models.recommendation import (
@@ -30,7 +31,7 @@ from app.services.recommendations import (
     render_markdown,
 )
 
-router = APIRouter(prefix="/recommendations", tags=["recommendations"])
+router = APIRouter(prefix="/recommendations", tags=["recommendations"], route_class=UnitOfWorkRoute)
 Reader = Allowed(Action.recommendations_read)
 Writer = Allowed(Action.recommendations_write)
 

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query, Response
 
 from app.api.deps import Allowed, IfMatchDep, PageDep, SessionDep, etag
 from app.api.problems import problems
+from app.api.routing import UnitOfWorkRoute
 from app.core.security import Action
 from app.models.common import Page
 from app.models.reference import (
@@ -24,7 +25,7 @@ from app.models.reference import (
 )
 from app.services.reference import CompetenceService, DistrictService, OrganisationService
 
-router = APIRouter()
+router = APIRouter(route_class=UnitOfWorkRoute)
 Reader = Allowed(Action.reference_read)
 Writer = Allowed(Action.reference_write)
 

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query
 
 from app.api.deps import Allowed, SessionDep
 from app.api.problems import problems
+from app.api.routing import UnitOfWorkRoute
 from app.core.security import Action
 from app.models.common import UTCTimestamp
 from app.repositories.stats import IncidentScope
@@ -20,7 +21,7 @@ from app.services.stats import (
     StatsService,
 )
 
-router = APIRouter()
+router = APIRouter(route_class=UnitOfWorkRoute)
 Reader = Allowed(Action.stats_read)
 
 DistrictQuery = Annotated[str | None, Query(max_length=64, description="District code")]

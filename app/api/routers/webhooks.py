@@ -8,6 +8,7 @@ from fastapi import APIRouter, Response
 
 from app.api.deps import Allowed, IfMatchDep, PageDep, SessionDep, etag
 from app.api.problems import problems
+from app.api.routing import UnitOfWorkRoute
 from app.core.security import Action
 from app.models.common import Page
 from app.models.webhook import (
@@ -19,7 +20,7 @@ from app.models.webhook import (
 )
 from app.services.webhooks import WebhookService
 
-router = APIRouter(prefix="/webhooks", tags=["webhooks"])
+router = APIRouter(prefix="/webhooks", tags=["webhooks"], route_class=UnitOfWorkRoute)
 WebhookAdmin = Allowed(Action.webhooks)
 
 

@@ -1,0 +1,60 @@
+"""The route class of every API router: a unit of work that collided is run again.
+
+A deadlock (SQLSTATE 40P01) or a serialization failure (40001) rolls the transaction back whole,
+so the request can simply run again from the start. :class:`UnitOfWorkRoute` does that up to
+``KOKOMA_DB_RETRY_ATTEMPTS`` times with jittered exponential backoff; only then does the client
+see a 503 with ``Retry-After`` (:mod:`app.core.db_errors`). Because the request session commits
+before the response is sent (``Depends(get_session, scope="function")``), a commit that fails
+lands here as well, never after a 2xx.
+
+A request whose body was streamed into the route (imports) cannot be replayed and is not retried.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Awaitable, Callable
+
+import anyio
+from fastapi import Request, Response
+from fastapi.routing import APIRoute
+
+from app.core.config import get_settings
+from app.core.db_errors import is_transient, sqlstate
+
+log = logging.getLogger("kokoma.db")
+
+
+def _replayable(request: Request) -> bool:
+    # Starlette caches a body read with ``body()``/``json()``; a consumed stream is gone.
+    return not getattr(request, "_stream_consumed", False) or hasattr(request, "_body")
+
+
+def backoff_seconds(attempt: int, base: float) -> float:
+    """Full jitter: uniform in [0, base · 2^attempt]."""
+    return random.uniform(0, base * (2**attempt))
+
+
+class UnitOfWorkRoute(APIRoute):
+    def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
+        handler = super().get_route_handler()
+
+        async def run_with_retries(request: Request) -> Response:
+            settings = get_settings()
+            attempt = 0
+            while True:
+                try:
+                    return await handler(request)
+                except Exception as exc:
+                    if not is_transient(exc) or attempt + 1 >= settings.db_retry_attempts \
+                            or not _replayable(request):
+                        raise
+                    log.warning(
+                        "transient database failure, running the request again",
+                        extra={"sqlstate": sqlstate(exc), "attempt": attempt + 1},
+                    )
+                    await anyio.sleep(backoff_seconds(attempt, settings.db_retry_backoff_seconds))
+                    attempt += 1
+
+        return run_with_retries

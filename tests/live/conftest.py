@@ -1,0 +1,117 @@
+"""Live-server tests: the real app under uvicorn in separate processes, spoken to over HTTP.
+
+TestClient runs the whole ASGI call and waits for what FastAPI does after the response is sent;
+a client on a socket does not. These tests meet kokoma the way its users do: ``uvicorn
+app.main:app`` as its own process (one worker, or several), httpx over loopback, against the
+run's migrated test database (SQLite file or PostgreSQL database, see tests/conftest.py).
+
+``live_server(workers=1, env=None)`` starts a server (or reuses the one with the same workers and
+env in this module) and returns its base URL; every server of a module is stopped when the module
+ends. ``admin_key`` is an ``Authorization`` header of a fresh admin key.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.factories import make_key
+
+ROOT = Path(__file__).resolve().parents[2]
+START_SECONDS = 30.0
+
+LiveServer = Callable[..., str]
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class ServerProcess:
+    """One ``uvicorn app.main:app`` process tree on a free loopback port."""
+
+    def __init__(self, database_url: str, workers: int, env: dict[str, str]) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = tempfile.NamedTemporaryFile(  # noqa: SIM115 - lives as long as the server
+            prefix="kokoma-live-", suffix=".log", delete=False
+        )
+        environment = {
+            **os.environ,
+            "DATABASE_URL": database_url,
+            "KOKOMA_RATE_LIMIT_PER_MINUTE": "1000000",
+            "KOKOMA_LOG_LEVEL": "WARNING",
+            # A failed key lookup is cached briefly; tests create keys right before using them.
+            "KOKOMA_API_KEY_CACHE_SECONDS": "0",
+            **env,
+        }
+        self.process = subprocess.Popen(  # noqa: S603 - fixed argv: this interpreter's uvicorn
+            [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1",
+             "--port", str(self.port), "--workers", str(workers), "--log-level", "warning"],
+            cwd=ROOT, env=environment, stdout=self.log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self._wait_until_up(workers)
+
+    def _wait_until_up(self, workers: int) -> None:
+        deadline = time.monotonic() + START_SECONDS
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"uvicorn exited at start:\n{self.output()}")
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1.0).status_code == 200:
+                    if workers > 1:
+                        # every worker must have booted, not only the first to answer
+                        time.sleep(1.0 + 0.3 * workers)
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"uvicorn did not answer within {START_SECONDS} s:\n{self.output()}")
+
+    def output(self) -> str:
+        return Path(self.log.name).read_text(errors="replace")[-5000:]
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=10)
+        self.log.close()
+        Path(self.log.name).unlink(missing_ok=True)
+
+
+@pytest.fixture(scope="module")
+def live_server(migrated_database: str) -> Iterator[LiveServer]:
+    servers: dict[tuple[int, tuple[tuple[str, str], ...]], ServerProcess] = {}
+
+    def start(workers: int = 1, env: dict[str, str] | None = None) -> str:
+        key = (workers, tuple(sorted((env or {}).items())))
+        if key not in servers:
+            servers[key] = ServerProcess(migrated_database, workers, env or {})
+        return servers[key].url
+
+    yield start
+    for server in servers.values():
+        server.stop()
+
+
+@pytest.fixture
+def admin_key() -> dict[str, str]:
+    return make_key("admin")
