@@ -486,3 +486,37 @@ class TestManagerErasure:
         assert (f"oidc:{sub}", pseudonym) in names
         assert not any(name == "Vera Volunteer" for _, name in names)
         assert any(name == PERSON for _, name in names)  # the coordinator stays named
+
+
+class TestIdempotency:
+    def test_scoped_to_the_person_across_renewed_tokens(self, client, oidc) -> None:
+        seed_reference()
+        person = oidc.register({"roles": ["kokoma-coordinator"], "name": PERSON})
+        first, renewed = oidc.token(person), oidc.token(person)
+        assert first != renewed
+        key = {"Idempotency-Key": "create-once"}
+        created = client.post(f"{API}/incidents", json=incident_body(),
+                              headers={**bearer(first), **key})
+        assert created.status_code == 201, created.text
+        again = client.post(f"{API}/incidents", json=incident_body(),
+                            headers={**bearer(renewed), **key})
+        assert again.status_code == 201
+        assert again.json()["id"] == created.json()["id"]
+        # someone else's records are their own
+        other, _ = oidc.token_for({"roles": ["kokoma-coordinator"]})
+        theirs = client.post(f"{API}/incidents", json=incident_body(),
+                             headers={**bearer(other), **key})
+        assert theirs.status_code == 201 and theirs.json()["id"] != created.json()["id"]
+        assert table_counts()["incident"] == 2
+
+    def test_a_refused_token_replays_nothing(self, client, oidc) -> None:
+        seed_reference()
+        token, _ = oidc.token_for({"roles": ["kokoma-coordinator"]})
+        key = {"Idempotency-Key": "k1"}
+        assert client.post(f"{API}/incidents", json=incident_body(),
+                           headers={**bearer(token), **key}).status_code == 201
+        header, payload, signature = token.split(".")
+        forged = f"{header}.{payload}.{signature[:-4]}AAAA"
+        response = client.post(f"{API}/incidents", json=incident_body(),
+                               headers={**bearer(forged), **key})
+        assert_invalid_token(response)
