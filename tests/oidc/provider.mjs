@@ -13,6 +13,7 @@
 // client gets: roles, kokoma_organisation, email, email_verified, name, …) and `kokoma_alg`
 // (the signing algorithm of its access tokens, RS256 by default). Access tokens for a resource
 // (RFC 8707 resource indicators; the default is OIDC_AUDIENCE) are JWTs (RFC 9068).
+import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 
@@ -33,6 +34,8 @@ server.listen(port, '127.0.0.1', () => {
   const provider = new Provider(issuer, {
     jwks,
     clients: [],
+    cookies: { keys: [randomBytes(32).toString('base64url')] },
+    ttl: { ClientCredentials: 300 },
     features: {
       devInteractions: { enabled: false },
       registration: { enabled: true },
