@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import Depends, FastAPI
 from fastapi.routing import APIRoute
 
@@ -17,26 +19,29 @@ from app.api.routers import (
     imports,
     incidents,
     managers,
+    me,
     privacy,
     recommendations,
     reference,
     stats,
     webhooks,
 )
-from app.core.config import get_settings
+from app.core.config import Settings, get_settings
 from app.core.errors import install_error_handlers
 from app.core.logging import configure_logging
 from app.core.metrics import install_queue_depth_collector
 from app.core.runtime import tune_runtime
 
 API_PREFIX = "/api/v1"
+OIDC_SCHEME = "oidc"
 
 DESCRIPTION = """\
 **kokoma** — the REST backend for *Kommunales Konfliktmanagement*: incidents (conflicts) per
 district, the roster of trained volunteer conflict managers, explainable dispatch, and the steering
 group's recommendations to the city administration.
 
-Authenticate with `Authorization: Bearer <key>`. Errors are RFC 9457 `application/problem+json`.
+Authenticate with `Authorization: Bearer <key>` — an API key, or (when the city's identity
+provider is configured) a person's OIDC access token. Errors are RFC 9457 `application/problem+json`.
 """
 
 
@@ -44,7 +49,47 @@ def _operation_id(route: APIRoute) -> str:
     return route.name
 
 
+def _docs_oauth(settings: Settings) -> dict[str, Any] | None:
+    """Swagger UI on ``/docs`` signs in at the provider: authorization code with PKCE."""
+    if not (settings.oidc_issuer and settings.oidc_docs_client_id):
+        return None
+    return {
+        "clientId": settings.oidc_docs_client_id,
+        "usePkceWithAuthorizationCodeGrant": True,
+        "scopes": "openid profile email",
+    }
+
+
+def _add_oidc_security_scheme(app: FastAPI, issuer: str) -> None:
+    """Declare the ``openIdConnect`` scheme and offer it, beside what each API operation already
+    lists, on every operation under ``/api/``."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = build()
+        schemes = schema.setdefault("components", {}).setdefault("securitySchemes", {})
+        schemes[OIDC_SCHEME] = {
+            "type": "openIdConnect",
+            "openIdConnectUrl": issuer.rstrip("/") + "/.well-known/openid-configuration",
+            "description": "Sign in at the city's identity provider; send the access token "
+            "as 'Authorization: Bearer <JWT>'.",
+        }
+        for path, item in schema.get("paths", {}).items():
+            if not path.startswith(API_PREFIX + "/"):
+                continue
+            for operation in item.values():
+                if isinstance(operation, dict) and "operationId" in operation:
+                    operation["security"] = [*operation.get("security", []), {OIDC_SCHEME: []}]
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def create_app() -> FastAPI:
+    settings = get_settings()
     app = FastAPI(
         title="kokoma API",
         version="1.0.0",
@@ -52,19 +97,21 @@ def create_app() -> FastAPI:
         generate_unique_id_function=_operation_id,
         openapi_url="/openapi.json",
         dependencies=[Depends(reject_nul_parameters)],
+        swagger_ui_init_oauth=_docs_oauth(settings),
     )
     install_error_handlers(app)
     app.include_router(health.router)
     for module in (
         reference, incidents, managers, dispatch, recommendations, stats, imports, webhooks, admin,
-        privacy,
+        privacy, me,
     ):
         app.include_router(module.router, prefix=API_PREFIX)
     app.add_middleware(IdempotencyMiddleware)
     app.add_middleware(BodyLimitMiddleware)
     app.add_middleware(RateLimitMiddleware)
     app.add_middleware(ObservabilityMiddleware)  # outermost: runs first (request id, access log)
-    settings = get_settings()
+    if settings.oidc_issuer:
+        _add_oidc_security_scheme(app, settings.oidc_issuer)
     configure_logging(settings.log_level, settings.log_format)
     if settings.metrics_enabled:
         install_queue_depth_collector()

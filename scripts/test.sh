@@ -17,6 +17,19 @@ echo "== ruff"
 echo "== TypeScript client from openapi/openapi.json"
 bash scripts/check-ts-client.sh
 
+# --- sign-in (OIDC) tests: a real OpenID provider (npm oidc-provider) run by Node ---------------
+echo "== OpenID provider for the sign-in tests (tests/oidc)"
+if ! command -v node >/dev/null 2>&1; then
+  echo "Node.js (>= 18) is required: tests/api/test_oidc.py signs in at a real OpenID provider" >&2
+  exit 1
+fi
+# Exact versions from the committed package-lock.json; node_modules/ is .gitignored.
+if [ ! -d tests/oidc/node_modules ] \
+    || [ tests/oidc/package-lock.json -nt tests/oidc/node_modules/.package-lock.json ]; then
+  (cd tests/oidc && npm ci --no-audit --no-fund --loglevel=error)
+fi
+# --- end sign-in (OIDC) ---------------------------------------------------------------------
+
 echo "== pytest on SQLite"
 KOKOMA_TEST_DATABASE_URL=sqlite .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
 

@@ -11,8 +11,10 @@ import os
 import tempfile
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -112,3 +114,48 @@ def fixed_clock() -> Iterator[clock_module.Clock]:
     clock_module.set_clock(pinned)
     yield pinned
     clock_module.set_clock(None)
+
+
+# --- sign-in (OIDC): a real OpenID provider on loopback ------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def oidc_provider() -> Iterator[object]:
+    """One oidc-provider process per test run (per xdist worker), stopped at the end."""
+    from tests.oidc_provider import OidcProvider
+
+    provider = OidcProvider().start()
+    yield provider
+    provider.stop()
+
+
+@contextmanager
+def oidc_settings(issuer: str, **overrides: str) -> Iterator[None]:
+    """Point kokoma at ``issuer`` (and any other ``KOKOMA_OIDC_*``) for the block."""
+    from app.core.oidc import reset_jwks_caches
+    from tests.oidc_provider import AUDIENCE
+
+    values = {"KOKOMA_OIDC_ISSUER": issuer, "KOKOMA_OIDC_AUDIENCE": AUDIENCE, **overrides}
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    get_settings.cache_clear()
+    reset_jwks_caches()
+    key_cache.clear()
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        get_settings.cache_clear()
+        reset_jwks_caches()
+        key_cache.clear()
+
+
+@pytest.fixture
+def oidc(oidc_provider: Any) -> Iterator[Any]:
+    """kokoma configured to accept the provider's tokens (and API keys) for one test."""
+    with oidc_settings(oidc_provider.issuer):
+        yield oidc_provider

@@ -16,8 +16,10 @@ from app.core.clock import Clock, get_clock
 from app.core.config import Settings, get_settings
 from app.core.db import new_session
 from app.core.errors import Forbidden, PreconditionFailed, Unauthorized
+from app.core.oidc import Binding, looks_like_jwt, principal_from_claims
 from app.core.pagination import PageParams
 from app.core.security import Action, Principal, allowed, key_cache, lookup_principal
+from app.models.system import Role
 
 _READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 T = TypeVar("T")
@@ -139,7 +141,10 @@ def _lookup_principal(token: str) -> Principal | None:
 
 async def get_principal(request: Request, settings: SettingsDep) -> Principal:
     """The caller's principal: a cached key costs no thread and no database round trip; a miss
-    is one indexed read on a connection of its own (so auth needs no request session)."""
+    is one indexed read on a connection of its own (so auth needs no request session).
+
+    With ``KOKOMA_OIDC_ISSUER`` set, a bearer token shaped like a JWT is an OIDC access token
+    (``app.core.oidc``): verified on the event loop, its principal cached like a key's."""
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     token = token.strip()
@@ -152,11 +157,36 @@ async def get_principal(request: Request, settings: SettingsDep) -> Principal:
     digest = hash_key(token)
     hit, principal = key_cache.get(digest)
     if not hit:
-        principal = await run_in_threadpool(_lookup_principal, token)
-        key_cache.put(digest, principal, settings.api_key_cache_seconds)
+        if settings.oidc_issuer and looks_like_jwt(token):
+            principal = await _oidc_principal(token, digest, settings)
+        else:
+            principal = await run_in_threadpool(_lookup_principal, token)
+            key_cache.put(digest, principal, settings.api_key_cache_seconds)
     if principal is None:
         raise Unauthorized("The API key is unknown or revoked.", headers=_BEARER_HEADERS)
     request.state.principal = principal
+    return principal
+
+
+def _oidc_bound_principal(claims: dict[str, object], binding: Binding) -> Principal:
+    from app.core.db import get_engine
+
+    with get_engine().connect() as conn:
+        return principal_from_claims(claims, binding, conn)
+
+
+async def _oidc_principal(token: str, digest: str, settings: Settings) -> Principal:
+    """Verify an access token; look up the partner's organisation or the manager (a thread hop
+    only for those two roles); cache the principal until the token expires at the latest."""
+    from app.core.oidc import binding_from_claims, token_cache_seconds, verify_token
+
+    claims = await verify_token(token, settings)
+    binding = binding_from_claims(claims, settings)
+    if binding.role in (Role.partner, Role.manager):
+        principal = await run_in_threadpool(_oidc_bound_principal, claims, binding)
+    else:
+        principal = principal_from_claims(claims, binding, None)
+    key_cache.put(digest, principal, token_cache_seconds(claims, settings))
     return principal
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from zoneinfo import ZoneInfo
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -61,9 +61,34 @@ class Settings(BaseSettings):
     metrics_enabled: bool = True
     #: Seconds a new PostgreSQL connection may take before the request fails with 503.
     db_connect_timeout_seconds: int = Field(default=5, ge=1)
+    #: Sign-in (OIDC): access tokens (JWTs) from this issuer are accepted beside API keys;
+    #: unset → API keys only. Discovery at ``{issuer}/.well-known/openid-configuration``.
+    oidc_issuer: str | None = None
+    #: The ``aud`` the tokens must carry (required when an issuer is set).
+    oidc_audience: str | None = None
+    #: A token with an unknown ``kid`` refetches the JWKS at most this often.
+    oidc_jwks_min_refresh_seconds: float = Field(default=60.0, ge=0)
+    #: Claim holding the roles (``kokoma-admin`` …); dotted paths such as ``realm_access.roles``.
+    oidc_roles_claim: str = Field(default="roles", min_length=1)
+    #: Claim holding a partner's organisation id.
+    oidc_organisation_claim: str = Field(default="kokoma_organisation", min_length=1)
+    #: Client id of a public client (authorization code + PKCE) for signing in on ``/docs``.
+    oidc_docs_client_id: str | None = None
+    #: Seconds the discovery document and JWKS requests may take.
+    oidc_http_timeout_seconds: float = Field(default=5.0, gt=0)
     workers: int = Field(default=1, ge=1)
     host: str = "127.0.0.1"
     port: int = 8000
+
+    @model_validator(mode="after")
+    def _oidc_needs_audience(self) -> Settings:
+        if self.oidc_issuer and not self.oidc_audience:
+            raise ValueError("KOKOMA_OIDC_AUDIENCE is required when KOKOMA_OIDC_ISSUER is set")
+        return self
+
+    @property
+    def oidc_enabled(self) -> bool:
+        return bool(self.oidc_issuer)
 
     @property
     def tz(self) -> ZoneInfo:

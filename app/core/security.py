@@ -34,15 +34,41 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
+class PrincipalKind(StrEnum):
+    api_key = "api_key"
+    #: a person signed in at the OpenID provider (``app.core.oidc``)
+    oidc = "oidc"
+    #: the CLI, the worker and other in-process actors
+    system = "system"
+
+
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """Who is calling: an API key with its role and binding (organisation or manager)."""
+    """Who is calling: an API key or a signed-in person, with a role and its binding
+    (organisation or manager). The role rules do not care which kind it is."""
 
     key_id: uuid.UUID | None
     role: Role
+    #: the key's name, the person's display name at the time, or the system actor's name
     name: str = ""
     organisation_id: uuid.UUID | None = None
     manager_id: uuid.UUID | None = None
+    kind: PrincipalKind = PrincipalKind.api_key
+    #: the token's ``sub`` (OIDC principals only)
+    oidc_subject: str | None = None
+
+    @property
+    def subject(self) -> str:
+        """Stable name of the actor in the record: ``api_key:<id>``, ``oidc:<sub>``, ``system``."""
+        if self.kind is PrincipalKind.oidc:
+            return f"oidc:{self.oidc_subject}"
+        if self.key_id is not None:
+            return f"api_key:{self.key_id}"
+        return "system" if self.name == "system" else f"system:{self.name}"
+
+    @property
+    def display_name(self) -> str:
+        return self.name
 
     @property
     def is_staff(self) -> bool:
@@ -51,7 +77,9 @@ class Principal:
 
 
 #: The CLI and the worker act as this principal (audited as ``system``).
-SYSTEM_PRINCIPAL = Principal(key_id=None, role=Role.admin, name="system")
+SYSTEM_PRINCIPAL = Principal(
+    key_id=None, role=Role.admin, name="system", kind=PrincipalKind.system
+)
 
 
 class Action(StrEnum):

@@ -166,6 +166,10 @@ class IncidentEvent(SQLModel, table=True):
     type: str = Field(max_length=40)
     actor_id: uuid.UUID | None = Field(default=None)
     actor_role: str = Field(max_length=32)
+    #: ``api_key:<id>``, ``oidc:<sub>`` or ``system`` (NULL on entries older than sign-in)
+    actor_subject: str | None = Field(default=None, max_length=300)
+    #: the key's name or the person's display name at the time
+    actor_name: str | None = Field(default=None, max_length=200, sa_column_kwargs=personal())
     from_status: str | None = Field(default=None, max_length=20)
     to_status: str | None = Field(default=None, max_length=20)
     note: str | None = Field(
@@ -290,8 +294,14 @@ class IncidentEventPublic(ResponseModel):
     incident_id: uuid.UUID
     at: UTCTimestamp
     type: str
-    actor_id: uuid.UUID | None
+    actor_id: uuid.UUID | None = PField(description="The API key's id (null for a person)")
     actor_role: str
+    actor_subject: str | None = PField(
+        description="api_key:<id>, oidc:<sub> (a signed-in person) or system"
+    )
+    actor_name: str | None = PField(
+        description="The API key's name or the person's display name at the time"
+    )
     from_status: str | None
     to_status: str | None
     note: str | None

@@ -29,6 +29,7 @@ from sqlmodel import Field, SQLModel
 
 from app.models.base import JSONType, UTCDateTime, new_id, utcnow
 from app.models.common import LongText, RequestModel, ResponseModel, ShortText, Slug, UTCTimestamp
+from app.models.privacy import personal
 
 
 class RecommendationCategory(StrEnum):
@@ -166,6 +167,10 @@ class RecommendationEvent(SQLModel, table=True):
     type: str = Field(max_length=40)
     actor_id: uuid.UUID | None = Field(default=None)
     actor_role: str = Field(max_length=32)
+    #: ``api_key:<id>``, ``oidc:<sub>`` or ``system`` (NULL on entries older than sign-in)
+    actor_subject: str | None = Field(default=None, max_length=300)
+    #: the key's name or the person's display name at the time
+    actor_name: str | None = Field(default=None, max_length=200, sa_column_kwargs=personal())
     from_status: str | None = Field(default=None, max_length=20)
     to_status: str | None = Field(default=None, max_length=20)
     note: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
@@ -248,8 +253,14 @@ class RecommendationEventPublic(ResponseModel):
     seq: int = PField(description="1, 2, 3, … in the order the events happened")
     at: UTCTimestamp
     type: str
-    actor_id: uuid.UUID | None
+    actor_id: uuid.UUID | None = PField(description="The API key's id (null for a person)")
     actor_role: str
+    actor_subject: str | None = PField(
+        description="api_key:<id>, oidc:<sub> (a signed-in person) or system"
+    )
+    actor_name: str | None = PField(
+        description="The API key's name or the person's display name at the time"
+    )
     from_status: str | None
     to_status: str | None
     note: str | None

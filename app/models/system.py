@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field as PField
 from pydantic import model_validator
@@ -15,6 +15,7 @@ from sqlmodel import Field, SQLModel
 
 from app.models.base import JSONType, UTCDateTime, new_id, utcnow
 from app.models.common import RequestModel, ResponseModel, ShortText, UTCTimestamp
+from app.models.privacy import personal
 
 
 class Role(StrEnum):
@@ -85,6 +86,20 @@ class ApiKeyCreated(ResponseModel):
     key: str
 
 
+class Me(ResponseModel):
+    """The caller, as a single-page app needs it after sign-in (``GET /api/v1/me``)."""
+
+    kind: Literal["api_key", "oidc"] = PField(
+        description="api_key: a script or integration; oidc: a person signed in at the "
+        "identity provider"
+    )
+    subject: str = PField(description="api_key:<id> or oidc:<sub> — as the audit trail names it")
+    display_name: str = PField(description="The key's name or the person's display name")
+    role: Role
+    organisation_id: uuid.UUID | None = PField(description="A partner's organisation")
+    manager_id: uuid.UUID | None = PField(description="A manager's roster entry")
+
+
 class AuditKind(StrEnum):
     write = "write"
     access = "access"
@@ -101,6 +116,10 @@ class AuditEvent(SQLModel, table=True):
     kind: str = Field(default=AuditKind.write, max_length=16)
     principal_id: uuid.UUID | None = Field(default=None)
     principal_role: str = Field(max_length=32)
+    #: ``api_key:<id>``, ``oidc:<sub>`` or ``system`` (NULL on entries older than sign-in)
+    principal_subject: str | None = Field(default=None, max_length=300, index=True)
+    #: the key's name or the person's display name at the time
+    principal_name: str | None = Field(default=None, max_length=200, sa_column_kwargs=personal())
     action: str = Field(max_length=64)
     resource: str = Field(max_length=64)
     resource_id: str = Field(max_length=64)
@@ -111,8 +130,14 @@ class AuditEventPublic(ResponseModel):
     id: uuid.UUID
     at: UTCTimestamp
     kind: AuditKind
-    principal_id: uuid.UUID | None
+    principal_id: uuid.UUID | None = PField(description="The API key's id (null for a person)")
     principal_role: str
+    principal_subject: str | None = PField(
+        description="api_key:<id>, oidc:<sub> (a signed-in person) or system"
+    )
+    principal_name: str | None = PField(
+        description="The API key's name or the person's display name at the time"
+    )
     action: str
     resource: str
     resource_id: str

@@ -15,6 +15,16 @@ from app.core.security import Principal
 from app.models.system import AuditEvent, AuditKind
 
 
+def principal_columns(principal: Principal) -> dict[str, Any]:
+    """Who, as an audit row records it: key id, role, subject and name at the time."""
+    return {
+        "principal_id": principal.key_id,
+        "principal_role": str(principal.role),
+        "principal_subject": principal.subject,
+        "principal_name": principal.display_name[:200] or None,
+    }
+
+
 def record(
     session: Session,
     principal: Principal,
@@ -29,8 +39,7 @@ def record(
         AuditEvent(
             at=get_clock().now(),
             kind=kind,
-            principal_id=principal.key_id,
-            principal_role=principal.role,
+            **principal_columns(principal),
             action=action,
             resource=resource,
             resource_id=str(resource_id),

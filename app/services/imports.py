@@ -85,6 +85,7 @@ from app.models.manager import Manager, ManagerCompetence, ManagerDistrict, Mana
 from app.models.outbox import OutboxEvent
 from app.models.reference import Competence, District, Organisation
 from app.models.system import AuditEvent, AuditKind
+from app.services.audit import principal_columns
 from app.services.csv_io import (
     LineSplitter,
     Record,
@@ -95,6 +96,7 @@ from app.services.csv_io import (
 )
 from app.services.outbox import listening as outbox_listening
 from app.services.references import ReferenceBlocks
+from app.services.timeline import actor_columns
 
 MAX_REPORTED_ERRORS = 1000
 
@@ -612,8 +614,8 @@ def _audit_writer(
         session, AuditEvent, ("id", "resource_id", "fields"),
         [(record_id, _copy_uuid(resource_id), fields)
          for record_id, (resource_id, fields) in zip(ids, items, strict=True)],
-        {"at": now, "kind": AuditKind.write.value, "principal_id": principal.key_id,
-         "principal_role": str(principal.role), "action": action, "resource": resource},
+        {"at": now, "kind": AuditKind.write.value, **principal_columns(principal),
+         "action": action, "resource": resource},
     )
 
 
@@ -1283,8 +1285,8 @@ class IncidentImporter(_Importer):
             table_writer(session, IncidentCompetence, ("incident_id", "competence_code"), links),
             table_writer(
                 session, IncidentEvent, ("id", "incident_id", "to_status"), events,
-                {"at": now, "type": "created", "actor_id": principal.key_id,
-                 "actor_role": str(principal.role), "from_status": None, "note": None,
+                {"at": now, "type": "created", **actor_columns(principal),
+                 "from_status": None, "note": None,
                  "data": _VIA_IMPORT},
             ),
             table_writer(
@@ -1313,7 +1315,7 @@ class IncidentImporter(_Importer):
             public = public_incident_fields(names)
             events.append({
                 "id": uuid.uuid4(), "incident_id": found.id, "at": now, "type": "updated",
-                "actor_id": principal.key_id, "actor_role": str(principal.role),
+                **actor_columns(principal),
                 "from_status": None, "to_status": None, "note": None,
                 "data": {"fields": public, "via": "import"},
             })

@@ -52,7 +52,8 @@ from app.models.privacy_schemas import (
     SubjectIncident,
     SubjectManager,
 )
-from app.models.system import ApiKey, AuditEvent, AuditKind, IdempotencyRecord
+from app.models.recommendation import RecommendationEvent
+from app.models.system import ApiKey, AuditEvent, AuditKind, IdempotencyRecord, Role
 from app.services import audit
 from app.services.versioning import bump
 
@@ -508,6 +509,24 @@ def manager_pseudonym(manager_id: uuid.UUID) -> tuple[str, str]:
     return f"Former manager {digest}", f"erased-{manager_id}@invalid"
 
 
+def _pseudonymise_actor_names(session: Session, names: Sequence[str], pseudonym: str) -> None:
+    """Entries a person with the manager role made (signed in, so named by display name or
+    e-mail at the time) carry the pseudonym instead: timelines and the audit trail."""
+    wanted = sorted({n.strip().lower() for n in names if n and n.strip()})
+    if not wanted:
+        return
+    for model, role, name in (
+        (IncidentEvent, IncidentEvent.actor_role, IncidentEvent.actor_name),
+        (RecommendationEvent, RecommendationEvent.actor_role, RecommendationEvent.actor_name),
+        (AuditEvent, AuditEvent.principal_role, AuditEvent.principal_name),
+    ):
+        session.execute(
+            update(model)
+            .where(role == Role.manager.value, func.lower(name).in_(wanted))
+            .values({name.key: pseudonym})
+        )
+
+
 def erase_manager(session: Session, manager_id: uuid.UUID, principal: Principal) -> Manager:
     """Replace a retired manager's name and contact by a pseudonym; idempotent.
 
@@ -528,6 +547,7 @@ def erase_manager(session: Session, manager_id: uuid.UUID, principal: Principal)
     if manager.erased_at is not None:
         return manager
     redactor = Redactor([manager.display_name, manager.email, manager.phone])
+    own_names = [manager.display_name, manager.email]
     now = get_clock().now()
     display_name, email = manager_pseudonym(manager.id)
     manager.display_name, manager.email, manager.phone = display_name, email, None
@@ -549,6 +569,7 @@ def erase_manager(session: Session, manager_id: uuid.UUID, principal: Principal)
         forget_keys(session)  # again after commit: no request re-caches a revoked key
     _redact_rows(session, Assignment, Assignment.manager_id == manager.id, redactor,
                  {"decline_reason": 2000, "withdraw_reason": 2000, "outcome": 5000})
+    _pseudonymise_actor_names(session, own_names, display_name)
     target = ScrubTarget(
         manager.id, redactor,
         nulls={"display_name": display_name, "email": email, "phone": None},
@@ -594,14 +615,13 @@ def log_access(
     with ``separate=True`` (streamed exports) in a short write transaction of their own.
     """
     now = get_clock().now()
-    principal_id, role = principal.key_id, str(principal.role)
+    who = audit.principal_columns(principal)
     rows = [
         {
             "id": new_ordered_id(),
             "at": now,
             "kind": _ACCESS,
-            "principal_id": principal_id,
-            "principal_role": role,
+            **who,
             "action": action,
             "resource": resource,
             "resource_id": str(record_id),

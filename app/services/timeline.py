@@ -9,6 +9,16 @@ from app.core.clock import get_clock
 from app.core.security import Principal
 
 
+def actor_columns(principal: Principal) -> dict[str, Any]:
+    """Who, as a timeline row records it: key id, role, subject and name at the time."""
+    return {
+        "actor_id": principal.key_id,
+        "actor_role": str(principal.role),
+        "actor_subject": principal.subject,
+        "actor_name": principal.display_name[:200] or None,
+    }
+
+
 def entry_fields(
     type_: str,
     principal: Principal,
@@ -21,8 +31,7 @@ def entry_fields(
     return {
         "at": get_clock().now(),
         "type": type_,
-        "actor_id": principal.key_id,
-        "actor_role": principal.role,
+        **actor_columns(principal),
         "from_status": from_status,
         "to_status": to_status,
         "note": note,

@@ -1,7 +1,8 @@
 """``Idempotency-Key`` on POST: a repeat returns the first response and creates nothing.
 
-Records are scoped to the API key (its SHA-256 digest) and kept ``KOKOMA_IDEMPOTENCY_TTL_HOURS``
-(24 h). The same key with a different request (method, path, query or body) → 422. While the first
+Records are scoped to the API key (its SHA-256 digest; for a person signed in with an OIDC
+access token, to the person — ``oidc:<sub>`` — so that a retry with a renewed token replays) and
+kept ``KOKOMA_IDEMPOTENCY_TTL_HOURS`` (24 h). The same key with a different request (method, path, query or body) → 422. While the first
 request is still running, a repeat → 409. Responses of 5xx are not kept, so a retry runs again.
 The response is sent only once its record is committed, so a repeat right after it replays.
 
@@ -28,8 +29,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app.core.clock import get_clock
 from app.core.config import get_settings
 from app.core.db import session_scope
-from app.core.errors import problem_response
-from app.core.security import hash_key
+from app.core.errors import AppError, problem_response
+from app.core.oidc import looks_like_jwt, verify_token
+from app.core.security import hash_key, key_cache
 from app.models.system import IdempotencyRecord
 
 log = logging.getLogger("kokoma.idempotency")
@@ -79,7 +81,7 @@ class IdempotencyMiddleware:
         self, scope: Scope, receive: Receive, send: Send, request: Request, token: str,
         key: str, request_hash: str, body: IO[bytes],
     ) -> None:
-        scope_id = hash_key(token)
+        scope_id = await _scope_id(token)
 
         # Database work runs in the thread pool, never on the event loop: a blocking wait for
         # the database (SQLite's write lock, a PostgreSQL row lock) held by a request that
@@ -212,6 +214,23 @@ def _complete(scope_id: str, key: str, captured: dict[str, object]) -> None:
         record.response_body = bytes(captured["body"]).decode("utf-8", "replace")  # type: ignore[call-overload]
         record.headers = {h: headers[h] for h in _REPLAYED_HEADERS if h in headers}
         session.add(record)
+
+
+async def _scope_id(token: str) -> str:
+    """Whose records these are: the API key's digest — or, for a person's access token, the
+    digest of ``oidc:<sub>``, so that a retry with a renewed token still finds the first response.
+    A token that does not verify keeps its own digest (the route refuses it anyway)."""
+    settings = get_settings()
+    if not (settings.oidc_issuer and looks_like_jwt(token)):
+        return hash_key(token)
+    hit, principal = key_cache.get(hash_key(token))
+    if hit and principal is not None:
+        return hash_key(principal.subject)
+    try:
+        claims = await verify_token(token, settings)
+    except AppError:
+        return hash_key(token)
+    return hash_key(f"oidc:{claims['sub']}")
 
 
 async def _replay(record: IdempotencyRecord, scope: Scope, receive: Receive, send: Send) -> None:

@@ -69,6 +69,10 @@ def audit_list(
     resource: Annotated[str | None, Query(max_length=64)] = None,
     resource_id: Annotated[str | None, Query(max_length=64)] = None,
     principal_id: uuid.UUID | None = None,
+    principal_subject: Annotated[
+        str | None,
+        Query(max_length=300, description="api_key:<id>, oidc:<sub> (a person) or system"),
+    ] = None,
     after: UTCTimestamp | None = None,
 ) -> Page[AuditEventPublic]:
     stmt = select(AuditEvent)
@@ -80,6 +84,8 @@ def audit_list(
         stmt = stmt.where(AuditEvent.resource_id == resource_id)
     if principal_id:
         stmt = stmt.where(AuditEvent.principal_id == principal_id)
+    if principal_subject:
+        stmt = stmt.where(AuditEvent.principal_subject == principal_subject)
     if after is not None:
         stmt = stmt.where(AuditEvent.at > after)
     rows = session.scalars(keyset(stmt, [AuditEvent.at, AuditEvent.id], page, descending=True))

@@ -27,7 +27,7 @@ from app.core.config import Settings, get_settings
 from app.core.errors import Conflict, NotFound, Unprocessable
 from app.core.metrics import count_offer
 from app.core.pagination import PageParams
-from app.core.security import Principal
+from app.core.security import Principal, PrincipalKind
 from app.models.assignment import (
     OPEN_ASSIGNMENT_STATUSES,
     Assignment,
@@ -52,6 +52,7 @@ from app.models.outbox import OutboxEvent
 from app.models.system import AuditEvent, AuditKind, Role
 from app.repositories.dispatch import AssignmentFilter, DispatchRepository
 from app.services import audit, outbox
+from app.services.audit import principal_columns
 from app.services.dispatch.batch import BatchIncident, BatchPlan, plan_batch
 from app.services.dispatch.matching import (
     EXCLUSION_REASONS,
@@ -67,9 +68,12 @@ from app.services.dispatch.matching import (
 )
 from app.services.dispatch.slots import end_assignment, release_slot, reserve_slot
 from app.services.incidents import IncidentService, change_status, record_event
+from app.services.timeline import actor_columns
 
 #: Who acts when dispatch itself offers a freed slot, expires offers or sends an incident back.
-DISPATCH_PRINCIPAL = Principal(key_id=None, role=Role.admin, name="dispatch")
+DISPATCH_PRINCIPAL = Principal(
+    key_id=None, role=Role.admin, name="dispatch", kind=PrincipalKind.system
+)
 
 S = IncidentStatus
 A = AssignmentStatus
@@ -755,12 +759,13 @@ class _BatchPlanner:
         audits: list[dict[str, Any]] = []
         outbox_rows: list[dict[str, Any]] = []
         incident_updates: list[dict[str, Any]] = []
-        actor = {"actor_id": principal.key_id, "actor_role": str(principal.role)}
+        actor = actor_columns(principal)
+        who = principal_columns(principal)
 
         def audit_row(action: str, resource: str, resource_id: Any, fields: list[str]
                       ) -> dict[str, Any]:
             return {"id": uuid.uuid4(), "at": now, "kind": AuditKind.write,
-                    "principal_id": principal.key_id, "principal_role": str(principal.role),
+                    **who,
                     "action": action, "resource": resource, "resource_id": str(resource_id),
                     "fields": sorted(fields)}
 
