@@ -15,7 +15,7 @@ from sqlalchemy import Column, Index
 from sqlalchemy import Uuid as SAUuid
 from sqlmodel import Field, SQLModel
 
-from app.models.base import JSONType, UTCDateTime, new_id, utcnow
+from app.models.base import JSONType, UTCDateTime, new_ordered_id, utcnow
 
 WEBHOOK_EVENT_TYPES = (
     "incident.created",
@@ -32,7 +32,7 @@ class OutboxEvent(SQLModel, table=True):
     __tablename__ = "outbox_event"
     __table_args__ = (Index("ix_outbox_event_pending", "fanned_out_at", "created_at"),)
 
-    id: uuid.UUID = Field(default_factory=new_id, primary_key=True)
+    id: uuid.UUID = Field(default_factory=new_ordered_id, primary_key=True)
     event_type: str = Field(max_length=64)
     payload: dict[str, Any] = Field(default_factory=dict, sa_type=JSONType)
     #: The organisation whose data this is (partner subscriptions see only their own events).

@@ -450,7 +450,7 @@ class TestStatusLifecycle:
             events = session.scalars(
                 select(OutboxEvent).where(
                     OutboxEvent.event_type == "recommendation.status_changed"
-                ).order_by(OutboxEvent.created_at)
+                ).order_by(OutboxEvent.created_at, OutboxEvent.id)
             ).all()
             payloads = [e.payload for e in events]
         assert [(p["from_status"], p["to_status"]) for p in payloads] == [
