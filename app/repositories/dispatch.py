@@ -33,15 +33,15 @@ from app.core.pagination import PageParams, keyset, page_slice
 from app.models.assignment import Assignment, AssignmentStatus
 from app.models.incident import Incident
 from app.models.manager import Absence, Manager, ManagerCompetence, ManagerDistrict
-from app.repositories.incidents import IncidentRepository
-from app.repositories.reference import DistrictRepository
-from app.services.dispatch.matching import (
+from app.models.matching_facts import (
     ACTIVE_STATUS,
     AbsencePeriod,
     CompetenceHolding,
     IncidentFacts,
     ManagerFacts,
 )
+from app.repositories.incidents import IncidentRepository
+from app.repositories.reference import DistrictRepository
 
 PLAUSIBLE = "plausible"
 OPEN_STATUSES = (AssignmentStatus.offered, AssignmentStatus.accepted)
