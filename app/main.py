@@ -17,6 +17,7 @@ from app.api.routers import (
     imports,
     incidents,
     managers,
+    notifications,
     privacy,
     recommendations,
     reference,
@@ -57,7 +58,7 @@ def create_app() -> FastAPI:
     app.include_router(health.router)
     for module in (
         reference, incidents, managers, dispatch, recommendations, stats, imports, webhooks, admin,
-        privacy,
+        privacy, notifications,
     ):
         app.include_router(module.router, prefix=API_PREFIX)
     app.add_middleware(IdempotencyMiddleware)
