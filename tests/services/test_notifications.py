@@ -621,6 +621,29 @@ class TestDelivery:
         assert deliver_mail() == 1
         assert len(mail.messages) == 1 and rows()[0].status == "sent"
 
+    def test_one_round_of_the_real_worker_delivers_an_api_offer(
+        self, client, inbox, monkeypatch
+    ) -> None:
+        """``kokoma worker --once`` (one round of every job), as its own process."""
+        seed_reference()
+        staff = make_key("coordinator")
+        env = {**os.environ, "KOKOMA_SMTP_HOST": "127.0.0.1", "KOKOMA_SMTP_PORT": str(inbox.port),
+               "KOKOMA_MAIL_FROM": SENDER, "KOKOMA_LOG_LEVEL": "WARNING"}
+        for name, value in {"smtp_host": "127.0.0.1", "smtp_port": inbox.port,
+                            "mail_from": SENDER}.items():
+            monkeypatch.setattr(get_settings(), name, value)
+        made = offer(client, staff, marked_incident(), manager(email="mara@ehrenamt.example"))
+        finished = subprocess.run(
+            [sys.executable, "-m", "app.cli", "worker", "--once"], env=env,
+            capture_output=True, timeout=120, check=False,
+        )
+        assert finished.returncode == 0, finished.stderr.decode()[-2000:]
+        (received,) = inbox.messages
+        assert received.rcpt_tos == ["mara@ehrenamt.example"]
+        assert f"/assignments/{made['id']}" not in received.text  # no KOKOMA_PUBLIC_URL: no link
+        assert "Bitte antworten Sie in der kokoma-Anwendung." in received.text
+        assert rows()[0].status == "sent"
+
     def test_worker_killed_mid_send_loses_nothing_and_retries_with_the_same_id(
         self, client, inbox, monkeypatch, tmp_path
     ) -> None:
@@ -779,7 +802,7 @@ def test_rendering_never_uses_fields_outside_the_payload() -> None:
         "description": MARKERS["description"], "reporter": MARKERS["name"],
     }
     mail = notifications.render("offer", payload, settings, "Mara")
-    assert mail.subject == "Neue Anfrage: KOK-2026-00042 in Alpha (Co-Mediation (Tandem))"
+    assert mail.subject == "Neue Anfrage: KOK-2026-00042 in Alpha (Co-Mediation im Tandem)"
     assert "Sa., 10.01.2026, 10:30 Uhr" in mail.text  # winter time: UTC+1
     for text in (mail.text, mail.html):
         assert "QX7" not in text
