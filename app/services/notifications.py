@@ -66,6 +66,8 @@ log = logging.getLogger("kokoma.notifications")
 
 K = NotificationKind
 _COORDINATOR_KINDS = sorted(k.value for k in COORDINATOR_EVENT_KINDS)
+#: Mails that ask for an answer: pointless once the offer is no longer open.
+_OFFER_KINDS = frozenset({K.offer.value, K.offer_reminder.value})
 
 
 # --- labels ---------------------------------------------------------------------------------
@@ -137,9 +139,19 @@ def _iso(value: datetime | None) -> str | None:
     return None if value is None else value.astimezone(UTC).isoformat()
 
 
-def incident_facts(session: Session, incident: Incident) -> dict[str, Any]:
-    """What a mail may say about an incident: never reporter, description or notes."""
-    name = session.scalar(select(District.name).where(District.code == incident.district))
+def _district_names(session: Session, codes: Iterable[str]) -> dict[str, str]:
+    return dict(session.execute(  # type: ignore[arg-type]
+        select(District.code, District.name).where(District.code.in_(set(codes)))  # type: ignore[attr-defined]
+    ).all())
+
+
+def incident_facts(
+    session: Session, incident: Incident, names: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """What a mail may say about an incident: never reporter, title, description or notes."""
+    if names is None:
+        names = _district_names(session, [incident.district])
+    name = names.get(incident.district)
     return {
         "incident_id": str(incident.id),
         "reference": incident.reference,
@@ -226,7 +238,10 @@ def offers_made(
     if not settings.mail_enabled or not assignments:
         return 0
     recipients = _recipients(session, (_get(a, "manager_id") for a in assignments))
+    if not recipients:
+        return 0
     now = get_clock().now()
+    names = _district_names(session, (i.district for i in incidents.values()))
     facts: dict[uuid.UUID, dict[str, Any]] = {}
     rows = []
     for assignment in assignments:
@@ -235,7 +250,7 @@ def offers_made(
             continue
         incident = incidents[_get(assignment, "incident_id")]
         if incident.id not in facts:
-            facts[incident.id] = incident_facts(session, incident)
+            facts[incident.id] = incident_facts(session, incident, names)
         rows.append(_row(
             K.offer, address,
             {**facts[incident.id], "assignment_id": str(_get(assignment, "id")),
@@ -495,6 +510,8 @@ class MailClaim:
     attempts: int
     payload: dict[str, Any]
     display_name: str | None
+    #: Why the mail is no longer worth sending (an offer answered, expired or withdrawn since).
+    obsolete: str | None = None
 
 
 def lease_seconds(settings: Settings) -> float:
@@ -531,15 +548,19 @@ def claim_due(session: Session, now: datetime, limit: int, lease: float,
     )
     rows = session.execute(
         select(n.id, n.kind, n.recipient, n.message_id, n.attempts, n.payload,
-               Manager.display_name)
+               Manager.display_name, Assignment.status.label("assignment_status"))
         .outerjoin(Manager, Manager.id == n.manager_id)
+        .outerjoin(Assignment, Assignment.id == n.assignment_id)
         .where(n.id.in_(ids))  # type: ignore[attr-defined]
         .order_by(n.next_attempt_at, n.id)
     ).all()
     return [
         MailClaim(notification_id=r.id, lease_token=token, kind=r.kind, recipient=r.recipient,
                   message_id=r.message_id, attempts=r.attempts, payload=r.payload,
-                  display_name=r.display_name)
+                  display_name=r.display_name,
+                  obsolete=(f"not sent: the offer is {r.assignment_status} meanwhile"
+                            if r.kind in _OFFER_KINDS
+                            and r.assignment_status != AssignmentStatus.offered else None))
         for r in rows
     ]
 
@@ -625,16 +646,17 @@ def backoff_seconds(attempt: int, settings: Settings, rng: random.Random | None 
 
 
 def record(session: Session, claim: MailClaim, error: str | None, now: datetime,
-           settings: Settings) -> bool:
-    """Move the notification on after an attempt; ``False`` when the lease was lost meanwhile."""
-    attempt = claim.attempts + 1
+           settings: Settings, *, final: bool = False) -> bool:
+    """Move the notification on after an attempt (``final``: an error not worth retrying);
+    ``False`` when the lease was lost meanwhile."""
+    attempt = claim.attempts + (0 if final else 1)
     values: dict[str, Any] = {"attempts": attempt, "locked_until": None, "lease_token": None,
                               "updated_at": now}
     if error is None:
         values.update(status=NotificationStatus.sent.value, sent_at=now)
     else:
         values.update(last_error=error)
-        if attempt >= settings.mail_max_attempts:
+        if final or attempt >= settings.mail_max_attempts:
             values.update(status=NotificationStatus.failed.value)
         else:
             values.update(next_attempt_at=now + timedelta(
@@ -677,6 +699,10 @@ def deliver_mail(
     smtp = SmtpSession(settings)
     try:
         for claim in claims:
+            if claim.obsolete is not None:
+                with session_scope() as session:
+                    record(session, claim, claim.obsolete, clock.now(), settings, final=True)
+                continue
             try:
                 message = build_message(claim, settings, clock.now())
             except Exception as exc:  # a template error must not stop the other mails

@@ -384,6 +384,7 @@ class TestOfferMail:
         mara = manager("Mara Beispiel", "mara@ehrenamt.example")
         incident_id = marked_incident()
         made = offer(client, staff, incident_id, mara)
+        deliver_mail()
         answer(client, staff, made["id"], "withdraw", {"reason": "Fehlzuordnung QX7NOTE"})
         deliver_mail()
         to_mara = sorted(mail.to("mara@ehrenamt.example"),
@@ -509,7 +510,7 @@ class TestCoordinatorMail:
         for incident_id, home in ((first, "alpha"), (second, "delta")):
             made = offer(client, staff, incident_id, manager(home_district=home))
             answer(client, staff, made["id"], "decline", {"reason": "nein"})
-        assert deliver_mail() == 2  # the two offers; coordinator events wait for the digest
+        assert deliver_mail() == 2  # the two offers (declined meanwhile: not sent)
         assert all(m.rcpt_tos[0] not in COORDINATORS for m in mail.messages)
         set_now(NOW + timedelta(minutes=29))
         assert collect_digests() == 0
@@ -552,6 +553,22 @@ class TestDelivery:
         assert (row.status, row.attempts) == ("sent", 3)
         assert len(mail.messages) == 1 and len(mail.seen) == 3
         assert {m.message["Message-ID"] for m in mail.seen} == {row.message_id}
+
+    def test_an_offer_answered_before_its_mail_went_out_is_not_mailed(
+        self, client, mail
+    ) -> None:
+        staff = make_key("coordinator")
+        mara = manager(email="mara@ehrenamt.example")
+        made = offer(client, staff, marked_incident(), mara)
+        mail.answers = ["421 4.3.2 Service shutting down"]
+        assert deliver_mail() == 1
+        answer(client, make_key("manager", manager_id=mara), made["id"], "accept")
+        set_now(rows()[0].next_attempt_at)
+        assert deliver_mail() == 1
+        (row,) = rows()
+        assert (row.status, row.attempts) == ("failed", 1)
+        assert row.last_error == "not sent: the offer is accepted meanwhile"
+        assert mail.messages == [] and len(mail.seen) == 1
 
     def test_a_permanently_failing_address_ends_failed_and_is_listed(
         self, client, mail, monkeypatch
