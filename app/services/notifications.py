@@ -41,7 +41,7 @@ from email.utils import format_datetime
 from typing import Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session
@@ -66,6 +66,8 @@ log = logging.getLogger("kokoma.notifications")
 
 K = NotificationKind
 _COORDINATOR_KINDS = sorted(k.value for k in COORDINATOR_EVENT_KINDS)
+#: PostgreSQL advisory lock of the digest collector ("kmdig").
+_DIGEST_LOCK = 0x6B6D646967
 #: Mails that ask for an answer: pointless once the offer is no longer open.
 _OFFER_KINDS = frozenset({K.offer.value, K.offer_reminder.value})
 
@@ -395,6 +397,10 @@ def collect_digests() -> int:
     now = get_clock().now()
     n = Notification
     with session_scope() as session:
+        if _is_pg(session) and not session.scalar(
+            text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": _DIGEST_LOCK}
+        ):
+            return 0  # another worker is collecting: one digest per coordinator and period
         stmt = (
             select(n.id, n.kind, n.recipient, n.payload, n.created_at)
             .where(n.status == NotificationStatus.pending.value,
@@ -674,9 +680,9 @@ def record(session: Session, claim: MailClaim, error: str | None, now: datetime,
                 last_error=error, updated_at=now,
             )
         )
-    if error is not None:
+    if error is not None:  # the reply code only: SMTP error texts may quote the address
         log.info("mail failed", extra={"notification_id": str(claim.notification_id),
-                                       "attempt": attempt, "error": error})
+                                       "attempt": attempt, "code": error.split(" ", 1)[0]})
     return kept
 
 
@@ -754,9 +760,20 @@ class NotificationService:
         ], cursor
 
 
-def forget_manager(session: Session, manager_id: uuid.UUID, now: datetime) -> int:
-    """Manager erasure: their address leaves the record; what was still pending is not sent."""
+def forget_manager(
+    session: Session, manager_id: uuid.UUID, now: datetime,
+    redact: Callable[[str | None], str | None] | None = None,
+) -> int:
+    """Manager erasure: their address leaves the record (also from SMTP error texts, through
+    ``redact``); what was still pending is not sent."""
     n = Notification
+    if redact is not None:
+        for row_id, error in session.execute(
+            select(n.id, n.last_error).where(n.manager_id == manager_id,
+                                            n.last_error.is_not(None))  # type: ignore[union-attr]
+        ).all():
+            if redact(error) != error:
+                session.execute(update(n).where(n.id == row_id).values(last_error=redact(error)))
     session.execute(
         update(n).where(n.manager_id == manager_id, n.status == NotificationStatus.pending.value)
         .values(status=NotificationStatus.failed.value, last_error="recipient erased",

@@ -561,7 +561,7 @@ def erase_manager(session: Session, manager_id: uuid.UUID, principal: Principal)
     )
     from app.services.notifications import forget_manager
 
-    if forget_manager(session, manager.id, now):
+    if forget_manager(session, manager.id, now, redactor.text):
         fields.append("notifications.recipient")
     bump(session, manager)
     audit.record(session, principal, "erase", "manager", manager.id, fields)

@@ -757,7 +757,10 @@ class TestNotificationList:
         admin = make_key("admin")
         mara = manager(email="mara@ehrenamt.example")
         made = offer(client, staff, marked_incident(), mara)
+        mail.answers = ["452 4.2.2 <mara@ehrenamt.example>: mailbox full"]
         deliver_mail()
+        set_now(rows()[0].next_attempt_at)
+        deliver_mail()  # sent on the second try; the first error quoted the address
         answer(client, staff, made["id"], "withdraw", None)  # queued, not yet sent
         response = client.post(f"/api/v1/managers/{mara}/status", headers=staff,
                                json={"status": "retired"})
@@ -767,8 +770,9 @@ class TestNotificationList:
         items = client.get("/api/v1/notifications", headers=admin,
                            params={"manager_id": str(mara)}).json()["items"]
         assert {i["recipient"] for i in items} == {None}
-        assert sorted((i["kind"], i["status"]) for i in items) == [
-            ("offer", "sent"), ("offer_withdrawn", "failed")]
+        assert sorted((i["kind"], i["status"], i["last_error"]) for i in items) == [
+            ("offer", "sent", "452 4.2.2 <[erased]>: mailbox full"),
+            ("offer_withdrawn", "failed", "recipient erased")]
         mail.messages.clear()
         deliver_mail()  # the coordinators' "nobody fits" after the withdrawal; not to Mara
         assert sorted(m.rcpt_tos[0] for m in mail.messages) == sorted(COORDINATORS)
