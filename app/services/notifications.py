@@ -554,21 +554,28 @@ def claim_due(session: Session, now: datetime, limit: int, lease: float,
     )
     rows = session.execute(
         select(n.id, n.kind, n.recipient, n.message_id, n.attempts, n.payload,
-               Manager.display_name, Assignment.status.label("assignment_status"))
+               Manager.display_name, Manager.email, Manager.notify_by_email,
+               Assignment.status.label("assignment_status"))
         .outerjoin(Manager, Manager.id == n.manager_id)
         .outerjoin(Assignment, Assignment.id == n.assignment_id)
         .where(n.id.in_(ids))  # type: ignore[attr-defined]
         .order_by(n.next_attempt_at, n.id)
     ).all()
-    return [
-        MailClaim(notification_id=r.id, lease_token=token, kind=r.kind, recipient=r.recipient,
-                  message_id=r.message_id, attempts=r.attempts, payload=r.payload,
-                  display_name=r.display_name,
-                  obsolete=(f"not sent: the offer is {r.assignment_status} meanwhile"
-                            if r.kind in _OFFER_KINDS
-                            and r.assignment_status != AssignmentStatus.offered else None))
-        for r in rows
-    ]
+    claims = []
+    for r in rows:
+        obsolete = None
+        if r.kind in _OFFER_KINDS and r.assignment_status != AssignmentStatus.offered:
+            obsolete = f"not sent: the offer is {r.assignment_status} meanwhile"
+        elif r.notify_by_email is False:
+            obsolete = "not sent: the manager turned e-mail off meanwhile"
+        claims.append(MailClaim(
+            notification_id=r.id, lease_token=token, kind=r.kind,
+            # a manager's mail goes to the address they have now
+            recipient=r.email if r.email is not None else r.recipient,
+            message_id=r.message_id, attempts=r.attempts, payload=r.payload,
+            display_name=r.display_name, obsolete=obsolete,
+        ))
+    return claims
 
 
 def build_message(claim: MailClaim, settings: Settings, now: datetime) -> EmailMessage:
@@ -657,7 +664,7 @@ def record(session: Session, claim: MailClaim, error: str | None, now: datetime,
     ``False`` when the lease was lost meanwhile."""
     attempt = claim.attempts + (0 if final else 1)
     values: dict[str, Any] = {"attempts": attempt, "locked_until": None, "lease_token": None,
-                              "updated_at": now}
+                              "updated_at": now, "recipient": claim.recipient}
     if error is None:
         values.update(status=NotificationStatus.sent.value, sent_at=now)
     else:

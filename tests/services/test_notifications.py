@@ -570,6 +570,26 @@ class TestDelivery:
         assert row.last_error == "not sent: the offer is accepted meanwhile"
         assert mail.messages == [] and len(mail.seen) == 1
 
+    def test_a_manager_mail_goes_to_the_address_they_have_when_it_is_sent(
+        self, client, mail
+    ) -> None:
+        staff = make_key("coordinator")
+        mara, jon = manager(email="mara@ehrenamt.example"), manager(email="jon@ehrenamt.example")
+        offer(client, staff, marked_incident(), mara)
+        offer(client, staff, marked_incident(), jon)
+        response = client.patch(f"/api/v1/managers/{mara}", headers=staff,
+                                json={"email": "mara.neu@ehrenamt.example"})
+        assert response.status_code == 200, response.text
+        response = client.patch(f"/api/v1/managers/{jon}", headers=make_key(
+            "manager", manager_id=jon), json={"notify_by_email": False})
+        assert response.status_code == 200, response.text
+        assert deliver_mail() == 2
+        assert [m.rcpt_tos for m in mail.messages] == [["mara.neu@ehrenamt.example"]]
+        assert rows(manager_id=mara)[0].recipient == "mara.neu@ehrenamt.example"
+        (row,) = rows(manager_id=jon)
+        assert (row.status, row.last_error) == (
+            "failed", "not sent: the manager turned e-mail off meanwhile")
+
     def test_a_permanently_failing_address_ends_failed_and_is_listed(
         self, client, mail, monkeypatch
     ) -> None:
