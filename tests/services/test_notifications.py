@@ -465,6 +465,35 @@ class TestCoordinatorMail:
         assert response.status_code == 200
         assert deliver_mail() == 0
 
+    def test_above_the_volunteer_level_a_coordinator_must_pick(self, client, mail) -> None:
+        staff = make_key("coordinator")
+        incident_id = marked_incident(escalation_level=7)
+        made = offer(client, staff, incident_id, manager(), role="lead")
+        answer(client, staff, made["id"], "decline", {"reason": "zu heikel"})
+        response = client.post("/api/v1/dispatch/auto", headers=staff,
+                               json={"incident_ids": [str(incident_id)]})
+        assert response.json()["unassigned"] == [{
+            "incident_id": str(incident_id), "reason": "escalation_above_volunteer_level"}]
+        deliver_mail()
+        reference = reference_of(incident_id)
+        to_coordinators = [m for m in mail.messages if m.rcpt_tos[0] in COORDINATORS]
+        # the refused refill, and the batch run (its own event: once per incident version)
+        assert [m.message["Subject"] for m in to_coordinators] == [
+            f"Bitte Person auswählen: {reference} (Stufe 7)"] * 4
+        assert ("die Eskalationsstufe liegt über der Stufe für Ehrenamtliche: bitte wählen Sie "
+                "selbst eine Person aus (Leitung).") in to_coordinators[0].text
+
+    def test_batch_dispatch_without_a_tandem_partner(self, client, mail) -> None:
+        staff = make_key("coordinator")
+        incident_id = marked_incident(escalation_level=4)
+        manager()  # only one person fits: a lead without a co
+        response = client.post("/api/v1/dispatch/auto", headers=staff, json={})
+        assert response.json()["unassigned"] == [
+            {"incident_id": str(incident_id), "reason": "no_tandem_partner"}]
+        deliver_mail()
+        assert [m.message["Subject"] for m in mail.messages] == [
+            f"Tandem unvollständig: {reference_of(incident_id)} in Alpha"] * 2
+
     def test_triage_timer_fires_once_per_incident(self, client, mail) -> None:
         reported = make_incident(title=MARKERS["title"], description=MARKERS["description"])
         make_triaged_incident()  # triaged in time: never overdue
