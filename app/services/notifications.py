@@ -687,7 +687,10 @@ def record(session: Session, claim: MailClaim, error: str | None, now: datetime,
                 last_error=error, updated_at=now,
             )
         )
-    if error is not None:  # the reply code only: SMTP error texts may quote the address
+    if final:
+        log.info("mail dropped", extra={"notification_id": str(claim.notification_id),
+                                        "reason": error})
+    elif error is not None:  # the reply code only: SMTP error texts may quote the address
         log.info("mail failed", extra={"notification_id": str(claim.notification_id),
                                        "attempt": attempt, "code": error.split(" ", 1)[0]})
     return kept

@@ -480,8 +480,15 @@ class TestCoordinatorMail:
         # the refused refill, and the batch run (its own event: once per incident version)
         assert [m.message["Subject"] for m in to_coordinators] == [
             f"Bitte Person auswählen: {reference} (Stufe 7)"] * 4
-        assert ("die Eskalationsstufe liegt über der Stufe für Ehrenamtliche: bitte wählen Sie "
-                "selbst eine Person aus (Leitung).") in to_coordinators[0].text
+        lines = sorted(line for m in to_coordinators for line in m.text.splitlines()
+                       if line.startswith("Was ist passiert:"))
+        assert lines == [
+            "Was ist passiert: die Eskalationsstufe liegt über der Stufe für Ehrenamtliche: "
+            "bitte wählen Sie selbst eine Person aus (Leitung).",  # the refill knows the role
+        ] * 2 + [
+            "Was ist passiert: die Eskalationsstufe liegt über der Stufe für Ehrenamtliche: "
+            "bitte wählen Sie selbst eine Person aus.",  # the batch run names none
+        ] * 2
 
     def test_batch_dispatch_without_a_tandem_partner(self, client, mail) -> None:
         staff = make_key("coordinator")
@@ -643,6 +650,15 @@ class TestDelivery:
         assert (item["kind"], item["status"], item["attempts"]) == ("offer", "failed", 3)
         assert item["last_error"] == "550 5.1.1 No such user"
         assert item["manager_id"] == str(mara) and item["next_attempt_at"] is None
+
+    def test_due_mail_is_a_worker_queue_in_the_metrics(self, client, mail) -> None:
+        from app.core.metrics import queue_depths
+
+        staff = make_key("coordinator")
+        offer(client, staff, marked_incident(), manager())
+        assert queue_depths()["mail"] == 1
+        deliver_mail()
+        assert queue_depths()["mail"] == 0
 
     def test_server_down_is_a_failed_attempt(self, client, mail, monkeypatch) -> None:
         monkeypatch.setattr(get_settings(), "smtp_port", _free_port())
