@@ -892,3 +892,17 @@ def test_rendering_never_uses_fields_outside_the_payload() -> None:
     assert "Sa., 10.01.2026, 10:30 Uhr" in mail.text  # winter time: UTC+1
     for text in (mail.text, mail.html):
         assert "QX7" not in text
+
+
+def test_settings_refuse_a_bad_coordinator_address_and_need_host_and_sender() -> None:
+    from pydantic import ValidationError
+
+    from app.core.config import Settings
+
+    with pytest.raises(ValidationError, match="KOKOMA_COORDINATOR_EMAILS"):
+        Settings(coordinator_emails="koordination@stadt.example, kein-mail")
+    settings = Settings(coordinator_emails=" A@Stadt.example ,b@stadt.example,a@stadt.example,")
+    assert settings.coordinator_addresses == ["a@stadt.example", "b@stadt.example"]
+    assert not Settings(smtp_host="mail.example").mail_enabled
+    assert not Settings(mail_from=SENDER).mail_enabled
+    assert Settings(smtp_host="mail.example", mail_from=SENDER).mail_enabled
