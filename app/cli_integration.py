@@ -194,7 +194,8 @@ def import_managers(
 def worker(
     once: Annotated[bool, typer.Option("--once", help="Run every job once and exit")] = False,
 ) -> None:
-    """Deliver webhooks (and run the other periodic jobs) until SIGTERM/SIGINT."""
+    """Deliver webhooks and e-mail notifications (and run the other periodic jobs) until
+    SIGTERM/SIGINT."""
     from app.core.config import get_settings
     from app.core.logging import configure_logging
     from app.core.runtime import tune_runtime

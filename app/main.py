@@ -20,6 +20,7 @@ from app.api.routers import (
     incidents,
     managers,
     me,
+    notifications,
     privacy,
     recommendations,
     reference,
@@ -103,7 +104,7 @@ def create_app() -> FastAPI:
     app.include_router(health.router)
     for module in (
         reference, incidents, managers, dispatch, recommendations, stats, imports, webhooks, admin,
-        privacy, me,
+        privacy, me, notifications,
     ):
         app.include_router(module.router, prefix=API_PREFIX)
     app.add_middleware(IdempotencyMiddleware)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from zoneinfo import ZoneInfo
 
-from pydantic import AliasChoices, Field, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -77,6 +77,53 @@ class Settings(BaseSettings):
     #: Seconds the discovery document and JWKS requests may take.
     oidc_http_timeout_seconds: float = Field(default=5.0, gt=0)
     workers: int = Field(default=1, ge=1)
+    # --- e-mail notifications (README "Notifications") ---------------------------------------
+    #: SMTP server; mail is on only when this and ``mail_from`` are set.
+    smtp_host: str | None = None
+    smtp_port: int = Field(default=25, ge=1, le=65535)
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_starttls: bool = False
+    smtp_timeout_seconds: float = Field(default=10.0, gt=0)
+    mail_from: str | None = None
+    mail_language: str = Field(default="de", pattern="^(de|en)$")
+    #: Base URL of the web frontend; mails link to ``{public_url}/assignments/{id}``.
+    public_url: str | None = None
+    #: Hours before an unanswered offer expires when its manager is reminded (0 = no reminder).
+    offer_reminder_hours: float = Field(default=12.0, ge=0)
+    #: Comma-separated addresses that hear of what needs a coordinator.
+    coordinator_emails: str = ""
+    #: Set: coordinators get one digest per this many minutes instead of one mail per event.
+    coordinator_digest_minutes: int | None = Field(default=None, ge=1)
+    #: Hours an incident may stay ``reported`` before the coordinators are told.
+    triage_sla_hours: float = Field(default=48.0, gt=0)
+    mail_max_attempts: int = Field(default=8, ge=1)
+    mail_backoff_seconds: float = Field(default=60.0, ge=0)
+    mail_backoff_max_seconds: float = Field(default=6 * 3600.0, ge=0)
+
+    @field_validator("coordinator_emails")
+    @classmethod
+    def _coordinator_addresses_valid(cls, value: str) -> str:
+        from email_validator import EmailNotValidError, validate_email
+
+        for address in (a.strip() for a in value.split(",")):
+            if not address:
+                continue
+            try:
+                validate_email(address, check_deliverability=False)
+            except EmailNotValidError as exc:
+                raise ValueError(f"KOKOMA_COORDINATOR_EMAILS: {address!r}: {exc}") from None
+        return value
+
+    @property
+    def mail_enabled(self) -> bool:
+        return bool(self.smtp_host) and bool(self.mail_from)
+
+    @property
+    def coordinator_addresses(self) -> list[str]:
+        return list(dict.fromkeys(
+            a.strip().lower() for a in self.coordinator_emails.split(",") if a.strip()
+        ))
     host: str = "127.0.0.1"
     port: int = 8000
 

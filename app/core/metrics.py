@@ -8,7 +8,8 @@
   ``offered``, ``accepted``, ``declined``, ``expired``, ``withdrawn``, ``completed``.
 - ``kokoma_worker_queue_depth{queue}`` — measured at scrape time: ``outbox`` (events not yet fanned
   out), ``offers_due`` (offers past ``expires_at``), ``webhook_deliveries`` (deliveries due, when
-  webhooks are installed); plus ``kokoma_database_up`` (0 when the query failed).
+  webhooks are installed), ``mail`` (e-mail notifications due); plus ``kokoma_database_up`` (0
+  when the query failed).
 
 Metrics are per process: run one scrape target per uvicorn worker (or one worker per container).
 """
@@ -100,6 +101,14 @@ def queue_depths() -> dict[str, int]:
                 Assignment.expires_at <= now,  # type: ignore[operator]
             )
         ) or 0
+        mail = metadata.tables.get("notification")
+        if mail is not None:
+            result["mail"] = conn.scalar(
+                select(func.count()).select_from(mail).where(
+                    mail.c.status == "pending", mail.c.next_attempt_at <= now,
+                    mail.c.digest_id.is_(None),
+                )
+            ) or 0
         deliveries = metadata.tables.get("webhook_delivery")
         if deliveries is not None and "status" in deliveries.c:
             result["webhook_deliveries"] = conn.scalar(

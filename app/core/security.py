@@ -101,6 +101,7 @@ class Action(StrEnum):
     stats_read = "stats_read"
     imports = "imports"
     webhooks = "webhooks"
+    notifications_read = "notifications_read"
     api_keys = "api_keys"
     audit = "audit"
     reporter_erase = "reporter_erase"
@@ -134,6 +135,7 @@ RULES: dict[Action, frozenset[Role]] = {
     A.stats_read: frozenset({R.admin, R.coordinator, R.partner, R.viewer}),
     A.imports: _STAFF,
     A.webhooks: frozenset({R.admin}),
+    A.notifications_read: _STAFF,
     A.api_keys: frozenset({R.admin}),
     A.audit: frozenset({R.admin}),
     A.reporter_erase: _STAFF,

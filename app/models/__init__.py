@@ -9,6 +9,7 @@ from app.models.incident import (
     IncidentNote,
 )
 from app.models.manager import Absence, Manager, ManagerCompetence, ManagerDistrict
+from app.models.notification import Notification
 from app.models.outbox import OutboxEvent
 from app.models.recommendation import (
     Recommendation,
@@ -36,6 +37,7 @@ __all__ = [
     "Manager",
     "ManagerCompetence",
     "ManagerDistrict",
+    "Notification",
     "Organisation",
     "OutboxEvent",
     "Recommendation",

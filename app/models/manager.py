@@ -9,7 +9,7 @@ import uuid
 from datetime import date, datetime
 from enum import StrEnum
 
-from sqlalchemy import CheckConstraint, Column, Date, ForeignKey, Index, String
+from sqlalchemy import CheckConstraint, Column, Date, ForeignKey, Index, String, true
 from sqlalchemy import Uuid as SAUuid
 from sqlmodel import Field, SQLModel
 
@@ -64,6 +64,8 @@ class Manager(SQLModel, table=True):
     # the dispatch service (never read-modify-write): the capacity guarantee rests on it.
     open_assignments: int = Field(default=0)
     last_assigned_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    #: Offers, reminders and withdrawals by e-mail (the manager may change it).
+    notify_by_email: bool = Field(default=True, sa_column_kwargs={"server_default": true()})
     #: Set when an admin erased the (retired) manager's name and contact data.
     erased_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     version: int = Field(default=1)

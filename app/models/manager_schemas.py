@@ -108,6 +108,9 @@ class ManagerCreate(RequestModel):
     languages: list[LanguageCode] = PField(default_factory=list, max_length=20)
     max_open_assignments: int = PField(default=2, ge=1, le=100)
     competences: list[CompetenceHoldingIn] = PField(default_factory=list, max_length=50)
+    notify_by_email: bool = PField(
+        default=True, description="offers, reminders and withdrawals by e-mail"
+    )
 
     _langs = field_validator("languages")(_languages)
     _districts = field_validator("districts")(_distinct)
@@ -129,6 +132,9 @@ class ManagerUpdate(RequestModel):
     languages: list[LanguageCode] | None = PField(default=None, max_length=20)
     max_open_assignments: int | None = PField(default=None, ge=1, le=100)
     competences: list[CompetenceHoldingIn] | None = PField(default=None, max_length=50)
+    notify_by_email: bool | None = PField(
+        default=None, description="a manager key may change this on its own record"
+    )
 
     _langs = field_validator("languages")(_languages)
     _districts = field_validator("districts")(_distinct)
@@ -146,6 +152,7 @@ class ManagerPublic(ResponseModel):
     districts: list[str]
     languages: list[str]
     max_open_assignments: int
+    notify_by_email: bool = PField(description="offers, reminders and withdrawals by e-mail")
     competences: list[CompetenceHoldingPublic] = PField(
         description="All held competences; expired ones are listed (for renewal) but count nowhere"
     )

@@ -147,6 +147,7 @@ MANAGER_COLUMNS = (
     "languages",
     "max_open_assignments",
     "competences",
+    "notify_by_email",
 )
 MANAGER_REQUIRED = ("email", "display_name", "home_district")
 
@@ -1491,7 +1492,7 @@ def _raise_if_duplicate(exc: Exception) -> None:
 
 _MANAGER_UPDATABLE = (
     "display_name", "phone", "organisation_id", "home_district", "languages",
-    "max_open_assignments",
+    "max_open_assignments", "notify_by_email",
 )
 
 
@@ -1542,6 +1543,8 @@ class ManagerImporter(_Importer):
                     value = _competence_holdings(raw, is_csv)
                 elif name in ("max_open_assignments",):
                     value = _int(raw, is_csv, 1, 100)
+                elif name == "notify_by_email":
+                    value = _bool(raw, is_csv)
                 elif name in ("display_name", "phone", "email", "status", "home_district",
                               "organisation_id"):
                     value = _text(raw, is_csv, 320)
@@ -1588,6 +1591,7 @@ class ManagerImporter(_Importer):
             "districts": sorted(set(parsed.districts) - {parsed.home_district}),
             "languages": parsed.languages,
             "max_open_assignments": parsed.max_open_assignments,
+            "notify_by_email": parsed.notify_by_email,
             "competences": sorted(
                 (h.code, h.certified_on, h.expires_on) for h in parsed.competences
             ),
@@ -1672,6 +1676,7 @@ class ManagerImporter(_Importer):
                 "home_district": row["home_district"],
                 "languages": row["languages"],
                 "max_open_assignments": row["max_open_assignments"],
+                "notify_by_email": row["notify_by_email"],
                 "open_assignments": 0,
                 "last_assigned_at": None,
                 "version": 1,

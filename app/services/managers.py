@@ -92,9 +92,9 @@ def available_on(status: str, absences: Iterable[tuple[date, date]], day: date) 
 # --- the service ---------------------------------------------------------------------------------
 
 #: Fields a manager key may change on its own record.
-SELF_EDITABLE = frozenset({"languages"})
+SELF_EDITABLE = frozenset({"languages", "notify_by_email"})
 _NOT_NULL = ("display_name", "email", "home_district", "districts", "languages",
-             "max_open_assignments", "competences")
+             "max_open_assignments", "competences", "notify_by_email")
 
 
 def _holdings(body: Sequence[CompetenceHoldingIn]) -> list[tuple[str, date, date | None]]:
@@ -253,6 +253,7 @@ class ManagerService:
             home_district=body.home_district,
             languages=body.languages,
             max_open_assignments=body.max_open_assignments,
+            notify_by_email=body.notify_by_email,
             created_at=now,
             updated_at=now,
         )
@@ -315,7 +316,7 @@ class ManagerService:
         changes: dict[str, Any] = body.model_dump(
             include=fields
             & {"display_name", "email", "phone", "organisation_id", "home_district",
-               "languages", "max_open_assignments"}
+               "languages", "max_open_assignments", "notify_by_email"}
         )
         changed = apply_changes(manager, changes)
         current_districts = self.repo.districts_of([manager.id]).get(manager.id, [])
@@ -415,6 +416,7 @@ _PUBLIC_COLUMNS = (
     "home_district",
     "languages",
     "max_open_assignments",
+    "notify_by_email",
     "open_assignments",
     "version",
     "created_at",

@@ -580,6 +580,10 @@ def erase_manager(session: Session, manager_id: uuid.UUID, principal: Principal)
         OutboxEvent.payload["assignment"]["manager_id"].as_string() == str(manager.id),  # type: ignore[index]
         [target],
     )
+    from app.services.notifications import forget_manager
+
+    if forget_manager(session, manager.id, now, redactor.text):
+        fields.append("notifications.recipient")
     bump(session, manager)
     audit.record(session, principal, "erase", "manager", manager.id, fields)
     session.flush()

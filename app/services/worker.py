@@ -1,4 +1,4 @@
-"""``kokoma worker``: a loop over periodic jobs (webhook fan-out and delivery, …).
+"""``kokoma worker``: a loop over periodic jobs (webhook fan-out and delivery, e-mail, …).
 
 A job is one function doing one round of work in its own transaction(s) and returning how many
 items it handled. A job that handled something runs again at once (to drain a backlog); one that
@@ -18,6 +18,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from app.services.dispatch.expiry import run_expiry_once
+from app.services.notifications import (
+    collect_digests,
+    deliver_mail,
+    queue_reminders,
+    queue_triage_overdue,
+)
 from app.services.privacy import run_retention_once
 from app.services.webhooks import deliver_due, fan_out_pending, prune_outbox
 
@@ -36,6 +42,10 @@ JOBS: list[PeriodicJob] = [
     PeriodicJob("webhooks.fan_out", lambda: fan_out_pending(), interval_seconds=1.0),
     PeriodicJob("webhooks.deliver", lambda: deliver_due(), interval_seconds=1.0),
     PeriodicJob("offers.expire", lambda: run_expiry_once(), interval_seconds=15.0),
+    PeriodicJob("mail.reminders", lambda: queue_reminders(), interval_seconds=60.0),
+    PeriodicJob("mail.triage", lambda: queue_triage_overdue(), interval_seconds=60.0),
+    PeriodicJob("mail.digest", lambda: collect_digests(), interval_seconds=30.0),
+    PeriodicJob("mail.send", lambda: deliver_mail(), interval_seconds=1.0),
     PeriodicJob("privacy.retention", lambda: run_retention_once(), interval_seconds=3600.0),
     PeriodicJob("outbox.prune", lambda: prune_outbox(), interval_seconds=3600.0),
 ]

@@ -33,6 +33,7 @@ PUBLIC_FIELDS = {
     "id", "display_name", "email", "phone", "organisation_id", "status", "home_district",
     "districts", "languages", "max_open_assignments", "competences", "available_today",
     "open_assignments", "expiring_competences", "version", "created_at", "updated_at",
+    "notify_by_email",
 }
 REDACTED_FIELDS = {
     "id", "display_name", "email", "phone", "status", "home_district", "districts", "languages",

@@ -97,7 +97,8 @@ _INCIDENT_COLUMNS = (
 )
 _MANAGER_COLUMNS = (
     "email, display_name, phone, organisation_id, status, home_district, districts (a|b), "
-    "languages (a|b), max_open_assignments, competences (code:certified_on:expires_on|…)"
+    "languages (a|b), max_open_assignments, competences (code:certified_on:expires_on|…), "
+    "notify_by_email (true|false)"
 )
 
 

@@ -48,10 +48,11 @@ from app.models.assignment_schemas import (
 )
 from app.models.incident import Incident, IncidentEvent, IncidentStatus
 from app.models.manager import Manager
+from app.models.notification import NotificationKind
 from app.models.outbox import OutboxEvent
 from app.models.system import AuditEvent, AuditKind, Role
 from app.repositories.dispatch import AssignmentFilter, DispatchRepository
-from app.services import audit, outbox
+from app.services import audit, notifications, outbox
 from app.services.audit import principal_columns
 from app.services.dispatch.batch import BatchIncident, BatchPlan, plan_batch
 from app.services.dispatch.matching import (
@@ -298,6 +299,7 @@ class DispatchService:
                 note=f"{role} offered", data={"assignment_id": str(assignment.id)},
             )
         self._emit("assignment.offered", assignment, incident)
+        notifications.offer_made(self.session, assignment, incident)
         return assignment
 
     # --- answers -------------------------------------------------------------------------------
@@ -334,7 +336,7 @@ class DispatchService:
         audit.record(self.session, principal, "decline", "assignment", assignment.id,
                      ["status", "responded_at", "decline_reason"])
         self._emit("assignment.declined", assignment, incident)
-        self._refill(incident, AssignmentRole(assignment.role), now)
+        self._refill(incident, AssignmentRole(assignment.role), now, cause=A.declined)
         self.session.flush()
         return self.public(assignment, principal)
 
@@ -377,7 +379,7 @@ class DispatchService:
                      data=self._event_data(assignment))
         audit.record(self.session, principal, "withdraw", "assignment", assignment.id,
                      ["status", "withdraw_reason"])
-        self._refill(incident, AssignmentRole(assignment.role), now)
+        self._refill(incident, AssignmentRole(assignment.role), now, cause=A.withdrawn)
         self.session.flush()
         return self.public(assignment, principal)
 
@@ -403,8 +405,11 @@ class DispatchService:
 
     # --- freed slots ---------------------------------------------------------------------------
 
-    def _refill(self, incident: Incident, role: AssignmentRole, now: datetime) -> None:
-        """Offer a freed slot to the next candidate; with none, maybe back to the queue."""
+    def _refill(
+        self, incident: Incident, role: AssignmentRole, now: datetime, *, cause: AssignmentStatus
+    ) -> None:
+        """Offer a freed slot to the next candidate; with none, maybe back to the queue (and the
+        coordinators hear of the slot nobody could take)."""
         if incident.status not in (S.dispatched, S.in_progress):
             return
         if role == CO and not self.is_tandem(incident):
@@ -416,6 +421,8 @@ class DispatchService:
                 f"level: a coordinator must pick the {role}.",
                 data={"role": role},
             )
+            notifications.tell_coordinators(
+                self.session, NotificationKind.coordinator_pick_required, incident, role=role)
         else:
             for candidate in self.rank(incident).candidates:
                 if self._offer(incident, candidate, role, DISPATCH_PRINCIPAL, now=now, auto=True):
@@ -424,6 +431,7 @@ class DispatchService:
                 self.session, incident, "no_candidate", DISPATCH_PRINCIPAL,
                 note=f"No manager left to offer the {role} slot.", data={"role": role},
             )
+            self._tell_unfilled(incident, role, cause)
         open_slots = self.repo.open_slots(incident.id)
         if any(a.role == LEAD for a in open_slots) or self.repo.has_completed_lead(incident.id):
             return
@@ -441,6 +449,23 @@ class DispatchService:
             data={"withdrawn_assignments": withdrawn} if withdrawn else None,
         )
 
+    def _tell_unfilled(
+        self, incident: Incident, role: AssignmentRole, cause: AssignmentStatus
+    ) -> None:
+        """Which coordinator mail a slot nobody could take is: a co slot next to a lead that
+        stays is an open tandem slot; otherwise an expired offer with nobody next, or no
+        candidate (after a decline or withdrawal)."""
+        if role == CO and (
+            any(a.role == LEAD for a in self.repo.open_slots(incident.id))
+            or self.repo.has_completed_lead(incident.id)
+        ):
+            kind = NotificationKind.tandem_slot_open
+        elif cause == A.expired:
+            kind = NotificationKind.offer_expired_unfilled
+        else:
+            kind = NotificationKind.no_candidate
+        notifications.tell_coordinators(self.session, kind, incident, role=role)
+
     # --- expiry --------------------------------------------------------------------------------
 
     def expire_offers_of(self, incident: Incident, now: datetime) -> int:
@@ -454,7 +479,7 @@ class DispatchService:
                          assignment.id, ["status"])
             self._emit("assignment.expired", assignment, incident)
         for assignment in sorted(due, key=lambda a: a.role != LEAD):
-            self._refill(incident, AssignmentRole(assignment.role), now)
+            self._refill(incident, AssignmentRole(assignment.role), now, cause=A.expired)
         self.session.flush()
         return len(due)
 
@@ -589,6 +614,7 @@ class DispatchService:
             unassigned.extend(
                 UnassignedIncident(incident_id=i, reason="no_candidate") for i in failed
             )
+            self._tell_unassigned(incidents, unassigned)
             items = [
                 AssignmentPublic.model_validate(
                     {**row, "manager_display_name": planner.names.get(row["manager_id"])})
@@ -602,6 +628,28 @@ class DispatchService:
             total_score=round(total, 4),
             optimal=plan.optimal,
         )
+
+
+    _UNASSIGNED_KINDS = {
+        "no_candidate": NotificationKind.no_candidate,
+        "no_tandem_partner": NotificationKind.tandem_slot_open,
+        "escalation_above_volunteer_level": NotificationKind.coordinator_pick_required,
+    }
+
+    def _tell_unassigned(
+        self, incidents: Sequence[Incident], unassigned: Sequence[UnassignedIncident]
+    ) -> None:
+        """Coordinators hear of incidents a batch run could not dispatch — once per incident
+        version, so a batch repeated every few minutes does not repeat the mail."""
+        by_id = {i.id: i for i in incidents}
+        for item in unassigned:
+            kind = self._UNASSIGNED_KINDS.get(item.reason)
+            incident = by_id.get(item.incident_id)
+            if kind is not None and incident is not None:
+                notifications.tell_coordinators(
+                    self.session, kind, incident,
+                    dedupe=f"{kind.value}:{incident.id}:v{incident.version}",
+                )
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -827,6 +875,7 @@ class _BatchPlanner:
             connection.execute(insert(model.__table__), rows)  # type: ignore[attr-defined]
         for _ in assignments:
             count_offer(self.session, A.offered)
+        notifications.offers_made(self.session, assignments, incidents)
         table = Incident.__table__  # type: ignore[attr-defined]
         connection.execute(
             update(table)

@@ -67,4 +67,8 @@ def end_assignment(
     session.add(assignment)
     release_slot(session, assignment.manager_id)
     count_offer(session, status)  # Prometheus: kokoma_dispatch_offers_total{outcome}
+    if status == AssignmentStatus.withdrawn:
+        from app.services.notifications import offer_withdrawn
+
+        offer_withdrawn(session, assignment, was_offered)
     return True

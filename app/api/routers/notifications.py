@@ -1,0 +1,37 @@
+"""The record of e-mail notifications (admins and coordinators)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from app.api.deps import Allowed, PageDep, SessionDep
+from app.api.problems import problems
+from app.core.security import Action
+from app.models.common import Page
+from app.models.notification import NotificationPublic, NotificationStatus
+from app.services.notifications import NotificationFilter, NotificationService
+
+router = APIRouter(prefix="/notifications", tags=["notifications"])
+Staff = Allowed(Action.notifications_read)
+
+
+@router.get(
+    "",
+    summary="E-mail notifications, newest first: recipient, kind, status, attempts, last error",
+    responses=problems(400, 403),
+)
+def notifications_list(
+    session: SessionDep,
+    _: Staff,
+    page: PageDep,
+    manager_id: uuid.UUID | None = None,
+    incident_id: uuid.UUID | None = None,
+    status: Annotated[NotificationStatus | None,
+                      Query(description="pending, sent or failed")] = None,
+) -> Page[NotificationPublic]:
+    flt = NotificationFilter(manager_id=manager_id, incident_id=incident_id, status=status)
+    items, cursor = NotificationService(session).page(flt, page)
+    return Page(items=items, next_cursor=cursor)
