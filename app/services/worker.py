@@ -24,7 +24,7 @@ from app.services.notifications import (
     queue_reminders,
     queue_triage_overdue,
 )
-from app.services.privacy import run_retention_once
+from app.services.privacy.retention import run_retention_once
 from app.services.webhooks import deliver_due, fan_out_pending, prune_outbox
 
 log = logging.getLogger("kokoma.worker")
