@@ -261,7 +261,7 @@ def erase_manager(session: Session, manager_id: uuid.UUID, principal: Principal)
         OutboxEvent.payload["assignment"]["manager_id"].as_string() == str(manager.id),  # type: ignore[index]
         [target],
     )
-    from app.services.notifications import forget_manager
+    from app.services.notifications.record import forget_manager
 
     if forget_manager(session, manager.id, now, redactor.text):
         fields.append("notifications.recipient")
