@@ -6,6 +6,7 @@ Entries name the fields that changed, never their values.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import datetime
 from typing import Any
 
 from sqlmodel import Session
@@ -25,6 +26,28 @@ def principal_columns(principal: Principal) -> dict[str, Any]:
     }
 
 
+def entry(
+    principal: Principal,
+    action: str,
+    resource: str,
+    resource_id: Any,
+    fields: Iterable[str] = (),
+    *,
+    kind: AuditKind = AuditKind.write,
+    at: datetime | None = None,
+) -> dict[str, Any]:
+    """The columns of one audit entry (``at``: now, unless a bulk writer stamps its rows)."""
+    return {
+        "at": get_clock().now() if at is None else at,
+        "kind": kind,
+        **principal_columns(principal),
+        "action": action,
+        "resource": resource,
+        "resource_id": str(resource_id),
+        "fields": sorted(set(fields)),
+    }
+
+
 def record(
     session: Session,
     principal: Principal,
@@ -35,14 +58,4 @@ def record(
     *,
     kind: AuditKind = AuditKind.write,
 ) -> None:
-    session.add(
-        AuditEvent(
-            at=get_clock().now(),
-            kind=kind,
-            **principal_columns(principal),
-            action=action,
-            resource=resource,
-            resource_id=str(resource_id),
-            fields=sorted(set(fields)),
-        )
-    )
+    session.add(AuditEvent(**entry(principal, action, resource, resource_id, fields, kind=kind)))
