@@ -6,6 +6,7 @@ Entries name the fields that changed, never their values.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import datetime
 from typing import Any
 
 from sqlmodel import Session
@@ -25,6 +26,21 @@ def principal_columns(principal: Principal) -> dict[str, Any]:
     }
 
 
+def entry_columns(
+    principal: Principal, at: datetime, action: str, resource: str,
+    kind: AuditKind = AuditKind.write,
+) -> dict[str, Any]:
+    """An audit entry's columns but for the resource id and the field names (one place for the
+    API's entries and the bulk writers')."""
+    return {
+        "at": at,
+        "kind": getattr(kind, "value", kind),
+        **principal_columns(principal),
+        "action": action,
+        "resource": resource,
+    }
+
+
 def record(
     session: Session,
     principal: Principal,
@@ -37,11 +53,7 @@ def record(
 ) -> None:
     session.add(
         AuditEvent(
-            at=get_clock().now(),
-            kind=kind,
-            **principal_columns(principal),
-            action=action,
-            resource=resource,
+            **entry_columns(principal, get_clock().now(), action, resource, kind),
             resource_id=str(resource_id),
             fields=sorted(set(fields)),
         )

@@ -3,6 +3,7 @@ change, a note and structured data. Each resource's ``record_event`` adds its ow
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from app.core.clock import get_clock
@@ -27,9 +28,10 @@ def entry_fields(
     to_status: str | None = None,
     note: str | None = None,
     data: dict[str, Any] | None = None,
+    at: datetime | None = None,
 ) -> dict[str, Any]:
     return {
-        "at": get_clock().now(),
+        "at": at if at is not None else get_clock().now(),
         "type": type_,
         **actor_columns(principal),
         "from_status": from_status,
