@@ -90,7 +90,20 @@ class ImportResult:
     def add_error(self, row: int, field_name: str | None, message: str) -> None:
         self.error_count += 1
         if len(self.errors) < MAX_REPORTED_ERRORS:
-            self.errors.append({"row": row, "field": field_name, "message": message})
+            self.errors.append(
+                {"row": row, "field": _sendable(field_name), "message": _sendable(message)}
+            )
+
+
+def _sendable(text: str | None) -> str | None:
+    """A lone surrogate (an NDJSON field name, say) escaped, so the report can be sent."""
+    if text is None or text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
 
 
 class FieldError(ValueError):

@@ -10,6 +10,18 @@ from typing import Any
 from app.services.csv_io import unescape_cell
 from app.services.imports.base import FieldError
 
+#: Text the database cannot store is refused cell by cell (a row error), never sent to it.
+NUL_MESSAGE = "contains a NUL character, which cannot be stored"
+
+
+def check_encodable(value: str) -> None:
+    """Refuse a lone surrogate (NDJSON may escape one: ``"\\ud800"``; UTF-8 cannot hold it)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise FieldError("contains a lone surrogate (not valid Unicode), which cannot be stored"
+                         ) from None
+
 
 def _text(raw: Any, is_csv: bool, max_len: int, *, strip: bool = True) -> str | None:
     if raw is None:
@@ -23,6 +35,10 @@ def _text(raw: Any, is_csv: bool, max_len: int, *, strip: bool = True) -> str | 
         return None
     if len(value) > max_len:
         raise FieldError(f"is longer than {max_len} characters")
+    if "\x00" in value:
+        raise FieldError(NUL_MESSAGE)
+    if not value.isascii():
+        check_encodable(value)
     return value
 
 
@@ -58,7 +74,10 @@ def _float(raw: Any, is_csv: bool, low: float, high: float) -> float | None:
     if isinstance(raw, bool):
         raise FieldError("must be a number")
     if isinstance(raw, int | float):
-        value = float(raw)
+        try:
+            value = float(raw)
+        except OverflowError:  # an NDJSON integer beyond any float
+            raise FieldError(f"must be between {low:g} and {high:g}") from None
     elif isinstance(raw, str):
         text = raw.strip()
         if "," in text and "." not in text:
@@ -144,6 +163,8 @@ def _csv_text(raw: Any, max_len: int, *, strip: bool = True) -> str | None:
         return None
     if len(raw) > max_len:
         raise FieldError(f"is longer than {max_len} characters")
+    if "\x00" in raw:  # (a CSV body is strict UTF-8: no lone surrogates to look for)
+        raise FieldError(NUL_MESSAGE)
     return raw  # type: ignore[no-any-return]
 
 
