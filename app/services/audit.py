@@ -26,6 +26,21 @@ def principal_columns(principal: Principal) -> dict[str, Any]:
     }
 
 
+def entry_columns(
+    principal: Principal, at: datetime, action: str, resource: str,
+    kind: AuditKind = AuditKind.write,
+) -> dict[str, Any]:
+    """An audit entry's columns but for the resource id and the field names (one place for the
+    API's entries and the bulk writers')."""
+    return {
+        "at": at,
+        "kind": getattr(kind, "value", kind),
+        **principal_columns(principal),
+        "action": action,
+        "resource": resource,
+    }
+
+
 def entry(
     principal: Principal,
     action: str,
@@ -38,11 +53,8 @@ def entry(
 ) -> dict[str, Any]:
     """The columns of one audit entry (``at``: now, unless a bulk writer stamps its rows)."""
     return {
-        "at": get_clock().now() if at is None else at,
+        **entry_columns(principal, get_clock().now() if at is None else at, action, resource),
         "kind": kind,
-        **principal_columns(principal),
-        "action": action,
-        "resource": resource,
         "resource_id": str(resource_id),
         "fields": sorted(set(fields)),
     }
