@@ -62,7 +62,7 @@ from app.services.dispatch.offers import (
     offered_event_data,
     reasons_of,
 )
-from app.services.dispatch.slots import end_assignment, reserve_slot
+from app.services.dispatch.slots import FreedSlots, end_assignment
 from app.services.dispatch.views import AssignmentViews
 from app.services.incidents import IncidentService, change_status, record_event
 
@@ -89,6 +89,8 @@ class DispatchService(CandidateRanking, AssignmentViews):
         self.settings = settings or get_settings()
         self.repo = DispatchRepository(session)
         self.clock = get_clock()
+        #: Slots given back in this unit of work, released in lock order (slots.py).
+        self.freed = FreedSlots(session)
 
     # --- rules of thumb ------------------------------------------------------------------------
 
@@ -192,7 +194,7 @@ class DispatchService(CandidateRanking, AssignmentViews):
         assignment = Assignment(**row)
         try:
             with self.session.begin_nested():
-                if not reserve_slot(self.session, candidate.manager_id, now):
+                if not self.freed.reserve(candidate.manager_id, now):
                     return None
                 self.session.add(assignment)
                 self.session.flush()
@@ -243,13 +245,15 @@ class DispatchService(CandidateRanking, AssignmentViews):
             return self.public(assignment, principal)
         self._require_open_offer(assignment)
         now = self.clock.now()
-        end_assignment(self.session, assignment, A.declined, now, reason=reason)
+        end_assignment(self.session, assignment, A.declined, now, reason=reason,
+                       freed=self.freed)
         record_event(self.session, incident, "assignment_declined", principal,
                      data=self._event_data(assignment))
         audit.record(self.session, principal, "decline", "assignment", assignment.id,
                      ["status", "responded_at", "decline_reason"])
         self._emit("assignment.declined", assignment, incident)
         self._refill(incident, AssignmentRole(assignment.role), now, cause=A.declined)
+        self.freed.release()
         self.session.flush()
         return self.public(assignment, principal)
 
@@ -287,12 +291,14 @@ class DispatchService(CandidateRanking, AssignmentViews):
                 type_="assignment-not-open",
             )
         now = self.clock.now()
-        end_assignment(self.session, assignment, A.withdrawn, now, reason=reason)
+        end_assignment(self.session, assignment, A.withdrawn, now, reason=reason,
+                       freed=self.freed)
         record_event(self.session, incident, "assignment_withdrawn", principal,
                      data=self._event_data(assignment))
         audit.record(self.session, principal, "withdraw", "assignment", assignment.id,
                      ["status", "withdraw_reason"])
         self._refill(incident, AssignmentRole(assignment.role), now, cause=A.withdrawn)
+        self.freed.release()
         self.session.flush()
         return self.public(assignment, principal)
 
@@ -350,7 +356,8 @@ class DispatchService(CandidateRanking, AssignmentViews):
             return
         withdrawn = []
         for co in (a for a in open_slots if a.role == CO):
-            if end_assignment(self.session, co, A.withdrawn, now, reason="no lead"):
+            if end_assignment(self.session, co, A.withdrawn, now, reason="no lead",
+                              freed=self.freed):
                 withdrawn.append(str(co.id))
                 record_event(self.session, incident, "assignment_withdrawn", DISPATCH_PRINCIPAL,
                              note="no lead", data=self._event_data(co))
@@ -385,7 +392,7 @@ class DispatchService(CandidateRanking, AssignmentViews):
         """Expire the incident's offers due at ``now`` (incident locked by the caller)."""
         due = self.repo.due_offers(incident.id, now)
         for assignment in due:
-            end_assignment(self.session, assignment, A.expired, now)
+            end_assignment(self.session, assignment, A.expired, now, freed=self.freed)
             record_event(self.session, incident, "assignment_expired", DISPATCH_PRINCIPAL,
                          data=self._event_data(assignment))
             audit.record(self.session, DISPATCH_PRINCIPAL, "expire", "assignment",
@@ -393,6 +400,7 @@ class DispatchService(CandidateRanking, AssignmentViews):
             self._emit("assignment.expired", assignment, incident)
         for assignment in sorted(due, key=lambda a: a.role != LEAD):
             self._refill(incident, AssignmentRole(assignment.role), now, cause=A.expired)
+        self.freed.release()
         self.session.flush()
         return len(due)
 
