@@ -21,7 +21,7 @@ a manager's e-mail and phone      yes                        no (redacted view) 
 ================================  =========================  ==========================  =====================================  =========
 
 Webhook payloads (and mails) never carry reporter data, notes or manager contact data: an
-incident in a payload is :func:`incident_view` with ``sees_reporter=False``.
+incident in a payload is the redacted view (:func:`webhook_incident_view`).
 
 A manager who is only *offered* an incident sees the incident (to decide on the offer) but not
 its reporter, nor its notes: notes are free text and may name the reporter. ``GET …/notes``
@@ -31,7 +31,7 @@ answers 403 until they accept; the ``note`` of its timeline entries is ``null`` 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from typing import Any, Protocol
 
@@ -42,6 +42,7 @@ from app.models.assignment import AssignmentRole
 from app.models.incident import IncidentEventPublic, IncidentPublic, IncidentPublicRedacted
 from app.models.system import Role
 from app.repositories.incidents import IncidentFilter, IncidentRepository
+from app.services.incident_records import incident_webhook_view
 
 #: Where no caller matches (an unbound manager or partner key): a scope that matches nothing.
 _NOBODY = uuid.UUID(int=0)
@@ -170,9 +171,12 @@ def incident_view(
     return IncidentPublic.model_validate({**fields, "reporter": reporter})
 
 
-def webhook_incident_view(incident: Any, competences: list[str]) -> dict[str, Any]:
-    """The incident as webhook payloads carry it: the redacted view, as JSON."""
-    return incident_view(incident, competences, sees_reporter=False).model_dump(mode="json")
+def webhook_incident_view(get: Callable[[str], Any], competences: list[str]) -> dict[str, Any]:
+    """The incident as webhook payloads carry it — the redacted view (``reporter`` null), as
+    JSON; ``get(column)`` reads the incident's columns (see
+    :func:`app.services.incident_records.incident_webhook_view`, the one builder the API and the
+    import share)."""
+    return incident_webhook_view(get, competences)
 
 
 def timeline_view(event: Any, *, sees_notes: bool) -> IncidentEventPublic:
