@@ -9,16 +9,20 @@ Two words, used this way throughout the code and the docs:
 * **erasure** — the GDPR removal of the data itself (right to erasure, retention):
   :mod:`app.services.privacy`.
 
-The rules (DESIGN.md §4 and §1, "Notes"):
+The rules (DESIGN.md §4, and §1 "Notes"); "staff" is admin and coordinator:
 
-================================  =========================  ==========================  =====================================  =========
-what                              admin, coordinator         partner                     manager                                viewer
-================================  =========================  ==========================  =====================================  =========
-an incident (else 404)            all                        its organisation's          while offered or accepted on it        none
-its reporter name and contact     yes                        its organisation's          once accepted as **lead**              —
-its notes and timeline notes      yes                        its organisation's          once accepted (**lead or co**)         —
-a manager's e-mail and phone      yes                        no (redacted view)          their own record only                  no (redacted view)
-================================  =========================  ==========================  =====================================  =========
+* **an incident** (otherwise 404, existence not leaked) — staff: all; a partner: its
+  organisation's; a manager: while they hold an offered or accepted assignment on it; a viewer:
+  none. :func:`incident_scope` (lists, exports), :func:`may_see_incident` (one incident).
+* **its reporter name and contact** — staff; the incident's partner; the manager who accepted the
+  *lead*. Everyone else gets ``reporter: null``. :func:`reporter_visible`, :func:`incident_view`.
+* **its notes and the ``note`` of its timeline entries** — staff; the incident's partner; a
+  manager once they *accepted* an assignment on it, lead or co. :func:`sees_notes`.
+* **a manager's e-mail and phone** — staff; the manager on their own record; partners and viewers
+  get the redacted manager view. :func:`sees_manager_contact`, :func:`manager_view_redacted`.
+
+Not yet here: which assignments a caller sees, and that a partner sees them without the decline
+and withdraw reasons, are still decided in :mod:`app.services.dispatch.views`.
 
 Webhook payloads (and mails) never carry reporter data, notes or manager contact data: an
 incident in a payload is the redacted view (:func:`webhook_incident_view`).
