@@ -293,7 +293,8 @@ class IncidentPublicRedacted(IncidentPublic):
     """The incident as a caller sees it whose role may not see its reporter (redaction,
     :mod:`app.services.visibility`): the same shape as :class:`IncidentPublic` — DESIGN.md: a
     hidden ``reporter`` is ``null`` — with ``reporter`` always ``null``. Webhook payloads carry
-    this view."""
+    it in the same shape (built without a model pass by
+    ``app.services.incident_records.incident_webhook_view``)."""
 
     reporter: None = PField(  # type: ignore[assignment]
         default=None, description="always null: the caller's role may not see reporter data"

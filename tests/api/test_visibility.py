@@ -1,5 +1,5 @@
 """Notes are free text and may name the reporter: who reads an incident's notes
-(app/services/visibility.py, DESIGN.md §1 "Notes").
+(app/services/visibility.py, DESIGN.md §1 "Notes"); and the redacted incident view.
 
 A manager reads them once they accepted an assignment on the incident, lead or co — not while it is
 only offered to them (``GET …/notes`` → 403, timeline ``note`` → null); staff and the incident's
@@ -9,13 +9,15 @@ partner always; anybody who cannot see the incident gets 404.
 from __future__ import annotations
 
 import uuid
+from functools import partial
 from typing import Any
 
 import pytest
 from sqlalchemy import func, select
 
 from app.core.db import session_scope
-from app.models.incident import IncidentNote
+from app.models.incident import Incident, IncidentNote
+from app.services import visibility
 from tests.factories import (
     make_assignment,
     make_dispatch_manager,
@@ -162,3 +164,21 @@ def test_notes_become_visible_on_accepting(client: Any, fixed_clock: object) -> 
     notes = client.get(f"{API}/incidents/{incident_id}/notes", headers=manager)
     assert notes.status_code == 200, notes.text
     assert [n["text"] for n in notes.json()["items"]] == [NOTE]
+
+
+def test_webhook_payload_is_the_redacted_view(client: Any) -> None:
+    """Webhook payloads are built without a model pass; they must equal the redacted view the
+    API gives a caller who may not see the reporter — and carry no reporter data."""
+    seed_reference()
+    created = make_incident(reporter={"name": "Erika Muster", "contact": "e@example.org"},
+                            location={"lat": 50.98, "lon": 11.03},
+                            required_competences=["mediation"])
+    with session_scope(write=False) as session:
+        incident = session.get(Incident, created.id)
+        assert incident is not None
+        payload = visibility.webhook_incident_view(partial(getattr, incident), ["mediation"])
+        redacted = visibility.incident_view(incident, ["mediation"], sees_reporter=False)
+        full = visibility.incident_view(incident, ["mediation"], sees_reporter=True)
+    assert payload == redacted.model_dump(mode="json")
+    assert payload["reporter"] is None and "Erika" not in str(payload)
+    assert full.reporter is not None and full.reporter.name == "Erika Muster"
