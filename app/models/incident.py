@@ -289,6 +289,18 @@ class IncidentPublic(ResponseModel):
     updated_at: UTCTimestamp
 
 
+class IncidentPublicRedacted(IncidentPublic):
+    """The incident as a caller sees it whose role may not see its reporter (redaction,
+    :mod:`app.services.visibility`): the same shape as :class:`IncidentPublic` — DESIGN.md: a
+    hidden ``reporter`` is ``null`` — with ``reporter`` always ``null``. Webhook payloads carry
+    it in the same shape (built without a model pass by
+    ``app.services.incident_records.incident_webhook_view``)."""
+
+    reporter: None = PField(  # type: ignore[assignment]
+        default=None, description="always null: the caller's role may not see reporter data"
+    )
+
+
 class IncidentEventPublic(ResponseModel):
     id: uuid.UUID
     incident_id: uuid.UUID
@@ -304,7 +316,10 @@ class IncidentEventPublic(ResponseModel):
     )
     from_status: str | None
     to_status: str | None
-    note: str | None
+    note: str | None = PField(
+        description="Free text; null for a manager who has not accepted an assignment on the "
+        "incident (notes may name people)"
+    )
     data: dict[str, Any]
 
 

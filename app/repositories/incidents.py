@@ -140,19 +140,25 @@ class IncidentRepository(Repository[Incident]):
             )
         ) is True
 
-    def accepted_lead_incidents(
-        self, manager_id: uuid.UUID, incident_ids: Iterable[uuid.UUID]
+    def accepted_incidents(
+        self,
+        manager_id: uuid.UUID,
+        incident_ids: Iterable[uuid.UUID],
+        *,
+        roles: Iterable[AssignmentRole] = (AssignmentRole.lead, AssignmentRole.co),
     ) -> set[uuid.UUID]:
-        """Incidents among ``incident_ids`` where the manager holds the accepted lead."""
+        """Incidents among ``incident_ids`` where the manager holds an accepted assignment in one
+        of ``roles`` (lead or co by default)."""
         ids = list(incident_ids)
-        if not ids:
+        wanted = [r.value for r in roles]
+        if not ids or not wanted:
             return set()
         return set(
             self.session.scalars(
                 select(Assignment.incident_id).where(
                     Assignment.incident_id.in_(ids),
                     Assignment.manager_id == manager_id,
-                    Assignment.role == AssignmentRole.lead,
+                    Assignment.role.in_(wanted),  # type: ignore[attr-defined]
                     Assignment.status == AssignmentStatus.accepted,
                 )
             )
