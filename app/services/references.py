@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session
@@ -40,15 +40,21 @@ class ReferenceBlocks:
 
     On PostgreSQL each block is reserved on a connection of its own in autocommit mode, committed
     at once: the counter's row lock is held for milliseconds instead of for the whole import, so
-    incidents created meanwhile through the API do not wait for it. The price: the numbers of an
-    import that is rolled back are not reused (the sequence gets a gap). On SQLite writers take
-    turns anyway (the import's transaction holds the database's write lock), so blocks are
-    reserved in ``session``'s own transaction. :meth:`close` returns the connection.
+    incidents created meanwhile through the API do not wait for it. When the import's transaction
+    is rolled back instead (an atomic import with a row error, a failure), :meth:`give_back`
+    returns the blocks it no longer needs: each, newest first, only while it is still the last
+    one handed out (``value`` is still its end) — a number somebody else took since is never
+    given back, so then the numbers before it stay unused (a gap, the one price of not holding
+    the lock). :meth:`keep` marks the blocks used once the transaction committed. On SQLite
+    writers take turns anyway (the import's transaction holds the database's write lock), so
+    blocks are reserved in ``session``'s own transaction and a rollback takes them back.
+    :meth:`close` returns the connection.
     """
 
     def __init__(self, session: Session) -> None:
         self.session = session
         self._apart: Connection | None = None
+        self._held: list[tuple[str, int, int, int]] = []  # (scope, year, first, n), uncommitted
 
     def reserve(self, scope: str, year: int, n: int) -> int:
         bind = self.session.get_bind()
@@ -60,9 +66,37 @@ class ReferenceBlocks:
             # written so far: ~4 ms a batch, measured). Safe: the numbers are only ever used by a
             # later transaction, whose own (synchronous) commit flushes this one first.
             self._apart.exec_driver_sql("SET synchronous_commit TO off")
-        return _reserve(self._apart, "postgresql", scope, year, n)
+        first = _reserve(self._apart, "postgresql", scope, year, n)
+        self._held.append((scope, year, first, n))
+        return first
+
+    def keep(self) -> None:
+        """The session committed: the blocks reserved so far are used."""
+        self._held.clear()
+
+    def give_back(self) -> int:
+        """The session rolled back: return what can be returned; how many numbers were."""
+        returned = 0
+        if self._apart is None:
+            self._held.clear()
+            return returned
+        table = ReferenceCounter.__table__  # type: ignore[attr-defined]
+        while self._held:
+            scope, year, first, n = self._held.pop()
+            done = self._apart.execute(
+                update(table)
+                .where(table.c.scope == scope, table.c.year == year,
+                       table.c.value == first + n - 1)
+                .values(value=table.c.value - n)
+            ).rowcount
+            if not done:  # taken after this block: it and the blocks before it stay used
+                self._held.clear()
+                break
+            returned += n
+        return returned
 
     def close(self) -> None:
+        self._held.clear()
         if self._apart is not None:
             try:
                 self._apart.exec_driver_sql("RESET synchronous_commit")  # back to the pool as it was

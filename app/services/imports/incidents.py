@@ -5,6 +5,7 @@ them) and of the changed ones."""
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections import defaultdict
 from collections.abc import Callable
@@ -44,6 +45,8 @@ from app.services.incident_records import (
 from app.services.outbox import listening as outbox_listening
 from app.services.references import INCIDENT_SCOPE, ReferenceBlocks, format_incident_reference
 from app.services.timeline import actor_columns
+
+log = logging.getLogger("kokoma.imports")
 
 _INCIDENT_UPDATABLE = (
     "title", "description", "district", "lat", "lon", "category", "escalation_level",
@@ -116,6 +119,19 @@ class IncidentImporter(IncidentRowValidation, Importer):
 
     def close(self) -> None:
         self._blocks.close()
+
+    def commit(self) -> None:
+        super().commit()
+        self._blocks.keep()
+
+    def rollback(self) -> None:
+        """A rejected or failed import consumes no references: the blocks it reserved (apart
+        from the session, on PostgreSQL) go back to the counter where nobody took one since."""
+        super().rollback()
+        try:
+            self._blocks.give_back()
+        except Exception:  # the import's own error is the one to report; the numbers stay unused
+            log.warning("references of a rolled-back import not given back", exc_info=True)
 
     def process(
         self, batch: list[tuple[int, dict[str, Any]]], write: bool, result: ImportResult
