@@ -41,6 +41,25 @@ def entry_columns(
     }
 
 
+def entry(
+    principal: Principal,
+    action: str,
+    resource: str,
+    resource_id: Any,
+    fields: Iterable[str] = (),
+    *,
+    kind: AuditKind = AuditKind.write,
+    at: datetime | None = None,
+) -> dict[str, Any]:
+    """The columns of one audit entry (``at``: now, unless a bulk writer stamps its rows)."""
+    return {
+        **entry_columns(principal, get_clock().now() if at is None else at, action, resource),
+        "kind": kind,
+        "resource_id": str(resource_id),
+        "fields": sorted(set(fields)),
+    }
+
+
 def record(
     session: Session,
     principal: Principal,
@@ -51,10 +70,4 @@ def record(
     *,
     kind: AuditKind = AuditKind.write,
 ) -> None:
-    session.add(
-        AuditEvent(
-            **entry_columns(principal, get_clock().now(), action, resource, kind),
-            resource_id=str(resource_id),
-            fields=sorted(set(fields)),
-        )
-    )
+    session.add(AuditEvent(**entry(principal, action, resource, resource_id, fields, kind=kind)))

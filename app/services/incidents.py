@@ -160,7 +160,7 @@ class IncidentService:
         """Public views in one pass: competences batched, reporter only where the role may see.
 
         ``log_access`` (reads): one ``access`` audit entry per returned incident whose reporter
-        name or contact the caller sees (app.services.privacy), inserted in one statement.
+        name or contact the caller sees (app.services.privacy.access_log), inserted in one statement.
         """
         ids = [i.id for i in incidents]
         competences = self.repo.competences_of(ids)
@@ -170,7 +170,7 @@ class IncidentService:
             lead_of = set()
         sees = [self._sees_reporter(i, principal, lead_of) for i in incidents]
         if log_access:
-            from app.services.privacy import log_reporter_access
+            from app.services.privacy.access_log import log_reporter_access
 
             log_reporter_access(
                 self.session, principal,

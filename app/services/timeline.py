@@ -30,8 +30,9 @@ def entry_fields(
     data: dict[str, Any] | None = None,
     at: datetime | None = None,
 ) -> dict[str, Any]:
+    """The columns of one timeline entry (``at``: now, unless a bulk writer stamps its rows)."""
     return {
-        "at": at if at is not None else get_clock().now(),
+        "at": get_clock().now() if at is None else at,
         "type": type_,
         **actor_columns(principal),
         "from_status": from_status,
