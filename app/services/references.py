@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Connection, update
+import re
+
+from sqlalchemy import Connection, func, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session
@@ -60,15 +62,30 @@ class ReferenceBlocks:
         bind = self.session.get_bind()
         if bind.dialect.name != "postgresql":
             return reserve_block(self.session, scope, year, n)
+        first = _reserve(self._connection(), "postgresql", scope, year, n)
+        self._held.append((scope, year, first, n))
+        return first
+
+    def raise_to(self, scope: str, year: int, n: int) -> None:
+        """Numbers up to ``n`` are taken (an import restores references it was given); like a
+        reservation, on PostgreSQL at once and apart. Not given back on a rollback."""
+        bind = self.session.get_bind()
+        if bind.dialect.name != "postgresql":
+            raise_counter(self.session, bind.dialect.name, scope, year, n)
+            return
+        self._connection()
+        raise_counter(self._apart, "postgresql", scope, year, n)  # type: ignore[arg-type]
+
+    def _connection(self) -> Connection:
         if self._apart is None:
-            self._apart = bind.connect().execution_options(isolation_level="AUTOCOMMIT")
+            self._apart = self.session.get_bind().connect().execution_options(
+                isolation_level="AUTOCOMMIT"
+            )
             # the commit need not wait for the WAL flush (it would flush all the import's WAL
             # written so far: ~4 ms a batch, measured). Safe: the numbers are only ever used by a
             # later transaction, whose own (synchronous) commit flushes this one first.
             self._apart.exec_driver_sql("SET synchronous_commit TO off")
-        first = _reserve(self._apart, "postgresql", scope, year, n)
-        self._held.append((scope, year, first, n))
-        return first
+        return self._apart
 
     def keep(self) -> None:
         """The session committed: the blocks reserved so far are used."""
@@ -113,6 +130,28 @@ def format_incident_reference(year: int, number: int) -> str:
     """An incident's human reference, ``KOK-<year>-<n>`` (n zero-padded to five digits): the
     one place that knows the format (the API and the import both use it)."""
     return f"KOK-{year}-{number:05d}"
+
+
+_INCIDENT_REFERENCE = re.compile(r"KOK-(\d{4})-(\d{5,9})")
+
+
+def parse_incident_reference(text: str) -> tuple[int, int] | None:
+    """``(year, n)`` of an incident reference in :func:`format_incident_reference`'s format."""
+    match = _INCIDENT_REFERENCE.fullmatch(text)
+    if match is None or format_incident_reference(int(match[1]), int(match[2])) != text:
+        return None  # e.g. a number with a superfluous leading zero
+    return int(match[1]), int(match[2])
+
+
+def raise_counter(on: Session | Connection, dialect: str, scope: str, year: int, n: int) -> None:
+    """Make sure ``(scope, year)`` hands out only values above ``n`` from now on."""
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    stmt = insert(ReferenceCounter).values(scope=scope, year=year, value=n)
+    greatest = func.greatest if dialect == "postgresql" else func.max
+    on.execute(stmt.on_conflict_do_update(
+        index_elements=["scope", "year"],
+        set_={"value": greatest(ReferenceCounter.value, stmt.excluded.value)},
+    ))
 
 
 def incident_reference(session: Session, year: int) -> str:

@@ -118,7 +118,8 @@ Atomic = Annotated[
 ]
 
 _INCIDENT_COLUMNS = (
-    "external_id, source, reference (ignored), title, description, district, lat, lon, "
+    "external_id, source, reference (the key when external_id is empty), title, description, "
+    "district, lat, lon, "
     "category, escalation_level, required_competences (a|b), languages (a|b), status, "
     "occurred_at, reported_at, organisation_id, reporter_name, reporter_contact, "
     "reporter_anonymous"
