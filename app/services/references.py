@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from sqlalchemy import Connection, func, update
+from sqlalchemy import Connection, func, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session
@@ -56,25 +56,29 @@ class ReferenceBlocks:
     def __init__(self, session: Session) -> None:
         self.session = session
         self._apart: Connection | None = None
-        self._held: list[tuple[str, int, int, int]] = []  # (scope, year, first, n), uncommitted
+        #: (scope, year, value before, value after) of each uncommitted reservation or raise
+        self._held: list[tuple[str, int, int, int]] = []
 
     def reserve(self, scope: str, year: int, n: int) -> int:
         bind = self.session.get_bind()
         if bind.dialect.name != "postgresql":
             return reserve_block(self.session, scope, year, n)
         first = _reserve(self._connection(), "postgresql", scope, year, n)
-        self._held.append((scope, year, first, n))
+        self._held.append((scope, year, first - 1, first + n - 1))
         return first
 
     def raise_to(self, scope: str, year: int, n: int) -> None:
         """Numbers up to ``n`` are taken (an import restores references it was given); like a
-        reservation, on PostgreSQL at once and apart. Not given back on a rollback."""
+        reservation, on PostgreSQL at once and apart, and given back like one."""
         bind = self.session.get_bind()
         if bind.dialect.name != "postgresql":
             raise_counter(self.session, bind.dialect.name, scope, year, n)
             return
-        self._connection()
-        raise_counter(self._apart, "postgresql", scope, year, n)  # type: ignore[arg-type]
+        before, after = self._connection().execute(_RAISE_RETURNING_BEFORE, {
+            "scope": scope, "year": year, "n": n,
+        }).one()
+        if before is None or after > before:
+            self._held.append((scope, year, before or 0, after))
 
     def _connection(self) -> Connection:
         if self._apart is None:
@@ -99,17 +103,16 @@ class ReferenceBlocks:
             return returned
         table = ReferenceCounter.__table__  # type: ignore[attr-defined]
         while self._held:
-            scope, year, first, n = self._held.pop()
+            scope, year, before, after = self._held.pop()
             done = self._apart.execute(
                 update(table)
-                .where(table.c.scope == scope, table.c.year == year,
-                       table.c.value == first + n - 1)
-                .values(value=table.c.value - n)
+                .where(table.c.scope == scope, table.c.year == year, table.c.value == after)
+                .values(value=before)
             ).rowcount
             if not done:  # taken after this block: it and the blocks before it stay used
                 self._held.clear()
                 break
-            returned += n
+            returned += after - before
         return returned
 
     def close(self) -> None:
@@ -152,6 +155,18 @@ def raise_counter(on: Session | Connection, dialect: str, scope: str, year: int,
         index_elements=["scope", "year"],
         set_={"value": greatest(ReferenceCounter.value, stmt.excluded.value)},
     ))
+
+
+#: :func:`raise_counter` on PostgreSQL, also returning the value before (``NULL``: no row yet); the
+#: row lock of the CTE makes the two values one step (READ COMMITTED re-reads a changed row).
+_RAISE_RETURNING_BEFORE = text("""
+    WITH old AS (
+        SELECT value FROM reference_counter WHERE scope = :scope AND year = :year FOR UPDATE
+    )
+    INSERT INTO reference_counter (scope, year, value) VALUES (:scope, :year, :n)
+    ON CONFLICT (scope, year) DO UPDATE SET value = GREATEST(reference_counter.value, EXCLUDED.value)
+    RETURNING (SELECT value FROM old) AS before, value AS after
+""")
 
 
 def incident_reference(session: Session, year: int) -> str:

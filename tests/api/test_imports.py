@@ -767,3 +767,18 @@ class TestRejectedImportReferences:
         with session_scope(write=False) as session:
             refs = sorted(session.scalars(select(Incident.reference)))
         assert refs == [f"KOK-2026-{n:05d}" for n in range(1, 7)]
+
+    def test_a_rejected_restore_gives_the_restored_numbers_back(
+        self, client, admin, monkeypatch
+    ) -> None:
+        monkeypatch.setattr(get_settings(), "import_batch_rows", 2)  # raised, then a fail
+        body = ("external_id;reference;title;district;category;escalation_level\r\n"
+                ";KOK-2026-00040;Restored;alpha;other;2\r\n"
+                "x-1;;Allocated;alpha;other;2\r\n"
+                "x-2;;Bad;atlantis;other;2\r\n")
+        report = post(client, admin, body.encode()).json()
+        assert (report["committed"], report["error_count"]) == (False, 1)
+        created = client.post("/api/v1/incidents", headers=admin, json={
+            "title": "After a rejected restore", "district": "alpha",
+            "category": "hate_speech", "escalation_level": 2})
+        assert created.json()["reference"] == "KOK-2026-00001"
