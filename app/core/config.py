@@ -52,6 +52,9 @@ class Settings(BaseSettings):
     webhooks_allow_private: bool = False
     #: Rows per write batch of the bulk imports.
     import_batch_rows: int = Field(default=2000, ge=1, le=10_000)
+    #: How long an import's body may take to arrive (it is received in full before the import
+    #: takes a database session); longer → 408.
+    import_body_timeout_seconds: float = Field(default=600.0, gt=0)
     log_level: str = "INFO"
     #: ``json`` (one object per line, for log shippers) or ``text`` (for a terminal).
     log_format: str = Field(default="json", pattern="^(json|text)$")

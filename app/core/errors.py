@@ -69,6 +69,10 @@ class PreconditionFailed(AppError):
     status, type_, title = 412, "precondition-failed", "Precondition failed"
 
 
+class RequestTimeout(AppError):
+    status, type_, title = 408, "request-timeout", "Request timeout"
+
+
 class PayloadTooLarge(AppError):
     status, type_, title = 413, "payload-too-large", "Payload too large"
 
