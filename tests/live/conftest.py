@@ -32,6 +32,12 @@ START_SECONDS = 90.0  # generous: a loaded 2-core CI machine boots three workers
 
 LiveServer = Callable[..., str]
 
+#: Worker processes the live tests run with: several processes share one database on
+#: PostgreSQL; on SQLite (one file, one writer) one process is what is deployed.
+WORKER_COUNTS = (
+    [1, 3] if os.environ.get("KOKOMA_TEST_DATABASE_URL", "").startswith("postgres") else [1]
+)
+
 
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
