@@ -35,6 +35,16 @@ def sqlstate(exc: BaseException) -> str | None:
     return state if isinstance(state, str) else None
 
 
+def is_unique_violation(exc: BaseException) -> bool:
+    """A unique constraint refused the row (and no other constraint or trigger did)."""
+    if not isinstance(exc, IntegrityError):
+        return False
+    state = sqlstate(exc)
+    if state is not None:
+        return state == "23505"
+    return "unique constraint failed" in str(exc.orig).lower()
+
+
 def is_transient(exc: BaseException) -> bool:
     """A deadlock or serialization failure: the transaction was rolled back; run it again."""
     return isinstance(exc, DBAPIError) and sqlstate(exc) in TRANSIENT_SQLSTATES
