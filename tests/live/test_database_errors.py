@@ -31,6 +31,17 @@ API = "/api/v1"
 PROBLEM = "application/problem+json"
 
 
+def impatient_postgres_env(migrated_database: str) -> dict[str, str]:
+    """A live server whose sessions give up on a lock after 1.5 s and look for deadlocks after
+    0.1 s (libpq ``options``: session settings, not the server's configuration), and that runs
+    a request once: what the database says reaches the client. Shared by the timeout and the
+    deadlock test (tests/live/test_pg_database_errors.py): one server start for both."""
+    options = "-c lock_timeout=1500 -c deadlock_timeout=100"
+    url = make_url(migrated_database).update_query_dict({"options": options})
+    return {"DATABASE_URL": url.render_as_string(hide_password=False),
+            "KOKOMA_DB_RETRY_ATTEMPTS": "1"}
+
+
 def assert_problem(response: httpx.Response, status: int, type_: str) -> dict[str, Any]:
     assert response.status_code == status, response.text
     assert response.headers["content-type"] == PROBLEM
@@ -136,12 +147,10 @@ def _row_lock_timeout_on_postgres(
     live_server: LiveServer, admin_key: dict[str, str], migrated_database: str
 ) -> None:
     """PostgreSQL: a row lock held past ``lock_timeout`` (set for the server's sessions through
-    libpq ``options``, not the server's configuration) → database-timeout, SQLSTATE 55P03."""
+    libpq ``options``) → database-timeout, SQLSTATE 55P03."""
     seed_reference()
     incident = make_incident()
-    database = make_url(migrated_database)
-    with_timeout = database.update_query_dict({"options": "-c lock_timeout=300"})
-    url = live_server(env={"DATABASE_URL": with_timeout.render_as_string(hide_password=False)})
+    url = live_server(env=impatient_postgres_env(migrated_database))
     with get_engine().connect() as holder, holder.begin():
         holder.execute(text("SELECT id FROM incident WHERE id = :id FOR UPDATE"),
                        {"id": incident.id})

@@ -26,7 +26,11 @@ from sqlalchemy.engine import make_url
 from app.core.db import get_engine
 from tests.factories import make_incident, seed_reference
 from tests.live.conftest import LiveServer
-from tests.live.test_database_errors import assert_problem, logged_failure
+from tests.live.test_database_errors import (
+    assert_problem,
+    impatient_postgres_env,
+    logged_failure,
+)
 
 API = "/api/v1"
 LOCK = 424242
@@ -67,11 +71,12 @@ def _wait_for_advisory_waiter(conn: Any, seconds: float = 20.0) -> None:
 
 
 def test_deadlock_is_named_and_logged(
-    live_server: LiveServer, admin_key: dict[str, str], waiting_trigger: None
+    live_server: LiveServer, admin_key: dict[str, str], waiting_trigger: None,
+    migrated_database: str,
 ) -> None:
     seed_reference()
     incident = make_incident()
-    url = live_server(env={"KOKOMA_DB_RETRY_ATTEMPTS": "1"})
+    url = live_server(env=impatient_postgres_env(migrated_database))
     responses: list[httpx.Response] = []
 
     def patch() -> None:
@@ -82,7 +87,7 @@ def test_deadlock_is_named_and_logged(
     engine = get_engine()
     with engine.connect() as holder, engine.connect() as watcher:
         transaction = holder.begin()
-        # The request's backend (deadlock_timeout 1 s) finds the cycle before this one does.
+        # The request's backend (deadlock_timeout 0.1 s) finds the cycle, not this one.
         holder.execute(text("SET LOCAL deadlock_timeout = '30s'"))
         holder.execute(text("SELECT pg_advisory_xact_lock(:lock)"), {"lock": LOCK})
         request = threading.Thread(target=patch)

@@ -134,7 +134,9 @@ def _workers_of(supervisor: int) -> list[int]:
             cmdline = (stat.parent / "cmdline").read_bytes()
         except (OSError, IndexError):
             continue
-        if int(fields[1]) == supervisor and b"resource_tracker" not in cmdline:
+        # a killed worker stays a zombie (state Z) until its supervisor reaps it
+        if int(fields[1]) == supervisor and fields[0] != "Z" \
+                and b"resource_tracker" not in cmdline:
             children.append(int(stat.parent.name))
     return sorted(children)
 
