@@ -32,11 +32,11 @@ PROBLEM = "application/problem+json"
 
 
 def impatient_postgres_env(migrated_database: str) -> dict[str, str]:
-    """A live server whose sessions give up on a lock after 1.5 s and look for deadlocks after
+    """A live server whose sessions give up on a lock after 3 s and look for deadlocks after
     0.1 s (libpq ``options``: session settings, not the server's configuration), and that runs
     a request once: what the database says reaches the client. Shared by the timeout and the
     deadlock test (tests/live/test_pg_database_errors.py): one server start for both."""
-    options = "-c lock_timeout=1500 -c deadlock_timeout=100"
+    options = "-c lock_timeout=3000 -c deadlock_timeout=100"
     url = make_url(migrated_database).update_query_dict({"options": options})
     return {"DATABASE_URL": url.render_as_string(hide_password=False),
             "KOKOMA_DB_RETRY_ATTEMPTS": "1"}
