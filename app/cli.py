@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import uuid
 from pathlib import Path
 from typing import Annotated
@@ -39,6 +40,21 @@ def migrate() -> None:
     typer.echo("database at head", err=True)
 
 
+def warn_connection_budget(workers: int) -> None:
+    """Say at start when ``workers`` processes may open more connections than the database
+    admits (a database that cannot be asked now is left to /readyz)."""
+    from app.core.db import connection_budget_warning, get_engine, reset_engine
+
+    try:
+        warning = connection_budget_warning(get_engine(), get_settings(), workers)
+    except Exception:
+        return
+    finally:
+        reset_engine()  # the workers open their own connections
+    if warning:
+        typer.echo(f"warning: {warning}", err=True)
+
+
 @cli.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="Bind address (KOKOMA_HOST)")] = None,
@@ -50,11 +66,15 @@ def serve(
     import uvicorn
 
     settings = get_settings()
+    workers = workers or settings.workers
+    # The worker processes read it too: /readyz checks the connection budget of all of them.
+    os.environ["KOKOMA_WORKERS"] = str(workers)
+    warn_connection_budget(workers)
     uvicorn.run(
         "app.main:app",
         host=host or settings.host,
         port=port or settings.port,
-        workers=workers or settings.workers,
+        workers=workers,
         reload=reload,
         log_level=settings.log_level.lower(),
         proxy_headers=True,

@@ -11,6 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from app.core.clock import get_clock
+from app.core.db_errors import is_unique_violation
 from app.core.errors import Conflict, Forbidden, NotFound, Unprocessable
 from app.core.pagination import PageParams
 from app.core.security import Principal
@@ -258,7 +259,9 @@ class IncidentService:
         try:
             with self.session.begin_nested():
                 self.session.flush()
-        except IntegrityError:
+        except IntegrityError as exc:
+            if not is_unique_violation(exc):
+                raise  # another constraint or a trigger: the generic 409 (app.core.db_errors)
             raise Conflict(
                 "An incident with this source and external_id exists already.", type_="duplicate"
             ) from None

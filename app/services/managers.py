@@ -28,6 +28,7 @@ from sqlmodel import Session
 
 from app.core.clock import get_clock
 from app.core.config import get_settings
+from app.core.db_errors import is_unique_violation
 from app.core.errors import Conflict, Forbidden, NotFound, Unprocessable
 from app.core.pagination import PageParams
 from app.core.security import Principal
@@ -230,7 +231,9 @@ class ManagerService:
         try:
             with self.session.begin_nested():
                 self.session.flush()
-        except IntegrityError:
+        except IntegrityError as exc:
+            if not is_unique_violation(exc):
+                raise  # another constraint or a trigger: the generic 409 (app.core.db_errors)
             raise Conflict(
                 "Another manager has this email address.", type_="duplicate"
             ) from None
