@@ -15,6 +15,7 @@ from sqlmodel import Field, SQLModel
 
 from app.models.base import JSONType, UTCDateTime, new_id, new_ordered_id, utcnow
 from app.models.common import (
+    DistrictCode,
     LongText,
     RequestModel,
     ResponseModel,
@@ -219,7 +220,7 @@ def _check_languages(value: list[str] | None) -> list[str] | None:
 class IncidentCreate(RequestModel):
     title: ShortText
     description: LongText = ""
-    district: Slug
+    district: DistrictCode
     location: Location | None = None
     category: IncidentCategory
     escalation_level: int = PField(ge=1, le=9, description="Glasl stage 1–9")
@@ -240,7 +241,7 @@ class IncidentUpdate(RequestModel):
 
     title: ShortText | None = None
     description: LongText | None = None
-    district: Slug | None = None
+    district: DistrictCode | None = None
     location: Location | None = None
     category: IncidentCategory | None = None
     escalation_level: int | None = PField(default=None, ge=1, le=9)
