@@ -8,6 +8,7 @@ from fastapi import Depends, FastAPI
 from fastapi.routing import APIRoute
 
 from app.api.deps import reject_nul_parameters
+from app.api.docs import install_docs
 from app.api.middleware.body_limit import BodyLimitMiddleware
 from app.api.middleware.cors import CorsMiddleware
 from app.api.middleware.idempotency import IdempotencyMiddleware
@@ -98,10 +99,13 @@ def create_app() -> FastAPI:
         description=DESCRIPTION,
         generate_unique_id_function=_operation_id,
         openapi_url="/openapi.json",
+        docs_url=None,  # served by app.api.docs with packaged assets (no CDN)
+        redoc_url=None,
         dependencies=[Depends(reject_nul_parameters)],
         swagger_ui_init_oauth=_docs_oauth(settings),
     )
     install_error_handlers(app)
+    install_docs(app, settings)
     app.include_router(health.router)
     for module in (
         reference, incidents, managers, dispatch, recommendations, stats, imports, webhooks, admin,
