@@ -246,3 +246,21 @@ class TestDistrictCodesEitherCase:
         assert (report.json()["created"], report.json()["errors"]) == (1, [])
         listed = client.get("/api/v1/incidents", params={"district": "alpha"}, headers=admin)
         assert len(listed.json()["items"]) == 1
+
+
+def test_demo_script_checks_the_port_before_it_makes_a_key() -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        completed = subprocess.run(  # noqa: S603 - fixed argv
+            ["bash", str(ROOT / "scripts" / "demo.sh")],  # noqa: S607 - bash from PATH
+            env={**os.environ, "KOKOMA_HOST": "127.0.0.1", "KOKOMA_PORT": str(port)},
+            capture_output=True, text=True, timeout=60, check=False,
+        )
+    assert completed.returncode == 1
+    assert completed.stdout == ""  # no key printed
+    assert f"cannot serve on 127.0.0.1:{port}" in completed.stderr
+    assert f"KOKOMA_PORT={port + 1}" in completed.stderr
