@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field as PField
 from pydantic import StringConstraints, field_validator
@@ -284,6 +284,12 @@ class IncidentPublic(ResponseModel):
     organisation_id: uuid.UUID | None
     reporter: ReporterPublic | None = PField(
         description="null when absent or when the caller's role may not see reporter data"
+    )
+    open_slots: list[Literal["lead", "co"]] = PField(
+        default_factory=list,
+        description="While dispatched or in progress: the slots no manager holds (offered, "
+        "accepted or completed) — e.g. [\"co\"] for a tandem incident whose co slot found "
+        "nobody; empty otherwise",
     )
     version: int
     created_at: UTCTimestamp

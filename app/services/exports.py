@@ -29,7 +29,7 @@ from app.models.system import Role
 from app.repositories.incidents import IncidentFilter, IncidentRepository
 from app.services.csv_io import escape_cell
 from app.services.imports import INCIDENT_COLUMNS
-from app.services.incidents import IncidentService
+from app.services.incidents import IncidentService, open_slots_of
 from app.services.privacy import log_reporter_access
 
 BATCH_ROWS = 1000
@@ -138,10 +138,12 @@ def stream_geojson(flt: IncidentFilter, principal: Principal) -> Iterator[bytes]
     """A GeoJSON FeatureCollection of the visible incidents that have a location."""
     yield b'{"type":"FeatureCollection","features":['
     first = True
-    for rows, competences, visible, _ in _batches(flt, principal, located_only=True):
+    for rows, competences, visible, session in _batches(flt, principal, located_only=True):
+        slots = open_slots_of(IncidentRepository(session), rows)
         parts = []
         for row in rows:
-            public = IncidentService._public(row, competences.get(row.id, []), row.id in visible)
+            public = IncidentService._public(row, competences.get(row.id, []), row.id in visible,
+                                             slots.get(row.id, ()))
             properties = public.model_dump(mode="json")
             properties.pop("location", None)
             feature = {

@@ -10,6 +10,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from app.core.clock import get_clock
+from app.core.config import get_settings
 from app.core.errors import Conflict, Forbidden, NotFound, Unprocessable
 from app.core.pagination import PageParams
 from app.core.security import Principal
@@ -95,10 +96,32 @@ def change_status(
                         {"from_status": from_status, "to_status": to_status})
 
 
+#: Statuses in which an incident holds (or waits for) managers in its slots.
+_STAFFED = frozenset({IncidentStatus.dispatched, IncidentStatus.in_progress})
+
+
+def open_slots_of(repo: IncidentRepository, incidents: Sequence[Incident]
+                  ) -> dict[uuid.UUID, list[str]]:
+    """Per dispatched or in-progress incident, the slots it needs that nobody holds: the lead,
+    and the co for a tandem incident (escalation ≥ KOKOMA_TANDEM_FROM_LEVEL). One query."""
+    staffed = [i for i in incidents if i.status in _STAFFED]
+    if not staffed:
+        return {}
+    held = repo.held_roles(i.id for i in staffed)
+    tandem_from = get_settings().tandem_from_level
+    result: dict[uuid.UUID, list[str]] = {}
+    for incident in staffed:
+        needed = ["lead", "co"] if incident.escalation_level >= tandem_from else ["lead"]
+        result[incident.id] = [role for role in needed if role not in held.get(incident.id, ())]
+    return result
+
+
 def webhook_view(session: Session, incident: Incident) -> dict[str, Any]:
     """The incident as webhooks carry it: never reporter data."""
-    competences = IncidentRepository(session).competences_of([incident.id]).get(incident.id, [])
-    view = IncidentService._public(incident, competences, with_reporter=False)
+    repo = IncidentRepository(session)
+    competences = repo.competences_of([incident.id]).get(incident.id, [])
+    slots = open_slots_of(repo, [incident]).get(incident.id, [])
+    view = IncidentService._public(incident, competences, with_reporter=False, open_slots=slots)
     return view.model_dump(mode="json")
 
 
@@ -170,8 +193,9 @@ class IncidentService:
                 [(i.id, i.reporter_name, i.reporter_contact)
                  for i, seen in zip(incidents, sees, strict=True) if seen and i.has_reporter],
             )
+        slots = open_slots_of(self.repo, incidents)
         return [
-            self._public(i, competences.get(i.id, []), seen)
+            self._public(i, competences.get(i.id, []), seen, slots.get(i.id, ()))
             for i, seen in zip(incidents, sees, strict=True)
         ]
 
@@ -186,7 +210,8 @@ class IncidentService:
         return False
 
     @staticmethod
-    def _public(incident: Incident, competences: list[str], with_reporter: bool) -> IncidentPublic:
+    def _public(incident: Incident, competences: list[str], with_reporter: bool,
+                open_slots: Sequence[str] = ()) -> IncidentPublic:
         reporter = None
         if with_reporter and incident.has_reporter:
             reporter = {
@@ -203,6 +228,7 @@ class IncidentService:
                 "location": location,
                 "required_competences": competences,
                 "reporter": reporter,
+                "open_slots": list(open_slots),
             }
         )
 
