@@ -60,12 +60,14 @@ def serve(
     """Run the API with uvicorn."""
     import uvicorn
 
+    from app.core.db import reset_engine
     from app.core.migrations import cli_database_problem
 
     settings = get_settings()
     problem = cli_database_problem()
     if problem:  # still serve: /readyz says not ready and each call answers 503 saying so
         typer.echo(f"warning: {problem}", err=True)
+    reset_engine()  # the check's connection is not handed to the server's workers
     uvicorn.run(
         "app.main:app",
         host=host or settings.host,

@@ -264,3 +264,46 @@ def test_demo_script_checks_the_port_before_it_makes_a_key() -> None:
     assert completed.stdout == ""  # no key printed
     assert f"cannot serve on 127.0.0.1:{port}" in completed.stderr
     assert f"KOKOMA_PORT={port + 1}" in completed.stderr
+
+
+def test_serve_on_a_fresh_folder_warns_and_answers_run_migrate(tmp_path: Path) -> None:
+    """`kokoma serve` where no database exists yet: a warning on start, then 503 problems that
+    say what to do."""
+    import signal
+    import time
+
+    import httpx
+
+    from tests.live.conftest import free_port
+
+    port = free_port()
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("DATABASE_URL", "KOKOMA_DATABASE_URL")}
+    env.update(PYTHONPATH=str(ROOT), KOKOMA_LOG_LEVEL="WARNING")
+    log = tmp_path / "serve.log"
+    with log.open("w") as out:
+        server = subprocess.Popen(  # noqa: S603 - fixed argv
+            [sys.executable, "-m", "app.cli", "serve", "--port", str(port)],
+            cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 90
+        response = None
+        while time.monotonic() < deadline and response is None:
+            try:
+                response = httpx.get(f"http://127.0.0.1:{port}/api/v1/incidents",
+                                     headers={"Authorization": "Bearer kok_x"}, timeout=5)
+            except httpx.TransportError:
+                assert server.poll() is None, log.read_text()
+                time.sleep(0.2)
+        assert response is not None, log.read_text()
+        assert response.status_code == 503
+        assert response.json()["type"] == "/problems/database-not-migrated"
+        assert "run `kokoma migrate`" in response.json()["detail"]
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+    output = log.read_text()
+    assert f"warning: database sqlite:///{tmp_path.resolve() / 'kokoma.db'} {FIX}" in output
+    assert "Traceback" not in output
