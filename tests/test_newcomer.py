@@ -122,6 +122,28 @@ class TestUnmigratedDatabase:
         assert f"database sqlite:///{tmp_path.resolve() / 'kokoma.db'} {FIX}" in completed.stderr
         assert not (tmp_path / "kokoma.db").exists()
 
+    def test_behind_and_unknown_revisions(self, tmp_path: Path,
+                                          point_at: Callable[[str], None]) -> None:
+        from alembic.script import ScriptDirectory
+        from sqlalchemy import text
+
+        from app.core.db import get_engine
+        from app.core.migrations import alembic_config, head_revision, upgrade
+
+        head = head_revision()
+        previous = ScriptDirectory.from_config(alembic_config()).get_revision(head).down_revision
+        point_at(f"sqlite:///{tmp_path / 'old.db'}")
+        upgrade(str(previous))
+        result = CliRunner().invoke(cli, ["api-key", "create", "--role", "admin", "--name", "x"])
+        assert result.exit_code == 2
+        assert (f"is not migrated to this kokoma's schema (at {previous}, newest {head}): "
+                "run `kokoma migrate`") in result.stderr
+        with get_engine().begin() as conn:
+            conn.execute(text("UPDATE alembic_version SET version_num = 'ffffffff'"))
+        result = CliRunner().invoke(cli, ["seed-demo"])
+        assert result.exit_code == 2
+        assert "at schema revision ffffffff, which this kokoma does not know" in result.stderr
+
     def test_migrated_database_passes(self, migrated_database: str) -> None:
         result = CliRunner().invoke(cli, ["api-key", "create", "--role", "viewer", "--name", "v"])
         assert result.exit_code == 0, result.output

@@ -28,16 +28,8 @@ def head_revision() -> str | None:
 
 
 def current_and_head(engine: Engine) -> tuple[str | None, str | None]:
-    # Reading the revision is no migration: keep alembic's "Context impl …" lines out of the logs
-    # (and off the CLI's stdout, where `kokoma api-key create` prints only the key).
-    log = logging.getLogger("alembic.runtime.migration")
-    level = log.level
-    log.setLevel(max(level, logging.WARNING))
-    try:
-        with engine.connect() as conn:
-            current = MigrationContext.configure(conn).get_current_revision()
-    finally:
-        log.setLevel(level)
+    with engine.connect() as conn:
+        current = MigrationContext.configure(conn).get_current_revision()
     return current, head_revision()
 
 
@@ -106,8 +98,15 @@ def cli_database_problem() -> str | None:
     from app.core.db import get_engine
 
     url = get_settings().sqlalchemy_url
+    # Reading the revision is no migration: keep alembic's "Context impl …" lines off the CLI's
+    # output (`kokoma api-key create` prints only the key on stdout).
+    log = logging.getLogger("alembic.runtime.migration")
+    level = log.level
+    log.setLevel(max(level, logging.WARNING))
     try:
         return not_migrated_reason(url, get_engine())
     except SQLAlchemyError as exc:
         cause = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
         return f"database {database_label(url)} is not reachable: {cause}"
+    finally:
+        log.setLevel(level)
