@@ -65,6 +65,24 @@ class TestPages:
         assert client.get("/docs-assets/../pyproject.toml").status_code == 404
 
 
+def test_sign_in_on_docs_adds_the_identity_provider_only() -> None:
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+    from tests.conftest import oidc_settings
+
+    issuer = "https://login.example-city.de/realms/kokoma"
+    with oidc_settings(issuer, KOKOMA_OIDC_DOCS_CLIENT_ID="kokoma-docs"), \
+            TestClient(create_app()) as client:
+        docs = client.get("/docs")
+        redoc = client.get("/redoc")
+    connect = next(d for d in docs.headers["content-security-policy"].split("; ")
+                   if d.startswith("connect-src"))
+    assert connect == "connect-src 'self' https://login.example-city.de"
+    assert '"clientId": "kokoma-docs"' in docs.text
+    assert "example-city" not in redoc.headers["content-security-policy"]
+
+
 def _chromium() -> str:
     path = shutil.which("chromium") or shutil.which("chromium-browser")
     if path is None:
