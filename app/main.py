@@ -8,7 +8,9 @@ from fastapi import Depends, FastAPI
 from fastapi.routing import APIRoute
 
 from app.api.deps import reject_nul_parameters
+from app.api.docs import install_docs
 from app.api.middleware.body_limit import BodyLimitMiddleware
+from app.api.middleware.cors import CorsMiddleware
 from app.api.middleware.idempotency import IdempotencyMiddleware
 from app.api.middleware.observability import ObservabilityMiddleware, metrics_endpoint
 from app.api.middleware.rate_limit import RateLimitMiddleware
@@ -97,10 +99,13 @@ def create_app() -> FastAPI:
         description=DESCRIPTION,
         generate_unique_id_function=_operation_id,
         openapi_url="/openapi.json",
+        docs_url=None,  # served by app.api.docs with packaged assets (no CDN)
+        redoc_url=None,
         dependencies=[Depends(reject_nul_parameters)],
         swagger_ui_init_oauth=_docs_oauth(settings),
     )
     install_error_handlers(app)
+    install_docs(app, settings)
     app.include_router(health.router)
     for module in (
         reference, incidents, managers, dispatch, recommendations, stats, imports, webhooks, admin,
@@ -110,6 +115,10 @@ def create_app() -> FastAPI:
     app.add_middleware(IdempotencyMiddleware)
     app.add_middleware(BodyLimitMiddleware)
     app.add_middleware(RateLimitMiddleware)
+    if settings.cors_origin_list:
+        # Outside the limits, so that a browser can read a 413/429 (and preflights are answered
+        # before them); inside the request id, which it exposes.
+        app.add_middleware(CorsMiddleware, origins=settings.cors_origin_list)
     app.add_middleware(ObservabilityMiddleware)  # outermost: runs first (request id, access log)
     if settings.oidc_issuer:
         _add_oidc_security_scheme(app, settings.oidc_issuer)

@@ -30,6 +30,16 @@ if [ ! -d tests/oidc/node_modules ] \
 fi
 # --- end sign-in (OIDC) ---------------------------------------------------------------------
 
+# --- docs pages (tests/live/test_docs_offline.py): headless Chromium, Debian's package ----------
+echo "== Chromium for the /docs and /redoc browser test"
+if ! command -v chromium >/dev/null 2>&1; then
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends chromium
+fi
+# --- end docs pages ---------------------------------------------------------------------------
+
 echo "== pytest on SQLite"
 KOKOMA_TEST_DATABASE_URL=sqlite .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
 

@@ -23,6 +23,24 @@ SLUG_RE = re.compile(r"^[a-z0-9]+(?:[-_][a-z0-9]+)*$")
 Slug = Annotated[
     str, StringConstraints(min_length=1, max_length=64, pattern=SLUG_RE.pattern)
 ]
+#: The slug pattern, either case: district codes are matched case-insensitively.
+DISTRICT_CODE_PATTERN = r"^[A-Za-z0-9]+(?:[-_][A-Za-z0-9]+)*$"
+
+
+def _lower(value: str) -> str:
+    return value.lower()
+
+
+#: A district code as input: ``Ilversgehofen`` is ``ilversgehofen`` (codes are stored lower-case),
+#: and a code of the right shape that names no district is "unknown district" (422).
+DistrictCode = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=64, pattern=DISTRICT_CODE_PATTERN),
+    AfterValidator(_lower),
+]
+#: A district code in a query filter or a path: matched case-insensitively (no shape check — a
+#: filter naming no district finds nothing, a path naming none is 404).
+DistrictFilter = Annotated[str, StringConstraints(min_length=1, max_length=64), AfterValidator(_lower)]
 ShortText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 LongText = Annotated[str, StringConstraints(max_length=20_000)]
 Note = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=5_000)]

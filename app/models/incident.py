@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field as PField
 from pydantic import StringConstraints, field_validator
@@ -15,6 +15,7 @@ from sqlmodel import Field, SQLModel
 
 from app.models.base import JSONType, UTCDateTime, new_id, new_ordered_id, utcnow
 from app.models.common import (
+    DistrictCode,
     LongText,
     RequestModel,
     ResponseModel,
@@ -219,7 +220,7 @@ def _check_languages(value: list[str] | None) -> list[str] | None:
 class IncidentCreate(RequestModel):
     title: ShortText
     description: LongText = ""
-    district: Slug
+    district: DistrictCode
     location: Location | None = None
     category: IncidentCategory
     escalation_level: int = PField(ge=1, le=9, description="Glasl stage 1–9")
@@ -240,7 +241,7 @@ class IncidentUpdate(RequestModel):
 
     title: ShortText | None = None
     description: LongText | None = None
-    district: Slug | None = None
+    district: DistrictCode | None = None
     location: Location | None = None
     category: IncidentCategory | None = None
     escalation_level: int | None = PField(default=None, ge=1, le=9)
@@ -283,6 +284,12 @@ class IncidentPublic(ResponseModel):
     organisation_id: uuid.UUID | None
     reporter: ReporterPublic | None = PField(
         description="null when absent or when the caller's role may not see reporter data"
+    )
+    open_slots: list[Literal["lead", "co"]] = PField(
+        default_factory=list,
+        description="While dispatched or in progress: the slots no manager holds (offered, "
+        "accepted or completed) — e.g. [\"co\"] for a tandem incident whose co slot found "
+        "nobody; empty otherwise",
     )
     version: int
     created_at: UTCTimestamp

@@ -26,7 +26,15 @@ from pydantic import (
 )
 from pydantic import Field as PField
 
-from app.models.common import Page, RequestModel, ResponseModel, ShortText, Slug, UTCTimestamp
+from app.models.common import (
+    DistrictCode,
+    Page,
+    RequestModel,
+    ResponseModel,
+    ShortText,
+    Slug,
+    UTCTimestamp,
+)
 from app.models.manager import ManagerStatus
 
 LanguageCode = Annotated[str, StringConstraints(min_length=2, max_length=2, pattern=r"^[a-z]{2}$")]
@@ -101,8 +109,8 @@ class ManagerCreate(RequestModel):
     phone: Phone | None = None
     organisation_id: uuid.UUID | None = None
     status: InitialManagerStatus = InitialManagerStatus.in_training
-    home_district: Slug
-    districts: list[Slug] = PField(
+    home_district: DistrictCode
+    districts: list[DistrictCode] = PField(
         default_factory=list, max_length=100, description="Districts served besides home"
     )
     languages: list[LanguageCode] = PField(default_factory=list, max_length=20)
@@ -127,8 +135,8 @@ class ManagerUpdate(RequestModel):
     email: Email | None = None
     phone: Phone | None = None
     organisation_id: uuid.UUID | None = None
-    home_district: Slug | None = None
-    districts: list[Slug] | None = PField(default=None, max_length=100)
+    home_district: DistrictCode | None = None
+    districts: list[DistrictCode] | None = PField(default=None, max_length=100)
     languages: list[LanguageCode] | None = PField(default=None, max_length=20)
     max_open_assignments: int | None = PField(default=None, ge=1, le=100)
     competences: list[CompetenceHoldingIn] | None = PField(default=None, max_length=50)

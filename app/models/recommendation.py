@@ -28,7 +28,14 @@ from sqlalchemy import Uuid as SAUuid
 from sqlmodel import Field, SQLModel
 
 from app.models.base import JSONType, UTCDateTime, new_id, utcnow
-from app.models.common import LongText, RequestModel, ResponseModel, ShortText, Slug, UTCTimestamp
+from app.models.common import (
+    DistrictCode,
+    LongText,
+    RequestModel,
+    ResponseModel,
+    ShortText,
+    UTCTimestamp,
+)
 from app.models.privacy import personal
 
 
@@ -192,7 +199,7 @@ class RecommendationCreate(RequestModel):
     progress: int = PField(
         default=0, ge=0, le=100, description="0–99 (100 only once implemented → else 409)"
     )
-    districts: list[Slug] = PField(default_factory=list, max_length=100)
+    districts: list[DistrictCode] = PField(default_factory=list, max_length=100)
     incident_ids: list[uuid.UUID] = PField(default_factory=list, max_length=500)
 
 
@@ -213,7 +220,7 @@ class RecommendationUpdate(RequestModel):
     reset_note: ResetNote | None = PField(
         default=None, description="Required to lower progress; only allowed when lowering it"
     )
-    districts: list[Slug] | None = PField(default=None, max_length=100)
+    districts: list[DistrictCode] | None = PField(default=None, max_length=100)
     incident_ids: list[uuid.UUID] | None = PField(default=None, max_length=500)
 
 

@@ -13,7 +13,14 @@ from sqlalchemy import Column, ForeignKey, String
 from sqlmodel import Field, SQLModel
 
 from app.models.base import JSONType, UTCDateTime, new_id, utcnow
-from app.models.common import RequestModel, ResponseModel, ShortText, Slug, UTCTimestamp
+from app.models.common import (
+    DistrictCode,
+    RequestModel,
+    ResponseModel,
+    ShortText,
+    Slug,
+    UTCTimestamp,
+)
 
 
 class OrganisationKind(StrEnum):
@@ -100,11 +107,11 @@ class GeoPolygon(RequestModel):
 
 
 class DistrictCreate(RequestModel):
-    code: Slug
+    code: DistrictCode
     name: ShortText
     city: ShortText
     area: ShortText | None = None
-    neighbours: list[Slug] = PField(default_factory=list, max_length=100)
+    neighbours: list[DistrictCode] = PField(default_factory=list, max_length=100)
     boundary: GeoPolygon | None = None
 
 
@@ -112,7 +119,7 @@ class DistrictUpdate(RequestModel):
     name: ShortText | None = None
     city: ShortText | None = None
     area: ShortText | None = None
-    neighbours: list[Slug] | None = PField(default=None, max_length=100)
+    neighbours: list[DistrictCode] | None = PField(default=None, max_length=100)
     boundary: GeoPolygon | None = None
 
 

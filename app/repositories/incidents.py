@@ -26,6 +26,15 @@ _COMPETENCES_OF = (
     .order_by(_COMPETENCE_TABLE.c.competence_code)
 )
 
+_ASSIGNMENT_TABLE = Assignment.__table__  # type: ignore[attr-defined]
+_HELD_ROLES = (
+    select(_ASSIGNMENT_TABLE.c.incident_id, _ASSIGNMENT_TABLE.c.role)
+    .where(_ASSIGNMENT_TABLE.c.incident_id.in_(bindparam("ids", expanding=True)))
+    .where(_ASSIGNMENT_TABLE.c.status.in_(
+        [AssignmentStatus.offered, AssignmentStatus.accepted, AssignmentStatus.completed]
+    ))
+    .distinct()
+)
 
 @dataclass(frozen=True, slots=True)
 class IncidentFilter:
@@ -115,6 +124,18 @@ class IncidentRepository(Repository[Incident]):
         rows = self._core().execute(_COMPETENCES_OF, {"ids": ids})
         for incident_id, code in rows:
             result[incident_id].append(code)
+        return result
+
+    def held_roles(self, incident_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, set[str]]:
+        """The slots (``lead``/``co``) each incident has filled: an open or completed
+        assignment holds its role."""
+        ids = list(incident_ids)
+        result: dict[uuid.UUID, set[str]] = defaultdict(set)
+        if not ids:
+            return result
+        rows = self._core().execute(_HELD_ROLES, {"ids": ids})
+        for incident_id, role in rows:
+            result[incident_id].add(str(role))
         return result
 
     def set_competences(self, incident_id: uuid.UUID, codes: Iterable[str]) -> None:

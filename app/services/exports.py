@@ -29,6 +29,7 @@ from app.repositories.incidents import IncidentFilter, IncidentRepository
 from app.services import visibility
 from app.services.csv_io import escape_cell
 from app.services.imports import INCIDENT_COLUMNS
+from app.services.incidents import open_slots_of
 from app.services.privacy.access_log import log_reporter_access
 
 BATCH_ROWS = 1000
@@ -131,11 +132,13 @@ def stream_geojson(flt: IncidentFilter, principal: Principal) -> Iterator[bytes]
     """A GeoJSON FeatureCollection of the visible incidents that have a location."""
     yield b'{"type":"FeatureCollection","features":['
     first = True
-    for rows, competences, visible, _ in _batches(flt, principal, located_only=True):
+    for rows, competences, visible, session in _batches(flt, principal, located_only=True):
+        slots = open_slots_of(IncidentRepository(session), rows)
         parts = []
         for row in rows:
             public = visibility.incident_view(row, competences.get(row.id, []),
-                                             sees_reporter=row.id in visible)
+                                             sees_reporter=row.id in visible,
+                                             open_slots=slots.get(row.id, ()))
             properties = public.model_dump(mode="json")
             properties.pop("location", None)
             feature = {

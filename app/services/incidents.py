@@ -11,6 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from app.core.clock import get_clock
+from app.core.config import get_settings
 from app.core.db_errors import is_unique_violation
 from app.core.errors import Conflict, Forbidden, NotFound, Unprocessable
 from app.core.pagination import PageParams
@@ -103,11 +104,33 @@ def change_status(
                         {"from_status": from_status, "to_status": to_status})
 
 
+#: Statuses in which an incident holds (or waits for) managers in its slots.
+_STAFFED = frozenset({IncidentStatus.dispatched, IncidentStatus.in_progress})
+
+
+def open_slots_of(repo: IncidentRepository, incidents: Sequence[Incident]
+                  ) -> dict[uuid.UUID, list[str]]:
+    """Per dispatched or in-progress incident, the slots it needs that nobody holds: the lead,
+    and the co for a tandem incident (escalation ≥ KOKOMA_TANDEM_FROM_LEVEL). One query."""
+    staffed = [i for i in incidents if i.status in _STAFFED]
+    if not staffed:
+        return {}
+    held = repo.held_roles(i.id for i in staffed)
+    tandem_from = get_settings().tandem_from_level
+    result: dict[uuid.UUID, list[str]] = {}
+    for incident in staffed:
+        needed = ["lead", "co"] if incident.escalation_level >= tandem_from else ["lead"]
+        result[incident.id] = [role for role in needed if role not in held.get(incident.id, ())]
+    return result
+
+
 def webhook_view(session: Session, incident: Incident) -> dict[str, Any]:
     """The incident as webhooks carry it: the redacted view, never reporter data
     (app.services.visibility; the import builds the same)."""
-    competences = IncidentRepository(session).competences_of([incident.id]).get(incident.id, [])
-    return visibility.webhook_incident_view(partial(getattr, incident), competences)
+    repo = IncidentRepository(session)
+    competences = repo.competences_of([incident.id]).get(incident.id, [])
+    slots = open_slots_of(repo, [incident]).get(incident.id, [])
+    return visibility.webhook_incident_view(partial(getattr, incident), competences, slots)
 
 
 def emit_incident_event(
@@ -164,16 +187,20 @@ class IncidentService:
                 [(i.id, i.reporter_name, i.reporter_contact)
                  for i in incidents if i.id in seen and i.has_reporter],
             )
+        slots = open_slots_of(self.repo, incidents)
         return [
-            visibility.incident_view(i, competences.get(i.id, []), sees_reporter=i.id in seen)
+            visibility.incident_view(i, competences.get(i.id, []), sees_reporter=i.id in seen,
+                                     open_slots=slots.get(i.id, ()))
             for i in incidents
         ]
 
     @staticmethod
-    def _public(incident: Incident, competences: list[str], with_reporter: bool) -> IncidentPublic:
+    def _public(incident: Incident, competences: list[str], with_reporter: bool,
+                open_slots: Sequence[str] = ()) -> IncidentPublic:
         """:func:`app.services.visibility.incident_view` under its former name (the batch
         dispatch builds its webhook payloads with it)."""
-        return visibility.incident_view(incident, competences, sees_reporter=with_reporter)
+        return visibility.incident_view(incident, competences, sees_reporter=with_reporter,
+                                        open_slots=open_slots)
 
     def public_one(self, incident: Incident, principal: Principal, *, log_access: bool = False
                    ) -> IncidentPublic:

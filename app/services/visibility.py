@@ -150,7 +150,8 @@ def sees_notes(session: Session, incident: IncidentFacts, principal: Principal) 
 
 
 def incident_view(
-    incident: Any, competences: list[str], *, sees_reporter: bool
+    incident: Any, competences: list[str], *, sees_reporter: bool,
+    open_slots: Sequence[str] = (),
 ) -> IncidentPublic:
     """The incident as the caller sees it: :class:`IncidentPublic` with its reporter, or the
     redacted view :class:`IncidentPublicRedacted` (``reporter`` null). ``incident`` is an ORM
@@ -162,6 +163,7 @@ def incident_view(
         **{k: getattr(incident, k) for k in _PUBLIC_COLUMNS},
         "location": location,
         "required_competences": competences,
+        "open_slots": list(open_slots),
     }
     if not sees_reporter:
         return IncidentPublicRedacted.model_validate(fields)
@@ -175,12 +177,13 @@ def incident_view(
     return IncidentPublic.model_validate({**fields, "reporter": reporter})
 
 
-def webhook_incident_view(get: Callable[[str], Any], competences: list[str]) -> dict[str, Any]:
+def webhook_incident_view(get: Callable[[str], Any], competences: list[str],
+                          open_slots: Sequence[str] = ()) -> dict[str, Any]:
     """The incident as webhook payloads carry it — the redacted view (``reporter`` null), as
     JSON; ``get(column)`` reads the incident's columns (see
     :func:`app.services.incident_records.incident_webhook_view`, the one builder the API and the
     import share)."""
-    return incident_webhook_view(get, competences)
+    return incident_webhook_view(get, competences, open_slots)
 
 
 def timeline_view(event: Any, *, sees_notes: bool) -> IncidentEventPublic:

@@ -13,7 +13,7 @@ from app.api.exports import EXPORT_RESPONSES, export_media_type, export_response
 from app.api.problems import problems
 from app.api.routing import UnitOfWorkRoute
 from app.core.security import Action
-from app.models.common import Page, StatusChange, UTCTimestamp
+from app.models.common import DistrictFilter, Page, StatusChange, UTCTimestamp
 from app.models.incident import (
     IncidentCategory,
     IncidentCreate,
@@ -34,7 +34,7 @@ router = APIRouter(prefix="/incidents", tags=["incidents"], route_class=UnitOfWo
 class IncidentQuery:
     """The list filters of DESIGN §3 (also used by the exports)."""
 
-    district: Annotated[str | None, Query(max_length=64)] = None
+    district: Annotated[DistrictFilter | None, Query(max_length=64)] = None
     status: Annotated[list[IncidentStatus] | None, Query(description="Repeatable")] = None
     category: IncidentCategory | None = None
     min_escalation: Annotated[int | None, Query(ge=1, le=9)] = None

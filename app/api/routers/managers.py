@@ -13,7 +13,7 @@ from app.api.deps import Allowed, IfMatchDep, PageDep, SessionDep, etag
 from app.api.problems import problems
 from app.api.routing import UnitOfWorkRoute
 from app.core.security import Action
-from app.models.common import Page, StatusChange
+from app.models.common import DistrictFilter, Page, StatusChange
 from app.models.manager import ManagerStatus
 from app.models.manager_schemas import (
     AbsenceCreate,
@@ -35,7 +35,9 @@ router = APIRouter(prefix="/managers", tags=["managers"], route_class=UnitOfWork
 class ManagerQuery:
     """The list filters of DESIGN §3."""
 
-    district: Annotated[str | None, Query(max_length=64, description="Home or served")] = None
+    district: Annotated[
+        DistrictFilter | None, Query(max_length=64, description="Home or served")
+    ] = None
     competence: Annotated[
         list[Annotated[str, StringConstraints(max_length=64)]] | None,
         Query(max_length=20, description="Held and valid today; repeatable = all of them"),

@@ -14,7 +14,7 @@ from app.api.negotiation import accept_ranges
 from app.api.problems import problems
 from app.api.routing import UnitOfWorkRoute
 from app.core.security import Action
-from app.models.common import Page, StatusChange
+from app.models.common import DistrictFilter, Page, StatusChange
 from app.models.recommendation import (
     RecommendationCategory,
     RecommendationCreate,
@@ -44,7 +44,7 @@ class RecommendationQuery:
     status: Annotated[list[RecommendationStatus] | None, Query(description="Repeatable")] = None
     category: RecommendationCategory | None = None
     addressee: uuid.UUID | None = None
-    district: Annotated[str | None, Query(max_length=64)] = None
+    district: Annotated[DistrictFilter | None, Query(max_length=64)] = None
     overdue: Annotated[
         bool | None, Query(description="true: only overdue; false: only not overdue")
     ] = None

@@ -11,7 +11,7 @@ from app.api.deps import Allowed, IfMatchDep, PageDep, SessionDep, etag
 from app.api.problems import problems
 from app.api.routing import UnitOfWorkRoute
 from app.core.security import Action
-from app.models.common import Page
+from app.models.common import DistrictFilter, Page
 from app.models.reference import (
     CompetenceCreate,
     CompetencePublic,
@@ -62,7 +62,9 @@ def districts_create(
 @router.get(
     "/districts/{code}", tags=["reference"], summary="Get a district", responses=problems(403, 404)
 )
-def districts_get(session: SessionDep, _: Reader, code: str, response: Response) -> DistrictPublic:
+def districts_get(
+    session: SessionDep, _: Reader, code: DistrictFilter, response: Response
+) -> DistrictPublic:
     service = DistrictService(session)
     district = service.public(service.get(code))
     response.headers["ETag"] = etag(district.version)
@@ -78,7 +80,7 @@ def districts_get(session: SessionDep, _: Reader, code: str, response: Response)
 def districts_update(
     session: SessionDep,
     principal: Writer,
-    code: str,
+    code: DistrictFilter,
     body: DistrictUpdate,
     if_match: IfMatchDep,
     response: Response,

@@ -346,10 +346,19 @@ class DispatchService(CandidateRanking, AssignmentViews):
             for candidate in self.rank(incident).candidates:
                 if self._offer(incident, candidate, role, DISPATCH_PRINCIPAL, now=now, auto=True):
                     return
-            record_event(
-                self.session, incident, "no_candidate", DISPATCH_PRINCIPAL,
-                note=f"No manager left to offer the {role} slot.", data={"role": role},
-            )
+            if role == CO and self._has_lead(incident):
+                # The incident keeps its status with its lead: say that the co slot is open.
+                record_event(
+                    self.session, incident, "no_candidate", DISPATCH_PRINCIPAL,
+                    note="No manager left to offer the co slot: it stays open (open_slots) "
+                    "while the lead carries on; a coordinator may offer it by hand.",
+                    data={"role": role, "slot_open": True},
+                )
+            else:
+                record_event(
+                    self.session, incident, "no_candidate", DISPATCH_PRINCIPAL,
+                    note=f"No manager left to offer the {role} slot.", data={"role": role},
+                )
             self._tell_unfilled(incident, role, cause)
         open_slots = self.repo.open_slots(incident.id)
         if any(a.role == LEAD for a in open_slots) or self.repo.has_completed_lead(incident.id):
@@ -369,16 +378,18 @@ class DispatchService(CandidateRanking, AssignmentViews):
             data={"withdrawn_assignments": withdrawn} if withdrawn else None,
         )
 
+    def _has_lead(self, incident: Incident) -> bool:
+        """An open or completed lead: the incident carries on without a co."""
+        return (any(a.role == LEAD for a in self.repo.open_slots(incident.id))
+                or self.repo.has_completed_lead(incident.id))
+
     def _tell_unfilled(
         self, incident: Incident, role: AssignmentRole, cause: AssignmentStatus
     ) -> None:
         """Which coordinator mail a slot nobody could take is: a co slot next to a lead that
         stays is an open tandem slot; otherwise an expired offer with nobody next, or no
         candidate (after a decline or withdrawal)."""
-        if role == CO and (
-            any(a.role == LEAD for a in self.repo.open_slots(incident.id))
-            or self.repo.has_completed_lead(incident.id)
-        ):
+        if role == CO and self._has_lead(incident):
             kind = NotificationKind.tandem_slot_open
         elif cause == A.expired:
             kind = NotificationKind.offer_expired_unfilled

@@ -254,6 +254,8 @@ class IncidentRowValidation:
         out["title"] = title
         out["description"] = get("description", _text, 20_000, strip=False) or ""
         district = get("district", _code)
+        if isinstance(district, str):
+            district = district.lower()  # district codes match either case
         if district is None:
             if "district" not in {e[0] for e in errors}:
                 errors.append(("district", "is required"))
