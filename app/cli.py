@@ -127,15 +127,12 @@ def export_openapi(
     ),
 ) -> None:
     """Write the app's OpenAPI document (committed as openapi/openapi.json)."""
+    from app.api.openapi import render_openapi
     from app.main import app
 
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(render_openapi(app.openapi()), encoding="utf-8")
     typer.echo(f"wrote {output}", err=True)
-
-
-def render_openapi(spec: dict[str, object]) -> str:
-    return json.dumps(spec, indent=2, ensure_ascii=False, sort_keys=True) + "\n"
 
 
 def main() -> None:

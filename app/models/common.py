@@ -78,7 +78,3 @@ class Page(BaseModel, Generic[T]):
     items: list[T]
     next_cursor: str | None = Field(default=None, description="Pass as ?cursor= for the next page")
 
-
-class StatusChange(RequestModel):
-    status: str = Field(min_length=1, max_length=40)
-    note: Note | None = None

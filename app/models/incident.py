@@ -16,6 +16,7 @@ from sqlmodel import Field, SQLModel
 from app.models.base import JSONType, UTCDateTime, new_id, new_ordered_id, utcnow
 from app.models.common import (
     LongText,
+    Note,
     RequestModel,
     ResponseModel,
     ShortText,
@@ -233,6 +234,13 @@ class IncidentCreate(RequestModel):
     reporter: Reporter | None = None
 
     _langs = field_validator("languages")(_check_languages)
+
+
+class IncidentStatusChange(RequestModel):
+    """``POST …/status``: the target status (a transition the lifecycle does not allow → 409)."""
+
+    status: IncidentStatus
+    note: Note | None = None
 
 
 class IncidentUpdate(RequestModel):

@@ -26,7 +26,7 @@ from pydantic import (
 )
 from pydantic import Field as PField
 
-from app.models.common import Page, RequestModel, ResponseModel, ShortText, Slug, UTCTimestamp
+from app.models.common import Note, Page, RequestModel, ResponseModel, ShortText, Slug, UTCTimestamp
 from app.models.manager import ManagerStatus
 
 LanguageCode = Annotated[str, StringConstraints(min_length=2, max_length=2, pattern=r"^[a-z]{2}$")]
@@ -115,6 +115,13 @@ class ManagerCreate(RequestModel):
     _langs = field_validator("languages")(_languages)
     _districts = field_validator("districts")(_distinct)
     _competences = field_validator("competences")(_no_duplicate_competences)
+
+
+class ManagerStatusChange(RequestModel):
+    """``POST …/status``: the target status (a transition the lifecycle does not allow → 409)."""
+
+    status: ManagerStatus
+    note: Note | None = None
 
 
 class ManagerUpdate(RequestModel):

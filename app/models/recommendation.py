@@ -28,7 +28,15 @@ from sqlalchemy import Uuid as SAUuid
 from sqlmodel import Field, SQLModel
 
 from app.models.base import JSONType, UTCDateTime, new_id, utcnow
-from app.models.common import LongText, RequestModel, ResponseModel, ShortText, Slug, UTCTimestamp
+from app.models.common import (
+    LongText,
+    Note,
+    RequestModel,
+    ResponseModel,
+    ShortText,
+    Slug,
+    UTCTimestamp,
+)
 from app.models.privacy import personal
 
 
@@ -194,6 +202,13 @@ class RecommendationCreate(RequestModel):
     )
     districts: list[Slug] = PField(default_factory=list, max_length=100)
     incident_ids: list[uuid.UUID] = PField(default_factory=list, max_length=500)
+
+
+class RecommendationStatusChange(RequestModel):
+    """``POST …/status``: the target status (a transition the lifecycle does not allow → 409)."""
+
+    status: RecommendationStatus
+    note: Note | None = None
 
 
 class RecommendationUpdate(RequestModel):

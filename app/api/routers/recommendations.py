@@ -11,10 +11,11 @@ from fastapi.responses import JSONResponse
 
 from app.api.deps import Allowed, IfMatchDep, PageDep, SessionDep, etag
 from app.api.negotiation import accept_ranges
+from app.api.openapi import sends
 from app.api.problems import problems
 from app.api.routing import UnitOfWorkRoute
 from app.core.security import Action
-from app.models.common import Page, StatusChange
+from app.models.common import Page
 from app.models.recommendation import (
     RecommendationCategory,
     RecommendationCreate,
@@ -22,6 +23,7 @@ from app.models.recommendation import (
     RecommendationPublic,
     RecommendationReport,
     RecommendationStatus,
+    RecommendationStatusChange,
     RecommendationUpdate,
 )
 from app.repositories.recommendations import RecommendationFilter
@@ -125,6 +127,7 @@ def recommendations_list(
 @router.post(
     "", status_code=201, summary="Create a recommendation (draft)", responses=problems(403, 409)
 )
+@sends("ETag", "Location", status=201)
 def recommendations_create(
     session: SessionDep, principal: Writer, body: RecommendationCreate, response: Response
 ) -> RecommendationPublic:
@@ -135,6 +138,7 @@ def recommendations_create(
 
 
 @router.get("/{recommendation_id}", summary="Get a recommendation", responses=problems(403, 404))
+@sends("ETag")
 def recommendations_get(
     session: SessionDep, _: Reader, recommendation_id: uuid.UUID, response: Response
 ) -> RecommendationPublic:
@@ -149,6 +153,7 @@ def recommendations_get(
     summary="Edit a recommendation (status read-only; progress never decreases without reset_note)",
     responses=problems(403, 404, 409, 412),
 )
+@sends("ETag")
 def recommendations_update(
     session: SessionDep,
     principal: Writer,
@@ -167,11 +172,12 @@ def recommendations_update(
     summary="Change a recommendation's status (lifecycle; others → 409)",
     responses=problems(403, 404, 409),
 )
+@sends("ETag")
 def recommendations_set_status(
     session: SessionDep,
     principal: Writer,
     recommendation_id: uuid.UUID,
-    body: StatusChange,
+    body: RecommendationStatusChange,
     response: Response,
 ) -> RecommendationPublic:
     rec = RecommendationService(session).set_status(

@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response
 
 from app.api.deps import Allowed, IfMatchDep, PageDep, SessionDep, etag
+from app.api.openapi import sends
 from app.api.problems import problems
 from app.api.routing import UnitOfWorkRoute
 from app.core.security import Action
@@ -50,6 +51,7 @@ def districts_list(
     summary="Create a district",
     responses=problems(403, 409),
 )
+@sends("ETag", "Location", status=201)
 def districts_create(
     session: SessionDep, principal: Writer, body: DistrictCreate, response: Response
 ) -> DistrictPublic:
@@ -62,6 +64,7 @@ def districts_create(
 @router.get(
     "/districts/{code}", tags=["reference"], summary="Get a district", responses=problems(403, 404)
 )
+@sends("ETag")
 def districts_get(session: SessionDep, _: Reader, code: str, response: Response) -> DistrictPublic:
     service = DistrictService(session)
     district = service.public(service.get(code))
@@ -75,6 +78,7 @@ def districts_get(session: SessionDep, _: Reader, code: str, response: Response)
     summary="Update a district (neighbours stay symmetric)",
     responses=problems(403, 404, 412),
 )
+@sends("ETag")
 def districts_update(
     session: SessionDep,
     principal: Writer,
@@ -103,6 +107,7 @@ def competences_list(session: SessionDep, _: Reader, page: PageDep) -> Page[Comp
     summary="Create a competence",
     responses=problems(403, 409),
 )
+@sends("ETag", "Location", status=201)
 def competences_create(
     session: SessionDep, principal: Writer, body: CompetenceCreate, response: Response
 ) -> CompetencePublic:
@@ -118,6 +123,7 @@ def competences_create(
     summary="Get a competence",
     responses=problems(403, 404),
 )
+@sends("ETag")
 def competences_get(
     session: SessionDep, _: Reader, code: str, response: Response
 ) -> CompetencePublic:
@@ -132,6 +138,7 @@ def competences_get(
     summary="Update a competence",
     responses=problems(403, 404, 412),
 )
+@sends("ETag")
 def competences_update(
     session: SessionDep,
     principal: Writer,
@@ -163,6 +170,7 @@ def organisations_list(session: SessionDep, _: Reader, page: PageDep) -> Page[Or
     summary="Create an organisation",
     responses=problems(403),
 )
+@sends("ETag", "Location", status=201)
 def organisations_create(
     session: SessionDep, principal: Writer, body: OrganisationCreate, response: Response
 ) -> OrganisationPublic:
@@ -178,6 +186,7 @@ def organisations_create(
     summary="Get an organisation",
     responses=problems(403, 404),
 )
+@sends("ETag")
 def organisations_get(
     session: SessionDep, _: Reader, organisation_id: uuid.UUID, response: Response
 ) -> OrganisationPublic:
@@ -194,6 +203,7 @@ def organisations_get(
     summary="Update an organisation",
     responses=problems(403, 404, 412),
 )
+@sends("ETag")
 def organisations_update(
     session: SessionDep,
     principal: Writer,
