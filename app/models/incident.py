@@ -8,7 +8,7 @@ from enum import StrEnum
 from typing import Annotated, Any
 
 from pydantic import Field as PField
-from pydantic import StringConstraints, field_validator
+from pydantic import StrictBool, StringConstraints, field_validator
 from sqlalchemy import CheckConstraint, Column, Float, ForeignKey, Index, String, Text
 from sqlalchemy import Uuid as SAUuid
 from sqlmodel import Field, SQLModel
@@ -17,6 +17,7 @@ from app.models.base import JSONType, UTCDateTime, new_id, new_ordered_id, utcno
 from app.models.common import (
     LongText,
     Note,
+    NotNull,
     RequestModel,
     ResponseModel,
     ShortText,
@@ -206,7 +207,7 @@ class Location(RequestModel):
 class Reporter(RequestModel):
     name: ShortText | None = None
     contact: Annotated[str, StringConstraints(strip_whitespace=True, max_length=320)] | None = None
-    anonymous: bool = False
+    anonymous: StrictBool = False
 
 
 def _check_languages(value: list[str] | None) -> list[str] | None:
@@ -246,12 +247,12 @@ class IncidentStatusChange(RequestModel):
 class IncidentUpdate(RequestModel):
     """PATCH: every field optional; ``status`` is read-only here (use ``POST …/status``)."""
 
-    title: ShortText | None = None
+    title: Annotated[ShortText | None, NotNull()] = None
     description: LongText | None = None
-    district: Slug | None = None
+    district: Annotated[Slug | None, NotNull()] = None
     location: Location | None = None
-    category: IncidentCategory | None = None
-    escalation_level: int | None = PField(default=None, ge=1, le=9)
+    category: Annotated[IncidentCategory | None, NotNull()] = None
+    escalation_level: Annotated[int | None, NotNull()] = PField(default=None, ge=1, le=9)
     required_competences: list[Slug] | None = PField(default=None, max_length=20)
     languages: list[LanguageCode] | None = PField(default=None, max_length=20)
     occurred_at: UTCTimestamp | None = None

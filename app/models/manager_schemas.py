@@ -20,13 +20,23 @@ from pydantic import (
     AfterValidator,
     ConfigDict,
     EmailStr,
+    StrictBool,
     StringConstraints,
     field_validator,
     model_validator,
 )
 from pydantic import Field as PField
 
-from app.models.common import Note, Page, RequestModel, ResponseModel, ShortText, Slug, UTCTimestamp
+from app.models.common import (
+    Note,
+    NotNull,
+    Page,
+    RequestModel,
+    ResponseModel,
+    ShortText,
+    Slug,
+    UTCTimestamp,
+)
 from app.models.manager import ManagerStatus
 
 LanguageCode = Annotated[str, StringConstraints(min_length=2, max_length=2, pattern=r"^[a-z]{2}$")]
@@ -108,7 +118,7 @@ class ManagerCreate(RequestModel):
     languages: list[LanguageCode] = PField(default_factory=list, max_length=20)
     max_open_assignments: int = PField(default=2, ge=1, le=100)
     competences: list[CompetenceHoldingIn] = PField(default_factory=list, max_length=50)
-    notify_by_email: bool = PField(
+    notify_by_email: StrictBool = PField(
         default=True, description="offers, reminders and withdrawals by e-mail"
     )
 
@@ -130,16 +140,16 @@ class ManagerUpdate(RequestModel):
     ``districts``, ``languages`` and ``competences`` replace the whole list when given.
     """
 
-    display_name: ShortText | None = None
-    email: Email | None = None
+    display_name: Annotated[ShortText | None, NotNull()] = None
+    email: Annotated[Email | None, NotNull()] = None
     phone: Phone | None = None
     organisation_id: uuid.UUID | None = None
-    home_district: Slug | None = None
-    districts: list[Slug] | None = PField(default=None, max_length=100)
-    languages: list[LanguageCode] | None = PField(default=None, max_length=20)
-    max_open_assignments: int | None = PField(default=None, ge=1, le=100)
-    competences: list[CompetenceHoldingIn] | None = PField(default=None, max_length=50)
-    notify_by_email: bool | None = PField(
+    home_district: Annotated[Slug | None, NotNull()] = None
+    districts: Annotated[list[Slug] | None, NotNull()] = PField(default=None, max_length=100)
+    languages: Annotated[list[LanguageCode] | None, NotNull()] = PField(default=None, max_length=20)
+    max_open_assignments: Annotated[int | None, NotNull()] = PField(default=None, ge=1, le=100)
+    competences: Annotated[list[CompetenceHoldingIn] | None, NotNull()] = PField(default=None, max_length=50)
+    notify_by_email: Annotated[StrictBool | None, NotNull()] = PField(
         default=None, description="a manager key may change this on its own record"
     )
 

@@ -31,6 +31,7 @@ from app.models.base import JSONType, UTCDateTime, new_id, utcnow
 from app.models.common import (
     LongText,
     Note,
+    NotNull,
     RequestModel,
     ResponseModel,
     ShortText,
@@ -218,13 +219,13 @@ class RecommendationUpdate(RequestModel):
     timeline). 100 only by the transition to ``implemented``.
     """
 
-    title: ShortText | None = None
+    title: Annotated[ShortText | None, NotNull()] = None
     body: LongText | None = None
-    category: RecommendationCategory | None = None
-    issued_by: uuid.UUID | None = None
-    addressee: uuid.UUID | None = None
+    category: Annotated[RecommendationCategory | None, NotNull()] = None
+    issued_by: Annotated[uuid.UUID | None, NotNull()] = None
+    addressee: Annotated[uuid.UUID | None, NotNull()] = None
     due_on: date | None = None
-    progress: int | None = PField(default=None, ge=0, le=100)
+    progress: Annotated[int | None, NotNull()] = PField(default=None, ge=0, le=100)
     reset_note: ResetNote | None = PField(
         default=None, description="Required to lower progress; only allowed when lowering it"
     )

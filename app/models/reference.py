@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field as PField
 from pydantic import field_validator
@@ -13,7 +13,7 @@ from sqlalchemy import Column, ForeignKey, String
 from sqlmodel import Field, SQLModel
 
 from app.models.base import JSONType, UTCDateTime, new_id, utcnow
-from app.models.common import RequestModel, ResponseModel, ShortText, Slug, UTCTimestamp
+from app.models.common import NotNull, RequestModel, ResponseModel, ShortText, Slug, UTCTimestamp
 
 
 class OrganisationKind(StrEnum):
@@ -109,8 +109,8 @@ class DistrictCreate(RequestModel):
 
 
 class DistrictUpdate(RequestModel):
-    name: ShortText | None = None
-    city: ShortText | None = None
+    name: Annotated[ShortText | None, NotNull()] = None
+    city: Annotated[ShortText | None, NotNull()] = None
     area: ShortText | None = None
     neighbours: list[Slug] | None = PField(default=None, max_length=100)
     boundary: GeoPolygon | None = None

@@ -6,7 +6,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Query, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from app.api.deps import Allowed, IfMatchDep, PageDep, SessionDep, etag
@@ -102,9 +102,11 @@ def negotiate(accept: str | None) -> str:
 def recommendations_report(
     session: SessionDep,
     _: Reader,
-    accept: Annotated[str | None, Header(description="text/markdown or application/json")] = None,
+    request: Request,
 ) -> Response:
-    media = negotiate(accept)
+    # Accept is read from the request, not declared as a parameter: OpenAPI ignores a header
+    # parameter named Accept (the responses' media types say what can be asked for).
+    media = negotiate(request.headers.get("accept"))
     report = RecommendationService(session).report()
     if media == MARKDOWN:
         return Response(render_markdown(report), media_type="text/markdown; charset=utf-8")
