@@ -26,6 +26,7 @@ from fastapi.dependencies.models import Dependant
 from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute, iter_route_contexts
 
+from app.core.errors import PROBLEM_MEDIA_TYPE
 from app.core.security import RULES, Action
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -60,7 +61,12 @@ TAGS: list[dict[str, str]] = [
 
 CONTACT = {"name": "kokoma maintainers (see the README)"}
 LICENSE = {"name": "AGPL-3.0-or-later", "identifier": "AGPL-3.0-or-later"}
-SERVERS = [{"url": "/", "description": "The server that serves this document"}]
+SERVERS = [{
+    "url": "/",
+    "description": "This deployment (local, staging or production): the host that serves this "
+    "document. The API is for the city's staff and its partner organisations' systems.",
+    "x-internal": False,
+}]
 
 HEADERS: dict[str, dict[str, Any]] = {
     "X-Request-ID": {
@@ -147,6 +153,30 @@ def _description(route: APIRoute, authenticated: bool, actions: list[Action]) ->
     return "\n\n".join(parts)
 
 
+INT32 = (-(2**31), 2**31 - 1)
+
+
+def _integer_formats(node: Any) -> None:
+    """``format: int32`` on integers whose bounds fit (all of kokoma's counts, levels, versions
+    and sizes), ``int64`` otherwise — a client's integer type from the document."""
+    if isinstance(node, dict):
+        if node.get("type") == "integer" and "format" not in node:
+            low, high = node.get("minimum", INT32[0]), node.get("maximum", INT32[1])
+            node["format"] = "int32" if INT32[0] <= low and high <= INT32[1] else "int64"
+        for value in node.values():
+            _integer_formats(value)
+    elif isinstance(node, list):
+        for value in node:
+            _integer_formats(value)
+
+
+def _add_server_error(operation: dict[str, Any]) -> None:
+    operation["responses"].setdefault("500", {
+        "description": "Unexpected server error (logged with the request id)",
+        "content": {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+    })
+
+
 def _add_response_headers(method: str, operation: dict[str, Any], sent: dict[str, Any]) -> None:
     for code, response in operation.get("responses", {}).items():
         headers = response.setdefault("headers", {})
@@ -228,8 +258,10 @@ def build_openapi(app: FastAPI, oidc_issuer: str | None) -> dict[str, Any]:
             else:
                 operation["security"] = []
             _clean_parameters(operation)
+            _add_server_error(operation)
             operation["description"] = _description(route, authenticated, actions)
             _add_response_headers(method, operation, getattr(route.endpoint, "sends_headers", {}))
+    _integer_formats(schema)
     return schema
 
 
