@@ -240,6 +240,13 @@ def build_openapi(app: FastAPI, oidc_issuer: str | None) -> dict[str, Any]:
             "as 'Authorization: Bearer <JWT>'.",
         }
     components["headers"] = HEADERS
+    from app.models.languages import iso639_1_codes
+
+    components.setdefault("schemas", {})["LanguageCode"] = {
+        "type": "string",
+        "description": "An ISO 639-1 language code (lower case)",
+        "enum": sorted(iso639_1_codes()),
+    }
     routes = {
         (context.path_format, method.lower()): context
         for context in iter_route_contexts(app.routes)

@@ -8,7 +8,7 @@ from enum import StrEnum
 from typing import Annotated, Any
 
 from pydantic import Field as PField
-from pydantic import StrictBool, StringConstraints, field_validator
+from pydantic import StrictBool, StringConstraints, WithJsonSchema, field_validator
 from sqlalchemy import CheckConstraint, Column, Float, ForeignKey, Index, String, Text
 from sqlalchemy import Uuid as SAUuid
 from sqlmodel import Field, SQLModel
@@ -196,7 +196,12 @@ class IncidentNote(SQLModel, table=True):
 
 # --- API schemas -------------------------------------------------------------------------------
 
-LanguageCode = Annotated[str, StringConstraints(min_length=2, max_length=2, pattern=r"^[a-z]{2}$")]
+#: ISO 639-1; the schema names the codes (components.schemas.LanguageCode, app/api/openapi.py).
+LanguageCode = Annotated[
+    str,
+    StringConstraints(min_length=2, max_length=2, pattern=r"^[a-z]{2}$"),
+    WithJsonSchema({"$ref": "#/components/schemas/LanguageCode"}),
+]
 
 
 class Location(RequestModel):

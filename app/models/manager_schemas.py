@@ -22,6 +22,7 @@ from pydantic import (
     EmailStr,
     StrictBool,
     StringConstraints,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
@@ -39,7 +40,12 @@ from app.models.common import (
 )
 from app.models.manager import ManagerStatus
 
-LanguageCode = Annotated[str, StringConstraints(min_length=2, max_length=2, pattern=r"^[a-z]{2}$")]
+#: ISO 639-1; the schema names the codes (components.schemas.LanguageCode, app/api/openapi.py).
+LanguageCode = Annotated[
+    str,
+    StringConstraints(min_length=2, max_length=2, pattern=r"^[a-z]{2}$"),
+    WithJsonSchema({"$ref": "#/components/schemas/LanguageCode"}),
+]
 Phone = Annotated[
     str,
     StringConstraints(
@@ -47,7 +53,11 @@ Phone = Annotated[
     ),
 ]
 #: E-mail addresses are stored lower-cased: uniqueness (and import upserts) ignore case.
-Email = Annotated[EmailStr, AfterValidator(lambda value: value.lower())]
+Email = Annotated[
+    EmailStr,
+    AfterValidator(lambda value: value.lower()),
+    PField(description="An e-mail address; special-use domains (e.g. .local, .invalid) are refused"),
+]
 
 
 class InitialManagerStatus(StrEnum):
@@ -59,6 +69,8 @@ class InitialManagerStatus(StrEnum):
 
 
 class CompetenceHoldingIn(RequestModel):
+    """``expires_on`` must not be before ``certified_on`` (422)."""
+
     code: Slug
     certified_on: date
     expires_on: date | None = PField(default=None, description="null: does not expire")
@@ -117,7 +129,9 @@ class ManagerCreate(RequestModel):
     )
     languages: list[LanguageCode] = PField(default_factory=list, max_length=20)
     max_open_assignments: int = PField(default=2, ge=1, le=100)
-    competences: list[CompetenceHoldingIn] = PField(default_factory=list, max_length=50)
+    competences: list[CompetenceHoldingIn] = PField(
+        default_factory=list, max_length=50, description="Each competence at most once (else 422)"
+    )
     notify_by_email: StrictBool = PField(
         default=True, description="offers, reminders and withdrawals by e-mail"
     )
@@ -148,7 +162,9 @@ class ManagerUpdate(RequestModel):
     districts: Annotated[list[Slug] | None, NotNull()] = PField(default=None, max_length=100)
     languages: Annotated[list[LanguageCode] | None, NotNull()] = PField(default=None, max_length=20)
     max_open_assignments: Annotated[int | None, NotNull()] = PField(default=None, ge=1, le=100)
-    competences: Annotated[list[CompetenceHoldingIn] | None, NotNull()] = PField(default=None, max_length=50)
+    competences: Annotated[list[CompetenceHoldingIn] | None, NotNull()] = PField(
+        default=None, max_length=50, description="Each competence at most once (else 422)"
+    )
     notify_by_email: Annotated[StrictBool | None, NotNull()] = PField(
         default=None, description="a manager key may change this on its own record"
     )
@@ -207,6 +223,8 @@ class ManagerPage(Page[ManagerView]):  # type: ignore[valid-type]
 
 
 class AbsenceCreate(RequestModel):
+    """``ends_on`` must not be before ``starts_on`` (422)."""
+
     starts_on: date
     ends_on: date
     reason: Annotated[str, StringConstraints(strip_whitespace=True, max_length=500)] | None = None

@@ -78,9 +78,33 @@ class Competence(SQLModel, table=True):
 # --- API schemas -------------------------------------------------------------------------------
 
 
+_POSITION: dict[str, Any] = {
+    "type": "array",
+    "description": "[lon, lat] in WGS84 degrees",
+    "prefixItems": [
+        {"type": "number", "minimum": -180, "maximum": 180},
+        {"type": "number", "minimum": -90, "maximum": 90},
+    ],
+    "items": {"type": "number"},
+    "minItems": 2,
+    "maxItems": 3,
+}
+_RING: dict[str, Any] = {"type": "array", "items": _POSITION, "maxItems": 10_000}
+_POLYGON: dict[str, Any] = {"type": "array", "items": _RING, "maxItems": 10_000}
+
+
 class GeoPolygon(RequestModel):
+    """A GeoJSON Polygon or MultiPolygon geometry."""
+
     type: Literal["Polygon", "MultiPolygon"]
-    coordinates: list[Any] = PField(min_length=1, max_length=10_000)
+    coordinates: list[Any] = PField(
+        min_length=1,
+        max_length=10_000,
+        json_schema_extra={
+            "items": {"anyOf": [_RING, _POLYGON]},
+            "description": "Polygon: rings of positions; MultiPolygon: polygons of rings",
+        },
+    )
 
     @field_validator("coordinates")
     @classmethod

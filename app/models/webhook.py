@@ -125,7 +125,12 @@ class WebhookAttempt(SQLModel, table=True):
 
 # --- API schemas -------------------------------------------------------------------------------
 
-WebhookUrl = Annotated[str, StringConstraints(strip_whitespace=True, min_length=8, max_length=2000)]
+WebhookUrl = Annotated[
+    str,
+    StringConstraints(
+        strip_whitespace=True, min_length=8, max_length=2000, pattern=r"^https?://[^\s/]+"
+    ),
+]
 
 
 def _unique_events(value: list[str] | None) -> list[str] | None:
