@@ -54,6 +54,7 @@ CROSS_FIELD_RULES = {
     (("body",), "Value error, only a manager key is bound to a manager_id"),
     (("body", "competences"), "Value error, competence listed more than once"),
     (("body", "competences"), "Value error, expires_on must not be before certified_on"),
+    (("body", "boundary", "coordinates"), "Value error, each position is [lon, lat]"),
     (("body", "email"), "value is not a valid email address: The part after the @-sign is a "
      "special-use or reserved name"),
 }

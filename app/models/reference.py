@@ -78,19 +78,16 @@ class Competence(SQLModel, table=True):
 # --- API schemas -------------------------------------------------------------------------------
 
 
+#: A position ``[lon, lat]`` (lat within ±90 — a rule the schema states in words: a per-index
+#: bound needs ``prefixItems``, which generated clients do not handle).
 _POSITION: dict[str, Any] = {
     "type": "array",
-    "description": "[lon, lat] in WGS84 degrees",
-    "prefixItems": [
-        {"type": "number", "minimum": -180, "maximum": 180},
-        {"type": "number", "minimum": -90, "maximum": 90},
-    ],
-    "items": {"type": "number"},
+    "description": "[lon, lat] in WGS84 degrees (lat within ±90)",
+    "items": {"type": "number", "minimum": -180, "maximum": 180},
     "minItems": 2,
     "maxItems": 3,
 }
 _RING: dict[str, Any] = {"type": "array", "items": _POSITION, "maxItems": 10_000}
-_POLYGON: dict[str, Any] = {"type": "array", "items": _RING, "maxItems": 10_000}
 
 
 class GeoPolygon(RequestModel):
@@ -101,8 +98,9 @@ class GeoPolygon(RequestModel):
         min_length=1,
         max_length=10_000,
         json_schema_extra={
-            "items": {"anyOf": [_RING, _POLYGON]},
-            "description": "Polygon: rings of positions; MultiPolygon: polygons of rings",
+            "items": _RING,
+            "description": "The rings of a Polygon (a MultiPolygon's polygons of rings are "
+            "accepted too)",
         },
     )
 
