@@ -18,7 +18,7 @@ import {
 } from "../generated/hey/sdk.gen";
 import type { IncidentPublic } from "../generated/hey/types.gen";
 
-declare const process: { argv: string[] };
+declare const process: { argv: string[]; exitCode?: number };
 
 function check(condition: boolean, message: string): void {
   if (!condition) throw new Error(message);
@@ -128,4 +128,7 @@ const [baseUrl, adminKey] = process.argv.slice(2);
 if (baseUrl === undefined || adminKey === undefined) {
   throw new Error("usage: tsx src/driver.ts BASE_URL ADMIN_KEY");
 }
-await main(baseUrl, adminKey);
+main(baseUrl, adminKey).catch((error: unknown) => {
+  console.error(error);
+  process.exitCode = 1;
+});
