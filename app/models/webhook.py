@@ -125,11 +125,12 @@ class WebhookAttempt(SQLModel, table=True):
 
 # --- API schemas -------------------------------------------------------------------------------
 
+#: The ``pattern`` is declared, not validated here: the service refuses other schemes and
+#: private targets alike, as ``webhook-target-refused``.
 WebhookUrl = Annotated[
     str,
-    StringConstraints(
-        strip_whitespace=True, min_length=8, max_length=2000, pattern=r"^https?://[^\s/]+"
-    ),
+    StringConstraints(strip_whitespace=True, min_length=8, max_length=2000),
+    PField(json_schema_extra={"pattern": r"^\s*https?://[^\s/]+"}),
 ]
 
 

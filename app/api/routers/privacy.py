@@ -76,6 +76,6 @@ def managers_erase(
 def data_subject_get(
     session: SessionDep,
     principal: Allowed(Action.data_protection),
-    email: Annotated[str, Query(min_length=3, max_length=320, pattern=r"^[^\s@]+@\S+$", description="E-mail address")],
+    email: Annotated[str, Query(min_length=3, max_length=320, pattern=r"^\s*[^\s@]+@[^\s]+\s*$", description="E-mail address")],
 ) -> DataSubjectReport:
     return privacy.subject_access(session, email, principal)
