@@ -14,7 +14,13 @@ from app.core.config import get_settings
 from app.core.db import session_scope
 from app.main import app
 from app.models.incident import Incident
-from tests.factories import incident_body, make_incident, make_key, seed_reference
+from tests.factories import (
+    incident_body,
+    make_incident,
+    make_key,
+    make_manager,
+    seed_reference,
+)
 
 SPEC = Path(__file__).resolve().parents[1] / "openapi" / "openapi.json"
 
@@ -178,6 +184,20 @@ class TestConstraints:
         )
         assert response.status_code == 422
         assert response.json()["errors"][0]["loc"] == ["body", "dry_run"]
+
+    def test_query_boolean_coercion_is_documented(self, client: Any) -> None:
+        (parameter,) = [p for p in OPERATIONS["managers_list"][2]["parameters"]
+                        if p["name"] == "available"]
+        assert "`yes`/`no`" in parameter["description"]
+        seed_reference()
+        make_manager()
+        headers = make_key("admin")
+        as_true = client.get("/api/v1/managers", params={"available": "true"}, headers=headers)
+        as_yes = client.get("/api/v1/managers", params={"available": "yes"}, headers=headers)
+        assert as_true.status_code == as_yes.status_code == 200
+        assert as_true.json() == as_yes.json() and len(as_yes.json()["items"]) == 1
+        refused = client.get("/api/v1/managers", params={"available": "maybe"}, headers=headers)
+        assert refused.status_code == 422
 
     @pytest.mark.parametrize("value", ["0.5", "1700000000", "2026-05-01"])
     def test_timestamps_are_rfc3339_text(self, client: Any, value: str) -> None:

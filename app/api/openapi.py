@@ -190,6 +190,10 @@ def _add_response_headers(method: str, operation: dict[str, Any], sent: dict[str
                 headers.setdefault("Idempotent-Replayed", _header_ref("Idempotent-Replayed"))
 
 
+#: How the server reads a boolean query parameter (pydantic's reading of a query string).
+BOOLEAN_QUERY = "`true` or `false`; `1`/`0`, `yes`/`no`, `on`/`off` are read the same way."
+
+
 def _without_null(schema: dict[str, Any]) -> dict[str, Any]:
     """``anyOf: [X, {type: null}]`` → ``X`` (keeping title, description, default)."""
     branches = schema.get("anyOf")
@@ -209,6 +213,10 @@ def _clean_parameters(operation: dict[str, Any]) -> None:
     optional one is simply left out. FastAPI declares ``X | None`` parameters as nullable."""
     for parameter in operation.get("parameters", []):
         parameter["schema"] = _without_null(parameter["schema"])
+        if parameter["schema"].get("type") == "boolean":
+            parameter["description"] = (
+                parameter.get("description", "").rstrip(".") + ". " + BOOLEAN_QUERY
+            ).lstrip(". ")
 
 
 def build_openapi(app: FastAPI, oidc_issuer: str | None) -> dict[str, Any]:
