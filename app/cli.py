@@ -172,6 +172,7 @@ def export_openapi(
     )] = None,
 ) -> None:
     """Write the app's OpenAPI document (committed as openapi/openapi.json)."""
+    from app.api.openapi import render_openapi
     if file is not None and output is not None and file != output:
         typer.echo(f"error: two destinations ({file} and --output {output}): give one", err=True)
         raise typer.Exit(2)
@@ -181,10 +182,6 @@ def export_openapi(
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(render_openapi(app.openapi()), encoding="utf-8")
     typer.echo(f"wrote {target}", err=True)
-
-
-def render_openapi(spec: dict[str, object]) -> str:
-    return json.dumps(spec, indent=2, ensure_ascii=False, sort_keys=True) + "\n"
 
 
 def main() -> None:

@@ -14,6 +14,7 @@ from app.api.middleware.cors import CorsMiddleware
 from app.api.middleware.idempotency import IdempotencyMiddleware
 from app.api.middleware.observability import ObservabilityMiddleware, metrics_endpoint
 from app.api.middleware.rate_limit import RateLimitMiddleware
+from app.api.openapi import install_openapi
 from app.api.routers import (
     admin,
     dispatch,
@@ -36,7 +37,6 @@ from app.core.metrics import install_queue_depth_collector
 from app.core.runtime import tune_runtime
 
 API_PREFIX = "/api/v1"
-OIDC_SCHEME = "oidc"
 
 DESCRIPTION = """\
 **kokoma** — the REST backend for *Kommunales Konfliktmanagement*: incidents (conflicts) per
@@ -61,34 +61,6 @@ def _docs_oauth(settings: Settings) -> dict[str, Any] | None:
         "usePkceWithAuthorizationCodeGrant": True,
         "scopes": "openid profile email",
     }
-
-
-def _add_oidc_security_scheme(app: FastAPI, issuer: str) -> None:
-    """Declare the ``openIdConnect`` scheme and offer it, beside what each API operation already
-    lists, on every operation under ``/api/``."""
-    build = app.openapi
-
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema:
-            return app.openapi_schema
-        schema = build()
-        schemes = schema.setdefault("components", {}).setdefault("securitySchemes", {})
-        schemes[OIDC_SCHEME] = {
-            "type": "openIdConnect",
-            "openIdConnectUrl": issuer.rstrip("/") + "/.well-known/openid-configuration",
-            "description": "Sign in at the city's identity provider; send the access token "
-            "as 'Authorization: Bearer <JWT>'.",
-        }
-        for path, item in schema.get("paths", {}).items():
-            if not path.startswith(API_PREFIX + "/"):
-                continue
-            for operation in item.values():
-                if isinstance(operation, dict) and "operationId" in operation:
-                    operation["security"] = [*operation.get("security", []), {OIDC_SCHEME: []}]
-        app.openapi_schema = schema
-        return schema
-
-    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def create_app() -> FastAPI:
@@ -120,8 +92,7 @@ def create_app() -> FastAPI:
         # before them); inside the request id, which it exposes.
         app.add_middleware(CorsMiddleware, origins=settings.cors_origin_list)
     app.add_middleware(ObservabilityMiddleware)  # outermost: runs first (request id, access log)
-    if settings.oidc_issuer:
-        _add_oidc_security_scheme(app, settings.oidc_issuer)
+    install_openapi(app, settings.oidc_issuer)
     configure_logging(settings.log_level, settings.log_format)
     if settings.metrics_enabled:
         install_queue_depth_collector()

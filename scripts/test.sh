@@ -17,6 +17,9 @@ echo "== ruff"
 echo "== TypeScript client from openapi/openapi.json"
 bash scripts/check-ts-client.sh
 
+echo "== OpenAPI lint (Spectral: spectral:oas, OWASP triage in openapi/README.md)"
+bash scripts/lint-openapi.sh
+
 # --- sign-in (OIDC) tests: a real OpenID provider (npm oidc-provider) run by Node ---------------
 echo "== OpenID provider for the sign-in tests (tests/oidc)"
 if ! command -v node >/dev/null 2>&1; then

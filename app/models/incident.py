@@ -8,7 +8,7 @@ from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import Field as PField
-from pydantic import StringConstraints, field_validator
+from pydantic import StrictBool, StringConstraints, WithJsonSchema, field_validator
 from sqlalchemy import CheckConstraint, Column, Float, ForeignKey, Index, String, Text
 from sqlalchemy import Uuid as SAUuid
 from sqlmodel import Field, SQLModel
@@ -17,6 +17,8 @@ from app.models.base import JSONType, UTCDateTime, new_id, new_ordered_id, utcno
 from app.models.common import (
     DistrictCode,
     LongText,
+    Note,
+    NotNull,
     RequestModel,
     ResponseModel,
     ShortText,
@@ -195,7 +197,12 @@ class IncidentNote(SQLModel, table=True):
 
 # --- API schemas -------------------------------------------------------------------------------
 
-LanguageCode = Annotated[str, StringConstraints(min_length=2, max_length=2, pattern=r"^[a-z]{2}$")]
+#: ISO 639-1; the schema names the codes (components.schemas.LanguageCode, app/api/openapi.py).
+LanguageCode = Annotated[
+    str,
+    StringConstraints(min_length=2, max_length=2, pattern=r"^[a-z]{2}$"),
+    WithJsonSchema({"$ref": "#/components/schemas/LanguageCode"}),
+]
 
 
 class Location(RequestModel):
@@ -206,7 +213,7 @@ class Location(RequestModel):
 class Reporter(RequestModel):
     name: ShortText | None = None
     contact: Annotated[str, StringConstraints(strip_whitespace=True, max_length=320)] | None = None
-    anonymous: bool = False
+    anonymous: StrictBool = False
 
 
 def _check_languages(value: list[str] | None) -> list[str] | None:
@@ -236,15 +243,22 @@ class IncidentCreate(RequestModel):
     _langs = field_validator("languages")(_check_languages)
 
 
+class IncidentStatusChange(RequestModel):
+    """``POST …/status``: the target status (a transition the lifecycle does not allow → 409)."""
+
+    status: IncidentStatus
+    note: Note | None = None
+
+
 class IncidentUpdate(RequestModel):
     """PATCH: every field optional; ``status`` is read-only here (use ``POST …/status``)."""
 
-    title: ShortText | None = None
+    title: Annotated[ShortText | None, NotNull()] = None
     description: LongText | None = None
-    district: DistrictCode | None = None
+    district: Annotated[DistrictCode | None, NotNull()] = None
     location: Location | None = None
-    category: IncidentCategory | None = None
-    escalation_level: int | None = PField(default=None, ge=1, le=9)
+    category: Annotated[IncidentCategory | None, NotNull()] = None
+    escalation_level: Annotated[int | None, NotNull()] = PField(default=None, ge=1, le=9)
     required_competences: list[Slug] | None = PField(default=None, max_length=20)
     languages: list[LanguageCode] | None = PField(default=None, max_length=20)
     occurred_at: UTCTimestamp | None = None

@@ -31,6 +31,8 @@ from app.models.base import JSONType, UTCDateTime, new_id, utcnow
 from app.models.common import (
     DistrictCode,
     LongText,
+    Note,
+    NotNull,
     RequestModel,
     ResponseModel,
     ShortText,
@@ -203,6 +205,13 @@ class RecommendationCreate(RequestModel):
     incident_ids: list[uuid.UUID] = PField(default_factory=list, max_length=500)
 
 
+class RecommendationStatusChange(RequestModel):
+    """``POST …/status``: the target status (a transition the lifecycle does not allow → 409)."""
+
+    status: RecommendationStatus
+    note: Note | None = None
+
+
 class RecommendationUpdate(RequestModel):
     """PATCH: every field optional; ``status`` is read-only here (use ``POST …/status``).
 
@@ -210,13 +219,13 @@ class RecommendationUpdate(RequestModel):
     timeline). 100 only by the transition to ``implemented``.
     """
 
-    title: ShortText | None = None
+    title: Annotated[ShortText | None, NotNull()] = None
     body: LongText | None = None
-    category: RecommendationCategory | None = None
-    issued_by: uuid.UUID | None = None
-    addressee: uuid.UUID | None = None
+    category: Annotated[RecommendationCategory | None, NotNull()] = None
+    issued_by: Annotated[uuid.UUID | None, NotNull()] = None
+    addressee: Annotated[uuid.UUID | None, NotNull()] = None
     due_on: date | None = None
-    progress: int | None = PField(default=None, ge=0, le=100)
+    progress: Annotated[int | None, NotNull()] = PField(default=None, ge=0, le=100)
     reset_note: ResetNote | None = PField(
         default=None, description="Required to lower progress; only allowed when lowering it"
     )

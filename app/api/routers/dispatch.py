@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Response
 
 from app.api.deps import Allowed, PageDep, SessionDep, etag
+from app.api.openapi import sends
 from app.api.problems import problems
 from app.api.routing import UnitOfWorkRoute
 from app.core.security import Action
@@ -55,6 +56,7 @@ def dispatch_candidates(
     summary="Offer an incident slot to a manager (or to the best candidate)",
     responses=problems(403, 404, 409),
 )
+@sends("ETag", "Location", status=201)
 def assignments_create(
     session: SessionDep,
     principal: Allowed(Action.dispatch),
@@ -88,6 +90,7 @@ def assignments_list(
 
 @router.get("/assignments/{assignment_id}", summary="Get an assignment",
             responses=problems(403, 404))
+@sends("ETag")
 def assignments_get(
     session: SessionDep,
     principal: Allowed(Action.assignments_read),

@@ -45,8 +45,8 @@ def _openapi_body(columns: str) -> dict[str, Any]:
             "required": True,
             "description": f"CSV with a header row ({columns}) or NDJSON with the same fields.",
             "content": {
-                "text/csv": {"schema": {"type": "string"}},
-                "application/x-ndjson": {"schema": {"type": "string"}},
+                "text/csv": {"schema": {"type": "string", "minLength": 1}},
+                "application/x-ndjson": {"schema": {"type": "string", "minLength": 1}},
             },
         }
     }

@@ -10,10 +10,11 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 
 from app.api.deps import Allowed, IfMatchDep, PageDep, SessionDep, etag, in_unit_of_work
 from app.api.exports import EXPORT_RESPONSES, export_media_type, export_response
+from app.api.openapi import sends
 from app.api.problems import problems
 from app.api.routing import UnitOfWorkRoute
 from app.core.security import Action
-from app.models.common import DistrictFilter, Page, StatusChange, UTCTimestamp
+from app.models.common import DistrictFilter, Page, UTCTimestamp
 from app.models.incident import (
     IncidentCategory,
     IncidentCreate,
@@ -21,6 +22,7 @@ from app.models.incident import (
     IncidentNotePublic,
     IncidentPublic,
     IncidentStatus,
+    IncidentStatusChange,
     IncidentUpdate,
     NoteCreate,
 )
@@ -93,6 +95,7 @@ async def incidents_list(
 @router.post(
     "", status_code=201, summary="Register an incident", responses=problems(403, 409, 413)
 )
+@sends("ETag", "Location", status=201)
 def incidents_create(
     session: SessionDep,
     principal: Allowed(Action.incidents_create),
@@ -106,6 +109,7 @@ def incidents_create(
 
 
 @router.get("/{incident_id}", summary="Get an incident", responses=problems(403, 404))
+@sends("ETag")
 async def incidents_get(
     principal: Allowed(Action.incidents_read),
     incident_id: uuid.UUID,
@@ -122,6 +126,7 @@ async def incidents_get(
     summary="Edit an incident (status is read-only here)",
     responses=problems(403, 404, 409, 412),
 )
+@sends("ETag")
 def incidents_update(
     session: SessionDep,
     principal: Allowed(Action.incidents_update),
@@ -140,11 +145,12 @@ def incidents_update(
     summary="Change an incident's status (lifecycle; others → 409)",
     responses=problems(403, 404, 409),
 )
+@sends("ETag")
 def incidents_set_status(
     session: SessionDep,
     principal: Allowed(Action.incidents_status),
     incident_id: uuid.UUID,
-    body: StatusChange,
+    body: IncidentStatusChange,
     response: Response,
 ) -> IncidentPublic:
     incident = IncidentService(session).set_status(incident_id, body.status, body.note, principal)

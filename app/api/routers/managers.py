@@ -10,10 +10,11 @@ from fastapi import APIRouter, Depends, Query, Response
 from pydantic import StringConstraints
 
 from app.api.deps import Allowed, IfMatchDep, PageDep, SessionDep, etag
+from app.api.openapi import sends
 from app.api.problems import problems
 from app.api.routing import UnitOfWorkRoute
 from app.core.security import Action
-from app.models.common import DistrictFilter, Page, StatusChange
+from app.models.common import DistrictFilter, Page
 from app.models.manager import ManagerStatus
 from app.models.manager_schemas import (
     AbsenceCreate,
@@ -22,6 +23,7 @@ from app.models.manager_schemas import (
     ManagerCreate,
     ManagerPage,
     ManagerPublic,
+    ManagerStatusChange,
     ManagerUpdate,
     ManagerView,
 )
@@ -78,6 +80,7 @@ def managers_list(
 
 
 @router.post("", status_code=201, summary="Add a manager", responses=problems(403, 409, 413))
+@sends("ETag", "Location", status=201)
 def managers_create(
     session: SessionDep,
     principal: Allowed(Action.managers_write),
@@ -91,6 +94,7 @@ def managers_create(
 
 
 @router.get("/{manager_id}", summary="Get a manager", responses=problems(403, 404))
+@sends("ETag")
 def managers_get(
     session: SessionDep,
     principal: Allowed(Action.managers_read),
@@ -105,6 +109,7 @@ def managers_get(
     summary="Edit a manager (status is read-only here; a manager key: own languages only)",
     responses=problems(403, 404, 409, 412),
 )
+@sends("ETag")
 def managers_update(
     session: SessionDep,
     principal: Allowed(Action.managers_self),
@@ -123,11 +128,12 @@ def managers_update(
     summary="Change a manager's status (lifecycle; others → 409)",
     responses=problems(403, 404, 409),
 )
+@sends("ETag")
 def managers_set_status(
     session: SessionDep,
     principal: Allowed(Action.managers_write),
     manager_id: uuid.UUID,
-    body: StatusChange,
+    body: ManagerStatusChange,
     response: Response,
 ) -> ManagerPublic:
     manager = ManagerService(session).set_status(manager_id, body.status, body.note, principal)

@@ -6,15 +6,16 @@ import uuid
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Query, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from app.api.deps import Allowed, IfMatchDep, PageDep, SessionDep, etag
 from app.api.negotiation import accept_ranges
+from app.api.openapi import sends
 from app.api.problems import problems
 from app.api.routing import UnitOfWorkRoute
 from app.core.security import Action
-from app.models.common import DistrictFilter, Page, StatusChange
+from app.models.common import DistrictFilter, Page
 from app.models.recommendation import (
     RecommendationCategory,
     RecommendationCreate,
@@ -22,6 +23,7 @@ from app.models.recommendation import (
     RecommendationPublic,
     RecommendationReport,
     RecommendationStatus,
+    RecommendationStatusChange,
     RecommendationUpdate,
 )
 from app.repositories.recommendations import RecommendationFilter
@@ -100,9 +102,11 @@ def negotiate(accept: str | None) -> str:
 def recommendations_report(
     session: SessionDep,
     _: Reader,
-    accept: Annotated[str | None, Header(description="text/markdown or application/json")] = None,
+    request: Request,
 ) -> Response:
-    media = negotiate(accept)
+    # Accept is read from the request, not declared as a parameter: OpenAPI ignores a header
+    # parameter named Accept (the responses' media types say what can be asked for).
+    media = negotiate(request.headers.get("accept"))
     report = RecommendationService(session).report()
     if media == MARKDOWN:
         return Response(render_markdown(report), media_type="text/markdown; charset=utf-8")
@@ -125,6 +129,7 @@ def recommendations_list(
 @router.post(
     "", status_code=201, summary="Create a recommendation (draft)", responses=problems(403, 409)
 )
+@sends("ETag", "Location", status=201)
 def recommendations_create(
     session: SessionDep, principal: Writer, body: RecommendationCreate, response: Response
 ) -> RecommendationPublic:
@@ -135,6 +140,7 @@ def recommendations_create(
 
 
 @router.get("/{recommendation_id}", summary="Get a recommendation", responses=problems(403, 404))
+@sends("ETag")
 def recommendations_get(
     session: SessionDep, _: Reader, recommendation_id: uuid.UUID, response: Response
 ) -> RecommendationPublic:
@@ -149,6 +155,7 @@ def recommendations_get(
     summary="Edit a recommendation (status read-only; progress never decreases without reset_note)",
     responses=problems(403, 404, 409, 412),
 )
+@sends("ETag")
 def recommendations_update(
     session: SessionDep,
     principal: Writer,
@@ -167,11 +174,12 @@ def recommendations_update(
     summary="Change a recommendation's status (lifecycle; others → 409)",
     responses=problems(403, 404, 409),
 )
+@sends("ETag")
 def recommendations_set_status(
     session: SessionDep,
     principal: Writer,
     recommendation_id: uuid.UUID,
-    body: StatusChange,
+    body: RecommendationStatusChange,
     response: Response,
 ) -> RecommendationPublic:
     rec = RecommendationService(session).set_status(

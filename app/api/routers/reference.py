@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response
 
 from app.api.deps import Allowed, IfMatchDep, PageDep, SessionDep, etag
+from app.api.openapi import sends
 from app.api.problems import problems
 from app.api.routing import UnitOfWorkRoute
 from app.core.security import Action
@@ -50,6 +51,7 @@ def districts_list(
     summary="Create a district",
     responses=problems(403, 409),
 )
+@sends("ETag", "Location", status=201)
 def districts_create(
     session: SessionDep, principal: Writer, body: DistrictCreate, response: Response
 ) -> DistrictPublic:
@@ -62,6 +64,7 @@ def districts_create(
 @router.get(
     "/districts/{code}", tags=["reference"], summary="Get a district", responses=problems(403, 404)
 )
+@sends("ETag")
 def districts_get(
     session: SessionDep, _: Reader, code: DistrictFilter, response: Response
 ) -> DistrictPublic:
@@ -77,6 +80,7 @@ def districts_get(
     summary="Update a district (neighbours stay symmetric)",
     responses=problems(403, 404, 412),
 )
+@sends("ETag")
 def districts_update(
     session: SessionDep,
     principal: Writer,
@@ -105,6 +109,7 @@ def competences_list(session: SessionDep, _: Reader, page: PageDep) -> Page[Comp
     summary="Create a competence",
     responses=problems(403, 409),
 )
+@sends("ETag", "Location", status=201)
 def competences_create(
     session: SessionDep, principal: Writer, body: CompetenceCreate, response: Response
 ) -> CompetencePublic:
@@ -120,6 +125,7 @@ def competences_create(
     summary="Get a competence",
     responses=problems(403, 404),
 )
+@sends("ETag")
 def competences_get(
     session: SessionDep, _: Reader, code: str, response: Response
 ) -> CompetencePublic:
@@ -134,6 +140,7 @@ def competences_get(
     summary="Update a competence",
     responses=problems(403, 404, 412),
 )
+@sends("ETag")
 def competences_update(
     session: SessionDep,
     principal: Writer,
@@ -165,6 +172,7 @@ def organisations_list(session: SessionDep, _: Reader, page: PageDep) -> Page[Or
     summary="Create an organisation",
     responses=problems(403),
 )
+@sends("ETag", "Location", status=201)
 def organisations_create(
     session: SessionDep, principal: Writer, body: OrganisationCreate, response: Response
 ) -> OrganisationPublic:
@@ -180,6 +188,7 @@ def organisations_create(
     summary="Get an organisation",
     responses=problems(403, 404),
 )
+@sends("ETag")
 def organisations_get(
     session: SessionDep, _: Reader, organisation_id: uuid.UUID, response: Response
 ) -> OrganisationPublic:
@@ -196,6 +205,7 @@ def organisations_get(
     summary="Update an organisation",
     responses=problems(403, 404, 412),
 )
+@sends("ETag")
 def organisations_update(
     session: SessionDep,
     principal: Writer,
