@@ -41,6 +41,7 @@ from sqlalchemy.engine import Connection
 
 from app.core.config import Settings
 from app.core.errors import Forbidden, ServiceUnavailable, Unauthorized
+from app.core.problems import ProblemType
 from app.core.security import Principal, PrincipalKind
 from app.models.manager import Manager, ManagerStatus
 from app.models.reference import Organisation
@@ -63,7 +64,7 @@ def looks_like_jwt(token: str) -> bool:
 
 
 def invalid_token(detail: str) -> Unauthorized:
-    return Unauthorized(detail, type_="invalid-token", headers=INVALID_TOKEN_HEADERS)
+    return Unauthorized(detail, type_=ProblemType.INVALID_TOKEN, headers=INVALID_TOKEN_HEADERS)
 
 
 # --- the provider's keys ---------------------------------------------------------------------------
@@ -312,7 +313,7 @@ def binding_from_claims(claims: Mapping[str, Any], settings: Settings) -> Bindin
         raise Forbidden(
             f"The token carries no kokoma role in the claim '{settings.oidc_roles_claim}' "
             "(expected one of " + ", ".join(ROLE_PREFIX + r.value for r in ROLE_PRECEDENCE) + ").",
-            type_="no-role",
+            type_=ProblemType.NO_ROLE,
         )
     role = roles[0]
     if role is Role.partner:
@@ -325,7 +326,7 @@ def binding_from_claims(claims: Mapping[str, Any], settings: Settings) -> Bindin
         if organisation_id is None:
             raise Forbidden(
                 f"A partner's token needs an organisation id in the claim '{claim}'.",
-                type_="unknown-organisation",
+                type_=ProblemType.UNKNOWN_ORGANISATION,
             )
         return Binding(role, organisation_id=organisation_id)
     if role is Role.manager:
@@ -334,7 +335,7 @@ def binding_from_claims(claims: Mapping[str, Any], settings: Settings) -> Bindin
             raise Forbidden(
                 "A manager's token needs a verified e-mail (claims 'email' and "
                 "'email_verified': true).",
-                type_="unknown-manager",
+                type_=ProblemType.UNKNOWN_MANAGER,
             )
         return Binding(role, email=email.strip())
     return Binding(role)
@@ -361,7 +362,7 @@ def principal_from_claims(
         if exists is None:
             raise Forbidden(
                 f"The organisation {binding.organisation_id} named by the token is unknown.",
-                type_="unknown-organisation",
+                type_=ProblemType.UNKNOWN_ORGANISATION,
             )
         organisation_id = binding.organisation_id
     elif binding.role is Role.manager:
@@ -374,11 +375,11 @@ def principal_from_claims(
         if len(rows) != 1:
             raise Forbidden(
                 "No manager in the roster has the token's e-mail address.",
-                type_="unknown-manager",
+                type_=ProblemType.UNKNOWN_MANAGER,
             )
         if rows[0].status == ManagerStatus.retired:
             raise Forbidden("The manager with the token's e-mail address is retired.",
-                            type_="retired-manager")
+                            type_=ProblemType.RETIRED_MANAGER)
         manager_id = rows[0].id
     return Principal(
         key_id=None,

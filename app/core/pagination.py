@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Select, TypeDecorator, and_, or_
 
 from app.core.errors import BadRequest
+from app.core.problems import ProblemType
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +60,7 @@ def decode_cursor(cursor: str, arity: int) -> list[Any]:
 
 def _invalid_cursor() -> BadRequest:
     return BadRequest("The cursor is not valid; start again without it.",
-                      type_="invalid-cursor", title="Invalid cursor")
+                      type_=ProblemType.INVALID_CURSOR)
 
 
 def _python_type(column: ColumnElement[Any]) -> type:

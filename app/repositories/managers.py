@@ -26,6 +26,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 
 from app.core.errors import BadRequest
 from app.core.pagination import PageParams, decode_cursor, keyset, page_slice
+from app.core.problems import ProblemType
 from app.models.manager import Absence, Manager, ManagerCompetence, ManagerDistrict, ManagerStatus
 from app.repositories.base import Repository
 
@@ -78,8 +79,7 @@ def _absence_cursor(cursor: str) -> tuple[date, uuid.UUID]:
     except (TypeError, ValueError):
         raise BadRequest(
             "The cursor is not valid; start again without it.",
-            type_="invalid-cursor",
-            title="Invalid cursor",
+            type_=ProblemType.INVALID_CURSOR,
         ) from None
 
 

@@ -70,6 +70,7 @@ from sqlmodel import Session, SQLModel
 from app.core.clock import get_clock
 from app.core.config import get_settings
 from app.core.errors import Conflict, Unprocessable
+from app.core.problems import ProblemType
 from app.core.security import Principal
 from app.models.base import UTCDateTime, new_ordered_ids
 from app.models.incident import (
@@ -849,8 +850,7 @@ def run_import(
         session.rollback()
         raise Unprocessable(
             exc.message,
-            type_="unreadable-import",
-            title="Unreadable import",
+            type_=ProblemType.UNREADABLE_IMPORT,
             errors=exc.errors or [{"loc": ["body"], "msg": exc.message, "type": "unreadable"}],
         ) from None
     except BaseException:
@@ -1484,7 +1484,7 @@ def _raise_if_duplicate(exc: Exception) -> None:
         raise Conflict(
             "Another import or request created some of these records at the same time; "
             "run the import again (it is an upsert).",
-            type_="concurrent-import",
+            type_=ProblemType.CONCURRENT_IMPORT,
         ) from None
 
 

@@ -30,6 +30,7 @@ from app.core.clock import get_clock
 from app.core.config import get_settings
 from app.core.errors import Conflict, Forbidden, NotFound, Unprocessable
 from app.core.pagination import PageParams
+from app.core.problems import ProblemType
 from app.core.security import Principal
 from app.models.manager import (
     MANAGER_TRANSITIONS,
@@ -224,7 +225,7 @@ class ManagerService:
     def _check_email_free(self, email: str, manager_id: uuid.UUID | None = None) -> None:
         other = self.repo.by_email(email)
         if other is not None and other.id != manager_id:
-            raise Conflict("Another manager has this email address.", type_="duplicate")
+            raise Conflict("Another manager has this email address.", type_=ProblemType.DUPLICATE)
 
     def _flush_unique(self) -> None:
         try:
@@ -232,7 +233,7 @@ class ManagerService:
                 self.session.flush()
         except IntegrityError:
             raise Conflict(
-                "Another manager has this email address.", type_="duplicate"
+                "Another manager has this email address.", type_=ProblemType.DUPLICATE
             ) from None
 
     def create(self, body: ManagerCreate, principal: Principal) -> ManagerPublic:
@@ -311,7 +312,7 @@ class ManagerService:
             raise Conflict(
                 f"The manager holds {manager.open_assignments} open assignments; "
                 "max_open_assignments cannot go below that.",
-                type_="capacity-in-use",
+                type_=ProblemType.CAPACITY_IN_USE,
             )
         changes: dict[str, Any] = body.model_dump(
             include=fields
@@ -356,7 +357,7 @@ class ManagerService:
                 if current == ManagerStatus.retired
                 else f"A manager cannot go from '{current}' to '{target}'."
             )
-            raise Conflict(detail, type_="invalid-transition")
+            raise Conflict(detail, type_=ProblemType.INVALID_TRANSITION)
         manager.status = target
         bump(self.session, manager)
         audit.record(self.session, principal, "status", "manager", manager.id, ["status"])

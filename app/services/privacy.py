@@ -39,6 +39,7 @@ from app.core.clock import get_clock
 from app.core.config import get_settings
 from app.core.db import WRITE_OPTION, get_engine, session_scope
 from app.core.errors import Conflict, NotFound, Unprocessable
+from app.core.problems import ProblemType
 from app.core.security import SYSTEM_PRINCIPAL, Principal, forget_keys
 from app.models.assignment import Assignment
 from app.models.base import new_ordered_id
@@ -542,7 +543,7 @@ def erase_manager(session: Session, manager_id: uuid.UUID, principal: Principal)
         raise NotFound(f"No manager {manager_id}.")
     if manager.status != ManagerStatus.retired:
         raise Conflict(
-            "Only retired managers can be erased; retire the manager first.", type_="not-retired"
+            "Only retired managers can be erased; retire the manager first.", type_=ProblemType.NOT_RETIRED
         )
     if manager.erased_at is not None:
         return manager

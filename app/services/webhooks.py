@@ -52,6 +52,7 @@ from app.core.config import Settings, get_settings
 from app.core.db import session_scope
 from app.core.errors import NotFound, Unprocessable
 from app.core.pagination import PageParams, keyset, page_slice
+from app.core.problems import ProblemType
 from app.core.security import Principal
 from app.models.outbox import OutboxEvent
 from app.models.reference import Organisation
@@ -165,7 +166,7 @@ def _check_url_field(url: str) -> None:
     except TargetRefused as exc:
         raise Unprocessable(
             f"url {exc}.",
-            type_="webhook-target-refused",
+            type_=ProblemType.WEBHOOK_TARGET_REFUSED,
             errors=[{"loc": ["body", "url"], "msg": str(exc), "type": "target_refused"}],
         ) from None
 

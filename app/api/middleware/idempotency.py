@@ -31,6 +31,7 @@ from app.core.config import get_settings
 from app.core.db import session_scope
 from app.core.errors import AppError, problem_response
 from app.core.oidc import looks_like_jwt, verify_token
+from app.core.problems import ProblemType
 from app.core.security import hash_key, key_cache
 from app.models.system import IdempotencyRecord
 
@@ -61,7 +62,7 @@ class IdempotencyMiddleware:
         request = Request(scope)
         key = key_raw.decode("latin-1").strip()
         if not key or len(key) > MAX_KEY_LENGTH:
-            await _problem(request, receive, send, 422, "invalid-idempotency-key",
+            await _problem(request, receive, send, ProblemType.INVALID_IDEMPOTENCY_KEY,
                            f"Idempotency-Key must be 1–{MAX_KEY_LENGTH} characters.")
             return
         digest = hashlib.sha256()
@@ -71,7 +72,7 @@ class IdempotencyMiddleware:
             try:
                 await _read_body(receive, body, digest)
             except HTTPException as exc:
-                await _problem(request, receive, send, exc.status_code, "payload-too-large",
+                await _problem(request, receive, send, ProblemType.PAYLOAD_TOO_LARGE,
                                str(exc.detail))
                 return
             await self._handle(scope, receive, send, request, token, key, digest.hexdigest(),
@@ -93,11 +94,11 @@ class IdempotencyMiddleware:
             await _replay(outcome, scope, receive, send)
             return
         if outcome == "mismatch":
-            await _problem(request, receive, send, 422, "idempotency-key-reused",
+            await _problem(request, receive, send, ProblemType.IDEMPOTENCY_KEY_REUSED,
                            "This Idempotency-Key was used with a different request.")
             return
         if outcome == "in_progress":
-            await _problem(request, receive, send, 409, "idempotency-in-progress",
+            await _problem(request, receive, send, ProblemType.IDEMPOTENCY_IN_PROGRESS,
                            "A request with this Idempotency-Key is still being processed.")
             return
 
@@ -248,10 +249,9 @@ async def _replay(record: IdempotencyRecord, scope: Scope, receive: Receive, sen
 
 
 async def _problem(
-    request: Request, receive: Receive, send: Send, status: int, type_: str, detail: str
+    request: Request, receive: Receive, send: Send, problem: ProblemType, detail: str
 ) -> None:
-    title = {409: "Conflict", 413: "Payload too large", 422: "Validation error"}.get(status, "Error")
-    response = problem_response(request, status=status, type_=type_, title=title, detail=detail)
+    response = problem_response(request, problem, detail)
     await response(request.scope, receive, send)
 
 

@@ -13,6 +13,7 @@ from app.api.deps import Allowed, IfMatchDep, PageDep, SessionDep, etag
 from app.api.negotiation import accept_ranges
 from app.api.problems import problems
 from app.api.routing import UnitOfWorkRoute
+from app.core.errors import NotAcceptable
 from app.core.security import Action
 from app.models.common import Page, StatusChange
 from app.models.recommendation import (
@@ -26,7 +27,6 @@ from app.models.recommendation import (
 )
 from app.repositories.recommendations import RecommendationFilter
 from app.services.recommendations import (
-    NotAcceptable,
     RecommendationService,
     render_markdown,
 )
