@@ -204,7 +204,7 @@ def install_error_handlers(app: FastAPI) -> None:
         level = logging.ERROR if problem.status >= 500 else logging.WARNING
         log.log(
             level, "database error on %s %s: %s", request.method, request.url.path,
-            problem.type_,
+            problem.type_.value,
             extra={"sqlstate": problem.sqlstate, "error": type(exc).__name__},
         )
         return problem_response(

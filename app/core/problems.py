@@ -8,20 +8,20 @@ its general entry. The README's "Problem types" table lists the same entries (a 
 in step).
 
 General entries (one per status, :data:`GENERAL`) are what an error says when nothing more
-specific applies; specific entries refine one of them and keep its status. A member is a ``str``,
-so ``ProblemType.SLOT_TAKEN == "slot-taken"``.
+specific applies; specific entries refine one of them and keep its status. ``value`` is the slug:
+``ProblemType("slot-taken") is ProblemType.SLOT_TAKEN``.
 """
 
 from __future__ import annotations
 
-from enum import StrEnum, unique
+from enum import Enum, unique
 from types import MappingProxyType
 
 PROBLEM_BASE = "/problems/"
 
 
 @unique
-class ProblemType(StrEnum):
+class ProblemType(Enum):
     """A problem type: ``value`` is the slug; ``status``, ``title`` and ``description`` go with it."""
 
     status: int
@@ -29,7 +29,7 @@ class ProblemType(StrEnum):
     description: str
 
     def __new__(cls, slug: str, status: int, title: str, description: str) -> ProblemType:
-        member = str.__new__(cls, slug)
+        member = object.__new__(cls)
         member._value_ = slug
         member.status = status
         member.title = title
