@@ -35,9 +35,12 @@ import anyio
 import httpx
 import jwt
 from anyio.lowlevel import RunVar
+from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePrivateKey
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 from sqlalchemy import func, select
 from sqlalchemy.engine import Connection
+from sqlmodel import col
 
 from app.core.config import Settings
 from app.core.errors import Forbidden, ServiceUnavailable, Unauthorized
@@ -182,7 +185,7 @@ def _signing_keys(jwks: Mapping[str, Any]) -> dict[str | None, _Key]:
                 continue
         except (jwt.InvalidKeyError, ValueError, TypeError, KeyError):
             continue
-        if hasattr(key, "public_key") and not hasattr(key, "verify"):
+        if isinstance(key, RSAPrivateKey | EllipticCurvePrivateKey):
             key = key.public_key()  # a JWKS never should carry private parts; use the public
         keys[jwk.get("kid")] = _Key(kty=kty, alg=jwk.get("alg"), key=key)
     return keys
@@ -357,7 +360,7 @@ def principal_from_claims(
     if binding.role is Role.partner:
         assert conn is not None and binding.organisation_id is not None
         exists = conn.execute(
-            select(Organisation.id).where(Organisation.id == binding.organisation_id)
+            select(col(Organisation.id)).where(col(Organisation.id) == binding.organisation_id)
         ).first()
         if exists is None:
             raise Forbidden(
@@ -368,8 +371,8 @@ def principal_from_claims(
     elif binding.role is Role.manager:
         assert conn is not None and binding.email is not None
         rows = conn.execute(
-            select(Manager.id, Manager.status).where(
-                func.lower(Manager.email) == binding.email.lower()
+            select(col(Manager.id), col(Manager.status)).where(
+                func.lower(col(Manager.email)) == binding.email.lower()
             )
         ).all()
         if len(rows) != 1:

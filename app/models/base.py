@@ -7,11 +7,12 @@ import struct
 import threading
 import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import JSON, DateTime, MetaData, TypeDecorator
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import declared_attr
 from sqlmodel import SQLModel
 
 NAMING_CONVENTION = {
@@ -25,6 +26,16 @@ SQLModel.metadata.naming_convention = NAMING_CONVENTION
 metadata: MetaData = SQLModel.metadata
 
 JSONType = JSON().with_variant(JSONB(), "postgresql")
+
+
+def table_name(name: str) -> declared_attr[str]:
+    """A table's name, as ``__tablename__ = table_name("incident")``.
+
+    SQLModel declares ``__tablename__`` with a ``declared_attr`` (its default, the lower-cased
+    class name), so a type checker refuses a plain string there, which SQLAlchemy takes at run
+    time. The name stays a plain string; only its static type follows SQLModel's declaration.
+    """
+    return cast("declared_attr[str]", name)
 
 
 class UTCDateTime(TypeDecorator[datetime]):
