@@ -86,7 +86,7 @@ def _add_oidc_security_scheme(app: FastAPI, issuer: str) -> None:
         app.openapi_schema = schema
         return schema
 
-    app.openapi = openapi  # type: ignore[method-assign]
+    app.openapi = openapi
 
 
 def create_app() -> FastAPI:

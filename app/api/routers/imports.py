@@ -14,11 +14,14 @@ from typing import Annotated, Any
 import anyio.from_thread
 from fastapi import APIRouter, Query, Request
 
-from app.api.deps import Allowed, SessionDep
+from app.api.deps import (
+    AllowedImports,
+    SessionDep,
+)
 from app.api.problems import problems
 from app.api.routing import UnitOfWorkRoute
 from app.core.errors import UnsupportedMediaType
-from app.core.security import Action, Principal
+from app.core.security import Principal
 from app.models.import_report import ImportReport
 from app.services.imports import BodyFormat, ImportKind, run_import
 from app.services.imports import ImportResult as _Result
@@ -111,7 +114,7 @@ _MANAGER_COLUMNS = (
 def imports_incidents(
     request: Request,
     session: SessionDep,
-    principal: Allowed(Action.imports),
+    principal: AllowedImports,
     dry_run: DryRun = False,
     atomic: Atomic = True,
 ) -> ImportReport:
@@ -127,7 +130,7 @@ def imports_incidents(
 def imports_managers(
     request: Request,
     session: SessionDep,
-    principal: Allowed(Action.imports),
+    principal: AllowedImports,
     dry_run: DryRun = False,
     atomic: Atomic = True,
 ) -> ImportReport:

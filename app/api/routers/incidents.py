@@ -8,11 +8,21 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 
-from app.api.deps import Allowed, IfMatchDep, PageDep, SessionDep, etag, in_unit_of_work
+from app.api.deps import (
+    AllowedIncidentsCreate,
+    AllowedIncidentsNotes,
+    AllowedIncidentsRead,
+    AllowedIncidentsStatus,
+    AllowedIncidentsUpdate,
+    IfMatchDep,
+    PageDep,
+    SessionDep,
+    etag,
+    in_unit_of_work,
+)
 from app.api.exports import EXPORT_RESPONSES, export_media_type, export_response
 from app.api.problems import problems
 from app.api.routing import UnitOfWorkRoute
-from app.core.security import Action
 from app.models.common import Page, StatusChange, UTCTimestamp
 from app.models.incident import (
     IncidentCategory,
@@ -63,7 +73,7 @@ def _json(body: Page[IncidentPublic] | IncidentPublic, headers: dict[str, str] |
           ) -> Response:
     """The validated model serialised once, by pydantic: returned as the model, FastAPI would
     dump it, validate it again and serialise it again (≈ 0.9 ms for a page of 50; the bytes are
-    the same — bench/README.md). The route's return annotation still documents the schema."""
+    the same — bench/README.md). The route's ``response_model`` documents the schema."""
     return Response(body.model_dump_json(by_alias=True), media_type="application/json",
                     headers=headers)
 
@@ -72,22 +82,23 @@ def _json(body: Page[IncidentPublic] | IncidentPublic, headers: dict[str, str] |
     "",
     summary="List incidents (filters, keyset pagination), or export them (Accept: text/csv, "
     "application/geo+json)",
+    response_model=Page[IncidentPublic],
     responses={**EXPORT_RESPONSES, **problems(400, 403)},
 )
 async def incidents_list(
     request: Request,
-    principal: Allowed(Action.incidents_read),
+    principal: AllowedIncidentsRead,
     page: PageDep,
     query: IncidentQueryDep,
-) -> Page[IncidentPublic]:
+) -> Response:
     # async + one thread hop for the whole unit of work: a hot path (bench/README.md)
     export = export_media_type(request.headers.get("accept"))
     if export is not None:  # streamed export: every matching row, limit/cursor do not apply
-        return export_response(export, query.to_filter(), principal)  # type: ignore[return-value]
+        return export_response(export, query.to_filter(), principal)
     items, cursor = await in_unit_of_work(
         lambda session: IncidentService(session).page(query.to_filter(), page, principal)
     )
-    return _json(Page(items=items, next_cursor=cursor))  # type: ignore[return-value]
+    return _json(Page(items=items, next_cursor=cursor))
 
 
 @router.post(
@@ -95,7 +106,7 @@ async def incidents_list(
 )
 def incidents_create(
     session: SessionDep,
-    principal: Allowed(Action.incidents_create),
+    principal: AllowedIncidentsCreate,
     body: IncidentCreate,
     response: Response,
 ) -> IncidentPublic:
@@ -105,16 +116,19 @@ def incidents_create(
     return incident
 
 
-@router.get("/{incident_id}", summary="Get an incident", responses=problems(403, 404))
+@router.get(
+    "/{incident_id}", summary="Get an incident", response_model=IncidentPublic,
+    responses=problems(403, 404),
+)
 async def incidents_get(
-    principal: Allowed(Action.incidents_read),
+    principal: AllowedIncidentsRead,
     incident_id: uuid.UUID,
-) -> IncidentPublic:
+) -> Response:
     # async + one thread hop for the whole unit of work: a hot path (bench/README.md)
     incident = await in_unit_of_work(
         lambda session: IncidentService(session).read_public(incident_id, principal)
     )
-    return _json(incident, {"ETag": etag(incident.version)})  # type: ignore[return-value]
+    return _json(incident, {"ETag": etag(incident.version)})
 
 
 @router.patch(
@@ -124,7 +138,7 @@ async def incidents_get(
 )
 def incidents_update(
     session: SessionDep,
-    principal: Allowed(Action.incidents_update),
+    principal: AllowedIncidentsUpdate,
     incident_id: uuid.UUID,
     body: IncidentUpdate,
     if_match: IfMatchDep,
@@ -142,7 +156,7 @@ def incidents_update(
 )
 def incidents_set_status(
     session: SessionDep,
-    principal: Allowed(Action.incidents_status),
+    principal: AllowedIncidentsStatus,
     incident_id: uuid.UUID,
     body: StatusChange,
     response: Response,
@@ -159,7 +173,7 @@ def incidents_set_status(
 )
 def incidents_events(
     session: SessionDep,
-    principal: Allowed(Action.incidents_read),
+    principal: AllowedIncidentsRead,
     incident_id: uuid.UUID,
     page: PageDep,
 ) -> Page[IncidentEventPublic]:
@@ -175,7 +189,7 @@ def incidents_events(
 )
 def incidents_add_note(
     session: SessionDep,
-    principal: Allowed(Action.incidents_notes),
+    principal: AllowedIncidentsNotes,
     incident_id: uuid.UUID,
     body: NoteCreate,
 ) -> IncidentNotePublic:
@@ -189,7 +203,7 @@ def incidents_add_note(
 )
 def incidents_notes(
     session: SessionDep,
-    principal: Allowed(Action.incidents_notes),
+    principal: AllowedIncidentsNotes,
     incident_id: uuid.UUID,
     page: PageDep,
 ) -> Page[IncidentNotePublic]:

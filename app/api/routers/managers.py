@@ -9,10 +9,17 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Response
 from pydantic import StringConstraints
 
-from app.api.deps import Allowed, IfMatchDep, PageDep, SessionDep, etag
+from app.api.deps import (
+    AllowedManagersRead,
+    AllowedManagersSelf,
+    AllowedManagersWrite,
+    IfMatchDep,
+    PageDep,
+    SessionDep,
+    etag,
+)
 from app.api.problems import problems
 from app.api.routing import UnitOfWorkRoute
-from app.core.security import Action
 from app.models.common import Page, StatusChange
 from app.models.manager import ManagerStatus
 from app.models.manager_schemas import (
@@ -67,7 +74,7 @@ def _tagged(response: Response, view: ManagerView) -> ManagerView:
 )
 def managers_list(
     session: SessionDep,
-    principal: Allowed(Action.managers_read),
+    principal: AllowedManagersRead,
     page: PageDep,
     query: Annotated[ManagerQuery, Depends()],
 ) -> ManagerPage:
@@ -78,7 +85,7 @@ def managers_list(
 @router.post("", status_code=201, summary="Add a manager", responses=problems(403, 409, 413))
 def managers_create(
     session: SessionDep,
-    principal: Allowed(Action.managers_write),
+    principal: AllowedManagersWrite,
     body: ManagerCreate,
     response: Response,
 ) -> ManagerPublic:
@@ -91,7 +98,7 @@ def managers_create(
 @router.get("/{manager_id}", summary="Get a manager", responses=problems(403, 404))
 def managers_get(
     session: SessionDep,
-    principal: Allowed(Action.managers_read),
+    principal: AllowedManagersRead,
     manager_id: uuid.UUID,
     response: Response,
 ) -> ManagerView:
@@ -105,7 +112,7 @@ def managers_get(
 )
 def managers_update(
     session: SessionDep,
-    principal: Allowed(Action.managers_self),
+    principal: AllowedManagersSelf,
     manager_id: uuid.UUID,
     body: ManagerUpdate,
     if_match: IfMatchDep,
@@ -123,7 +130,7 @@ def managers_update(
 )
 def managers_set_status(
     session: SessionDep,
-    principal: Allowed(Action.managers_write),
+    principal: AllowedManagersWrite,
     manager_id: uuid.UUID,
     body: StatusChange,
     response: Response,
@@ -141,7 +148,7 @@ def managers_set_status(
 )
 def managers_add_absence(
     session: SessionDep,
-    principal: Allowed(Action.managers_self),
+    principal: AllowedManagersSelf,
     manager_id: uuid.UUID,
     body: AbsenceCreate,
 ) -> AbsencePublic:
@@ -155,7 +162,7 @@ def managers_add_absence(
 )
 def managers_absences(
     session: SessionDep,
-    principal: Allowed(Action.managers_self),
+    principal: AllowedManagersSelf,
     manager_id: uuid.UUID,
     page: PageDep,
 ) -> Page[AbsencePublic]:
@@ -171,7 +178,7 @@ def managers_absences(
 )
 def managers_delete_absence(
     session: SessionDep,
-    principal: Allowed(Action.managers_self),
+    principal: AllowedManagersSelf,
     manager_id: uuid.UUID,
     absence_id: uuid.UUID,
 ) -> Response:

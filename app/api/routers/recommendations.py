@@ -9,12 +9,18 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Header, Query, Response
 from fastapi.responses import JSONResponse
 
-from app.api.deps import Allowed, IfMatchDep, PageDep, SessionDep, etag
+from app.api.deps import (
+    AllowedRecommendationsRead,
+    AllowedRecommendationsWrite,
+    IfMatchDep,
+    PageDep,
+    SessionDep,
+    etag,
+)
 from app.api.negotiation import accept_ranges
 from app.api.problems import problems
 from app.api.routing import UnitOfWorkRoute
 from app.core.errors import NotAcceptable
-from app.core.security import Action
 from app.models.common import Page, StatusChange
 from app.models.recommendation import (
     RecommendationCategory,
@@ -32,8 +38,8 @@ from app.services.recommendations import (
 )
 
 router = APIRouter(prefix="/recommendations", tags=["recommendations"], route_class=UnitOfWorkRoute)
-Reader = Allowed(Action.recommendations_read)
-Writer = Allowed(Action.recommendations_write)
+Reader = AllowedRecommendationsRead
+Writer = AllowedRecommendationsWrite
 
 MARKDOWN = "text/markdown"
 JSON = "application/json"

@@ -7,10 +7,16 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 
-from app.api.deps import Allowed, IfMatchDep, PageDep, SessionDep, etag
+from app.api.deps import (
+    AllowedReferenceRead,
+    AllowedReferenceWrite,
+    IfMatchDep,
+    PageDep,
+    SessionDep,
+    etag,
+)
 from app.api.problems import problems
 from app.api.routing import UnitOfWorkRoute
-from app.core.security import Action
 from app.models.common import Page
 from app.models.reference import (
     CompetenceCreate,
@@ -26,8 +32,8 @@ from app.models.reference import (
 from app.services.reference import CompetenceService, DistrictService, OrganisationService
 
 router = APIRouter(route_class=UnitOfWorkRoute)
-Reader = Allowed(Action.reference_read)
-Writer = Allowed(Action.reference_write)
+Reader = AllowedReferenceRead
+Writer = AllowedReferenceWrite
 
 
 @router.get(
