@@ -15,7 +15,7 @@ from app.api.deps import (
 from app.api.problems import problems
 from app.models.common import Page
 from app.models.notification import NotificationPublic, NotificationStatus
-from app.services.notifications import NotificationFilter, NotificationService
+from app.services.notifications.record import NotificationFilter, NotificationService
 
 router = APIRouter(prefix="/notifications", tags=["notifications"])
 Staff = AllowedNotificationsRead
