@@ -43,6 +43,8 @@ from app.models.manager_schemas import (
     AbsenceCreate,
     AbsencePublic,
     CompetenceHoldingIn,
+    CompetenceHoldingPublic,
+    ExpiringCompetence,
     ManagerCreate,
     ManagerPublic,
     ManagerPublicRedacted,
@@ -151,11 +153,12 @@ class ManagerService:
                     phone=m.phone if contact else None,
                     districts=districts.get(m.id, []),
                     competences=[
-                        {"code": c, "certified_on": s, "expires_on": e} for c, s, e in holdings
+                        CompetenceHoldingPublic(code=c, certified_on=s, expires_on=e)
+                        for c, s, e in holdings
                     ],
                     available_today=m.status == ManagerStatus.active and m.id not in absent,
                     expiring_competences=[
-                        {"code": c, "expires_on": e}
+                        ExpiringCompetence(code=c, expires_on=e)
                         for c, e in expiring_competences(holdings, today, within)
                     ],
                 )

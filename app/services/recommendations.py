@@ -35,6 +35,7 @@ from app.models.recommendation import (
     AddresseeSummary,
     EvidencePublic,
     Recommendation,
+    RecommendationCategory,
     RecommendationCreate,
     RecommendationEvent,
     RecommendationEventPublic,
@@ -113,10 +114,10 @@ class RecommendationService:
                 reference=r.reference,
                 title=r.title,
                 body=r.body,
-                category=r.category,  # type: ignore[arg-type]
+                category=RecommendationCategory(r.category),
                 issued_by=r.issued_by,
                 addressee=r.addressee,
-                status=r.status,  # type: ignore[arg-type]
+                status=RecommendationStatus(r.status),
                 progress=r.progress,
                 due_on=r.due_on,
                 overdue=is_overdue(r, today),
