@@ -46,7 +46,10 @@ class TestAppError:
     def test_status_and_title_come_from_the_entry(self) -> None:
         exc = Conflict("The lead slot is taken.", type_=ProblemType.SLOT_TAKEN)
         assert (exc.status, exc.type_, exc.title, exc.detail) == (
-            409, ProblemType.SLOT_TAKEN, ProblemType.SLOT_TAKEN.title, "The lead slot is taken."
+            409,
+            ProblemType.SLOT_TAKEN,
+            ProblemType.SLOT_TAKEN.title,
+            "The lead slot is taken.",
         )
         assert (NotFound().type_, NotFound().detail) == (ProblemType.NOT_FOUND, "Not found")
 
@@ -70,12 +73,16 @@ class TestRaiseSites:
             tree = ast.parse(path.read_text(encoding="utf-8"))
             for node in ast.walk(tree):
                 if isinstance(node, ast.Call):
-                    name = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(
-                        node.func, "id", ""
+                    name = (
+                        node.func.attr
+                        if isinstance(node.func, ast.Attribute)
+                        else getattr(node.func, "id", "")
                     )
                     literal_kw = [
-                        kw.arg for kw in node.keywords
-                        if kw.arg in {"type_", "title"} and isinstance(kw.value, ast.Constant)
+                        kw.arg
+                        for kw in node.keywords
+                        if kw.arg in {"type_", "title"}
+                        and isinstance(kw.value, ast.Constant)
                         and name not in {"Table", "FastAPI"}
                     ]
                     literal_arg = name == "problem_response" and any(
@@ -85,7 +92,8 @@ class TestRaiseSites:
                         found.append(f"{path.relative_to(ROOT)}:{node.lineno} {name}()")
                 if isinstance(node, ast.ClassDef) and any(
                     isinstance(t, ast.Name) and t.id in {"type_", "status", "title"}
-                    for stmt in node.body if isinstance(stmt, ast.Assign)
+                    for stmt in node.body
+                    if isinstance(stmt, ast.Assign)
                     for target in stmt.targets
                     for t in (target.elts if isinstance(target, ast.Tuple) else [target])
                 ):
@@ -107,8 +115,9 @@ class TestRaiseSites:
 
 def test_readme_table_lists_the_registry() -> None:
     rows = TABLE_ROW.findall((ROOT / "README.md").read_text(encoding="utf-8"))
-    documented = {slug: (int(status), title.strip(), when.strip())
-                  for slug, status, title, when in rows}
+    documented = {
+        slug: (int(status), title.strip(), when.strip()) for slug, status, title, when in rows
+    }
     assert documented == {p.value: (p.status, p.title, p.description) for p in ProblemType}, (
         "README.md's 'Problem types' table and app/core/problems.py differ"
     )
@@ -137,5 +146,7 @@ def test_route_problem_responses_are_described_by_the_registry() -> None:
 def test_framework_errors_answer_the_registered_type(client, method, path, problem) -> None:
     body = client.request(method, path).json()
     assert (body["type"], body["status"], body["title"]) == (
-        problem.uri, problem.status, problem.title
+        problem.uri,
+        problem.status,
+        problem.title,
     )
