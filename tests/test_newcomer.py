@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from app.cli import cli, render_openapi
+from app.api.openapi import render_openapi
+from app.cli import cli
 from app.core.config import get_settings
 from app.core.db import reset_engine
 from app.core.logging import configure_logging, resolve_format
