@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import Depends, FastAPI
@@ -89,6 +91,25 @@ def _add_oidc_security_scheme(app: FastAPI, issuer: str) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Open the event-loop read path (``app.state.reads``, :mod:`app.core.reads`); on shutdown
+    close it and commit what the access-log writer still holds (:mod:`app.services.access_log`).
+    """
+    from starlette.concurrency import run_in_threadpool
+
+    from app.core.reads import open_reads
+    from app.services.access_log import close_writer
+
+    app.state.reads = await open_reads(get_settings())
+    try:
+        yield
+    finally:
+        reads, app.state.reads = app.state.reads, None
+        await reads.close()
+        await run_in_threadpool(close_writer)
+
+
 def create_app() -> FastAPI:
     settings = get_settings()
     app = FastAPI(
@@ -99,6 +120,7 @@ def create_app() -> FastAPI:
         openapi_url="/openapi.json",
         dependencies=[Depends(reject_nul_parameters)],
         swagger_ui_init_oauth=_docs_oauth(settings),
+        lifespan=lifespan,
     )
     install_error_handlers(app)
     app.include_router(health.router)

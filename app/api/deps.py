@@ -18,6 +18,7 @@ from app.core.db import new_session
 from app.core.errors import Forbidden, PreconditionFailed, Unauthorized
 from app.core.oidc import Binding, looks_like_jwt, principal_from_claims
 from app.core.pagination import PageParams
+from app.core.reads import Reads
 from app.core.security import Action, Principal, allowed, key_cache, lookup_principal
 from app.models.system import Role
 
@@ -96,6 +97,12 @@ async def in_unit_of_work(
 
     async with _units_of_work():
         return await run_in_threadpool(run)
+
+
+def loop_reads(request: Request) -> Reads | None:
+    """The app's event-loop reader (:mod:`app.core.reads`), ``None`` when it runs without its
+    lifespan (then the unit-of-work path answers)."""
+    return getattr(request.app.state, "reads", None)
 
 
 async def reject_nul_parameters(request: Request) -> None:
