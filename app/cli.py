@@ -107,7 +107,7 @@ def retention_run(
 ) -> None:
     """Erase the reporter data of incidents closed, withdrawn or referred more than
     KOKOMA_REPORTER_RETENTION_DAYS ago; print their references (never names) on stdout."""
-    from app.services.privacy import run_retention
+    from app.services.privacy.retention import run_retention
 
     report = run_retention(dry_run=dry_run)
     for reference in report.references:

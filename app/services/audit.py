@@ -6,6 +6,7 @@ Entries name the fields that changed, never their values.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import datetime
 from typing import Any
 
 from sqlmodel import Session
@@ -25,6 +26,40 @@ def principal_columns(principal: Principal) -> dict[str, Any]:
     }
 
 
+def entry_columns(
+    principal: Principal, at: datetime, action: str, resource: str,
+    kind: AuditKind = AuditKind.write,
+) -> dict[str, Any]:
+    """An audit entry's columns but for the resource id and the field names (one place for the
+    API's entries and the bulk writers')."""
+    return {
+        "at": at,
+        "kind": getattr(kind, "value", kind),
+        **principal_columns(principal),
+        "action": action,
+        "resource": resource,
+    }
+
+
+def entry(
+    principal: Principal,
+    action: str,
+    resource: str,
+    resource_id: Any,
+    fields: Iterable[str] = (),
+    *,
+    kind: AuditKind = AuditKind.write,
+    at: datetime | None = None,
+) -> dict[str, Any]:
+    """The columns of one audit entry (``at``: now, unless a bulk writer stamps its rows)."""
+    return {
+        **entry_columns(principal, get_clock().now() if at is None else at, action, resource),
+        "kind": kind,
+        "resource_id": str(resource_id),
+        "fields": sorted(set(fields)),
+    }
+
+
 def record(
     session: Session,
     principal: Principal,
@@ -35,14 +70,4 @@ def record(
     *,
     kind: AuditKind = AuditKind.write,
 ) -> None:
-    session.add(
-        AuditEvent(
-            at=get_clock().now(),
-            kind=kind,
-            **principal_columns(principal),
-            action=action,
-            resource=resource,
-            resource_id=str(resource_id),
-            fields=sorted(set(fields)),
-        )
-    )
+    session.add(AuditEvent(**entry(principal, action, resource, resource_id, fields, kind=kind)))

@@ -18,6 +18,7 @@ way, and imports remove exactly one such quote, so text survives a round trip un
 from __future__ import annotations
 
 import csv
+import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -300,8 +301,14 @@ def read_ndjson(splitter: LineSplitter) -> Iterator[Record]:
         try:
             value = orjson.loads(line)
         except orjson.JSONDecodeError:
-            yield Record(row, None, "the line is not valid JSON")
-            continue
+            # orjson refuses what JSON allows but it cannot represent (a lone surrogate escape,
+            # an integer beyond 64 bits): the standard parser reads those, and the cell checks
+            # then name the field
+            try:
+                value = json.loads(line)
+            except (ValueError, RecursionError):
+                yield Record(row, None, "the line is not valid JSON")
+                continue
         if not isinstance(value, dict):
             yield Record(row, None, "each line must be a JSON object")
             continue

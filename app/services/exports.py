@@ -7,7 +7,7 @@ generator opens its own read-only session; on PostgreSQL it runs REPEATABLE READ
 batches see one snapshot. Scoping (a partner's own organisation, a manager's assigned incidents)
 and field visibility (reporter data) are the incidents service's rules; every exported
 incident whose reporter data the caller sees leaves an ``access`` audit entry (written per batch
-in a short transaction of its own, app.services.privacy).
+in a short transaction of its own, app.services.privacy.access_log).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from app.repositories.incidents import IncidentFilter, IncidentRepository
 from app.services.csv_io import escape_cell
 from app.services.imports import INCIDENT_COLUMNS
 from app.services.incidents import IncidentService
-from app.services.privacy import log_reporter_access
+from app.services.privacy.access_log import log_reporter_access
 
 BATCH_ROWS = 1000
 CSV_MEDIA_TYPE = "text/csv"

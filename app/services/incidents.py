@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Sequence
+from functools import partial
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
@@ -14,6 +15,7 @@ from app.core.errors import Conflict, Forbidden, NotFound, Unprocessable
 from app.core.pagination import PageParams
 from app.core.security import Principal
 from app.models.assignment import AssignmentStatus
+from app.models.base import new_id
 from app.models.incident import (
     DISPATCH_ONLY_TRANSITIONS,
     INCIDENT_TRANSITIONS,
@@ -38,6 +40,12 @@ from app.repositories.reference import (
 )
 from app.services import audit, outbox
 from app.services.dispatch.slots import end_assignment
+from app.services.incident_records import (
+    created_event_columns,
+    incident_webhook_view,
+    new_incident,
+    public_incident_fields,
+)
 from app.services.references import incident_reference
 from app.services.timeline import entry_fields
 from app.services.versioning import apply_changes, bump, check_if_match
@@ -96,10 +104,9 @@ def change_status(
 
 
 def webhook_view(session: Session, incident: Incident) -> dict[str, Any]:
-    """The incident as webhooks carry it: never reporter data."""
+    """The incident as webhooks carry it: never reporter data (the import builds the same)."""
     competences = IncidentRepository(session).competences_of([incident.id]).get(incident.id, [])
-    view = IncidentService._public(incident, competences, with_reporter=False)
-    return view.model_dump(mode="json")
+    return incident_webhook_view(partial(getattr, incident), competences)
 
 
 def emit_incident_event(
@@ -153,7 +160,7 @@ class IncidentService:
         """Public views in one pass: competences batched, reporter only where the role may see.
 
         ``log_access`` (reads): one ``access`` audit entry per returned incident whose reporter
-        name or contact the caller sees (app.services.privacy), inserted in one statement.
+        name or contact the caller sees (app.services.privacy.access_log), inserted in one statement.
         """
         ids = [i.id for i in incidents]
         competences = self.repo.competences_of(ids)
@@ -163,7 +170,7 @@ class IncidentService:
             lead_of = set()
         sees = [self._sees_reporter(i, principal, lead_of) for i in incidents]
         if log_access:
-            from app.services.privacy import log_reporter_access
+            from app.services.privacy.access_log import log_reporter_access
 
             log_reporter_access(
                 self.session, principal,
@@ -270,30 +277,28 @@ class IncidentService:
         clock = get_clock()
         now = clock.now()
         reporter = body.reporter
-        incident = Incident(
-            reference=incident_reference(self.session, now.astimezone(clock.tz).year),
-            title=body.title,
-            description=body.description,
-            district=body.district,
-            lat=body.location.lat if body.location else None,
-            lon=body.location.lon if body.location else None,
-            category=body.category,
-            escalation_level=body.escalation_level,
-            languages=body.languages,
-            status=IncidentStatus.reported,
-            occurred_at=body.occurred_at,
-            reported_at=body.reported_at or now,
-            status_changed_at=now,
-            source=source,
-            external_id=body.external_id,
-            organisation_id=organisation_id,
-            has_reporter=reporter is not None,
-            reporter_name=reporter.name if reporter else None,
-            reporter_contact=reporter.contact if reporter else None,
-            reporter_anonymous=reporter.anonymous if reporter else False,
-            created_at=now,
-            updated_at=now,
-        )
+        fields = {
+            "title": body.title,
+            "description": body.description,
+            "district": body.district,
+            "lat": body.location.lat if body.location else None,
+            "lon": body.location.lon if body.location else None,
+            "category": body.category,
+            "escalation_level": body.escalation_level,
+            "languages": body.languages,
+            "status": None,  # reported
+            "occurred_at": body.occurred_at,
+            "reported_at": body.reported_at,
+            "source": source,
+            "external_id": body.external_id,
+            "organisation_id": organisation_id,
+            "has_reporter": reporter is not None,
+            "reporter_name": reporter.name if reporter else None,
+            "reporter_contact": reporter.contact if reporter else None,
+            "reporter_anonymous": reporter.anonymous if reporter else False,
+        }
+        reference = incident_reference(self.session, now.astimezone(clock.tz).year)
+        incident = new_incident(new_id(), reference, fields, now)
         self.session.add(incident)
         try:
             with self.session.begin_nested():
@@ -303,9 +308,13 @@ class IncidentService:
                 "An incident with this source and external_id exists already.", type_="duplicate"
             ) from None
         self.repo.set_competences(incident.id, body.required_competences)
-        record_event(self.session, incident, "created", principal, to_status=incident.status)
+        self.session.add(IncidentEvent(
+            incident_id=incident.id, to_status=incident.status,
+            **created_event_columns(principal, now),
+        ))
         audit.record(
-            self.session, principal, "create", "incident", incident.id, body.model_fields_set
+            self.session, principal, "create", "incident", incident.id,
+            public_incident_fields(body.model_fields_set),
         )
         emit_incident_event(self.session, incident, "incident.created")
         return self.public_one(incident, principal)

@@ -186,8 +186,8 @@ class ManagerService:
         return self._logged(views, principal), cursor
 
     def _logged(self, views: list[ManagerView], principal: Principal) -> list[ManagerView]:
-        """Reads that show e-mail/phone leave ``access`` audit entries (app.services.privacy)."""
-        from app.services.privacy import log_access, manager_contact_fields
+        """Reads that show e-mail/phone leave ``access`` audit entries (app.services.privacy.access_log)."""
+        from app.services.privacy.access_log import log_access, manager_contact_fields
 
         log_access(
             self.session, principal, "manager",

@@ -71,8 +71,18 @@ class ReferenceBlocks:
                 self._apart = None
 
 
+#: The counter scope of incident references.
+INCIDENT_SCOPE = "KOK"
+
+
+def format_incident_reference(year: int, number: int) -> str:
+    """An incident's human reference, ``KOK-<year>-<n>`` (n zero-padded to five digits): the
+    one place that knows the format (the API and the import both use it)."""
+    return f"KOK-{year}-{number:05d}"
+
+
 def incident_reference(session: Session, year: int) -> str:
-    return f"KOK-{year}-{next_value(session, 'KOK', year):05d}"
+    return format_incident_reference(year, next_value(session, INCIDENT_SCOPE, year))
 
 
 def recommendation_reference(session: Session, year: int) -> str:

@@ -3,6 +3,7 @@ change, a note and structured data. Each resource's ``record_event`` adds its ow
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from app.core.clock import get_clock
@@ -27,9 +28,11 @@ def entry_fields(
     to_status: str | None = None,
     note: str | None = None,
     data: dict[str, Any] | None = None,
+    at: datetime | None = None,
 ) -> dict[str, Any]:
+    """The columns of one timeline entry (``at``: now, unless a bulk writer stamps its rows)."""
     return {
-        "at": get_clock().now(),
+        "at": get_clock().now() if at is None else at,
         "type": type_,
         **actor_columns(principal),
         "from_status": from_status,

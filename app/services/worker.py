@@ -18,13 +18,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from app.services.dispatch.expiry import run_expiry_once
-from app.services.notifications import (
+from app.services.notifications.sending import deliver_mail
+from app.services.notifications.timers import (
     collect_digests,
-    deliver_mail,
     queue_reminders,
     queue_triage_overdue,
 )
-from app.services.privacy import run_retention_once
+from app.services.privacy.retention import run_retention_once
 from app.services.webhooks import deliver_due, fan_out_pending, prune_outbox
 
 log = logging.getLogger("kokoma.worker")

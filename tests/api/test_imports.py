@@ -655,3 +655,80 @@ class TestImportManagers:
                       content_type=NDJSON).json()
         assert report["created"] == 1, report
         assert count(ManagerCompetence) == 1
+
+
+class TestUnstorableCells:
+    """A cell the database cannot store (a NUL character, a lone surrogate, an over-long or
+    out-of-range value) is a row error naming row and field — in a dry run too — never a 500;
+    with atomic=false the valid rows are written."""
+
+    def _ndjson(self, *records: dict[str, Any]) -> bytes:
+        return "\n".join(json.dumps(record) for record in records).encode()  # \ud800 stays escaped
+
+    @staticmethod
+    def _record(external_id: str, **overrides: Any) -> dict[str, Any]:
+        return {"external_id": external_id, "title": f"Incident {external_id}",
+                "district": "alpha", "category": "hate_speech", "escalation_level": 3,
+                **overrides}
+
+    def test_csv_nul_is_a_row_error_and_changes_nothing(self, client, admin) -> None:
+        before = table_counts()
+        body = csv_body(incident_line("n-1"), incident_line("n-2", title="Bad\x00title"),
+                        incident_line("n-3", description="a\x00b"),
+                        incident_line("n-4", reporter_name="\x00"),
+                        incident_line("x\x00y", title="Fine"))
+        for params in ({}, {"dry_run": "true"}):
+            response = post(client, admin, body, **params)
+            assert response.status_code == 200, response.text
+            report = response.json()
+            assert [(e["row"], e["field"]) for e in report["errors"]] == [
+                (2, "title"), (3, "description"), (4, "reporter_name"), (5, "external_id")]
+            assert all("NUL" in e["message"] for e in report["errors"])
+            assert report["committed"] is False
+        assert table_counts() == before
+
+    def test_csv_not_atomic_writes_the_valid_rows(self, client, admin) -> None:
+        body = csv_body(incident_line("n-1"), incident_line("n-2", title="Bad\x00title"),
+                        incident_line("n-3"))
+        report = post(client, admin, body, atomic="false").json()
+        assert (report["created"], report["error_count"]) == (2, 1)
+        with session_scope(write=False) as session:
+            assert sorted(session.scalars(select(Incident.external_id))) == ["n-1", "n-3"]
+
+    def test_ndjson_nul_surrogate_and_huge_numbers(self, client, admin) -> None:
+        before = table_counts()
+        body = self._ndjson(
+            self._record("j-1"),
+            self._record("j-2", title="lone \ud800 surrogate"),
+            self._record("j-3", description="nul \u0000 here"),
+            self._record("j-4", reporter={"name": "\udfff", "contact": None}),
+            self._record("j-5", location={"lat": 10 ** 400, "lon": 1}),
+            self._record("j-6", escalation_level=10 ** 30),
+            self._record("e" * 201, title="Long key"),
+            {**self._record("j-8"), "\udcff": 1},
+        )
+        for params in ({}, {"dry_run": "true"}):
+            response = post(client, admin, body, content_type=NDJSON, **params)
+            assert response.status_code == 200, response.text
+            errors = [(e["row"], e["field"]) for e in response.json()["errors"]]
+            assert errors == [(2, "title"), (3, "description"), (4, "reporter_name"),
+                              (5, "lat"), (6, "escalation_level"), (7, "external_id"),
+                              (8, "\\udcff")], errors
+        assert table_counts() == before
+        report = post(client, admin, body, content_type=NDJSON, atomic="false").json()
+        assert (report["created"], report["error_count"]) == (1, 7)
+        with session_scope(write=False) as session:
+            assert list(session.scalars(select(Incident.external_id))) == ["j-1"]
+
+    def test_manager_cells(self, client, admin) -> None:
+        before = table_counts()
+        lines = [json.dumps({"email": "m@example.org", "display_name": "M\u0000",
+                             "home_district": "alpha"}),
+                 json.dumps({"email": "s@example.org", "display_name": "\ud800",
+                             "home_district": "alpha"}),
+                 "{\"email\": \"z@example.org\", \"display_name\": \"Z\", \"home_district\": 7}"]
+        report = post(client, admin, "\n".join(lines).encode(), url=MANAGERS_URL,
+                      content_type=NDJSON).json()
+        assert [(e["row"], e["field"]) for e in report["errors"]] == [
+            (1, "display_name"), (2, "display_name"), (3, "home_district")]
+        assert table_counts() == before

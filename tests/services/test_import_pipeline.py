@@ -1,4 +1,4 @@
-"""The import pipeline (app.services.imports._Pipeline): the database work of a batch runs on a
+"""The import pipeline (app.services.imports.pipeline.Pipeline): the database work of a batch runs on a
 thread of its own while later batches are parsed — errors and outcomes must be those of doing it
 all in turn."""
 

@@ -12,7 +12,7 @@ from app.api.problems import problems
 from app.core.security import Action
 from app.models.common import Page
 from app.models.notification import NotificationPublic, NotificationStatus
-from app.services.notifications import NotificationFilter, NotificationService
+from app.services.notifications.record import NotificationFilter, NotificationService
 
 router = APIRouter(prefix="/notifications", tags=["notifications"])
 Staff = Allowed(Action.notifications_read)

@@ -23,7 +23,7 @@ from app.models.reference import (
     OrganisationPublic,
     OrganisationUpdate,
 )
-from app.services.reference import CompetenceService, DistrictService, OrganisationService
+from app.services.reference_data import CompetenceService, DistrictService, OrganisationService
 
 router = APIRouter(route_class=UnitOfWorkRoute)
 Reader = Allowed(Action.reference_read)

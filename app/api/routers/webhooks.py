@@ -18,7 +18,7 @@ from app.models.webhook import (
     WebhookPublic,
     WebhookUpdate,
 )
-from app.services.webhooks import WebhookService
+from app.services.webhooks.subscriptions import WebhookService
 
 router = APIRouter(prefix="/webhooks", tags=["webhooks"], route_class=UnitOfWorkRoute)
 WebhookAdmin = Allowed(Action.webhooks)

@@ -1,4 +1,13 @@
-"""Dispatch rules: candidates, the offer lifecycle, refilling freed slots, batch auto-dispatch.
+"""Dispatch rules: the offer lifecycle (offer, accept, decline, complete, withdraw), refilling
+freed slots, expiry and batch auto-dispatch. Where the other rules live:
+
+* candidates of one incident — :mod:`app.services.dispatch.candidates` (engine:
+  :mod:`~app.services.dispatch.matching`);
+* what an offer writes (row, timeline, audit, payload) — :mod:`app.services.dispatch.offers`;
+* a manager is never overbooked — :mod:`app.services.dispatch.slots`;
+* batch planning and its bulk writer — :mod:`~app.services.dispatch.batch_planner`,
+  :mod:`~app.services.dispatch.batch` (the optimal solver), :mod:`~app.services.dispatch.batch_writer`;
+* assignment reads and visibility — :mod:`app.services.dispatch.views`.
 
 Locking (both databases): every change to an incident's assignments happens while the incident row
 is locked (``SELECT … FOR UPDATE`` on PostgreSQL; SQLite serialises write transactions with
@@ -10,23 +19,18 @@ the partial unique indexes on ``assignment`` are the backstop for both.
 
 from __future__ import annotations
 
-import dataclasses
 import uuid
-from collections import Counter, defaultdict
 from collections.abc import Sequence
-from datetime import date, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, insert, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session
 
 from app.core.clock import get_clock
 from app.core.config import Settings, get_settings
-from app.core.errors import Conflict, NotFound, Unprocessable
+from app.core.errors import Conflict, Unprocessable
 from app.core.metrics import count_offer
-from app.core.pagination import PageParams
 from app.core.security import Principal, PrincipalKind
 from app.models.assignment import (
     OPEN_ASSIGNMENT_STATUSES,
@@ -39,37 +43,28 @@ from app.models.assignment_schemas import (
     AssignmentPublic,
     AutoDispatchRequest,
     AutoDispatchResult,
-    CandidatePublic,
-    CandidatesResponse,
-    ExcludedCounts,
     PlannedAssignmentPublic,
-    ReasonPublic,
     UnassignedIncident,
 )
-from app.models.incident import Incident, IncidentEvent, IncidentStatus
-from app.models.manager import Manager
+from app.models.incident import Incident, IncidentStatus
 from app.models.notification import NotificationKind
-from app.models.outbox import OutboxEvent
-from app.models.system import AuditEvent, AuditKind, Role
-from app.repositories.dispatch import AssignmentFilter, DispatchRepository
+from app.models.system import Role
+from app.repositories.dispatch import DispatchRepository
 from app.services import audit, notifications, outbox
-from app.services.audit import principal_columns
-from app.services.dispatch.batch import BatchIncident, BatchPlan, plan_batch
-from app.services.dispatch.matching import (
-    EXCLUSION_REASONS,
-    Candidate,
-    CompetenceHolding,
-    IncidentFacts,
-    ManagerFacts,
-    Ranking,
-    check_manual_pick,
-    competence_valid,
-    rank_candidates,
-    score_manager,
+from app.services.dispatch.batch_planner import BatchPlanner
+from app.services.dispatch.batch_writer import write_plan
+from app.services.dispatch.candidates import CandidateRanking
+from app.services.dispatch.matching import Candidate, check_manual_pick, score_manager
+from app.services.dispatch.offers import (
+    OFFER_AUDIT_FIELDS,
+    assignment_payload,
+    offer_row,
+    offered_event_data,
+    reasons_of,
 )
-from app.services.dispatch.slots import end_assignment, release_slot, reserve_slot
+from app.services.dispatch.slots import end_assignment, reserve_slot
+from app.services.dispatch.views import AssignmentViews
 from app.services.incidents import IncidentService, change_status, record_event
-from app.services.timeline import actor_columns
 
 #: Who acts when dispatch itself offers a freed slot, expires offers or sends an incident back.
 DISPATCH_PRINCIPAL = Principal(
@@ -83,25 +78,12 @@ LEAD, CO = AssignmentRole.lead, AssignmentRole.co
 OFFERABLE = frozenset({S.triaged, S.dispatched, S.in_progress})
 
 
-def _reasons(candidate: Candidate) -> list[dict[str, Any]]:
-    return [
-        {"factor": r.factor, "value": r.value, "weight": r.weight, "detail": r.detail}
-        for r in candidate.reasons
-    ]
+class DispatchService(CandidateRanking, AssignmentViews):
+    """Dispatch rules over one session (the request's unit of work): ranking
+    (:class:`~app.services.dispatch.candidates.CandidateRanking`), reads
+    (:class:`~app.services.dispatch.views.AssignmentViews`), and here the offer lifecycle,
+    freed slots, expiry and batch auto-dispatch."""
 
-
-def _candidate(candidate: Candidate) -> CandidatePublic:
-    return CandidatePublic(
-        manager_id=candidate.manager_id,
-        display_name=candidate.display_name,
-        score=candidate.score,
-        district_match=candidate.district_match,
-        open_assignments=candidate.open_assignments,
-        reasons=[ReasonPublic(**r) for r in _reasons(candidate)],
-    )
-
-
-class DispatchService:
     def __init__(self, session: Session, settings: Settings | None = None) -> None:
         self.session = session
         self.settings = settings or get_settings()
@@ -115,52 +97,6 @@ class DispatchService:
 
     def above_volunteer_level(self, incident: Incident) -> bool:
         return incident.escalation_level > self.settings.volunteer_max_level
-
-    # --- candidates ----------------------------------------------------------------------------
-
-    def rank(
-        self,
-        incident: Incident,
-        *,
-        fallback: bool = True,
-        limit: int | None = None,
-        facts: IncidentFacts | None = None,
-    ) -> Ranking:
-        """The exact ranking of the whole roster for ``incident`` (see the repository docstring)."""
-        facts = facts or self.repo.incident_facts([incident])[incident.id]
-        # First without neighbours: while anyone in the district qualifies, the engine ignores
-        # neighbouring districts anyway (they count as wrong_district), so this is exact and
-        # loads a third of the facts. Only when nobody there qualifies are neighbours screened.
-        ranking = self._rank_screened(incident, facts, neighbours=False, limit=limit)
-        if fallback and not ranking.candidates and facts.neighbours:
-            ranking = self._rank_screened(incident, facts, neighbours=True, limit=limit)
-        return ranking
-
-    def _rank_screened(
-        self, incident: Incident, facts: IncidentFacts, *, neighbours: bool, limit: int | None
-    ) -> Ranking:
-        today, now = self.clock.today(), self.clock.now()
-        counts, plausible = self.repo.screen_roster(facts, today, neighbours=neighbours)
-        managers = self.repo.manager_facts(
-            plausible, today, incident_id=incident.id, district=incident.district, screened=True
-        )
-        ranking = rank_candidates(
-            facts, managers, today, fallback_neighbours=neighbours, now=now, limit=limit
-        )
-        excluded = {r: ranking.excluded[r] + counts.get(r, 0) for r in EXCLUSION_REASONS}
-        return Ranking(ranking.candidates, excluded, ranking.fallback_used)
-
-    def candidates(
-        self, incident_id: uuid.UUID, principal: Principal, *, limit: int, fallback: bool
-    ) -> CandidatesResponse:
-        incident = IncidentService(self.session).load(incident_id, principal)
-        ranking = self.rank(incident, fallback=fallback, limit=limit)
-        return CandidatesResponse(
-            incident_id=incident.id,
-            candidates=[_candidate(c) for c in ranking.candidates],
-            excluded=ExcludedCounts(**ranking.excluded),
-            fallback_used=ranking.fallback_used,
-        )
 
     # --- offers --------------------------------------------------------------------------------
 
@@ -251,19 +187,9 @@ class DispatchService:
         auto: bool,
     ) -> Assignment | None:
         """Reserve the manager's slot and offer; ``None`` when the manager is at capacity."""
-        assignment = Assignment(
-            incident_id=incident.id,
-            manager_id=candidate.manager_id,
-            role=role,
-            status=A.offered,
-            offered_at=now,
-            expires_at=now + timedelta(hours=self.settings.offer_ttl_hours),
-            score=candidate.score,
-            reasons=_reasons(candidate),
-            offered_by=principal.key_id,
-            created_at=now,
-            updated_at=now,
-        )
+        row = offer_row(incident.id, candidate, role, principal, now=now,
+                        ttl_hours=self.settings.offer_ttl_hours)
+        assignment = Assignment(**row)
         try:
             with self.session.begin_nested():
                 if not reserve_slot(self.session, candidate.manager_id, now):
@@ -276,23 +202,10 @@ class DispatchService:
                 "assignment on it).",
                 type_="slot-taken",
             ) from None
-        record_event(
-            self.session,
-            incident,
-            "assignment_offered",
-            principal,
-            data={
-                "assignment_id": str(assignment.id),
-                "manager_id": str(assignment.manager_id),
-                "role": role,
-                "score": candidate.score,
-                "auto": auto,
-            },
-        )
-        audit.record(
-            self.session, principal, "offer", "assignment", assignment.id,
-            ["incident_id", "manager_id", "role", "status", "expires_at"],
-        )
+        record_event(self.session, incident, "assignment_offered", principal,
+                     data=offered_event_data(row, auto=auto))
+        audit.record(self.session, principal, "offer", "assignment", assignment.id,
+                     OFFER_AUDIT_FIELDS)
         if incident.status == S.triaged:
             change_status(
                 self.session, incident, S.dispatched, principal,
@@ -483,66 +396,6 @@ class DispatchService:
         self.session.flush()
         return len(due)
 
-    # --- reads ---------------------------------------------------------------------------------
-
-    def get(self, assignment_id: uuid.UUID, principal: Principal) -> AssignmentPublic:
-        assignment = self.session.get(Assignment, assignment_id)
-        if assignment is None or not self._may_see(assignment, principal):
-            raise NotFound(f"No assignment {assignment_id}.")
-        return self.public(assignment, principal)
-
-    def page(
-        self, flt: AssignmentFilter, params: PageParams, principal: Principal
-    ) -> tuple[list[AssignmentPublic], str | None]:
-        if principal.role == Role.manager:
-            flt = dataclasses.replace(
-                flt, scope_manager_id=principal.manager_id or uuid.UUID(int=0)
-            )
-        elif principal.role == Role.partner:
-            flt = dataclasses.replace(
-                flt, scope_organisation_id=principal.organisation_id or uuid.UUID(int=0)
-            )
-        rows, cursor = self.repo.page(flt, params)
-        return [self._public(a, name, principal) for a, name in rows], cursor
-
-    def public(self, assignment: Assignment, principal: Principal) -> AssignmentPublic:
-        name = self.repo.display_names([assignment.manager_id]).get(assignment.manager_id)
-        return self._public(assignment, name, principal)
-
-    @staticmethod
-    def _public(assignment: Assignment, name: str | None, principal: Principal
-                ) -> AssignmentPublic:
-        view = AssignmentPublic.model_validate(assignment)
-        view.manager_display_name = name
-        if principal.role == Role.partner:
-            view.decline_reason = None
-            view.withdraw_reason = None
-        return view
-
-    def _may_see(self, assignment: Assignment, principal: Principal) -> bool:
-        if principal.is_staff:
-            return True
-        if principal.role == Role.manager:
-            return principal.manager_id is not None and assignment.manager_id == principal.manager_id
-        if principal.role == Role.partner:
-            incident = self.session.get(Incident, assignment.incident_id)
-            return (
-                incident is not None
-                and incident.organisation_id is not None
-                and incident.organisation_id == principal.organisation_id
-            )
-        return False
-
-    def _locked(self, assignment_id: uuid.UUID, principal: Principal
-                ) -> tuple[Assignment, Incident]:
-        """The assignment (if visible) with its incident row locked, both freshly read."""
-        assignment = self.session.get(Assignment, assignment_id)
-        if assignment is None or not self._may_see(assignment, principal):
-            raise NotFound(f"No assignment {assignment_id}.")
-        (incident,) = self.repo.incidents([assignment.incident_id], for_update=True)
-        self.session.refresh(assignment)
-        return assignment, incident
-
     # --- helpers -------------------------------------------------------------------------------
 
     @staticmethod
@@ -591,7 +444,7 @@ class DispatchService:
                     incident_id=incident.id, reason="escalation_above_volunteer_level"))
             else:
                 eligible.append(incident)
-        planner = _BatchPlanner(self, eligible)
+        planner = BatchPlanner(self, eligible)
         plan = planner.plan()
         unassigned.extend(
             UnassignedIncident(incident_id=u.incident_id, reason=u.reason) for u in plan.unassigned
@@ -604,13 +457,13 @@ class DispatchService:
                     manager_display_name=planner.names[p.manager_id],
                     role=AssignmentRole(p.role),
                     score=p.score,
-                    reasons=_reasons(planner.chosen[p.incident_id][p.manager_id]),
+                    reasons=reasons_of(planner.chosen[p.incident_id][p.manager_id]),
                 )
                 for p in plan.assignments
             ]
             total = sum(p.score for p in plan.assignments)
         else:
-            made, failed = planner.write(plan, principal)
+            made, failed = write_plan(planner, plan, principal)
             unassigned.extend(
                 UnassignedIncident(incident_id=i, reason="no_candidate") for i in failed
             )
@@ -650,300 +503,3 @@ class DispatchService:
                     self.session, kind, incident,
                     dedupe=f"{kind.value}:{incident.id}:v{incident.version}",
                 )
-
-
-def _iso(value: datetime | None) -> str | None:
-    return None if value is None else value.isoformat().replace("+00:00", "Z")
-
-
-class _BatchPlanner:
-    """Candidates of many incidents from one load of the available roster, then one plan.
-
-    Same hard constraints and scores as :meth:`DispatchService.rank` (the engine decides), but
-    without the exclusion counts, which a batch does not report: only managers that can take an
-    offer today at all (active, not absent, a free slot) are loaded, indexed by the districts they
-    serve. An incident is ranked first against the managers serving its district; only when none
-    of them qualifies are its neighbours' managers added (exactly the engine's fallback rule).
-    Incidents alike in district, competences and languages, with no history, share one ranking.
-    """
-
-    def __init__(self, service: DispatchService, incidents: Sequence[Incident]) -> None:
-        self.service = service
-        self.session = service.session
-        self.repo = service.repo
-        self.incidents = list(incidents)
-        self.today: date = service.clock.today()
-        self.now: datetime = service.clock.now()
-        self.names: dict[uuid.UUID, str] = {}
-        self.chosen: dict[uuid.UUID, dict[uuid.UUID, Candidate]] = {}
-        self.open_on: set[uuid.UUID] = set()
-        self.facts: dict[uuid.UUID, IncidentFacts] = {}
-
-    def plan(self) -> BatchPlan:
-        facts = self.repo.incident_facts(self.incidents) if self.incidents else {}
-        self.facts = facts
-        roster = self.repo.available_roster(self.today) if self.incidents else []
-        competences = self.repo.competences_of(None, valid_on=self.today) if roster else {}
-        served = self.repo.served_districts(None) if roster else {}
-        cases = self.repo.cases_by_district() if roster else {}
-        involvement: dict[uuid.UUID, dict[uuid.UUID, set[str]]] = defaultdict(
-            lambda: defaultdict(set))
-        for incident_id, manager_id, status in self.repo.involvement(
-            [i.id for i in self.incidents]
-        ):
-            involvement[incident_id][manager_id].add(status)
-            if status in OPEN_ASSIGNMENT_STATUSES:
-                self.open_on.add(incident_id)
-
-        base: dict[uuid.UUID, ManagerFacts] = {}
-        valid: dict[uuid.UUID, frozenset[str]] = {}
-        by_district: dict[str, list[uuid.UUID]] = defaultdict(list)
-        free: dict[uuid.UUID, int] = {}
-        for m in roster:
-            holdings = tuple(competences.get(m.id, ()))
-            districts = frozenset(served.get(m.id, ()))
-            base[m.id] = ManagerFacts(
-                id=m.id, display_name=m.display_name, status=m.status,
-                home_district=m.home_district, districts=districts,
-                languages=frozenset(m.languages or ()),
-                max_open_assignments=m.max_open_assignments, competences=holdings,
-                open_assignments=m.open_assignments, last_assigned_at=m.last_assigned_at,
-            )
-            valid[m.id] = frozenset(h.code for h in holdings if _valid(h, self.today))
-            for district in {m.home_district, *districts}:
-                by_district[district].append(m.id)
-            free[m.id] = m.max_open_assignments - m.open_assignments
-            self.names[m.id] = m.display_name
-
-        def pool(district: str, incident: IncidentFacts, skip: frozenset[uuid.UUID] = frozenset()
-                 ) -> list[ManagerFacts]:
-            in_district = cases.get(incident.district, {})
-            history = involvement.get(incident.id, {})
-            result = []
-            for manager_id in by_district.get(district, ()):
-                if manager_id in skip or not incident.required_competences <= valid[manager_id]:
-                    continue
-                facts_m = base[manager_id]
-                earlier = in_district.get(manager_id, 0)
-                statuses = history.get(manager_id)
-                if statuses:
-                    earlier -= sum(1 for s in statuses if s in ("accepted", "completed"))
-                if earlier or statuses:
-                    facts_m = dataclasses.replace(
-                        facts_m, earlier_cases_in_district=max(earlier, 0),
-                        statuses_on_incident=frozenset(statuses or ()),
-                    )
-                result.append(facts_m)
-            return result
-
-        # Incidents alike in district, competences and languages, without history, share one
-        # ranking (and its candidate pairs, and its lookup by manager).
-        Shared = tuple[list[tuple[uuid.UUID, float]], dict[uuid.UUID, Candidate]]
-        shared: dict[tuple[Any, ...], Shared] = {}
-        candidates_by_incident: dict[uuid.UUID, list[tuple[uuid.UUID, float]]] = {}
-        batch: list[BatchIncident] = []
-        for incident in self.incidents:
-            f = facts[incident.id]
-            if incident.id in self.open_on:
-                ranked: Shared = ([], {})  # holds an open assignment already: not a batch case
-            elif incident.id in involvement:
-                ranked = self._shared(self._rank(f, pool))
-            else:
-                key = (f.district, f.required_competences, f.languages)
-                if key not in shared:
-                    shared[key] = self._shared(self._rank(f, pool))
-                ranked = shared[key]
-            candidates_by_incident[incident.id], self.chosen[incident.id] = ranked
-            batch.append(BatchIncident(incident.id, 2 if self.service.is_tandem(incident) else 1))
-        return plan_batch(batch, candidates_by_incident, free)
-
-    @staticmethod
-    def _shared(ranked: list[Candidate]
-                ) -> tuple[list[tuple[uuid.UUID, float]], dict[uuid.UUID, Candidate]]:
-        return [(c.manager_id, c.score) for c in ranked], {c.manager_id: c for c in ranked}
-
-    def _rank(self, facts: IncidentFacts, pool) -> list[Candidate]:  # type: ignore[no-untyped-def]
-        home = pool(facts.district, facts)
-        ranking = rank_candidates(facts, home, self.today, fallback_neighbours=False, now=self.now)
-        if ranking.candidates or not facts.neighbours:
-            return ranking.candidates
-        seen = frozenset(m.id for m in home)
-        wider = list(home)
-        for neighbour in sorted(facts.neighbours):
-            extra = pool(neighbour, facts, seen)
-            wider.extend(extra)
-            seen = seen | {m.id for m in extra}
-        return rank_candidates(facts, wider, self.today, fallback_neighbours=True,
-                               now=self.now).candidates
-
-    def write(self, plan: BatchPlan, principal: Principal
-              ) -> tuple[list[dict[str, Any]], list[uuid.UUID]]:
-        """Offer the planned slots in bulk; an incident whose slots cannot all be reserved (a
-        manager's slot taken meanwhile by a concurrent request) gets none.
-
-        The same rows as one :meth:`DispatchService._offer` per slot plus the ``triaged →
-        dispatched`` :func:`~app.services.incidents.change_status` — assignment, timeline events,
-        audit entries, outbox events — written set-based (the incidents are locked by the
-        caller, manager slots are taken by atomic conditional UPDATEs).
-        """
-        now = self.now
-        planned_by_incident: dict[uuid.UUID, list[Any]] = defaultdict(list)
-        for planned in plan.assignments:
-            planned_by_incident[planned.incident_id].append(planned)
-        lost = self._reserve(Counter(p.manager_id for p in plan.assignments))
-        failed = [i for i, ps in planned_by_incident.items()
-                  if any(p.manager_id in lost for p in ps)]
-        for incident_id in failed:  # give back the slots its other managers got
-            for p in planned_by_incident.pop(incident_id):
-                if p.manager_id not in lost:
-                    release_slot(self.session, p.manager_id)
-        if not planned_by_incident:
-            return [], failed
-
-        incidents = {i.id: i for i in self.incidents}
-        expires_at = now + timedelta(hours=self.service.settings.offer_ttl_hours)
-        assignments: list[dict[str, Any]] = []
-        events: list[dict[str, Any]] = []
-        audits: list[dict[str, Any]] = []
-        outbox_rows: list[dict[str, Any]] = []
-        incident_updates: list[dict[str, Any]] = []
-        actor = actor_columns(principal)
-        who = principal_columns(principal)
-
-        def audit_row(action: str, resource: str, resource_id: Any, fields: list[str]
-                      ) -> dict[str, Any]:
-            return {"id": uuid.uuid4(), "at": now, "kind": AuditKind.write,
-                    **who,
-                    "action": action, "resource": resource, "resource_id": str(resource_id),
-                    "fields": sorted(fields)}
-
-        for incident_id, planned in planned_by_incident.items():
-            incident = incidents[incident_id]
-            for p in planned:
-                candidate = self.chosen[incident_id][p.manager_id]
-                row = {
-                    "id": uuid.uuid4(), "incident_id": incident_id, "manager_id": p.manager_id,
-                    "role": p.role, "status": A.offered, "offered_at": now,
-                    "responded_at": None, "expires_at": expires_at, "ended_at": None,
-                    "score": candidate.score, "reasons": _reasons(candidate),
-                    "decline_reason": None, "withdraw_reason": None, "outcome": None,
-                    "offered_by": principal.key_id, "version": 1,
-                    "created_at": now, "updated_at": now,
-                }
-                assignments.append(row)
-                events.append({"id": uuid.uuid4(), "incident_id": incident_id, "at": now,
-                               "type": "assignment_offered", **actor, "from_status": None,
-                               "to_status": None, "note": None,
-                               "data": {"assignment_id": str(row["id"]),
-                                        "manager_id": str(p.manager_id), "role": p.role,
-                                        "score": candidate.score, "auto": True}})
-                audits.append(audit_row("offer", "assignment", row["id"], [
-                    "incident_id", "manager_id", "role", "status", "expires_at"]))
-            # triaged → dispatched, exactly as change_status records it
-            set_committed_value(incident, "status", S.dispatched)
-            set_committed_value(incident, "status_changed_at", now)
-            set_committed_value(incident, "version", incident.version + 1)
-            set_committed_value(incident, "updated_at", now)
-            incident_updates.append({"id": incident_id, "status": S.dispatched,
-                                     "status_changed_at": now, "version": incident.version,
-                                     "updated_at": now})
-            first = assignments[-len(planned)]
-            events.append({"id": uuid.uuid4(), "incident_id": incident_id, "at": now,
-                           "type": "status_changed", **actor, "from_status": S.triaged,
-                           "to_status": S.dispatched, "note": f"{planned[0].role} offered",
-                           "data": {"assignment_id": str(first["id"])}})
-            audits.append(audit_row("status", "incident", incident_id, ["status"]))
-            view = IncidentService._public(
-                incident, sorted(self.facts[incident_id].required_competences),
-                with_reporter=False,
-            ).model_dump(mode="json")
-            outbox_rows.append({"id": uuid.uuid4(), "event_type": "incident.status_changed",
-                                "payload": {"incident": view, "from_status": S.triaged,
-                                            "to_status": S.dispatched},
-                                "organisation_id": incident.organisation_id,
-                                "created_at": now, "fanned_out_at": None})
-            for row in assignments[-len(planned):]:
-                outbox_rows.append({"id": uuid.uuid4(), "event_type": "assignment.offered",
-                                    "payload": assignment_payload(row, incident),
-                                    "organisation_id": incident.organisation_id,
-                                    "created_at": now, "fanned_out_at": None})
-
-        # Core executemany (one batched statement per table, no ORM row bookkeeping).
-        connection = self.session.connection()
-        for model, rows in ((Assignment, assignments), (IncidentEvent, events),
-                            (AuditEvent, audits), (OutboxEvent, outbox_rows)):
-            connection.execute(insert(model.__table__), rows)  # type: ignore[attr-defined]
-        for _ in assignments:
-            count_offer(self.session, A.offered)
-        notifications.offers_made(self.session, assignments, incidents)
-        table = Incident.__table__  # type: ignore[attr-defined]
-        connection.execute(
-            update(table)
-            .where(table.c.id == bindparam("incident", type_=table.c.id.type))
-            .values(status=S.dispatched, status_changed_at=now, updated_at=now,
-                    version=bindparam("new_version")),
-            [{"incident": u["id"], "new_version": u["version"]} for u in incident_updates],
-        )
-        return assignments, failed
-
-    def _reserve(self, slots: Counter[uuid.UUID]) -> set[uuid.UUID]:
-        """Take ``slots[m]`` free slots of each manager atomically; the managers that had not
-        enough any more (nothing is taken from them)."""
-        table = Manager.__table__  # type: ignore[attr-defined]
-        stmt = (
-            update(table)
-            .where(
-                table.c.id == bindparam("manager", type_=table.c.id.type),
-                table.c.open_assignments + bindparam("slots") <= table.c.max_open_assignments,
-            )
-            .values(open_assignments=table.c.open_assignments + bindparam("slots"),
-                    last_assigned_at=self.now)
-        )
-        params = [{"manager": m, "slots": k} for m, k in sorted(slots.items())]  # lock order
-        if not params:
-            return set()
-        connection = self.session.connection()
-        try:
-            with self.session.begin_nested():
-                if connection.execute(stmt, params).rowcount != len(params):
-                    raise _SlotLost
-            return set()
-        except _SlotLost:
-            pass
-        lost = set()
-        for param in params:  # a concurrent request took a slot: find whose, one by one
-            if connection.execute(stmt, param).rowcount != 1:
-                lost.add(param["manager"])
-        return lost
-
-
-def assignment_payload(assignment: Any, incident: Incident) -> dict[str, Any]:
-    """An outbox payload: the assignment's dispatch facts, never contact or personal reasons."""
-    get = assignment.get if isinstance(assignment, dict) else (
-        lambda name: getattr(assignment, name))
-    return {
-        "assignment": {
-            "id": str(get("id")),
-            "incident_id": str(get("incident_id")),
-            "manager_id": str(get("manager_id")),
-            "role": str(get("role")),
-            "status": str(get("status")),
-            "offered_at": _iso(get("offered_at")),
-            "responded_at": _iso(get("responded_at")),
-            "expires_at": _iso(get("expires_at")),
-            "score": get("score"),
-        },
-        "incident": {
-            "id": str(incident.id),
-            "reference": incident.reference,
-            "status": str(incident.status),
-        },
-    }
-
-
-class _SlotLost(Exception):
-    """A planned manager's slot was taken meanwhile: the incident's offers are rolled back."""
-
-
-def _valid(holding: CompetenceHolding, today: date) -> bool:
-    return competence_valid(holding, today)

@@ -1,45 +1,87 @@
-"""Manager capacity as a database guarantee.
+"""Manager capacity: the rule that a manager is never overbooked lives here, and only here.
 
 ``manager.open_assignments`` counts a manager's offered + accepted assignments. It changes only by
-the conditional UPDATEs below, which are atomic on both databases (PostgreSQL takes the row lock and
-re-checks the condition; SQLite serialises writers): a manager's open count can never exceed
-``max_open_assignments``, however many coordinators dispatch at once.
+the conditional UPDATEs of this module — :func:`reserve_slot` for one offer, :func:`reserve_slots`
+for a batch, :func:`release_slot` when an open assignment ends — which are atomic on both
+databases (PostgreSQL takes the row lock and re-checks the condition; SQLite serialises writers):
+a manager's open count can never exceed ``max_open_assignments``, however many coordinators
+dispatch at once. The database backs the rule with the CHECK constraint
+``ck_manager_open_within_capacity`` (``0 <= open_assignments <= max_open_assignments``).
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import bindparam, update
 from sqlmodel import Session
 
 from app.core.metrics import count_offer
 from app.models.assignment import OPEN_ASSIGNMENT_STATUSES, Assignment, AssignmentStatus
 from app.models.manager import Manager
 
+_TABLE = Manager.__table__  # type: ignore[attr-defined]
+
+
+def _reserve_statement(now: datetime) -> Any:
+    """Take ``:slots`` free slots of manager ``:manager`` if (and only if) they all fit."""
+    return (
+        update(_TABLE)
+        .where(
+            _TABLE.c.id == bindparam("manager", type_=_TABLE.c.id.type),
+            _TABLE.c.open_assignments + bindparam("slots") <= _TABLE.c.max_open_assignments,
+        )
+        .values(open_assignments=_TABLE.c.open_assignments + bindparam("slots"),
+                last_assigned_at=now)
+    )
+
+
+_RELEASE = (
+    update(_TABLE)
+    .where(_TABLE.c.id == bindparam("manager", type_=_TABLE.c.id.type),
+           _TABLE.c.open_assignments > 0)
+    .values(open_assignments=_TABLE.c.open_assignments - 1)
+)
+
 
 def reserve_slot(session: Session, manager_id: uuid.UUID, now: datetime) -> bool:
     """Take one of the manager's free slots; ``False`` when the manager is at capacity."""
-    result = session.execute(
-        update(Manager)
-        .where(
-            Manager.id == manager_id,
-            Manager.open_assignments < Manager.max_open_assignments,
-        )
-        .values(open_assignments=Manager.open_assignments + 1, last_assigned_at=now)
-        .execution_options(synchronize_session=False)
-    )
+    result = session.execute(_reserve_statement(now), {"manager": manager_id, "slots": 1})
     return result.rowcount == 1  # type: ignore[attr-defined]
 
 
+def reserve_slots(session: Session, slots: Mapping[uuid.UUID, int], now: datetime
+                  ) -> set[uuid.UUID]:
+    """Take ``slots[m]`` free slots of each manager atomically, in id order; the managers that had
+    not enough any more (nothing is taken from them)."""
+    params = [{"manager": m, "slots": k} for m, k in sorted(slots.items())]  # lock order
+    if not params:
+        return set()
+    stmt = _reserve_statement(now)
+    connection = session.connection()
+    try:
+        with session.begin_nested():
+            if connection.execute(stmt, params).rowcount != len(params):
+                raise _SlotLost
+        return set()
+    except _SlotLost:
+        pass
+    lost = set()
+    for param in params:  # a concurrent request took a slot: find whose, one by one
+        if connection.execute(stmt, param).rowcount != 1:
+            lost.add(param["manager"])
+    return lost
+
+
+class _SlotLost(Exception):
+    """A planned manager's slot was taken meanwhile: the batch finds out whose, one by one."""
+
+
 def release_slot(session: Session, manager_id: uuid.UUID) -> None:
-    session.execute(
-        update(Manager)
-        .where(Manager.id == manager_id, Manager.open_assignments > 0)
-        .values(open_assignments=Manager.open_assignments - 1)
-        .execution_options(synchronize_session=False)
-    )
+    session.execute(_RELEASE, {"manager": manager_id})
 
 
 def end_assignment(

@@ -1,0 +1,127 @@
+"""Batch auto-dispatch, writing: the planned offers in bulk, set-based.
+
+The same rows as one :meth:`DispatchService._offer
+<app.services.dispatch.service.DispatchService._offer>` per slot plus the ``triaged →
+dispatched`` :func:`~app.services.incidents.change_status` — assignment, timeline events, audit
+entries, outbox events — built by the same builders (:mod:`app.services.dispatch.offers`,
+:func:`app.services.timeline.entry_fields`, :func:`app.services.audit.entry`), written with one
+batched statement per table. Manager slots are taken by :func:`app.services.dispatch.slots.
+reserve_slots`; the incidents are locked by the caller.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter, defaultdict
+from typing import Any
+
+from sqlalchemy import bindparam, insert, update
+from sqlalchemy.orm.attributes import set_committed_value
+
+from app.core.metrics import count_offer
+from app.core.security import Principal
+from app.models.assignment import Assignment, AssignmentStatus
+from app.models.incident import Incident, IncidentEvent, IncidentStatus
+from app.models.outbox import OutboxEvent
+from app.models.system import AuditEvent
+from app.services import audit, notifications
+from app.services.dispatch.batch import BatchPlan, PlannedAssignment
+from app.services.dispatch.batch_planner import BatchPlanner
+from app.services.dispatch.offers import (
+    OFFER_AUDIT_FIELDS,
+    assignment_payload,
+    offer_row,
+    offered_event_data,
+)
+from app.services.dispatch.slots import release_slot, reserve_slots
+from app.services.incidents import IncidentService
+from app.services.timeline import entry_fields
+
+S = IncidentStatus
+
+
+def write_plan(planner: BatchPlanner, plan: BatchPlan, principal: Principal
+               ) -> tuple[list[dict[str, Any]], list[uuid.UUID]]:
+    """Offer the planned slots in bulk; an incident whose slots cannot all be reserved (a
+    manager's slot taken meanwhile by a concurrent request) gets none.
+
+    Returns the assignment rows written and the incidents that got none for that reason.
+    """
+    session = planner.session
+    now = planner.now
+    ttl_hours = planner.service.settings.offer_ttl_hours
+    planned_by_incident: dict[uuid.UUID, list[PlannedAssignment]] = defaultdict(list)
+    for planned in plan.assignments:
+        planned_by_incident[planned.incident_id].append(planned)
+    lost = reserve_slots(session, Counter(p.manager_id for p in plan.assignments), now)
+    failed = [i for i, ps in planned_by_incident.items()
+              if any(p.manager_id in lost for p in ps)]
+    for incident_id in failed:  # give back the slots its other managers got
+        for p in planned_by_incident.pop(incident_id):
+            if p.manager_id not in lost:
+                release_slot(session, p.manager_id)
+    if not planned_by_incident:
+        return [], failed
+
+    incidents = {i.id: i for i in planner.incidents}
+    assignments: list[dict[str, Any]] = []
+    events: list[dict[str, Any]] = []
+    audits: list[dict[str, Any]] = []
+    outbox_rows: list[dict[str, Any]] = []
+    incident_updates: list[dict[str, Any]] = []
+
+    for incident_id, planned in planned_by_incident.items():
+        incident = incidents[incident_id]
+        rows = [offer_row(incident_id, planner.chosen[incident_id][p.manager_id], p.role,
+                          principal, now=now, ttl_hours=ttl_hours) for p in planned]
+        for row in rows:
+            assignments.append(row)
+            events.append({"id": uuid.uuid4(), "incident_id": incident_id,
+                           **entry_fields("assignment_offered", principal,
+                                          data=offered_event_data(row, auto=True), at=now)})
+            audits.append({"id": uuid.uuid4(), **audit.entry(
+                principal, "offer", "assignment", row["id"], OFFER_AUDIT_FIELDS, at=now)})
+        # triaged → dispatched, exactly as change_status records it
+        set_committed_value(incident, "status", S.dispatched)
+        set_committed_value(incident, "status_changed_at", now)
+        set_committed_value(incident, "version", incident.version + 1)
+        set_committed_value(incident, "updated_at", now)
+        incident_updates.append({"incident": incident_id, "new_version": incident.version})
+        events.append({"id": uuid.uuid4(), "incident_id": incident_id, **entry_fields(
+            "status_changed", principal, from_status=S.triaged, to_status=S.dispatched,
+            note=f"{planned[0].role} offered", data={"assignment_id": str(rows[0]["id"])},
+            at=now)})
+        audits.append({"id": uuid.uuid4(), **audit.entry(
+            principal, "status", "incident", incident_id, ["status"], at=now)})
+        view = IncidentService._public(
+            incident, sorted(planner.facts[incident_id].required_competences),
+            with_reporter=False,
+        ).model_dump(mode="json")
+        outbox_rows.append({"id": uuid.uuid4(), "event_type": "incident.status_changed",
+                            "payload": {"incident": view, "from_status": S.triaged,
+                                        "to_status": S.dispatched},
+                            "organisation_id": incident.organisation_id,
+                            "created_at": now, "fanned_out_at": None})
+        for row in rows:
+            outbox_rows.append({"id": uuid.uuid4(), "event_type": "assignment.offered",
+                                "payload": assignment_payload(row, incident),
+                                "organisation_id": incident.organisation_id,
+                                "created_at": now, "fanned_out_at": None})
+
+    # Core executemany (one batched statement per table, no ORM row bookkeeping).
+    connection = session.connection()
+    for model, table_rows in ((Assignment, assignments), (IncidentEvent, events),
+                              (AuditEvent, audits), (OutboxEvent, outbox_rows)):
+        connection.execute(insert(model.__table__), table_rows)  # type: ignore[attr-defined]
+    for _ in assignments:
+        count_offer(session, AssignmentStatus.offered)
+    notifications.offers_made(session, assignments, incidents)
+    table = Incident.__table__  # type: ignore[attr-defined]
+    connection.execute(
+        update(table)
+        .where(table.c.id == bindparam("incident", type_=table.c.id.type))
+        .values(status=S.dispatched, status_changed_at=now, updated_at=now,
+                version=bindparam("new_version")),
+        incident_updates,
+    )
+    return assignments, failed
