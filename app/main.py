@@ -99,7 +99,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     from starlette.concurrency import run_in_threadpool
 
     from app.core.reads import open_reads
-    from app.services.access_log import close_writer
+    from app.services.privacy.access_writer import close_writer
 
     app.state.reads = await open_reads(get_settings())
     try:

@@ -34,7 +34,7 @@ from app.repositories.incident_reads import (
     incident_json,
 )
 from app.repositories.incidents import IncidentFilter
-from app.services.access_log import record_reporter_reads
+from app.services.privacy.access_writer import record_reporter_reads
 
 
 def serves(principal: Principal, flt: IncidentFilter | None = None) -> bool:

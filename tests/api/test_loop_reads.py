@@ -23,7 +23,7 @@ from app.core.db import session_scope
 from app.core.group_commit import GroupCommitWriter
 from app.core.reads import time_text, uuid_text
 from app.models.system import AuditEvent
-from app.services import access_log
+from app.services.privacy import access_writer as access_log
 from tests.factories import make_incident, make_key, make_organisation, seed_reference
 
 API = "/api/v1/incidents"
