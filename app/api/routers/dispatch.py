@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Response
 
-from app.api.deps import Allowed, PageDep, SessionDep, etag
+from app.api.deps import Allowed, PageDep, SessionDep, etag, in_unit_of_work, json_response
 from app.api.problems import problems
 from app.api.routing import UnitOfWorkRoute
 from app.core.security import Action
@@ -72,8 +72,7 @@ def assignments_create(
     summary="List assignments (filters, keyset pagination; managers see their own)",
     responses=problems(400, 403),
 )
-def assignments_list(
-    session: SessionDep,
+async def assignments_list(
     principal: Allowed(Action.assignments_read),
     page: PageDep,
     manager_id: uuid.UUID | None = None,
@@ -82,21 +81,18 @@ def assignments_list(
 ) -> Page[AssignmentPublic]:
     flt = AssignmentFilter(manager_id=manager_id, incident_id=incident_id,
                            statuses=tuple(status or ()))
-    items, cursor = DispatchService(session).page(flt, page, principal)
-    return Page(items=items, next_cursor=cursor)
+    items, cursor = await in_unit_of_work(lambda s: DispatchService(s).page(flt, page, principal))
+    return json_response(Page(items=items, next_cursor=cursor))  # type: ignore[return-value]
 
 
 @router.get("/assignments/{assignment_id}", summary="Get an assignment",
             responses=problems(403, 404))
-def assignments_get(
-    session: SessionDep,
+async def assignments_get(
     principal: Allowed(Action.assignments_read),
     assignment_id: uuid.UUID,
-    response: Response,
 ) -> AssignmentPublic:
-    assignment = DispatchService(session).get(assignment_id, principal)
-    response.headers["ETag"] = etag(assignment.version)
-    return assignment
+    assignment = await in_unit_of_work(lambda s: DispatchService(s).get(assignment_id, principal))
+    return json_response(assignment, {"ETag": etag(assignment.version)})  # type: ignore[return-value]
 
 
 @router.post(

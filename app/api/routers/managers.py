@@ -9,7 +9,15 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Response
 from pydantic import StringConstraints
 
-from app.api.deps import Allowed, IfMatchDep, PageDep, SessionDep, etag
+from app.api.deps import (
+    Allowed,
+    IfMatchDep,
+    PageDep,
+    SessionDep,
+    etag,
+    in_unit_of_work,
+    json_response,
+)
 from app.api.problems import problems
 from app.api.routing import UnitOfWorkRoute
 from app.core.security import Action
@@ -65,14 +73,15 @@ def _tagged(response: Response, view: ManagerView) -> ManagerView:
 @router.get(
     "", summary="List managers (filters, keyset pagination)", responses=problems(400, 403)
 )
-def managers_list(
-    session: SessionDep,
+async def managers_list(
     principal: Allowed(Action.managers_read),
     page: PageDep,
     query: Annotated[ManagerQuery, Depends()],
 ) -> ManagerPage:
-    items, cursor = ManagerService(session).page(query.to_filter(), page, principal)
-    return ManagerPage(items=items, next_cursor=cursor)
+    items, cursor = await in_unit_of_work(
+        lambda s: ManagerService(s).page(query.to_filter(), page, principal)
+    )
+    return json_response(ManagerPage(items=items, next_cursor=cursor))  # type: ignore[return-value]
 
 
 @router.post("", status_code=201, summary="Add a manager", responses=problems(403, 409, 413))
@@ -89,13 +98,13 @@ def managers_create(
 
 
 @router.get("/{manager_id}", summary="Get a manager", responses=problems(403, 404))
-def managers_get(
-    session: SessionDep,
+async def managers_get(
     principal: Allowed(Action.managers_read),
     manager_id: uuid.UUID,
-    response: Response,
 ) -> ManagerView:
-    return _tagged(response, ManagerService(session).get(manager_id, principal))
+    view = await in_unit_of_work(lambda s: ManagerService(s).get(manager_id, principal))
+    headers = {"ETag": etag(view.version)} if isinstance(view, ManagerPublic) else None
+    return json_response(view, headers)  # type: ignore[return-value]
 
 
 @router.patch(

@@ -8,8 +8,17 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query, Response
 from fastapi.responses import JSONResponse
+from sqlmodel import Session
 
-from app.api.deps import Allowed, IfMatchDep, PageDep, SessionDep, etag
+from app.api.deps import (
+    Allowed,
+    IfMatchDep,
+    PageDep,
+    SessionDep,
+    etag,
+    in_unit_of_work,
+    json_response,
+)
 from app.api.negotiation import accept_ranges
 from app.api.problems import problems
 from app.api.routing import UnitOfWorkRoute
@@ -112,14 +121,15 @@ def recommendations_report(
 @router.get(
     "", summary="List recommendations (filters, keyset pagination)", responses=problems(400, 403)
 )
-def recommendations_list(
-    session: SessionDep,
+async def recommendations_list(
     _: Reader,
     page: PageDep,
     query: Annotated[RecommendationQuery, Depends()],
 ) -> Page[RecommendationPublic]:
-    items, cursor = RecommendationService(session).page(query.to_filter(), page)
-    return Page(items=items, next_cursor=cursor)
+    items, cursor = await in_unit_of_work(
+        lambda s: RecommendationService(s).page(query.to_filter(), page)
+    )
+    return json_response(Page(items=items, next_cursor=cursor))  # type: ignore[return-value]
 
 
 @router.post(
@@ -135,13 +145,13 @@ def recommendations_create(
 
 
 @router.get("/{recommendation_id}", summary="Get a recommendation", responses=problems(403, 404))
-def recommendations_get(
-    session: SessionDep, _: Reader, recommendation_id: uuid.UUID, response: Response
-) -> RecommendationPublic:
-    service = RecommendationService(session)
-    rec = service.public_one(service.load(recommendation_id))
-    response.headers["ETag"] = etag(rec.version)
-    return rec
+async def recommendations_get(_: Reader, recommendation_id: uuid.UUID) -> RecommendationPublic:
+    def read(session: Session) -> RecommendationPublic:
+        service = RecommendationService(session)
+        return service.public_one(service.load(recommendation_id))
+
+    rec = await in_unit_of_work(read)
+    return json_response(rec, {"ETag": etag(rec.version)})  # type: ignore[return-value]
 
 
 @router.patch(

@@ -6,8 +6,17 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
+from sqlmodel import Session
 
-from app.api.deps import Allowed, IfMatchDep, PageDep, SessionDep, etag
+from app.api.deps import (
+    Allowed,
+    IfMatchDep,
+    PageDep,
+    SessionDep,
+    etag,
+    in_unit_of_work,
+    json_response,
+)
 from app.api.problems import problems
 from app.api.routing import UnitOfWorkRoute
 from app.core.security import Action
@@ -33,14 +42,13 @@ Writer = Allowed(Action.reference_write)
 @router.get(
     "/districts", tags=["reference"], summary="List districts", responses=problems(400, 403)
 )
-def districts_list(
-    session: SessionDep,
+async def districts_list(
     _: Reader,
     page: PageDep,
     city: Annotated[str | None, Query(max_length=100)] = None,
 ) -> Page[DistrictPublic]:
-    items, cursor = DistrictService(session).page(page, city)
-    return Page(items=items, next_cursor=cursor)
+    items, cursor = await in_unit_of_work(lambda s: DistrictService(s).page(page, city))
+    return json_response(Page(items=items, next_cursor=cursor))  # type: ignore[return-value]
 
 
 @router.post(
@@ -62,11 +70,13 @@ def districts_create(
 @router.get(
     "/districts/{code}", tags=["reference"], summary="Get a district", responses=problems(403, 404)
 )
-def districts_get(session: SessionDep, _: Reader, code: str, response: Response) -> DistrictPublic:
-    service = DistrictService(session)
-    district = service.public(service.get(code))
-    response.headers["ETag"] = etag(district.version)
-    return district
+async def districts_get(_: Reader, code: str) -> DistrictPublic:
+    def read(session: Session) -> DistrictPublic:
+        service = DistrictService(session)
+        return service.public(service.get(code))
+
+    district = await in_unit_of_work(read)
+    return json_response(district, {"ETag": etag(district.version)})  # type: ignore[return-value]
 
 
 @router.patch(
@@ -91,9 +101,12 @@ def districts_update(
 @router.get(
     "/competences", tags=["reference"], summary="List competences", responses=problems(400, 403)
 )
-def competences_list(session: SessionDep, _: Reader, page: PageDep) -> Page[CompetencePublic]:
-    rows, cursor = CompetenceService(session).repo.page(page)
-    return Page(items=[CompetencePublic.model_validate(c) for c in rows], next_cursor=cursor)
+async def competences_list(_: Reader, page: PageDep) -> Page[CompetencePublic]:
+    def read(session: Session) -> Page[CompetencePublic]:
+        rows, cursor = CompetenceService(session).repo.page(page)
+        return Page(items=[CompetencePublic.model_validate(c) for c in rows], next_cursor=cursor)
+
+    return json_response(await in_unit_of_work(read))  # type: ignore[return-value]
 
 
 @router.post(
@@ -118,12 +131,11 @@ def competences_create(
     summary="Get a competence",
     responses=problems(403, 404),
 )
-def competences_get(
-    session: SessionDep, _: Reader, code: str, response: Response
-) -> CompetencePublic:
-    competence = CompetencePublic.model_validate(CompetenceService(session).get(code))
-    response.headers["ETag"] = etag(competence.version)
-    return competence
+async def competences_get(_: Reader, code: str) -> CompetencePublic:
+    competence = await in_unit_of_work(
+        lambda s: CompetencePublic.model_validate(CompetenceService(s).get(code))
+    )
+    return json_response(competence, {"ETag": etag(competence.version)})  # type: ignore[return-value]
 
 
 @router.patch(
@@ -151,9 +163,13 @@ def competences_update(
     summary="List organisations",
     responses=problems(400, 403),
 )
-def organisations_list(session: SessionDep, _: Reader, page: PageDep) -> Page[OrganisationPublic]:
-    rows, cursor = OrganisationService(session).repo.page(page)
-    return Page(items=[OrganisationPublic.model_validate(o) for o in rows], next_cursor=cursor)
+async def organisations_list(_: Reader, page: PageDep) -> Page[OrganisationPublic]:
+    def read(session: Session) -> Page[OrganisationPublic]:
+        rows, cursor = OrganisationService(session).repo.page(page)
+        return Page(items=[OrganisationPublic.model_validate(o) for o in rows],
+                    next_cursor=cursor)
+
+    return json_response(await in_unit_of_work(read))  # type: ignore[return-value]
 
 
 @router.post(
@@ -178,14 +194,11 @@ def organisations_create(
     summary="Get an organisation",
     responses=problems(403, 404),
 )
-def organisations_get(
-    session: SessionDep, _: Reader, organisation_id: uuid.UUID, response: Response
-) -> OrganisationPublic:
-    organisation = OrganisationPublic.model_validate(
-        OrganisationService(session).get(organisation_id)
+async def organisations_get(_: Reader, organisation_id: uuid.UUID) -> OrganisationPublic:
+    organisation = await in_unit_of_work(
+        lambda s: OrganisationPublic.model_validate(OrganisationService(s).get(organisation_id))
     )
-    response.headers["ETag"] = etag(organisation.version)
-    return organisation
+    return json_response(organisation, {"ETag": etag(organisation.version)})  # type: ignore[return-value]
 
 
 @router.patch(
