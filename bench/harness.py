@@ -243,7 +243,7 @@ def server(app: str, url: str) -> Iterator[tuple[str, int]]:
     try:
         import httpx
 
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 120  # start-up on a loaded machine can take a while
         while True:
             try:
                 if httpx.get(base + "/healthz" if app.endswith(":app") else
@@ -252,6 +252,9 @@ def server(app: str, url: str) -> Iterator[tuple[str, int]]:
             except httpx.HTTPError:
                 pass
             if proc.poll() is not None or time.monotonic() > deadline:
+                if proc.poll() is None:  # hung: stop it, else reading its output never ends
+                    proc.kill()
+                    proc.wait()
                 raise RuntimeError("server did not start: " + proc.stderr.read().decode()[-2000:])
             time.sleep(0.2)
         yield base, proc.pid
