@@ -264,6 +264,7 @@ def server(app: str, url: str) -> Iterator[tuple[str, int]]:
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             proc.kill()
+            proc.wait()
 
 
 # --------------------------------------------------------------------------------------- load

@@ -187,6 +187,10 @@ def time_text(value: str | None) -> str | None:
     or PostgreSQL's ``2026-03-01 10:15:00.12+00``."""
     if value is None:
         return None
+    if len(value) == 26 and value[19] == ".":  # SQLite, as SQLAlchemy stores it: the hot case
+        if value.endswith("000000"):
+            return f"{value[:10]}T{value[11:19]}Z"
+        return f"{value[:10]}T{value[11:]}Z"
     if value.endswith("+00"):
         value = value[:-3]
     date, _, clock = value.partition(" ")
