@@ -101,11 +101,15 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     from app.core.reads import open_reads
     from app.services.privacy.access_writer import close_writer
 
-    app.state.reads = await open_reads(get_settings())
+    # Test clients may run lifespans of one app inside each other: each restores the reader
+    # it found, and closes only its own.
+    previous = getattr(app.state, "reads", None)
+    reads = app.state.reads = await open_reads(get_settings())
     try:
         yield
     finally:
-        reads, app.state.reads = app.state.reads, None
+        if getattr(app.state, "reads", None) is reads:
+            app.state.reads = previous
         await reads.close()
         await run_in_threadpool(close_writer)
 
