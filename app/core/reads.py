@@ -35,6 +35,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as SAPoolTimeout
 
 from app.core.config import Settings
+from app.core.db import engine_generation
 
 _NAMED = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
 
@@ -72,16 +73,34 @@ class SQLiteReads:
     dialect = "sqlite"
 
     def __init__(self, path: str, busy_timeout: float) -> None:
-        self._conn = sqlite3.connect(
-            path, check_same_thread=False, isolation_level=None, timeout=busy_timeout,
-            cached_statements=256,
-        )
-        self._conn.execute("PRAGMA query_only=ON")
+        self._path = path
+        self._busy_timeout = busy_timeout
+        self._conn: sqlite3.Connection | None = None
+        self._generation = -1
+
+    def _connection(self) -> sqlite3.Connection:
+        # Reopened when the engine was reset (its connections are dropped then, too) or after
+        # a failure: a database file that went away is reported, not read from a stale handle.
+        if self._conn is None or self._generation != engine_generation():
+            self._discard()
+            conn = sqlite3.connect(
+                self._path, check_same_thread=False, isolation_level=None,
+                timeout=self._busy_timeout, cached_statements=256,
+            )
+            conn.execute("PRAGMA query_only=ON")
+            self._conn, self._generation = conn, engine_generation()
+        return self._conn
+
+    def _discard(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
 
     async def all(self, statement: ReadStatement, params: dict[str, Any]) -> list[tuple[Any, ...]]:
         try:
-            return self._conn.execute(statement.sqlite, params).fetchall()
+            return self._connection().execute(statement.sqlite, params).fetchall()
         except sqlite3.Error as exc:
+            self._discard()
             raise DBAPIError.instance(statement.sqlite, None, exc, sqlite3.Error) from exc
 
     def bind_uuid(self, value: uuid.UUID) -> str:
@@ -92,7 +111,7 @@ class SQLiteReads:
         return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
 
     async def close(self) -> None:
-        self._conn.close()
+        self._discard()
 
 
 class PostgresReads:
@@ -103,12 +122,14 @@ class PostgresReads:
     def __init__(self, conninfo: str, size: int, connect_timeout: float) -> None:
         from psycopg_pool import AsyncConnectionPool
 
+        self._conninfo = conninfo
+        self._connect_timeout = max(1, int(connect_timeout))
         self.pool = AsyncConnectionPool(
             conninfo,
             min_size=1,
             max_size=size,
             open=False,
-            timeout=10,  # waiting for a free connection (then 503)
+            timeout=max(2.0, 2 * connect_timeout),  # waiting for a connection (then 503)
             kwargs={"autocommit": True, "options": "-c TimeZone=UTC",
                     "connect_timeout": max(1, int(connect_timeout))},
             configure=_configure_pg,
@@ -123,13 +144,42 @@ class PostgresReads:
         from psycopg_pool import PoolTimeout
 
         try:
-            async with self.pool.connection() as conn:
-                cursor = await conn.execute(statement.postgresql, params, prepare=True)
-                return await cursor.fetchall()
-        except PoolTimeout as exc:  # → 503 "database busy", as the engine's pool timeout
+            try:
+                return await self._run(statement, params)
+            except psycopg.OperationalError as exc:
+                if not getattr(exc, "_kokoma_broken", False):
+                    raise
+                # A connection the server closed (restart, failover): the pool drops it; the
+                # statement runs once more on another one — or reports the outage.
+                return await self._run(statement, params)
+        except PoolTimeout as exc:
+            # No connection in time: is the server unreachable (→ 503 "service unavailable",
+            # as the engine reports it) or is every connection busy (→ 503 "database busy")?
+            await self._raise_if_unreachable(statement)
             raise SAPoolTimeout(str(exc)) from exc
         except psycopg.Error as exc:  # → the problem app.core.db_errors gives the error
             raise DBAPIError.instance(statement.postgresql, None, exc, psycopg.Error) from exc
+
+    async def _raise_if_unreachable(self, statement: ReadStatement) -> None:
+        import psycopg
+
+        try:
+            probe = await psycopg.AsyncConnection.connect(
+                self._conninfo, connect_timeout=self._connect_timeout, autocommit=True)
+        except psycopg.OperationalError as exc:
+            raise DBAPIError.instance(statement.postgresql, None, exc, psycopg.Error) from exc
+        await probe.close()
+
+    async def _run(self, statement: ReadStatement, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+        import psycopg
+
+        async with self.pool.connection() as conn:
+            try:
+                cursor = await conn.execute(statement.postgresql, params, prepare=True)
+                return await cursor.fetchall()
+            except psycopg.OperationalError as exc:
+                exc._kokoma_broken = conn.broken  # type: ignore[attr-defined]
+                raise
 
     def bind_uuid(self, value: uuid.UUID) -> uuid.UUID:
         return value
