@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import uuid
 from pathlib import Path
 from typing import Annotated
@@ -30,13 +31,39 @@ def _register_integration() -> None:
 _register_integration()
 
 
+def require_migrated() -> None:
+    """Stop a command that needs the database unless it is migrated: one line on stderr saying
+    what to do, exit code 2, no traceback (and no empty SQLite file left behind)."""
+    from app.core.migrations import cli_database_problem
+
+    problem = cli_database_problem()
+    if problem:
+        typer.echo(f"error: {problem}", err=True)
+        raise typer.Exit(2)
+
+
 @cli.command()
 def migrate() -> None:
-    """Upgrade the database schema to the newest migration."""
-    from app.core.migrations import upgrade
+    """Upgrade the database schema to the newest migration (creates a SQLite file if needed)."""
+    from app.core.migrations import database_label, upgrade
 
     upgrade("head")
-    typer.echo("database at head", err=True)
+    typer.echo(f"database {database_label(get_settings().sqlalchemy_url)} at head", err=True)
+
+
+def warn_connection_budget(workers: int) -> None:
+    """Say at start when ``workers`` processes may open more connections than the database
+    admits (a database that cannot be asked now is left to /readyz)."""
+    from app.core.db import connection_budget_warning, get_engine, reset_engine
+
+    try:
+        warning = connection_budget_warning(get_engine(), get_settings(), workers)
+    except Exception:
+        return
+    finally:
+        reset_engine()  # the workers open their own connections
+    if warning:
+        typer.echo(f"warning: {warning}", err=True)
 
 
 @cli.command()
@@ -49,12 +76,24 @@ def serve(
     """Run the API with uvicorn."""
     import uvicorn
 
+    from app.core.db import reset_engine
+    from app.core.migrations import cli_database_problem
+
     settings = get_settings()
+    workers = workers or settings.workers
+    # The worker processes read it too: /readyz checks the connection budget of all of them.
+    os.environ["KOKOMA_WORKERS"] = str(workers)
+    problem = cli_database_problem()
+    if problem:  # still serve: /readyz says not ready and each call answers 503 saying so
+        typer.echo(f"warning: {problem}", err=True)
+    else:
+        warn_connection_budget(workers)
+    reset_engine()  # the check's connection is not handed to the server's workers
     uvicorn.run(
         "app.main:app",
         host=host or settings.host,
         port=port or settings.port,
-        workers=workers or settings.workers,
+        workers=workers,
         reload=reload,
         log_level=settings.log_level.lower(),
         proxy_headers=True,
@@ -66,6 +105,7 @@ def seed_demo() -> None:
     """Load Erfurt's pilot districts, competences, organisations and demo records (idempotent)."""
     from app.services.seed import seed_demo_data
 
+    require_migrated()
     summary = seed_demo_data()
     typer.echo(json.dumps(summary, indent=2), err=True)
 
@@ -86,6 +126,7 @@ def api_key_create(
     from app.models.system import ApiKeyCreate
     from app.services.api_keys import ApiKeyService
 
+    require_migrated()
     try:
         body = ApiKeyCreate(
             name=name,
@@ -109,6 +150,7 @@ def retention_run(
     KOKOMA_REPORTER_RETENTION_DAYS ago; print their references (never names) on stdout."""
     from app.services.privacy.retention import run_retention
 
+    require_migrated()
     report = run_retention(dry_run=dry_run)
     for reference in report.references:
         typer.echo(reference)
@@ -122,20 +164,24 @@ def retention_run(
 
 @cli.command("export-openapi")
 def export_openapi(
-    output: Annotated[Path, typer.Option(help="Where to write the spec")] = Path(
-        "openapi/openapi.json"
-    ),
+    file: Annotated[Path | None, typer.Argument(
+        help="Where to write the document (default openapi/openapi.json)", show_default=False,
+    )] = None,
+    output: Annotated[Path | None, typer.Option(
+        "--output", "-o", help="The same as FILE", show_default=False,
+    )] = None,
 ) -> None:
     """Write the app's OpenAPI document (committed as openapi/openapi.json)."""
+    from app.api.openapi import render_openapi
+    if file is not None and output is not None and file != output:
+        typer.echo(f"error: two destinations ({file} and --output {output}): give one", err=True)
+        raise typer.Exit(2)
+    target = file or output or Path("openapi/openapi.json")
     from app.main import app
 
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(render_openapi(app.openapi()), encoding="utf-8")
-    typer.echo(f"wrote {output}", err=True)
-
-
-def render_openapi(spec: dict[str, object]) -> str:
-    return json.dumps(spec, indent=2, ensure_ascii=False, sort_keys=True) + "\n"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(render_openapi(app.openapi()), encoding="utf-8")
+    typer.echo(f"wrote {target}", err=True)
 
 
 def main() -> None:

@@ -59,6 +59,8 @@ def _import_file(
     if not file.is_file():
         _console.print(f"[red]error:[/red] no such file: {file}")
         raise typer.Exit(2)
+    if not url:
+        _require_migrated()
     fmt = _format_of(file, body_format)
     progress = Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(),
@@ -101,6 +103,15 @@ def _direct(
         _problem({"detail": exc.detail, "errors": exc.errors})
         raise typer.Exit(2) from None
     return dict(result.__dict__)
+
+
+def _require_migrated() -> None:
+    from app.core.migrations import cli_database_problem
+
+    problem = cli_database_problem()
+    if problem:
+        typer.echo(f"error: {problem}", err=True)
+        raise typer.Exit(2)
 
 
 def _remote(
@@ -203,6 +214,7 @@ def worker(
 
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_format)
+    _require_migrated()
     tune_runtime()
     if once:
         typer.echo(json.dumps(run_once()), err=True)

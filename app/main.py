@@ -10,10 +10,13 @@ from fastapi import Depends, FastAPI
 from fastapi.routing import APIRoute
 
 from app.api.deps import reject_nul_parameters
+from app.api.docs import install_docs
 from app.api.middleware.body_limit import BodyLimitMiddleware
+from app.api.middleware.cors import CorsMiddleware
 from app.api.middleware.idempotency import IdempotencyMiddleware
 from app.api.middleware.observability import ObservabilityMiddleware, metrics_endpoint
 from app.api.middleware.rate_limit import RateLimitMiddleware
+from app.api.openapi import install_openapi
 from app.api.routers import (
     admin,
     dispatch,
@@ -36,7 +39,6 @@ from app.core.metrics import install_queue_depth_collector
 from app.core.runtime import tune_runtime
 
 API_PREFIX = "/api/v1"
-OIDC_SCHEME = "oidc"
 
 DESCRIPTION = """\
 **kokoma** — the REST backend for *Kommunales Konfliktmanagement*: incidents (conflicts) per
@@ -61,34 +63,6 @@ def _docs_oauth(settings: Settings) -> dict[str, Any] | None:
         "usePkceWithAuthorizationCodeGrant": True,
         "scopes": "openid profile email",
     }
-
-
-def _add_oidc_security_scheme(app: FastAPI, issuer: str) -> None:
-    """Declare the ``openIdConnect`` scheme and offer it, beside what each API operation already
-    lists, on every operation under ``/api/``."""
-    build = app.openapi
-
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema:
-            return app.openapi_schema
-        schema = build()
-        schemes = schema.setdefault("components", {}).setdefault("securitySchemes", {})
-        schemes[OIDC_SCHEME] = {
-            "type": "openIdConnect",
-            "openIdConnectUrl": issuer.rstrip("/") + "/.well-known/openid-configuration",
-            "description": "Sign in at the city's identity provider; send the access token "
-            "as 'Authorization: Bearer <JWT>'.",
-        }
-        for path, item in schema.get("paths", {}).items():
-            if not path.startswith(API_PREFIX + "/"):
-                continue
-            for operation in item.values():
-                if isinstance(operation, dict) and "operationId" in operation:
-                    operation["security"] = [*operation.get("security", []), {OIDC_SCHEME: []}]
-        app.openapi_schema = schema
-        return schema
-
-    app.openapi = openapi  # type: ignore[method-assign]
 
 
 @asynccontextmanager
@@ -122,11 +96,14 @@ def create_app() -> FastAPI:
         description=DESCRIPTION,
         generate_unique_id_function=_operation_id,
         openapi_url="/openapi.json",
+        docs_url=None,  # served by app.api.docs with packaged assets (no CDN)
+        redoc_url=None,
         dependencies=[Depends(reject_nul_parameters)],
         swagger_ui_init_oauth=_docs_oauth(settings),
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    install_docs(app, settings)
     app.include_router(health.router)
     for module in (
         reference, incidents, managers, dispatch, recommendations, stats, imports, webhooks, admin,
@@ -136,9 +113,12 @@ def create_app() -> FastAPI:
     app.add_middleware(IdempotencyMiddleware)
     app.add_middleware(BodyLimitMiddleware)
     app.add_middleware(RateLimitMiddleware)
+    if settings.cors_origin_list:
+        # Outside the limits, so that a browser can read a 413/429 (and preflights are answered
+        # before them); inside the request id, which it exposes.
+        app.add_middleware(CorsMiddleware, origins=settings.cors_origin_list)
     app.add_middleware(ObservabilityMiddleware)  # outermost: runs first (request id, access log)
-    if settings.oidc_issuer:
-        _add_oidc_security_scheme(app, settings.oidc_issuer)
+    install_openapi(app, settings.oidc_issuer)
     configure_logging(settings.log_level, settings.log_format)
     if settings.metrics_enabled:
         install_queue_depth_collector()

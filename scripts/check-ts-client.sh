@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Frontend contract: generate TypeScript types from openapi/openapi.json with openapi-typescript
-# and type-check them together with ts-check/src/usage.ts (strict tsc). Fails when the spec cannot
+# and type-check them together with ts-check/src/usage.ts (strict tsc); generate the
+# @hey-api/openapi-ts client and type-check it with its driver, ts-check/src/driver.ts. Fails when the spec cannot
 # be turned into a typed client, or when enums/nullable fields lose their precise types.
 set -euo pipefail
 cd "$(dirname "$0")/../ts-check"
@@ -17,4 +18,9 @@ rm -rf generated
 npx --no-install openapi-typescript ../openapi/openapi.json --output generated/kokoma-api.ts \
   --enum-values --alphabetize --default-non-nullable false --silent
 npx --no-install tsc --noEmit -p tsconfig.json
-echo "TypeScript client: generated from openapi/openapi.json and type-checked"
+# A complete client (@hey-api/openapi-ts, fetch) and the driver that tests/live/
+# test_generated_clients.py runs against a live server: strict tsc.
+npx --no-install openapi-ts -i ../openapi/openapi.json -o generated/hey -c @hey-api/client-fetch \
+  >/dev/null
+npx --no-install tsc --noEmit -p tsconfig.client.json
+echo "TypeScript clients: generated from openapi/openapi.json and type-checked"

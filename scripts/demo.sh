@@ -5,6 +5,25 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-python3}
+HOST=${KOKOMA_HOST:-127.0.0.1}
+PORT=${KOKOMA_PORT:-8000}
+
+# The port first: a key printed for a server that then cannot start helps nobody.
+if ! "$PYTHON" - "$HOST" "$PORT" <<'PY'
+import socket, sys
+host, port = sys.argv[1], int(sys.argv[2])
+with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sys.exit(f"error: cannot serve on {host}:{port}: {exc.strerror} (is kokoma already "
+                 f"running?). Choose another port: KOKOMA_PORT={port + 1} bash scripts/demo.sh")
+PY
+then
+  exit 1
+fi
+
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
@@ -14,8 +33,6 @@ fi
 .venv/bin/kokoma migrate
 .venv/bin/kokoma seed-demo >/dev/null 2>&1
 KEY=$(.venv/bin/kokoma api-key create --role admin --name "demo admin $(date +%F_%T)")
-HOST=${KOKOMA_HOST:-127.0.0.1}
-PORT=${KOKOMA_PORT:-8000}
 cat <<MSG
 
   kokoma is starting on http://$HOST:$PORT  (interactive docs: http://$HOST:$PORT/docs)

@@ -17,6 +17,9 @@ echo "== ruff"
 echo "== TypeScript client from openapi/openapi.json"
 bash scripts/check-ts-client.sh
 
+echo "== OpenAPI lint (Spectral: spectral:oas, OWASP triage in openapi/README.md)"
+bash scripts/lint-openapi.sh
+
 # --- sign-in (OIDC) tests: a real OpenID provider (npm oidc-provider) run by Node ---------------
 echo "== OpenID provider for the sign-in tests (tests/oidc)"
 if ! command -v node >/dev/null 2>&1; then
@@ -29,6 +32,16 @@ if [ ! -d tests/oidc/node_modules ] \
   (cd tests/oidc && npm ci --no-audit --no-fund --loglevel=error)
 fi
 # --- end sign-in (OIDC) ---------------------------------------------------------------------
+
+# --- docs pages (tests/live/test_docs_offline.py): headless Chromium, Debian's package ----------
+echo "== Chromium for the /docs and /redoc browser test"
+if ! command -v chromium >/dev/null 2>&1; then
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends chromium
+fi
+# --- end docs pages ---------------------------------------------------------------------------
 
 echo "== pytest on SQLite"
 KOKOMA_TEST_DATABASE_URL=sqlite .venv/bin/python -m pytest -q -p no:cacheprovider "$@"

@@ -227,9 +227,17 @@ def Allowed(action: Action) -> type[Principal]:
     return Annotated[Principal, Depends(require(action))]  # type: ignore[return-value]
 
 
+#: The largest page the schema allows; ``KOKOMA_PAGE_SIZE_MAX`` may lower it (then a larger
+#: ``limit`` is a 422 as well).
+_PAGE_SIZE_MAX: int = Settings.model_fields["page_size_max"].default
+
+
 async def get_page(
     settings: SettingsDep,
-    limit: Annotated[int | None, Query(ge=1, description="Page size (default 50, max 500)")] = None,
+    limit: Annotated[
+        int | None,
+        Query(ge=1, le=_PAGE_SIZE_MAX, description="Page size (default 50, max 500)"),
+    ] = None,
     cursor: Annotated[
         str | None, Query(max_length=2000, description="Opaque cursor from next_cursor")
     ] = None,

@@ -13,6 +13,7 @@ _DESCRIPTIONS = {
     404: "Not found (or not visible to this key)",
     409: "Conflict with the current state",
     412: "If-Match names a stale version",
+    408: "The body did not arrive in time",
     413: "Body too large",
     415: "Unsupported media type",
     422: "Validation error",

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
 
 import anyio
 from fastapi import Request, Response
@@ -36,6 +37,27 @@ def backoff_seconds(attempt: int, base: float) -> float:
     return random.uniform(0, base * (2**attempt))
 
 
+async def _run_once(handler: Callable[[Request], Awaitable[Response]], request: Request
+                    ) -> Response:
+    """One run of the route with its own stack of function-scoped dependencies.
+
+    FastAPI opens that stack (where :func:`app.api.deps.get_session` commits or rolls back and
+    closes) *around* the route handler, so without this every failed run's transaction would stay
+    open — holding its row locks and its admission slot — until the last run had returned, and
+    the run again would wait for the locks of the run it replaces. Here each run's session
+    commits, or rolls back and closes, as the run ends: before the next run starts, and still
+    before the response is sent. A commit that fails is raised here, so it is retried too.
+    """
+    scope = request.scope
+    outer = scope.get("fastapi_function_astack")
+    async with AsyncExitStack() as function_stack:
+        scope["fastapi_function_astack"] = function_stack
+        try:
+            return await handler(request)
+        finally:
+            scope["fastapi_function_astack"] = outer
+
+
 class UnitOfWorkRoute(APIRoute):
     def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
         handler = super().get_route_handler()
@@ -45,7 +67,7 @@ class UnitOfWorkRoute(APIRoute):
             attempt = 0
             while True:
                 try:
-                    return await handler(request)
+                    return await _run_once(handler, request)
                 except Exception as exc:
                     if not is_transient(exc) or attempt + 1 >= settings.db_retry_attempts \
                             or not _replayable(request):

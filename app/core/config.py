@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: A serialised origin as browsers send it: lower-case scheme and host, an optional port.
+_ORIGIN_RE = re.compile(r"^https?://(?:[a-z0-9-]+(?:\.[a-z0-9-]+)*|\[[0-9a-f:.]+\])(?::[0-9]{1,5})?$")
 
 
 class Settings(BaseSettings):
@@ -60,11 +64,18 @@ class Settings(BaseSettings):
     webhooks_allow_private: bool = False
     #: Rows per write batch of the bulk imports.
     import_batch_rows: int = Field(default=2000, ge=1, le=10_000)
+    #: How long an import's body may take to arrive (it is received in full before the import
+    #: takes a database session); longer → 408.
+    import_body_timeout_seconds: float = Field(default=600.0, gt=0)
     log_level: str = "INFO"
-    #: ``json`` (one object per line, for log shippers) or ``text`` (for a terminal).
-    log_format: str = Field(default="json", pattern="^(json|text)$")
+    #: ``json`` (one object per line, for log shippers), ``text`` (for a person), or ``auto``:
+    #: text when stdout is a terminal, JSON otherwise.
+    log_format: str = Field(default="auto", pattern="^(auto|json|text)$")
     #: Requests per minute per API key (token bucket, burst = one minute's worth); 0 = off.
     rate_limit_per_minute: int = Field(default=12_000, ge=0)
+    #: Origins (``scheme://host[:port]``, comma-separated, exact) of browser apps allowed to call
+    #: the API (CORS); empty = none.
+    cors_origins: str = ""
     #: Serve Prometheus metrics at ``/metrics`` (unauthenticated: bind it to internal networks).
     metrics_enabled: bool = True
     #: Seconds a new PostgreSQL connection may take before the request fails with 503.
@@ -122,6 +133,21 @@ class Settings(BaseSettings):
             except EmailNotValidError as exc:
                 raise ValueError(f"KOKOMA_COORDINATOR_EMAILS: {address!r}: {exc}") from None
         return value
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _cors_origins_exact(cls, value: str) -> str:
+        for origin in (o.strip() for o in value.split(",")):
+            if origin and not _ORIGIN_RE.match(origin):
+                raise ValueError(
+                    f"KOKOMA_CORS_ORIGINS: {origin!r} is not an origin: write scheme://host[:port] "
+                    "exactly as the browser sends it (no path, no trailing slash, no wildcard)"
+                )
+        return value
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return list(dict.fromkeys(o.strip() for o in self.cors_origins.split(",") if o.strip()))
 
     @property
     def mail_enabled(self) -> bool:

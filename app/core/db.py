@@ -95,6 +95,36 @@ def reset_engine() -> None:
     _engine = None
 
 
+def connection_budget_warning(engine: Engine, settings: Settings, workers: int) -> str | None:
+    """A warning when ``workers`` processes may open more connections than PostgreSQL admits.
+
+    Each process keeps up to ``KOKOMA_DB_POOL_SIZE + KOKOMA_DB_MAX_OVERFLOW`` connections; the
+    server admits ``max_connections`` less those reserved for superusers (and, on PostgreSQL
+    16+, ``reserved_connections``). ``None`` when it fits, or for SQLite (no connection limit).
+    """
+    if engine.dialect.name != "postgresql":
+        return None
+    with engine.connect() as conn:
+        settings_rows = dict(conn.exec_driver_sql(
+            "SELECT name, setting FROM pg_settings WHERE name IN "
+            "('max_connections', 'superuser_reserved_connections', 'reserved_connections')"
+        ).all())
+    maximum = int(settings_rows["max_connections"])
+    reserved = sum(int(settings_rows.get(name, 0)) for name in
+                   ("superuser_reserved_connections", "reserved_connections"))
+    per_process = settings.db_pool_size + settings.db_max_overflow
+    needed = workers * per_process
+    if needed <= maximum - reserved:
+        return None
+    return (
+        f"{workers} worker process(es) × (KOKOMA_DB_POOL_SIZE {settings.db_pool_size} + "
+        f"KOKOMA_DB_MAX_OVERFLOW {settings.db_max_overflow}) = {needed} connections exceed "
+        f"the database's max_connections {maximum} less {reserved} reserved: under load "
+        f"requests will fail with 503. Lower the pool per process or put PgBouncer in front "
+        f"(README: Connection pool sizing)."
+    )
+
+
 def new_session(*, write: bool) -> Session:
     engine = get_engine()
     bind = engine.execution_options(**{WRITE_OPTION: True}) if write else engine

@@ -28,11 +28,39 @@ class DatabaseProblem:
     retry_after: int | None = None
 
 
+#: What the server said when it refused a *connection*: psycopg reports no ``sqlstate`` for a
+#: failed connect, only the server's message, whose SQLSTATE is fixed (PostgreSQL's errcodes).
+_CONNECT_SQLSTATES = (
+    ("too many connections", "53300"),
+    ("too many clients", "53300"),
+    ("the database system is starting up", "57P03"),
+    ("the database system is shutting down", "57P03"),
+    ("the database system is in recovery mode", "57P03"),
+)
+
+
 def sqlstate(exc: BaseException) -> str | None:
     """The SQLSTATE of a (wrapped) driver error, ``None`` when it has none."""
     orig = exc.orig if isinstance(exc, DBAPIError) else exc
     state = getattr(orig, "sqlstate", None)
-    return state if isinstance(state, str) else None
+    if isinstance(state, str):
+        return state
+    if type(orig).__module__.startswith("psycopg"):
+        message = str(orig).lower()
+        for fragment, connect_state in _CONNECT_SQLSTATES:
+            if fragment in message:
+                return connect_state
+    return None
+
+
+def is_unique_violation(exc: BaseException) -> bool:
+    """A unique constraint refused the row (and no other constraint or trigger did)."""
+    if not isinstance(exc, IntegrityError):
+        return False
+    state = sqlstate(exc)
+    if state is not None:
+        return state == "23505"
+    return "unique constraint failed" in str(exc.orig).lower()
 
 
 def is_transient(exc: BaseException) -> bool:

@@ -69,6 +69,10 @@ class PreconditionFailed(AppError):
     status, type_, title = 412, "precondition-failed", "Precondition failed"
 
 
+class RequestTimeout(AppError):
+    status, type_, title = 408, "request-timeout", "Request timeout"
+
+
 class PayloadTooLarge(AppError):
     status, type_, title = 413, "payload-too-large", "Payload too large"
 
@@ -159,6 +163,25 @@ _SLUG_BY_STATUS = {
 }
 
 
+def allowed_methods(request: Request) -> list[str]:
+    """Every method of every route whose path matches the request's — a 405 from the router
+    names only the methods of the first route it matched (``GET`` and ``POST`` of one path may
+    live in different routes)."""
+    from fastapi.routing import iter_route_contexts
+    from starlette.routing import compile_path
+
+    methods: set[str] = set()
+    for context in iter_route_contexts(request.app.routes):
+        path = getattr(context, "path_format", None) or getattr(context, "path", None)
+        route_methods = getattr(context, "methods", None)
+        if not path or not route_methods:
+            continue
+        if compile_path(path)[0].match(request.url.path):
+            methods.update(route_methods)
+    order = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+    return sorted(methods, key=lambda m: (order.index(m) if m in order else len(order), m))
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(AppError)
     async def _app_error(request: Request, exc: AppError) -> JSONResponse:
@@ -197,6 +220,9 @@ def install_error_handlers(app: FastAPI) -> None:
                 detail="The request body could not be decoded.",
                 errors=[{"loc": ["body"], "msg": "Body is not valid JSON", "type": "json_invalid"}],
             )
+        headers = getattr(exc, "headers", None)
+        if status == 405:
+            headers = {**(headers or {}), "Allow": ", ".join(allowed_methods(request))}
         title = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Error"
         detail = exc.detail if isinstance(exc.detail, str) else title
         if status == 404 and detail == "Not Found":
@@ -207,7 +233,7 @@ def install_error_handlers(app: FastAPI) -> None:
             type_=_SLUG_BY_STATUS.get(status, "http-error"),
             title=title,
             detail=detail,
-            headers=getattr(exc, "headers", None),
+            headers=headers,
         )
 
     from sqlalchemy.exc import DBAPIError

@@ -77,8 +77,18 @@ class _KokomaHandler(logging.StreamHandler):  # type: ignore[type-arg]
         return None
 
 
-def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
-    """Install one stdout handler on the root logger (JSON or plain text); idempotent."""
+def resolve_format(fmt: str) -> str:
+    """``auto`` → ``text`` when stdout is a terminal (a person reads it), else ``json``."""
+    if fmt != "auto":
+        return fmt
+    isatty = getattr(sys.stdout, "isatty", None)
+    return "text" if callable(isatty) and isatty() else "json"
+
+
+def configure_logging(level: str = "INFO", fmt: str = "auto") -> None:
+    """Install one stdout handler on the root logger (JSON or plain text, see
+    :func:`resolve_format`); idempotent."""
+    fmt = resolve_format(fmt)
     root = logging.getLogger()
     for handler in list(root.handlers):
         if isinstance(handler, _KokomaHandler):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Literal
 
-from pydantic import Field, StringConstraints
+from pydantic import Field, StrictBool, StringConstraints
 
 from app.models.assignment import AssignmentRole, AssignmentStatus
 from app.models.common import RequestModel, ResponseModel, UTCTimestamp
@@ -50,7 +50,7 @@ class AutoDispatchRequest(RequestModel):
         max_length=5000,
         description="The incidents to dispatch; omitted = every triaged incident",
     )
-    dry_run: bool = Field(default=False, description="Plan only: return the plan, write nothing")
+    dry_run: StrictBool = Field(default=False, description="Plan only: return the plan, write nothing")
 
 
 # --- responses ---------------------------------------------------------------------------------

@@ -5,17 +5,20 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field as PField
-from pydantic import StringConstraints, field_validator
+from pydantic import StrictBool, StringConstraints, WithJsonSchema, field_validator
 from sqlalchemy import CheckConstraint, Column, Float, ForeignKey, Index, String, Text
 from sqlalchemy import Uuid as SAUuid
 from sqlmodel import Field, SQLModel
 
 from app.models.base import JSONType, UTCDateTime, new_id, new_ordered_id, utcnow
 from app.models.common import (
+    DistrictCode,
     LongText,
+    Note,
+    NotNull,
     RequestModel,
     ResponseModel,
     ShortText,
@@ -194,7 +197,12 @@ class IncidentNote(SQLModel, table=True):
 
 # --- API schemas -------------------------------------------------------------------------------
 
-LanguageCode = Annotated[str, StringConstraints(min_length=2, max_length=2, pattern=r"^[a-z]{2}$")]
+#: ISO 639-1; the schema names the codes (components.schemas.LanguageCode, app/api/openapi.py).
+LanguageCode = Annotated[
+    str,
+    StringConstraints(min_length=2, max_length=2, pattern=r"^[a-z]{2}$"),
+    WithJsonSchema({"$ref": "#/components/schemas/LanguageCode"}),
+]
 
 
 class Location(RequestModel):
@@ -205,7 +213,7 @@ class Location(RequestModel):
 class Reporter(RequestModel):
     name: ShortText | None = None
     contact: Annotated[str, StringConstraints(strip_whitespace=True, max_length=320)] | None = None
-    anonymous: bool = False
+    anonymous: StrictBool = False
 
 
 def _check_languages(value: list[str] | None) -> list[str] | None:
@@ -219,7 +227,7 @@ def _check_languages(value: list[str] | None) -> list[str] | None:
 class IncidentCreate(RequestModel):
     title: ShortText
     description: LongText = ""
-    district: Slug
+    district: DistrictCode
     location: Location | None = None
     category: IncidentCategory
     escalation_level: int = PField(ge=1, le=9, description="Glasl stage 1–9")
@@ -235,15 +243,22 @@ class IncidentCreate(RequestModel):
     _langs = field_validator("languages")(_check_languages)
 
 
+class IncidentStatusChange(RequestModel):
+    """``POST …/status``: the target status (a transition the lifecycle does not allow → 409)."""
+
+    status: IncidentStatus
+    note: Note | None = None
+
+
 class IncidentUpdate(RequestModel):
     """PATCH: every field optional; ``status`` is read-only here (use ``POST …/status``)."""
 
-    title: ShortText | None = None
+    title: Annotated[ShortText | None, NotNull()] = None
     description: LongText | None = None
-    district: Slug | None = None
+    district: Annotated[DistrictCode | None, NotNull()] = None
     location: Location | None = None
-    category: IncidentCategory | None = None
-    escalation_level: int | None = PField(default=None, ge=1, le=9)
+    category: Annotated[IncidentCategory | None, NotNull()] = None
+    escalation_level: Annotated[int | None, NotNull()] = PField(default=None, ge=1, le=9)
     required_competences: list[Slug] | None = PField(default=None, max_length=20)
     languages: list[LanguageCode] | None = PField(default=None, max_length=20)
     occurred_at: UTCTimestamp | None = None
@@ -284,9 +299,27 @@ class IncidentPublic(ResponseModel):
     reporter: ReporterPublic | None = PField(
         description="null when absent or when the caller's role may not see reporter data"
     )
+    open_slots: list[Literal["lead", "co"]] = PField(
+        default_factory=list,
+        description="While dispatched or in progress: the slots no manager holds (offered, "
+        "accepted or completed) — e.g. [\"co\"] for a tandem incident whose co slot found "
+        "nobody; empty otherwise",
+    )
     version: int
     created_at: UTCTimestamp
     updated_at: UTCTimestamp
+
+
+class IncidentPublicRedacted(IncidentPublic):
+    """The incident as a caller sees it whose role may not see its reporter (redaction,
+    :mod:`app.services.visibility`): the same shape as :class:`IncidentPublic` — DESIGN.md: a
+    hidden ``reporter`` is ``null`` — with ``reporter`` always ``null``. Webhook payloads carry
+    it in the same shape (built without a model pass by
+    ``app.services.incident_records.incident_webhook_view``)."""
+
+    reporter: None = PField(  # type: ignore[assignment]
+        default=None, description="always null: the caller's role may not see reporter data"
+    )
 
 
 class IncidentEventPublic(ResponseModel):
@@ -304,7 +337,10 @@ class IncidentEventPublic(ResponseModel):
     )
     from_status: str | None
     to_status: str | None
-    note: str | None
+    note: str | None = PField(
+        description="Free text; null for a manager who has not accepted an assignment on the "
+        "incident (notes may name people)"
+    )
     data: dict[str, Any]
 
 

@@ -20,16 +20,33 @@ from pydantic import (
     AfterValidator,
     ConfigDict,
     EmailStr,
+    StrictBool,
     StringConstraints,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
 from pydantic import Field as PField
 
-from app.models.common import Page, RequestModel, ResponseModel, ShortText, Slug, UTCTimestamp
+from app.models.common import (
+    DistrictCode,
+    Note,
+    NotNull,
+    Page,
+    RequestModel,
+    ResponseModel,
+    ShortText,
+    Slug,
+    UTCTimestamp,
+)
 from app.models.manager import ManagerStatus
 
-LanguageCode = Annotated[str, StringConstraints(min_length=2, max_length=2, pattern=r"^[a-z]{2}$")]
+#: ISO 639-1; the schema names the codes (components.schemas.LanguageCode, app/api/openapi.py).
+LanguageCode = Annotated[
+    str,
+    StringConstraints(min_length=2, max_length=2, pattern=r"^[a-z]{2}$"),
+    WithJsonSchema({"$ref": "#/components/schemas/LanguageCode"}),
+]
 Phone = Annotated[
     str,
     StringConstraints(
@@ -37,7 +54,11 @@ Phone = Annotated[
     ),
 ]
 #: E-mail addresses are stored lower-cased: uniqueness (and import upserts) ignore case.
-Email = Annotated[EmailStr, AfterValidator(lambda value: value.lower())]
+Email = Annotated[
+    EmailStr,
+    AfterValidator(lambda value: value.lower()),
+    PField(description="An e-mail address; special-use domains (e.g. .local, .invalid) are refused"),
+]
 
 
 class InitialManagerStatus(StrEnum):
@@ -49,6 +70,8 @@ class InitialManagerStatus(StrEnum):
 
 
 class CompetenceHoldingIn(RequestModel):
+    """``expires_on`` must not be before ``certified_on`` (422)."""
+
     code: Slug
     certified_on: date
     expires_on: date | None = PField(default=None, description="null: does not expire")
@@ -101,14 +124,16 @@ class ManagerCreate(RequestModel):
     phone: Phone | None = None
     organisation_id: uuid.UUID | None = None
     status: InitialManagerStatus = InitialManagerStatus.in_training
-    home_district: Slug
-    districts: list[Slug] = PField(
+    home_district: DistrictCode
+    districts: list[DistrictCode] = PField(
         default_factory=list, max_length=100, description="Districts served besides home"
     )
     languages: list[LanguageCode] = PField(default_factory=list, max_length=20)
     max_open_assignments: int = PField(default=2, ge=1, le=100)
-    competences: list[CompetenceHoldingIn] = PField(default_factory=list, max_length=50)
-    notify_by_email: bool = PField(
+    competences: list[CompetenceHoldingIn] = PField(
+        default_factory=list, max_length=50, description="Each competence at most once (else 422)"
+    )
+    notify_by_email: StrictBool = PField(
         default=True, description="offers, reminders and withdrawals by e-mail"
     )
 
@@ -117,22 +142,31 @@ class ManagerCreate(RequestModel):
     _competences = field_validator("competences")(_no_duplicate_competences)
 
 
+class ManagerStatusChange(RequestModel):
+    """``POST …/status``: the target status (a transition the lifecycle does not allow → 409)."""
+
+    status: ManagerStatus
+    note: Note | None = None
+
+
 class ManagerUpdate(RequestModel):
     """PATCH: every field optional; ``status`` is read-only here (use ``POST …/status``).
 
     ``districts``, ``languages`` and ``competences`` replace the whole list when given.
     """
 
-    display_name: ShortText | None = None
-    email: Email | None = None
+    display_name: Annotated[ShortText | None, NotNull()] = None
+    email: Annotated[Email | None, NotNull()] = None
     phone: Phone | None = None
     organisation_id: uuid.UUID | None = None
-    home_district: Slug | None = None
-    districts: list[Slug] | None = PField(default=None, max_length=100)
-    languages: list[LanguageCode] | None = PField(default=None, max_length=20)
-    max_open_assignments: int | None = PField(default=None, ge=1, le=100)
-    competences: list[CompetenceHoldingIn] | None = PField(default=None, max_length=50)
-    notify_by_email: bool | None = PField(
+    home_district: Annotated[DistrictCode | None, NotNull()] = None
+    districts: Annotated[list[DistrictCode] | None, NotNull()] = PField(default=None, max_length=100)
+    languages: Annotated[list[LanguageCode] | None, NotNull()] = PField(default=None, max_length=20)
+    max_open_assignments: Annotated[int | None, NotNull()] = PField(default=None, ge=1, le=100)
+    competences: Annotated[list[CompetenceHoldingIn] | None, NotNull()] = PField(
+        default=None, max_length=50, description="Each competence at most once (else 422)"
+    )
+    notify_by_email: Annotated[StrictBool | None, NotNull()] = PField(
         default=None, description="a manager key may change this on its own record"
     )
 
@@ -190,6 +224,8 @@ class ManagerPage(Page[ManagerView]):  # type: ignore[valid-type]
 
 
 class AbsenceCreate(RequestModel):
+    """``ends_on`` must not be before ``starts_on`` (422)."""
+
     starts_on: date
     ends_on: date
     reason: Annotated[str, StringConstraints(strip_whitespace=True, max_length=500)] | None = None

@@ -10,7 +10,8 @@ Kinds:
 * ``direct`` — identifies or contacts a person by definition (reporter name and contact, a
   manager's name, e-mail and phone, an absence reason);
 * ``free_text`` — text written by staff, partners or managers that *may* mention a person
-  (descriptions, notes, decline reasons). Erasure redacts the erased values where they occur.
+  (descriptions, notes, decline reasons). Erasure replaces the erased values
+  by ``[erased]`` where they occur.
 """
 
 from __future__ import annotations

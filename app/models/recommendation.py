@@ -28,7 +28,16 @@ from sqlalchemy import Uuid as SAUuid
 from sqlmodel import Field, SQLModel
 
 from app.models.base import JSONType, UTCDateTime, new_id, utcnow
-from app.models.common import LongText, RequestModel, ResponseModel, ShortText, Slug, UTCTimestamp
+from app.models.common import (
+    DistrictCode,
+    LongText,
+    Note,
+    NotNull,
+    RequestModel,
+    ResponseModel,
+    ShortText,
+    UTCTimestamp,
+)
 from app.models.privacy import personal
 
 
@@ -192,8 +201,15 @@ class RecommendationCreate(RequestModel):
     progress: int = PField(
         default=0, ge=0, le=100, description="0–99 (100 only once implemented → else 409)"
     )
-    districts: list[Slug] = PField(default_factory=list, max_length=100)
+    districts: list[DistrictCode] = PField(default_factory=list, max_length=100)
     incident_ids: list[uuid.UUID] = PField(default_factory=list, max_length=500)
+
+
+class RecommendationStatusChange(RequestModel):
+    """``POST …/status``: the target status (a transition the lifecycle does not allow → 409)."""
+
+    status: RecommendationStatus
+    note: Note | None = None
 
 
 class RecommendationUpdate(RequestModel):
@@ -203,17 +219,17 @@ class RecommendationUpdate(RequestModel):
     timeline). 100 only by the transition to ``implemented``.
     """
 
-    title: ShortText | None = None
+    title: Annotated[ShortText | None, NotNull()] = None
     body: LongText | None = None
-    category: RecommendationCategory | None = None
-    issued_by: uuid.UUID | None = None
-    addressee: uuid.UUID | None = None
+    category: Annotated[RecommendationCategory | None, NotNull()] = None
+    issued_by: Annotated[uuid.UUID | None, NotNull()] = None
+    addressee: Annotated[uuid.UUID | None, NotNull()] = None
     due_on: date | None = None
-    progress: int | None = PField(default=None, ge=0, le=100)
+    progress: Annotated[int | None, NotNull()] = PField(default=None, ge=0, le=100)
     reset_note: ResetNote | None = PField(
         default=None, description="Required to lower progress; only allowed when lowering it"
     )
-    districts: list[Slug] | None = PField(default=None, max_length=100)
+    districts: list[DistrictCode] | None = PField(default=None, max_length=100)
     incident_ids: list[uuid.UUID] | None = PField(default=None, max_length=500)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field as PField
 from pydantic import field_validator
@@ -13,7 +13,15 @@ from sqlalchemy import Column, ForeignKey, String
 from sqlmodel import Field, SQLModel
 
 from app.models.base import JSONType, UTCDateTime, new_id, utcnow
-from app.models.common import RequestModel, ResponseModel, ShortText, Slug, UTCTimestamp
+from app.models.common import (
+    DistrictCode,
+    NotNull,
+    RequestModel,
+    ResponseModel,
+    ShortText,
+    Slug,
+    UTCTimestamp,
+)
 
 
 class OrganisationKind(StrEnum):
@@ -78,9 +86,31 @@ class Competence(SQLModel, table=True):
 # --- API schemas -------------------------------------------------------------------------------
 
 
+#: A position ``[lon, lat]`` (lat within ±90 — a rule the schema states in words: a per-index
+#: bound needs ``prefixItems``, which generated clients do not handle).
+_POSITION: dict[str, Any] = {
+    "type": "array",
+    "description": "[lon, lat] in WGS84 degrees (lat within ±90)",
+    "items": {"type": "number", "minimum": -180, "maximum": 180},
+    "minItems": 2,
+    "maxItems": 3,
+}
+_RING: dict[str, Any] = {"type": "array", "items": _POSITION, "maxItems": 10_000}
+
+
 class GeoPolygon(RequestModel):
+    """A GeoJSON Polygon or MultiPolygon geometry."""
+
     type: Literal["Polygon", "MultiPolygon"]
-    coordinates: list[Any] = PField(min_length=1, max_length=10_000)
+    coordinates: list[Any] = PField(
+        min_length=1,
+        max_length=10_000,
+        json_schema_extra={
+            "items": _RING,
+            "description": "The rings of a Polygon (a MultiPolygon's polygons of rings are "
+            "accepted too)",
+        },
+    )
 
     @field_validator("coordinates")
     @classmethod
@@ -100,19 +130,19 @@ class GeoPolygon(RequestModel):
 
 
 class DistrictCreate(RequestModel):
-    code: Slug
+    code: DistrictCode
     name: ShortText
     city: ShortText
     area: ShortText | None = None
-    neighbours: list[Slug] = PField(default_factory=list, max_length=100)
+    neighbours: list[DistrictCode] = PField(default_factory=list, max_length=100)
     boundary: GeoPolygon | None = None
 
 
 class DistrictUpdate(RequestModel):
-    name: ShortText | None = None
-    city: ShortText | None = None
+    name: Annotated[ShortText | None, NotNull()] = None
+    city: Annotated[ShortText | None, NotNull()] = None
     area: ShortText | None = None
-    neighbours: list[Slug] | None = PField(default=None, max_length=100)
+    neighbours: list[DistrictCode] | None = PField(default=None, max_length=100)
     boundary: GeoPolygon | None = None
 
 

@@ -47,6 +47,9 @@ class ApiKey(SQLModel, table=True):
 
 
 class ApiKeyCreate(RequestModel):
+    """A partner key needs an ``organisation_id``; a manager key a ``manager_id`` (and only a
+    manager key has one) — else 422."""
+
     name: ShortText
     role: Role
     organisation_id: uuid.UUID | None = None

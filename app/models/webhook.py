@@ -13,13 +13,13 @@ from enum import StrEnum
 from typing import Annotated, Literal
 
 from pydantic import Field as PField
-from pydantic import StringConstraints, field_validator
+from pydantic import StrictBool, StringConstraints, field_validator
 from sqlalchemy import Column, ForeignKey, Index, Text, UniqueConstraint
 from sqlalchemy import Uuid as SAUuid
 from sqlmodel import Field, SQLModel
 
 from app.models.base import JSONType, UTCDateTime, new_id, utcnow
-from app.models.common import RequestModel, ResponseModel, UTCTimestamp
+from app.models.common import NotNull, RequestModel, ResponseModel, UTCTimestamp
 from app.models.outbox import WEBHOOK_EVENT_TYPES
 
 WebhookEventType = Literal[
@@ -125,7 +125,13 @@ class WebhookAttempt(SQLModel, table=True):
 
 # --- API schemas -------------------------------------------------------------------------------
 
-WebhookUrl = Annotated[str, StringConstraints(strip_whitespace=True, min_length=8, max_length=2000)]
+#: The ``pattern`` is declared, not validated here: the service refuses other schemes and
+#: private targets alike, as ``webhook-target-refused``.
+WebhookUrl = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=8, max_length=2000),
+    PField(json_schema_extra={"pattern": r"^\s*https?://[^\s/]+"}),
+]
 
 
 def _unique_events(value: list[str] | None) -> list[str] | None:
@@ -143,9 +149,9 @@ class WebhookCreate(RequestModel):
 
 
 class WebhookUpdate(RequestModel):
-    url: WebhookUrl | None = None
-    events: list[WebhookEventType] | None = PField(default=None, min_length=1, max_length=20)
-    active: bool | None = None
+    url: Annotated[WebhookUrl | None, NotNull()] = None
+    events: Annotated[list[WebhookEventType] | None, NotNull()] = PField(default=None, min_length=1, max_length=20)
+    active: Annotated[StrictBool | None, NotNull()] = None
 
     _events = field_validator("events")(_unique_events)
 

@@ -26,6 +26,15 @@ _COMPETENCES_OF = (
     .order_by(_COMPETENCE_TABLE.c.competence_code)
 )
 
+_ASSIGNMENT_TABLE = Assignment.__table__  # type: ignore[attr-defined]
+_HELD_ROLES = (
+    select(_ASSIGNMENT_TABLE.c.incident_id, _ASSIGNMENT_TABLE.c.role)
+    .where(_ASSIGNMENT_TABLE.c.incident_id.in_(bindparam("ids", expanding=True)))
+    .where(_ASSIGNMENT_TABLE.c.status.in_(
+        [AssignmentStatus.offered, AssignmentStatus.accepted, AssignmentStatus.completed]
+    ))
+    .distinct()
+)
 
 @dataclass(frozen=True, slots=True)
 class IncidentFilter:
@@ -117,6 +126,18 @@ class IncidentRepository(Repository[Incident]):
             result[incident_id].append(code)
         return result
 
+    def held_roles(self, incident_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, set[str]]:
+        """The slots (``lead``/``co``) each incident has filled: an open or completed
+        assignment holds its role."""
+        ids = list(incident_ids)
+        result: dict[uuid.UUID, set[str]] = defaultdict(set)
+        if not ids:
+            return result
+        rows = self._core().execute(_HELD_ROLES, {"ids": ids})
+        for incident_id, role in rows:
+            result[incident_id].add(str(role))
+        return result
+
     def set_competences(self, incident_id: uuid.UUID, codes: Iterable[str]) -> None:
         self.session.execute(
             delete(IncidentCompetence).where(IncidentCompetence.incident_id == incident_id)
@@ -140,19 +161,25 @@ class IncidentRepository(Repository[Incident]):
             )
         ) is True
 
-    def accepted_lead_incidents(
-        self, manager_id: uuid.UUID, incident_ids: Iterable[uuid.UUID]
+    def accepted_incidents(
+        self,
+        manager_id: uuid.UUID,
+        incident_ids: Iterable[uuid.UUID],
+        *,
+        roles: Iterable[AssignmentRole] = (AssignmentRole.lead, AssignmentRole.co),
     ) -> set[uuid.UUID]:
-        """Incidents among ``incident_ids`` where the manager holds the accepted lead."""
+        """Incidents among ``incident_ids`` where the manager holds an accepted assignment in one
+        of ``roles`` (lead or co by default)."""
         ids = list(incident_ids)
-        if not ids:
+        wanted = [r.value for r in roles]
+        if not ids or not wanted:
             return set()
         return set(
             self.session.scalars(
                 select(Assignment.incident_id).where(
                     Assignment.incident_id.in_(ids),
                     Assignment.manager_id == manager_id,
-                    Assignment.role == AssignmentRole.lead,
+                    Assignment.role.in_(wanted),  # type: ignore[attr-defined]
                     Assignment.status == AssignmentStatus.accepted,
                 )
             )

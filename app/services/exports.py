@@ -5,7 +5,7 @@ Every matching row is exported (``limit``/``cursor`` do not apply), read in keys
 reproduces), in constant memory. The request's session is closed when the route returns, so the
 generator opens its own read-only session; on PostgreSQL it runs REPEATABLE READ so that all
 batches see one snapshot. Scoping (a partner's own organisation, a manager's assigned incidents)
-and field visibility (reporter data) are the incidents service's rules; every exported
+and field visibility (reporter data) are the rules of app.services.visibility; every exported
 incident whose reporter data the caller sees leaves an ``access`` audit entry (written per batch
 in a short transaction of its own, app.services.privacy.access_log).
 """
@@ -25,11 +25,11 @@ from sqlmodel import Session
 from app.core.db import session_scope
 from app.core.security import Principal
 from app.models.incident import Incident
-from app.models.system import Role
 from app.repositories.incidents import IncidentFilter, IncidentRepository
+from app.services import visibility
 from app.services.csv_io import escape_cell
 from app.services.imports import INCIDENT_COLUMNS
-from app.services.incidents import IncidentService
+from app.services.incidents import open_slots_of
 from app.services.privacy.access_log import log_reporter_access
 
 BATCH_ROWS = 1000
@@ -57,9 +57,9 @@ def _batches(
     with session_scope(write=False) as session:
         if session.get_bind().dialect.name == "postgresql":
             session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
-        service = IncidentService(session)
         repo = IncidentRepository(session)
-        base: Select[Any] = repo.filtered(service.scoped_filter(flt, principal)).with_only_columns(
+        scope = visibility.incident_scope(flt, principal)
+        base: Select[Any] = repo.filtered(scope).with_only_columns(
             *(getattr(Incident, name) for name in _SELECTED)
         )
         if located_only:
@@ -74,13 +74,7 @@ def _batches(
                 return
             ids = [row.id for row in rows]
             competences = repo.competences_of(ids)
-            if principal.is_staff or principal.role == Role.partner:
-                # a partner sees only its own organisation's incidents, with their reporter data
-                visible = set(ids)
-            elif principal.role == Role.manager and principal.manager_id is not None:
-                visible = repo.accepted_lead_incidents(principal.manager_id, ids)
-            else:
-                visible = set()
+            visible = visibility.reporter_visible(session, rows, principal)
             log_reporter_access(
                 session, principal,
                 [(row.id, row.reporter_name, row.reporter_contact)
@@ -138,10 +132,13 @@ def stream_geojson(flt: IncidentFilter, principal: Principal) -> Iterator[bytes]
     """A GeoJSON FeatureCollection of the visible incidents that have a location."""
     yield b'{"type":"FeatureCollection","features":['
     first = True
-    for rows, competences, visible, _ in _batches(flt, principal, located_only=True):
+    for rows, competences, visible, session in _batches(flt, principal, located_only=True):
+        slots = open_slots_of(IncidentRepository(session), rows)
         parts = []
         for row in rows:
-            public = IncidentService._public(row, competences.get(row.id, []), row.id in visible)
+            public = visibility.incident_view(row, competences.get(row.id, []),
+                                             sees_reporter=row.id in visible,
+                                             open_slots=slots.get(row.id, ()))
             properties = public.model_dump(mode="json")
             properties.pop("location", None)
             feature = {

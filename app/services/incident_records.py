@@ -11,7 +11,7 @@ import can render thousands of rows without a model pass; the API turns the same
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -97,8 +97,10 @@ def _plain(value: Any) -> Any:
     return value.value if hasattr(value, "value") else value  # an enum member → its value
 
 
-def incident_webhook_view(get: Callable[[str], Any], competences: list[str]) -> dict[str, Any]:
-    """The incident as webhooks carry it (never reporter data), JSON-ready.
+def incident_webhook_view(get: Callable[[str], Any], competences: list[str],
+                          open_slots: Sequence[str] = ()) -> dict[str, Any]:
+    """The incident as webhooks carry it (never reporter data), JSON-ready. ``open_slots``: see
+    :func:`app.services.incidents.open_slots_of` (none for a new incident).
 
     ``get(column)`` reads the incident's columns: ``row.__getitem__`` of a dict of values (the
     import, no model pass) or ``functools.partial(getattr, incident)`` of a model (the API).
@@ -123,6 +125,7 @@ def incident_webhook_view(get: Callable[[str], Any], competences: list[str]) -> 
         "external_id": get("external_id"),
         "organisation_id": str(organisation_id) if organisation_id is not None else None,
         "reporter": None,
+        "open_slots": list(open_slots),
         "version": get("version"),
         "created_at": _rfc3339(get("created_at")),
         "updated_at": _rfc3339(get("updated_at")),

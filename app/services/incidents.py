@@ -11,6 +11,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from app.core.clock import get_clock
+from app.core.config import get_settings
+from app.core.db_errors import is_unique_violation
 from app.core.errors import Conflict, Forbidden, NotFound, Unprocessable
 from app.core.pagination import PageParams
 from app.core.security import Principal
@@ -38,11 +40,10 @@ from app.repositories.reference import (
     DistrictRepository,
     OrganisationRepository,
 )
-from app.services import audit, outbox
+from app.services import audit, outbox, visibility
 from app.services.dispatch.slots import end_assignment
 from app.services.incident_records import (
     created_event_columns,
-    incident_webhook_view,
     new_incident,
     public_incident_fields,
 )
@@ -103,10 +104,33 @@ def change_status(
                         {"from_status": from_status, "to_status": to_status})
 
 
+#: Statuses in which an incident holds (or waits for) managers in its slots.
+_STAFFED = frozenset({IncidentStatus.dispatched, IncidentStatus.in_progress})
+
+
+def open_slots_of(repo: IncidentRepository, incidents: Sequence[Incident]
+                  ) -> dict[uuid.UUID, list[str]]:
+    """Per dispatched or in-progress incident, the slots it needs that nobody holds: the lead,
+    and the co for a tandem incident (escalation ≥ KOKOMA_TANDEM_FROM_LEVEL). One query."""
+    staffed = [i for i in incidents if i.status in _STAFFED]
+    if not staffed:
+        return {}
+    held = repo.held_roles(i.id for i in staffed)
+    tandem_from = get_settings().tandem_from_level
+    result: dict[uuid.UUID, list[str]] = {}
+    for incident in staffed:
+        needed = ["lead", "co"] if incident.escalation_level >= tandem_from else ["lead"]
+        result[incident.id] = [role for role in needed if role not in held.get(incident.id, ())]
+    return result
+
+
 def webhook_view(session: Session, incident: Incident) -> dict[str, Any]:
-    """The incident as webhooks carry it: never reporter data (the import builds the same)."""
-    competences = IncidentRepository(session).competences_of([incident.id]).get(incident.id, [])
-    return incident_webhook_view(partial(getattr, incident), competences)
+    """The incident as webhooks carry it: the redacted view, never reporter data
+    (app.services.visibility; the import builds the same)."""
+    repo = IncidentRepository(session)
+    competences = repo.competences_of([incident.id]).get(incident.id, [])
+    slots = open_slots_of(repo, [incident]).get(incident.id, [])
+    return visibility.webhook_incident_view(partial(getattr, incident), competences, slots)
 
 
 def emit_incident_event(
@@ -126,92 +150,57 @@ class IncidentService:
         self.session = session
         self.repo = IncidentRepository(session)
 
-    # --- visibility ----------------------------------------------------------------------------
+    # --- visibility (the rules: app.services.visibility) --------------------------------------
 
     def load(self, incident_id: uuid.UUID, principal: Principal, *, for_update: bool = False
              ) -> Incident:
         """The incident if the caller may see it; otherwise 404 (existence is not leaked)."""
         incident = self.repo.get(incident_id, for_update=for_update)
-        if incident is None or not self._may_see(incident, principal):
+        if incident is None or not visibility.may_see_incident(self.session, incident, principal):
             raise NotFound(f"No incident {incident_id}.")
         return incident
 
     def read_public(self, incident_id: uuid.UUID, principal: Principal) -> IncidentPublic:
         """GET by id: a plain row (no ORM object), the same visibility, 404 and access log."""
         incident = self.repo.row(incident_id)
-        if incident is None or not self._may_see(incident, principal):
+        if incident is None or not visibility.may_see_incident(self.session, incident, principal):
             raise NotFound(f"No incident {incident_id}.")
         return self.public_one(incident, principal, log_access=True)
 
-    def _may_see(self, incident: Incident, principal: Principal) -> bool:
-        if principal.is_staff:
-            return True
-        if principal.role == Role.partner:
-            return (
-                incident.organisation_id is not None
-                and incident.organisation_id == principal.organisation_id
-            )
-        if principal.role == Role.manager and principal.manager_id is not None:
-            return self.repo.is_assigned(incident.id, principal.manager_id)
-        return False
-
     def to_public(self, incidents: Sequence[Incident], principal: Principal, *,
                   log_access: bool = False) -> list[IncidentPublic]:
-        """Public views in one pass: competences batched, reporter only where the role may see.
+        """Public views in one pass: competences batched, the reporter redacted where the role
+        may not see it (:func:`app.services.visibility.reporter_visible`).
 
         ``log_access`` (reads): one ``access`` audit entry per returned incident whose reporter
-        name or contact the caller sees (app.services.privacy.access_log), inserted in one statement.
+        name or contact the caller sees (app.services.privacy.access_log), inserted in one
+        statement.
         """
         ids = [i.id for i in incidents]
         competences = self.repo.competences_of(ids)
-        if principal.role == Role.manager and principal.manager_id is not None:
-            lead_of = self.repo.accepted_lead_incidents(principal.manager_id, ids)
-        else:
-            lead_of = set()
-        sees = [self._sees_reporter(i, principal, lead_of) for i in incidents]
+        seen = visibility.reporter_visible(self.session, incidents, principal)
         if log_access:
             from app.services.privacy.access_log import log_reporter_access
 
             log_reporter_access(
                 self.session, principal,
                 [(i.id, i.reporter_name, i.reporter_contact)
-                 for i, seen in zip(incidents, sees, strict=True) if seen and i.has_reporter],
+                 for i in incidents if i.id in seen and i.has_reporter],
             )
+        slots = open_slots_of(self.repo, incidents)
         return [
-            self._public(i, competences.get(i.id, []), seen)
-            for i, seen in zip(incidents, sees, strict=True)
+            visibility.incident_view(i, competences.get(i.id, []), sees_reporter=i.id in seen,
+                                     open_slots=slots.get(i.id, ()))
+            for i in incidents
         ]
 
     @staticmethod
-    def _sees_reporter(incident: Incident, principal: Principal, lead_of: set[uuid.UUID]) -> bool:
-        if principal.is_staff:
-            return True
-        if principal.role == Role.partner:
-            return incident.organisation_id == principal.organisation_id
-        if principal.role == Role.manager:
-            return incident.id in lead_of
-        return False
-
-    @staticmethod
-    def _public(incident: Incident, competences: list[str], with_reporter: bool) -> IncidentPublic:
-        reporter = None
-        if with_reporter and incident.has_reporter:
-            reporter = {
-                "name": incident.reporter_name,
-                "contact": incident.reporter_contact,
-                "anonymous": incident.reporter_anonymous,
-            }
-        location = None
-        if incident.lat is not None and incident.lon is not None:
-            location = {"lat": incident.lat, "lon": incident.lon}
-        return IncidentPublic.model_validate(
-            {
-                **{k: getattr(incident, k) for k in _PUBLIC_COLUMNS},
-                "location": location,
-                "required_competences": competences,
-                "reporter": reporter,
-            }
-        )
+    def _public(incident: Incident, competences: list[str], with_reporter: bool,
+                open_slots: Sequence[str] = ()) -> IncidentPublic:
+        """:func:`app.services.visibility.incident_view` under its former name (the batch
+        dispatch builds its webhook payloads with it)."""
+        return visibility.incident_view(incident, competences, sees_reporter=with_reporter,
+                                        open_slots=open_slots)
 
     def public_one(self, incident: Incident, principal: Principal, *, log_access: bool = False
                    ) -> IncidentPublic:
@@ -220,13 +209,7 @@ class IncidentService:
     # --- reads ---------------------------------------------------------------------------------
 
     def scoped_filter(self, flt: IncidentFilter, principal: Principal) -> IncidentFilter:
-        from dataclasses import replace
-
-        if principal.role == Role.partner:
-            return replace(flt, scope_organisation_id=principal.organisation_id or uuid.UUID(int=0))
-        if principal.role == Role.manager:
-            return replace(flt, scope_manager_id=principal.manager_id or uuid.UUID(int=0))
-        return flt
+        return visibility.incident_scope(flt, principal)
 
     def page(
         self, flt: IncidentFilter, params: PageParams, principal: Principal
@@ -303,7 +286,9 @@ class IncidentService:
         try:
             with self.session.begin_nested():
                 self.session.flush()
-        except IntegrityError:
+        except IntegrityError as exc:
+            if not is_unique_violation(exc):
+                raise  # another constraint or a trigger: the generic 409 (app.core.db_errors)
             raise Conflict(
                 "An incident with this source and external_id exists already.", type_="duplicate"
             ) from None
@@ -451,7 +436,8 @@ class IncidentService:
     ) -> tuple[list[IncidentEventPublic], str | None]:
         incident = self.load(incident_id, principal)
         rows, cursor = self.repo.events_page(incident.id, params)
-        return [IncidentEventPublic.model_validate(e) for e in rows], cursor
+        notes = visibility.sees_notes(self.session, incident, principal)
+        return [visibility.timeline_view(e, sees_notes=notes) for e in rows], cursor
 
     def add_note(
         self, incident_id: uuid.UUID, body: NoteCreate, principal: Principal
@@ -475,26 +461,10 @@ class IncidentService:
         self, incident_id: uuid.UUID, params: PageParams, principal: Principal
     ) -> tuple[list[IncidentNotePublic], str | None]:
         incident = self.load(incident_id, principal)
+        if not visibility.sees_notes(self.session, incident, principal):
+            raise Forbidden(
+                "The incident's notes become visible once you accept an assignment on it."
+            )
         rows, cursor = self.repo.notes_page(incident.id, params)
         return [IncidentNotePublic.model_validate(n) for n in rows], cursor
 
-
-_PUBLIC_COLUMNS = (
-    "id",
-    "reference",
-    "title",
-    "description",
-    "district",
-    "category",
-    "escalation_level",
-    "languages",
-    "status",
-    "occurred_at",
-    "reported_at",
-    "source",
-    "external_id",
-    "organisation_id",
-    "version",
-    "created_at",
-    "updated_at",
-)

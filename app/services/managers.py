@@ -11,9 +11,9 @@ the pure functions below (tested without a database) and their SQL twins in
 * an absence **covers** a day when ``starts_on <= day <= ends_on`` (both inclusive);
 * a manager is **available** when ``active`` and no absence covers today.
 
-Who sees what: admins and coordinators everything; a ``manager`` key its own record in full and
-other managers without ``email``/``phone`` (``null``); partners and viewers the redacted view
-(:class:`~app.models.manager_schemas.ManagerPublicRedacted`).
+Who sees what (the rules: :mod:`app.services.visibility`): admins and coordinators everything; a
+``manager`` key its own record in full and other managers without ``email``/``phone`` (``null``);
+partners and viewers the redacted view (:class:`~app.models.manager_schemas.ManagerPublicRedacted`).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from sqlmodel import Session
 
 from app.core.clock import get_clock
 from app.core.config import get_settings
+from app.core.db_errors import is_unique_violation
 from app.core.errors import Conflict, Forbidden, NotFound, Unprocessable
 from app.core.pagination import PageParams
 from app.core.security import Principal
@@ -55,7 +56,7 @@ from app.repositories.reference import (
     DistrictRepository,
     OrganisationRepository,
 )
-from app.services import audit
+from app.services import audit, visibility
 from app.services.versioning import apply_changes, bump, check_if_match
 
 # --- pure day-boundary rules ---------------------------------------------------------------------
@@ -124,7 +125,7 @@ class ManagerService:
         if absent is None:
             absent = self.repo.absent_ids(ids, today)
         districts = self.repo.districts_of(ids)
-        if principal.role in (Role.partner, Role.viewer):
+        if visibility.manager_view_redacted(principal):
             return [
                 ManagerPublicRedacted(
                     id=m.id,
@@ -142,7 +143,7 @@ class ManagerService:
         views: list[ManagerView] = []
         for m in managers:
             holdings = _stored(competences.get(m.id, []))
-            contact = principal.is_staff or principal.manager_id == m.id
+            contact = visibility.sees_manager_contact(principal, m.id)
             views.append(
                 ManagerPublic(
                     **{name: getattr(m, name) for name in _PUBLIC_COLUMNS},
@@ -230,7 +231,9 @@ class ManagerService:
         try:
             with self.session.begin_nested():
                 self.session.flush()
-        except IntegrityError:
+        except IntegrityError as exc:
+            if not is_unique_violation(exc):
+                raise  # another constraint or a trigger: the generic 409 (app.core.db_errors)
             raise Conflict(
                 "Another manager has this email address.", type_="duplicate"
             ) from None

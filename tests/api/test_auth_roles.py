@@ -109,7 +109,8 @@ ACCESS_TABLE: list[tuple[str, str, str, int]] = [
     *_rows("POST", "/incidents/{incident_id}/status", INCIDENT_WRITE),
     *_rows("GET", "/incidents/{incident_id}/events", INCIDENT_READ),
     *_rows("POST", "/incidents/{incident_id}/notes", _ok(INCIDENT_READ, 201)),
-    *_rows("GET", "/incidents/{incident_id}/notes", INCIDENT_READ),
+    # notes may name the reporter: a manager only offered the incident may not read them
+    *_rows("GET", "/incidents/{incident_id}/notes", INCIDENT_READ | {"manager": 403}),
     # administration
     *_rows("POST", "/api-keys", _ok(ADMIN_ONLY, 201)),
     *_rows("GET", "/api-keys", ADMIN_ONLY),

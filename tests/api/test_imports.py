@@ -732,3 +732,53 @@ class TestUnstorableCells:
         assert [(e["row"], e["field"]) for e in report["errors"]] == [
             (1, "display_name"), (2, "display_name"), (3, "home_district")]
         assert table_counts() == before
+
+
+class TestRejectedImportReferences:
+    """A rejected atomic import consumes no KOK- references (on PostgreSQL they are reserved on a
+    connection apart, committed at once, and given back when the import's transaction is not)."""
+
+    def test_rejected_imports_leave_the_sequence_alone(self, client, admin, monkeypatch) -> None:
+        monkeypatch.setattr(get_settings(), "import_batch_rows", 2)  # blocks reserved, then a fail
+        bad = csv_body(*(incident_line(f"r-{n}") for n in range(7)),
+                       incident_line("r-bad", district="atlantis"))
+        for _ in range(2):
+            report = post(client, admin, bad).json()
+            assert (report["committed"], report["error_count"]) == (False, 1)
+        assert count(Incident) == 0
+        created = client.post("/api/v1/incidents", headers=admin, json={
+            "title": "After two rejected imports", "district": "alpha",
+            "category": "hate_speech", "escalation_level": 2})
+        assert created.status_code == 201, created.text
+        assert created.json()["reference"] == "KOK-2026-00001"
+        good = csv_body(*(incident_line(f"g-{n}") for n in range(3)))
+        assert post(client, admin, good).json()["created"] == 3
+        with session_scope(write=False) as session:
+            refs = sorted(session.scalars(select(Incident.reference)))
+        assert refs == [f"KOK-2026-{n:05d}" for n in range(1, 5)]
+
+    def test_a_not_atomic_import_keeps_what_it_committed(self, client, admin, monkeypatch) -> None:
+        monkeypatch.setattr(get_settings(), "import_batch_rows", 2)
+        body = csv_body(*(incident_line(f"k-{n}") for n in range(5)),
+                        incident_line("k-bad", district="atlantis"))
+        report = post(client, admin, body, atomic="false").json()
+        assert (report["created"], report["error_count"]) == (5, 1)
+        assert post(client, admin, csv_body(incident_line("k-9"))).json()["created"] == 1
+        with session_scope(write=False) as session:
+            refs = sorted(session.scalars(select(Incident.reference)))
+        assert refs == [f"KOK-2026-{n:05d}" for n in range(1, 7)]
+
+    def test_a_rejected_restore_gives_the_restored_numbers_back(
+        self, client, admin, monkeypatch
+    ) -> None:
+        monkeypatch.setattr(get_settings(), "import_batch_rows", 2)  # raised, then a fail
+        body = ("external_id;reference;title;district;category;escalation_level\r\n"
+                ";KOK-2026-00040;Restored;alpha;other;2\r\n"
+                "x-1;;Allocated;alpha;other;2\r\n"
+                "x-2;;Bad;atlantis;other;2\r\n")
+        report = post(client, admin, body.encode()).json()
+        assert (report["committed"], report["error_count"]) == (False, 1)
+        created = client.post("/api/v1/incidents", headers=admin, json={
+            "title": "After a rejected restore", "district": "alpha",
+            "category": "hate_speech", "escalation_level": 2})
+        assert created.json()["reference"] == "KOK-2026-00001"

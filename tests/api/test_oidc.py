@@ -444,8 +444,8 @@ class TestDocs:
         assert scheme == {**scheme, "type": "openIdConnect", "openIdConnectUrl":
                           f"{oidc_provider.issuer}/.well-known/openid-configuration"}
         me = schema["paths"]["/api/v1/me"]["get"]
-        assert {"oidc": []} in me["security"]
-        assert "security" not in schema["paths"]["/healthz"]["get"]
+        assert me["security"] == [{"bearer": []}, {"oidc": []}]
+        assert schema["paths"]["/healthz"]["get"]["security"] == []
         assert '"usePkceWithAuthorizationCodeGrant": true' in docs
         assert '"clientId": "kokoma-docs"' in docs
 

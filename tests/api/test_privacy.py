@@ -26,7 +26,7 @@ from app.models.manager import Absence, Manager
 from app.models.system import ApiKey, AuditEvent, IdempotencyRecord
 from app.models.webhook import WebhookDelivery
 from app.services import worker
-from app.services.privacy import REDACTED, Redactor, manager_pseudonym, retention_cutoff
+from app.services.privacy import ERASED, ValueEraser, manager_pseudonym, retention_cutoff
 from tests.factories import (
     incident_body,
     make_absence,
@@ -193,8 +193,8 @@ class TestEraseReporter:
         assert response.status_code == 200, response.text
         body = response.json()
         assert body["reporter"] == {"name": None, "contact": None, "anonymous": False}
-        assert body["title"] == f"Stickers reported by {REDACTED}"
-        assert body["description"] == f"{REDACTED} ({REDACTED}) saw the stickers."
+        assert body["title"] == f"Stickers reported by {ERASED}"
+        assert body["description"] == f"{ERASED} ({ERASED}) saw the stickers."
         assert body["reference"] == reference and body["status"] == "triaged"
         assert_nowhere(NAME, old_contact, new_contact, "ämmerlein", "joerdis")
         # the incident, its timeline and its statistics stay
@@ -273,10 +273,10 @@ class TestEraseReporter:
         assert response.json()["version"] == incident.version
         assert "reporter_erased" not in [e.type for e in timeline(incident.id)]
 
-    def test_short_values_are_not_redacted_in_free_text(self) -> None:
-        redactor = Redactor(["Li", "Anna Berg", "+49 361 1234"])
+    def test_short_values_are_not_erased_in_free_text(self) -> None:
+        eraser = ValueEraser(["Li", "Anna Berg", "+49 361 1234"])
         text = "Anna Berg (anna berg, Annaberg) called from +49 361 1234; Li likes lilies."
-        assert redactor.text(text) == (
+        assert eraser.text(text) == (
             "[erased] ([erased], Annaberg) called from [erased]; Li likes lilies.")
 
 
@@ -649,7 +649,7 @@ class TestEraseManager:
     def test_contact_reads_are_logged(self, client, world) -> None:
         manager = make_manager(phone=None)
         client.get(f"{API}/managers/{manager}", headers=world["coordinator"])
-        client.get(f"{API}/managers", headers=world["viewer"])  # redacted: nothing to log
+        client.get(f"{API}/managers", headers=world["viewer"])  # the redacted view: nothing to log
         (entry,) = access_entries("manager")
         assert (entry.resource_id, entry.fields, entry.principal_role) == (
             str(manager), ["email"], "coordinator")

@@ -103,13 +103,23 @@ class TestCreateDistrict:
         assert response.status_code == 422
         assert table_counts() == before
 
-    @pytest.mark.parametrize("code", ["Omega", "om ega", "", "x" * 65, "ö"])
+    @pytest.mark.parametrize("code", ["om ega", "", "x" * 65, "ö", "-omega"])
     def test_bad_code(self, client, admin, code) -> None:
         before = table_counts()
         response = client.post(f"{API}/districts", json=district("omega") | {"code": code},
                                headers=admin)
         assert response.status_code == 422
         assert table_counts() == before
+
+    def test_code_is_stored_lower_case(self, client, admin) -> None:
+        """District codes match in either case: ``Omega`` is the district ``omega``."""
+        response = client.post(f"{API}/districts", json=district("omega") | {"code": "Omega"},
+                               headers=admin)
+        assert response.status_code == 201, response.text
+        assert response.json()["code"] == "omega"
+        again = client.post(f"{API}/districts", json=district("omega") | {"code": "OMEGA"},
+                            headers=admin)
+        assert again.status_code == 409
 
 
 class TestUpdateDistrict:

@@ -6,12 +6,14 @@ app.main:app`` as its own process (one worker, or several), httpx over loopback,
 run's migrated test database (SQLite file or PostgreSQL database, see tests/conftest.py).
 
 ``live_server(workers=1, env=None)`` starts a server (or reuses the one with the same workers and
-env in this module) and returns its base URL; every server of a module is stopped when the module
-ends. ``admin_key`` is an ``Authorization`` header of a fresh admin key.
+env in this test run: starting three workers costs seconds) and returns its base URL; every
+server is stopped when the run ends. :func:`server_output` is what a server logged (its JSON log
+lines on stdout). ``admin_key`` is an ``Authorization`` header of a fresh admin key.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -31,6 +33,13 @@ ROOT = Path(__file__).resolve().parents[2]
 START_SECONDS = 90.0  # generous: a loaded 2-core CI machine boots three workers slowly
 
 LiveServer = Callable[..., str]
+
+#: Worker processes the live tests run with: several processes share one database on
+#: PostgreSQL; on SQLite (one file, one writer) one process is what is deployed.
+ON_POSTGRES = os.environ.get("KOKOMA_TEST_DATABASE_URL", "").startswith("postgres")
+WORKER_COUNTS = [1, 3] if ON_POSTGRES else [1]
+#: ``test_pg_*.py``: failures only PostgreSQL has (deadlocks, connection limits, its restart).
+collect_ignore_glob = [] if ON_POSTGRES else ["test_pg_*.py"]
 
 
 def free_port() -> int:
@@ -83,8 +92,8 @@ class ServerProcess:
         self.stop()
         raise RuntimeError(f"uvicorn did not answer within {START_SECONDS} s:\n{output}")
 
-    def output(self) -> str:
-        return Path(self.log.name).read_text(errors="replace")[-5000:]
+    def output(self, tail: int = 5000) -> str:
+        return Path(self.log.name).read_text(errors="replace")[-tail:]
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -94,23 +103,48 @@ class ServerProcess:
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait(timeout=10)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)  # a worker that outlived its supervisor
         self.log.close()
         Path(self.log.name).unlink(missing_ok=True)
 
 
-@pytest.fixture(scope="module")
+_RUNNING: dict[str, ServerProcess] = {}
+
+
+def server_output(url: str) -> str:
+    """Everything the live server at ``url`` has written so far (stdout and stderr)."""
+    return _RUNNING[url].output(tail=10_000_000)
+
+
+def server_process(url: str) -> subprocess.Popen[bytes]:
+    """The ``uvicorn`` process (the supervisor when it runs several workers)."""
+    return _RUNNING[url].process
+
+
+@pytest.fixture(scope="session")
 def live_server(migrated_database: str) -> Iterator[LiveServer]:
     servers: dict[tuple[int, tuple[tuple[str, str], ...]], ServerProcess] = {}
 
     def start(workers: int = 1, env: dict[str, str] | None = None) -> str:
         key = (workers, tuple(sorted((env or {}).items())))
-        if key not in servers:
+        if key not in servers or servers[key].process.poll() is not None:
             servers[key] = ServerProcess(migrated_database, workers, env or {})
+            _RUNNING[servers[key].url] = servers[key]
         return servers[key].url
 
+    def stop(url: str) -> None:
+        for key, server in list(servers.items()):
+            if server.url == url:
+                server.stop()
+                del servers[key]
+                _RUNNING.pop(url, None)
+
+    start.stop = stop  # type: ignore[attr-defined]
     yield start
     for server in servers.values():
         server.stop()
+    _RUNNING.clear()
 
 
 @pytest.fixture

@@ -7,7 +7,8 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Response
 
-from app.api.deps import Allowed, PageDep, SessionDep, etag, in_unit_of_work, json_response
+from app.api.deps import Allowed, PageDep, SessionDep, etag
+from app.api.openapi import sends
 from app.api.problems import problems
 from app.api.routing import UnitOfWorkRoute
 from app.core.security import Action
@@ -55,6 +56,7 @@ def dispatch_candidates(
     summary="Offer an incident slot to a manager (or to the best candidate)",
     responses=problems(403, 404, 409),
 )
+@sends("ETag", "Location", status=201)
 def assignments_create(
     session: SessionDep,
     principal: Allowed(Action.dispatch),
@@ -72,7 +74,8 @@ def assignments_create(
     summary="List assignments (filters, keyset pagination; managers see their own)",
     responses=problems(400, 403),
 )
-async def assignments_list(
+def assignments_list(
+    session: SessionDep,
     principal: Allowed(Action.assignments_read),
     page: PageDep,
     manager_id: uuid.UUID | None = None,
@@ -81,18 +84,22 @@ async def assignments_list(
 ) -> Page[AssignmentPublic]:
     flt = AssignmentFilter(manager_id=manager_id, incident_id=incident_id,
                            statuses=tuple(status or ()))
-    items, cursor = await in_unit_of_work(lambda s: DispatchService(s).page(flt, page, principal))
-    return json_response(Page(items=items, next_cursor=cursor))  # type: ignore[return-value]
+    items, cursor = DispatchService(session).page(flt, page, principal)
+    return Page(items=items, next_cursor=cursor)
 
 
 @router.get("/assignments/{assignment_id}", summary="Get an assignment",
             responses=problems(403, 404))
-async def assignments_get(
+@sends("ETag")
+def assignments_get(
+    session: SessionDep,
     principal: Allowed(Action.assignments_read),
     assignment_id: uuid.UUID,
+    response: Response,
 ) -> AssignmentPublic:
-    assignment = await in_unit_of_work(lambda s: DispatchService(s).get(assignment_id, principal))
-    return json_response(assignment, {"ETag": etag(assignment.version)})  # type: ignore[return-value]
+    assignment = DispatchService(session).get(assignment_id, principal)
+    response.headers["ETag"] = etag(assignment.version)
+    return assignment
 
 
 @router.post(

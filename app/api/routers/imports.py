@@ -1,29 +1,36 @@
 """Bulk imports: CSV or NDJSON bodies, streamed, upserted in batches (admins and coordinators).
 
-The route is a plain (sync) route, so the import runs in the thread pool like every other write;
-it pulls the body chunk by chunk from the event loop (``anyio.from_thread``) as the parser needs
-it. Nothing buffers the body: memory stays constant however large the file is, and the upload is
-back-pressured by the database writes.
+The body is received in full before the import takes a database session or a unit-of-work slot
+(:func:`spooled_body`): into a spooled temporary file — up to 1 MiB in memory, the rest on disk —
+so memory stays constant however large the file is, and a slow upload holds no connection, no
+worker thread and no lock while it trickles in. ``KOKOMA_IMPORT_BODY_TIMEOUT_SECONDS`` bounds how
+long a body may take (→ 408). The route is then a plain (sync) route: the import runs in the
+thread pool like every other write and reads the spooled body chunk by chunk.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Annotated, Any
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from typing import IO, Annotated, Any
 
-import anyio.from_thread
-from fastapi import APIRouter, Query, Request
+import anyio
+from fastapi import APIRouter, Depends, Query, Request
 
 from app.api.deps import Allowed, SessionDep
 from app.api.problems import problems
 from app.api.routing import UnitOfWorkRoute
-from app.core.errors import UnsupportedMediaType
+from app.core.config import get_settings
+from app.core.errors import RequestTimeout, UnsupportedMediaType
 from app.core.security import Action, Principal
 from app.models.import_report import ImportReport
 from app.services.imports import BodyFormat, ImportKind, run_import
 from app.services.imports import ImportResult as _Result
 
 router = APIRouter(prefix="/imports", tags=["imports"], route_class=UnitOfWorkRoute)
+
+SPOOL_IN_MEMORY = 1024 * 1024
+CHUNK = 256 * 1024
 
 _MEDIA_TYPES = {
     "text/csv": BodyFormat.csv,
@@ -38,8 +45,8 @@ def _openapi_body(columns: str) -> dict[str, Any]:
             "required": True,
             "description": f"CSV with a header row ({columns}) or NDJSON with the same fields.",
             "content": {
-                "text/csv": {"schema": {"type": "string"}},
-                "application/x-ndjson": {"schema": {"type": "string"}},
+                "text/csv": {"schema": {"type": "string", "minLength": 1}},
+                "application/x-ndjson": {"schema": {"type": "string", "minLength": 1}},
             },
         }
     }
@@ -61,24 +68,45 @@ def body_format(request: Request) -> BodyFormat:
     return found
 
 
-def body_chunks(request: Request) -> Iterator[bytes]:
-    """The request body, chunk by chunk, pulled from the event loop by this worker thread."""
-    stream = request.stream()
-    while True:
+async def spooled_body(request: Request) -> AsyncIterator[tuple[BodyFormat, IO[bytes]]]:
+    """The body's format (415 first) and the whole body, received before the route's session.
+
+    Declared before :data:`SessionDep` in the routes: FastAPI resolves dependencies in order, so
+    the unit-of-work slot and the connection are taken only once the body is in.
+    """
+    found = body_format(request)
+    timeout = get_settings().import_body_timeout_seconds
+    with tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY) as spool:
         try:
-            chunk = anyio.from_thread.run(stream.__anext__)
-        except StopAsyncIteration:
-            return
-        if chunk:
-            yield chunk
+            with anyio.fail_after(timeout):
+                async for chunk in request.stream():
+                    spool.write(chunk)
+        except TimeoutError:
+            raise RequestTimeout(
+                f"The import body did not arrive within {timeout:g} seconds; send it again "
+                "(KOKOMA_IMPORT_BODY_TIMEOUT_SECONDS).",
+                type_="import-body-timeout",
+            ) from None
+        spool.seek(0)
+        yield found, spool
+
+
+SpooledBody = Annotated[tuple[BodyFormat, IO[bytes]], Depends(spooled_body)]
+
+
+def body_chunks(body: IO[bytes]) -> Iterator[bytes]:
+    """The spooled body, chunk by chunk (read by the worker thread: no event-loop hops)."""
+    while chunk := body.read(CHUNK):
+        yield chunk
 
 
 def _import(
-    kind: ImportKind, request: Request, session: SessionDep, principal: Principal,
-    dry_run: bool, atomic: bool,
+    kind: ImportKind, body: tuple[BodyFormat, IO[bytes]], session: SessionDep,
+    principal: Principal, dry_run: bool, atomic: bool,
 ) -> ImportReport:
+    body_format_, spool = body
     result: _Result = run_import(
-        session, kind, body_format(request), body_chunks(request), principal,
+        session, kind, body_format_, body_chunks(spool), principal,
         dry_run=dry_run, atomic=atomic,
     )
     return ImportReport.model_validate(result.__dict__)
@@ -90,7 +118,8 @@ Atomic = Annotated[
 ]
 
 _INCIDENT_COLUMNS = (
-    "external_id, source, reference (ignored), title, description, district, lat, lon, "
+    "external_id, source, reference (the key when external_id is empty), title, description, "
+    "district, lat, lon, "
     "category, escalation_level, required_competences (a|b), languages (a|b), status, "
     "occurred_at, reported_at, organisation_id, reporter_name, reporter_contact, "
     "reporter_anonymous"
@@ -105,30 +134,30 @@ _MANAGER_COLUMNS = (
 @router.post(
     "/incidents",
     summary="Import incidents (CSV or NDJSON; upsert by source + external_id)",
-    responses=problems(403, 409, 413, 415),
+    responses=problems(403, 408, 409, 413, 415),
     openapi_extra=_openapi_body(_INCIDENT_COLUMNS),
 )
 def imports_incidents(
-    request: Request,
-    session: SessionDep,
     principal: Allowed(Action.imports),
+    body: SpooledBody,  # before the session: received in full first
+    session: SessionDep,
     dry_run: DryRun = False,
     atomic: Atomic = True,
 ) -> ImportReport:
-    return _import(ImportKind.incidents, request, session, principal, dry_run, atomic)
+    return _import(ImportKind.incidents, body, session, principal, dry_run, atomic)
 
 
 @router.post(
     "/managers",
     summary="Import managers (CSV or NDJSON; upsert by email)",
-    responses=problems(403, 409, 413, 415),
+    responses=problems(403, 408, 409, 413, 415),
     openapi_extra=_openapi_body(_MANAGER_COLUMNS),
 )
 def imports_managers(
-    request: Request,
-    session: SessionDep,
     principal: Allowed(Action.imports),
+    body: SpooledBody,  # before the session: received in full first
+    session: SessionDep,
     dry_run: DryRun = False,
     atomic: Atomic = True,
 ) -> ImportReport:
-    return _import(ImportKind.managers, request, session, principal, dry_run, atomic)
+    return _import(ImportKind.managers, body, session, principal, dry_run, atomic)

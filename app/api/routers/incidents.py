@@ -18,10 +18,11 @@ from app.api.deps import (
     loop_reads,
 )
 from app.api.exports import EXPORT_RESPONSES, export_media_type, export_response
+from app.api.openapi import sends
 from app.api.problems import problems
 from app.api.routing import UnitOfWorkRoute
 from app.core.security import Action
-from app.models.common import Page, StatusChange, UTCTimestamp
+from app.models.common import DistrictFilter, Page, UTCTimestamp
 from app.models.incident import (
     IncidentCategory,
     IncidentCreate,
@@ -29,6 +30,7 @@ from app.models.incident import (
     IncidentNotePublic,
     IncidentPublic,
     IncidentStatus,
+    IncidentStatusChange,
     IncidentUpdate,
     NoteCreate,
 )
@@ -43,7 +45,7 @@ router = APIRouter(prefix="/incidents", tags=["incidents"], route_class=UnitOfWo
 class IncidentQuery:
     """The list filters of DESIGN §3 (also used by the exports)."""
 
-    district: Annotated[str | None, Query(max_length=64)] = None
+    district: Annotated[DistrictFilter | None, Query(max_length=64)] = None
     status: Annotated[list[IncidentStatus] | None, Query(description="Repeatable")] = None
     category: IncidentCategory | None = None
     min_escalation: Annotated[int | None, Query(ge=1, le=9)] = None
@@ -107,6 +109,7 @@ async def incidents_list(
 @router.post(
     "", status_code=201, summary="Register an incident", responses=problems(403, 409, 413)
 )
+@sends("ETag", "Location", status=201)
 def incidents_create(
     session: SessionDep,
     principal: Allowed(Action.incidents_create),
@@ -120,6 +123,7 @@ def incidents_create(
 
 
 @router.get("/{incident_id}", summary="Get an incident", responses=problems(403, 404))
+@sends("ETag")
 async def incidents_get(
     request: Request,
     principal: Allowed(Action.incidents_read),
@@ -142,6 +146,7 @@ async def incidents_get(
     summary="Edit an incident (status is read-only here)",
     responses=problems(403, 404, 409, 412),
 )
+@sends("ETag")
 def incidents_update(
     session: SessionDep,
     principal: Allowed(Action.incidents_update),
@@ -160,11 +165,12 @@ def incidents_update(
     summary="Change an incident's status (lifecycle; others → 409)",
     responses=problems(403, 404, 409),
 )
+@sends("ETag")
 def incidents_set_status(
     session: SessionDep,
     principal: Allowed(Action.incidents_status),
     incident_id: uuid.UUID,
-    body: StatusChange,
+    body: IncidentStatusChange,
     response: Response,
 ) -> IncidentPublic:
     incident = IncidentService(session).set_status(incident_id, body.status, body.note, principal)

@@ -9,19 +9,12 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Response
 from pydantic import StringConstraints
 
-from app.api.deps import (
-    Allowed,
-    IfMatchDep,
-    PageDep,
-    SessionDep,
-    etag,
-    in_unit_of_work,
-    json_response,
-)
+from app.api.deps import Allowed, IfMatchDep, PageDep, SessionDep, etag
+from app.api.openapi import sends
 from app.api.problems import problems
 from app.api.routing import UnitOfWorkRoute
 from app.core.security import Action
-from app.models.common import Page, StatusChange
+from app.models.common import DistrictFilter, Page
 from app.models.manager import ManagerStatus
 from app.models.manager_schemas import (
     AbsenceCreate,
@@ -30,6 +23,7 @@ from app.models.manager_schemas import (
     ManagerCreate,
     ManagerPage,
     ManagerPublic,
+    ManagerStatusChange,
     ManagerUpdate,
     ManagerView,
 )
@@ -43,7 +37,9 @@ router = APIRouter(prefix="/managers", tags=["managers"], route_class=UnitOfWork
 class ManagerQuery:
     """The list filters of DESIGN §3."""
 
-    district: Annotated[str | None, Query(max_length=64, description="Home or served")] = None
+    district: Annotated[
+        DistrictFilter | None, Query(max_length=64, description="Home or served")
+    ] = None
     competence: Annotated[
         list[Annotated[str, StringConstraints(max_length=64)]] | None,
         Query(max_length=20, description="Held and valid today; repeatable = all of them"),
@@ -73,18 +69,18 @@ def _tagged(response: Response, view: ManagerView) -> ManagerView:
 @router.get(
     "", summary="List managers (filters, keyset pagination)", responses=problems(400, 403)
 )
-async def managers_list(
+def managers_list(
+    session: SessionDep,
     principal: Allowed(Action.managers_read),
     page: PageDep,
     query: Annotated[ManagerQuery, Depends()],
 ) -> ManagerPage:
-    items, cursor = await in_unit_of_work(
-        lambda s: ManagerService(s).page(query.to_filter(), page, principal)
-    )
-    return json_response(ManagerPage(items=items, next_cursor=cursor))  # type: ignore[return-value]
+    items, cursor = ManagerService(session).page(query.to_filter(), page, principal)
+    return ManagerPage(items=items, next_cursor=cursor)
 
 
 @router.post("", status_code=201, summary="Add a manager", responses=problems(403, 409, 413))
+@sends("ETag", "Location", status=201)
 def managers_create(
     session: SessionDep,
     principal: Allowed(Action.managers_write),
@@ -98,13 +94,14 @@ def managers_create(
 
 
 @router.get("/{manager_id}", summary="Get a manager", responses=problems(403, 404))
-async def managers_get(
+@sends("ETag")
+def managers_get(
+    session: SessionDep,
     principal: Allowed(Action.managers_read),
     manager_id: uuid.UUID,
+    response: Response,
 ) -> ManagerView:
-    view = await in_unit_of_work(lambda s: ManagerService(s).get(manager_id, principal))
-    headers = {"ETag": etag(view.version)} if isinstance(view, ManagerPublic) else None
-    return json_response(view, headers)  # type: ignore[return-value]
+    return _tagged(response, ManagerService(session).get(manager_id, principal))
 
 
 @router.patch(
@@ -112,6 +109,7 @@ async def managers_get(
     summary="Edit a manager (status is read-only here; a manager key: own languages only)",
     responses=problems(403, 404, 409, 412),
 )
+@sends("ETag")
 def managers_update(
     session: SessionDep,
     principal: Allowed(Action.managers_self),
@@ -130,11 +128,12 @@ def managers_update(
     summary="Change a manager's status (lifecycle; others → 409)",
     responses=problems(403, 404, 409),
 )
+@sends("ETag")
 def managers_set_status(
     session: SessionDep,
     principal: Allowed(Action.managers_write),
     manager_id: uuid.UUID,
-    body: StatusChange,
+    body: ManagerStatusChange,
     response: Response,
 ) -> ManagerPublic:
     manager = ManagerService(session).set_status(manager_id, body.status, body.note, principal)

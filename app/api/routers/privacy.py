@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response
 
 from app.api.deps import Allowed, SessionDep, etag
+from app.api.openapi import sends
 from app.api.problems import problems
 from app.api.routing import UnitOfWorkRoute
 from app.core.security import Action
@@ -30,6 +31,7 @@ router = APIRouter(tags=["privacy"], route_class=UnitOfWorkRoute)
     "(which fields, by whom — never the values). Repeating the call changes nothing.",
     responses=problems(403, 404),
 )
+@sends("ETag")
 def incidents_reporter_erase(
     session: SessionDep,
     principal: Allowed(Action.reporter_erase),
@@ -50,6 +52,7 @@ def incidents_reporter_erase(
     "removed and API keys bound to the manager revoked. Assignments and statistics stay.",
     responses=problems(403, 404, 409),
 )
+@sends("ETag")
 def managers_erase(
     session: SessionDep,
     principal: Allowed(Action.data_protection),
@@ -73,6 +76,6 @@ def managers_erase(
 def data_subject_get(
     session: SessionDep,
     principal: Allowed(Action.data_protection),
-    email: Annotated[str, Query(min_length=3, max_length=320, description="E-mail address")],
+    email: Annotated[str, Query(min_length=3, max_length=320, pattern=r"^\s*[^\s@]+@[^\s]+\s*$", description="E-mail address")],
 ) -> DataSubjectReport:
     return privacy.subject_access(session, email, principal)

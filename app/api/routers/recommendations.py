@@ -6,24 +6,16 @@ import uuid
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Query, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse
-from sqlmodel import Session
 
-from app.api.deps import (
-    Allowed,
-    IfMatchDep,
-    PageDep,
-    SessionDep,
-    etag,
-    in_unit_of_work,
-    json_response,
-)
+from app.api.deps import Allowed, IfMatchDep, PageDep, SessionDep, etag
 from app.api.negotiation import accept_ranges
+from app.api.openapi import sends
 from app.api.problems import problems
 from app.api.routing import UnitOfWorkRoute
 from app.core.security import Action
-from app.models.common import Page, StatusChange
+from app.models.common import DistrictFilter, Page
 from app.models.recommendation import (
     RecommendationCategory,
     RecommendationCreate,
@@ -31,6 +23,7 @@ from app.models.recommendation import (
     RecommendationPublic,
     RecommendationReport,
     RecommendationStatus,
+    RecommendationStatusChange,
     RecommendationUpdate,
 )
 from app.repositories.recommendations import RecommendationFilter
@@ -53,7 +46,7 @@ class RecommendationQuery:
     status: Annotated[list[RecommendationStatus] | None, Query(description="Repeatable")] = None
     category: RecommendationCategory | None = None
     addressee: uuid.UUID | None = None
-    district: Annotated[str | None, Query(max_length=64)] = None
+    district: Annotated[DistrictFilter | None, Query(max_length=64)] = None
     overdue: Annotated[
         bool | None, Query(description="true: only overdue; false: only not overdue")
     ] = None
@@ -109,9 +102,11 @@ def negotiate(accept: str | None) -> str:
 def recommendations_report(
     session: SessionDep,
     _: Reader,
-    accept: Annotated[str | None, Header(description="text/markdown or application/json")] = None,
+    request: Request,
 ) -> Response:
-    media = negotiate(accept)
+    # Accept is read from the request, not declared as a parameter: OpenAPI ignores a header
+    # parameter named Accept (the responses' media types say what can be asked for).
+    media = negotiate(request.headers.get("accept"))
     report = RecommendationService(session).report()
     if media == MARKDOWN:
         return Response(render_markdown(report), media_type="text/markdown; charset=utf-8")
@@ -121,20 +116,20 @@ def recommendations_report(
 @router.get(
     "", summary="List recommendations (filters, keyset pagination)", responses=problems(400, 403)
 )
-async def recommendations_list(
+def recommendations_list(
+    session: SessionDep,
     _: Reader,
     page: PageDep,
     query: Annotated[RecommendationQuery, Depends()],
 ) -> Page[RecommendationPublic]:
-    items, cursor = await in_unit_of_work(
-        lambda s: RecommendationService(s).page(query.to_filter(), page)
-    )
-    return json_response(Page(items=items, next_cursor=cursor))  # type: ignore[return-value]
+    items, cursor = RecommendationService(session).page(query.to_filter(), page)
+    return Page(items=items, next_cursor=cursor)
 
 
 @router.post(
     "", status_code=201, summary="Create a recommendation (draft)", responses=problems(403, 409)
 )
+@sends("ETag", "Location", status=201)
 def recommendations_create(
     session: SessionDep, principal: Writer, body: RecommendationCreate, response: Response
 ) -> RecommendationPublic:
@@ -145,13 +140,14 @@ def recommendations_create(
 
 
 @router.get("/{recommendation_id}", summary="Get a recommendation", responses=problems(403, 404))
-async def recommendations_get(_: Reader, recommendation_id: uuid.UUID) -> RecommendationPublic:
-    def read(session: Session) -> RecommendationPublic:
-        service = RecommendationService(session)
-        return service.public_one(service.load(recommendation_id))
-
-    rec = await in_unit_of_work(read)
-    return json_response(rec, {"ETag": etag(rec.version)})  # type: ignore[return-value]
+@sends("ETag")
+def recommendations_get(
+    session: SessionDep, _: Reader, recommendation_id: uuid.UUID, response: Response
+) -> RecommendationPublic:
+    service = RecommendationService(session)
+    rec = service.public_one(service.load(recommendation_id))
+    response.headers["ETag"] = etag(rec.version)
+    return rec
 
 
 @router.patch(
@@ -159,6 +155,7 @@ async def recommendations_get(_: Reader, recommendation_id: uuid.UUID) -> Recomm
     summary="Edit a recommendation (status read-only; progress never decreases without reset_note)",
     responses=problems(403, 404, 409, 412),
 )
+@sends("ETag")
 def recommendations_update(
     session: SessionDep,
     principal: Writer,
@@ -177,11 +174,12 @@ def recommendations_update(
     summary="Change a recommendation's status (lifecycle; others → 409)",
     responses=problems(403, 404, 409),
 )
+@sends("ETag")
 def recommendations_set_status(
     session: SessionDep,
     principal: Writer,
     recommendation_id: uuid.UUID,
-    body: StatusChange,
+    body: RecommendationStatusChange,
     response: Response,
 ) -> RecommendationPublic:
     rec = RecommendationService(session).set_status(

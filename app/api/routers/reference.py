@@ -6,21 +6,13 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
-from sqlmodel import Session
 
-from app.api.deps import (
-    Allowed,
-    IfMatchDep,
-    PageDep,
-    SessionDep,
-    etag,
-    in_unit_of_work,
-    json_response,
-)
+from app.api.deps import Allowed, IfMatchDep, PageDep, SessionDep, etag
+from app.api.openapi import sends
 from app.api.problems import problems
 from app.api.routing import UnitOfWorkRoute
 from app.core.security import Action
-from app.models.common import Page
+from app.models.common import DistrictFilter, Page
 from app.models.reference import (
     CompetenceCreate,
     CompetencePublic,
@@ -42,13 +34,14 @@ Writer = Allowed(Action.reference_write)
 @router.get(
     "/districts", tags=["reference"], summary="List districts", responses=problems(400, 403)
 )
-async def districts_list(
+def districts_list(
+    session: SessionDep,
     _: Reader,
     page: PageDep,
     city: Annotated[str | None, Query(max_length=100)] = None,
 ) -> Page[DistrictPublic]:
-    items, cursor = await in_unit_of_work(lambda s: DistrictService(s).page(page, city))
-    return json_response(Page(items=items, next_cursor=cursor))  # type: ignore[return-value]
+    items, cursor = DistrictService(session).page(page, city)
+    return Page(items=items, next_cursor=cursor)
 
 
 @router.post(
@@ -58,6 +51,7 @@ async def districts_list(
     summary="Create a district",
     responses=problems(403, 409),
 )
+@sends("ETag", "Location", status=201)
 def districts_create(
     session: SessionDep, principal: Writer, body: DistrictCreate, response: Response
 ) -> DistrictPublic:
@@ -70,13 +64,14 @@ def districts_create(
 @router.get(
     "/districts/{code}", tags=["reference"], summary="Get a district", responses=problems(403, 404)
 )
-async def districts_get(_: Reader, code: str) -> DistrictPublic:
-    def read(session: Session) -> DistrictPublic:
-        service = DistrictService(session)
-        return service.public(service.get(code))
-
-    district = await in_unit_of_work(read)
-    return json_response(district, {"ETag": etag(district.version)})  # type: ignore[return-value]
+@sends("ETag")
+def districts_get(
+    session: SessionDep, _: Reader, code: DistrictFilter, response: Response
+) -> DistrictPublic:
+    service = DistrictService(session)
+    district = service.public(service.get(code))
+    response.headers["ETag"] = etag(district.version)
+    return district
 
 
 @router.patch(
@@ -85,10 +80,11 @@ async def districts_get(_: Reader, code: str) -> DistrictPublic:
     summary="Update a district (neighbours stay symmetric)",
     responses=problems(403, 404, 412),
 )
+@sends("ETag")
 def districts_update(
     session: SessionDep,
     principal: Writer,
-    code: str,
+    code: DistrictFilter,
     body: DistrictUpdate,
     if_match: IfMatchDep,
     response: Response,
@@ -101,12 +97,9 @@ def districts_update(
 @router.get(
     "/competences", tags=["reference"], summary="List competences", responses=problems(400, 403)
 )
-async def competences_list(_: Reader, page: PageDep) -> Page[CompetencePublic]:
-    def read(session: Session) -> Page[CompetencePublic]:
-        rows, cursor = CompetenceService(session).repo.page(page)
-        return Page(items=[CompetencePublic.model_validate(c) for c in rows], next_cursor=cursor)
-
-    return json_response(await in_unit_of_work(read))  # type: ignore[return-value]
+def competences_list(session: SessionDep, _: Reader, page: PageDep) -> Page[CompetencePublic]:
+    rows, cursor = CompetenceService(session).repo.page(page)
+    return Page(items=[CompetencePublic.model_validate(c) for c in rows], next_cursor=cursor)
 
 
 @router.post(
@@ -116,6 +109,7 @@ async def competences_list(_: Reader, page: PageDep) -> Page[CompetencePublic]:
     summary="Create a competence",
     responses=problems(403, 409),
 )
+@sends("ETag", "Location", status=201)
 def competences_create(
     session: SessionDep, principal: Writer, body: CompetenceCreate, response: Response
 ) -> CompetencePublic:
@@ -131,11 +125,13 @@ def competences_create(
     summary="Get a competence",
     responses=problems(403, 404),
 )
-async def competences_get(_: Reader, code: str) -> CompetencePublic:
-    competence = await in_unit_of_work(
-        lambda s: CompetencePublic.model_validate(CompetenceService(s).get(code))
-    )
-    return json_response(competence, {"ETag": etag(competence.version)})  # type: ignore[return-value]
+@sends("ETag")
+def competences_get(
+    session: SessionDep, _: Reader, code: str, response: Response
+) -> CompetencePublic:
+    competence = CompetencePublic.model_validate(CompetenceService(session).get(code))
+    response.headers["ETag"] = etag(competence.version)
+    return competence
 
 
 @router.patch(
@@ -144,6 +140,7 @@ async def competences_get(_: Reader, code: str) -> CompetencePublic:
     summary="Update a competence",
     responses=problems(403, 404, 412),
 )
+@sends("ETag")
 def competences_update(
     session: SessionDep,
     principal: Writer,
@@ -163,13 +160,9 @@ def competences_update(
     summary="List organisations",
     responses=problems(400, 403),
 )
-async def organisations_list(_: Reader, page: PageDep) -> Page[OrganisationPublic]:
-    def read(session: Session) -> Page[OrganisationPublic]:
-        rows, cursor = OrganisationService(session).repo.page(page)
-        return Page(items=[OrganisationPublic.model_validate(o) for o in rows],
-                    next_cursor=cursor)
-
-    return json_response(await in_unit_of_work(read))  # type: ignore[return-value]
+def organisations_list(session: SessionDep, _: Reader, page: PageDep) -> Page[OrganisationPublic]:
+    rows, cursor = OrganisationService(session).repo.page(page)
+    return Page(items=[OrganisationPublic.model_validate(o) for o in rows], next_cursor=cursor)
 
 
 @router.post(
@@ -179,6 +172,7 @@ async def organisations_list(_: Reader, page: PageDep) -> Page[OrganisationPubli
     summary="Create an organisation",
     responses=problems(403),
 )
+@sends("ETag", "Location", status=201)
 def organisations_create(
     session: SessionDep, principal: Writer, body: OrganisationCreate, response: Response
 ) -> OrganisationPublic:
@@ -194,11 +188,15 @@ def organisations_create(
     summary="Get an organisation",
     responses=problems(403, 404),
 )
-async def organisations_get(_: Reader, organisation_id: uuid.UUID) -> OrganisationPublic:
-    organisation = await in_unit_of_work(
-        lambda s: OrganisationPublic.model_validate(OrganisationService(s).get(organisation_id))
+@sends("ETag")
+def organisations_get(
+    session: SessionDep, _: Reader, organisation_id: uuid.UUID, response: Response
+) -> OrganisationPublic:
+    organisation = OrganisationPublic.model_validate(
+        OrganisationService(session).get(organisation_id)
     )
-    return json_response(organisation, {"ETag": etag(organisation.version)})  # type: ignore[return-value]
+    response.headers["ETag"] = etag(organisation.version)
+    return organisation
 
 
 @router.patch(
@@ -207,6 +205,7 @@ async def organisations_get(_: Reader, organisation_id: uuid.UUID) -> Organisati
     summary="Update an organisation",
     responses=problems(403, 404, 412),
 )
+@sends("ETag")
 def organisations_update(
     session: SessionDep,
     principal: Writer,

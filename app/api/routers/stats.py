@@ -11,7 +11,7 @@ from app.api.deps import Allowed, SessionDep
 from app.api.problems import problems
 from app.api.routing import UnitOfWorkRoute
 from app.core.security import Action
-from app.models.common import UTCTimestamp
+from app.models.common import DistrictFilter, UTCTimestamp
 from app.repositories.stats import IncidentScope
 from app.services.stats import (
     CoverageStats,
@@ -24,7 +24,9 @@ from app.services.stats import (
 router = APIRouter(route_class=UnitOfWorkRoute)
 Reader = Allowed(Action.stats_read)
 
-DistrictQuery = Annotated[str | None, Query(max_length=64, description="District code")]
+DistrictQuery = Annotated[
+    DistrictFilter | None, Query(max_length=64, description="District code (either case)")
+]
 AfterQuery = Annotated[UTCTimestamp | None, Query(description="reported_at ≥ this instant")]
 BeforeQuery = Annotated[UTCTimestamp | None, Query(description="reported_at < this instant")]
 
@@ -89,5 +91,5 @@ def stats_coverage(
     summary="One district's conflict analysis: incidents, coverage, recommendations",
     responses=problems(403, 404),
 )
-def districts_profile(session: SessionDep, principal: Reader, code: str) -> DistrictProfile:
+def districts_profile(session: SessionDep, principal: Reader, code: DistrictFilter) -> DistrictProfile:
     return StatsService(session).district_profile(code, principal)

@@ -7,6 +7,7 @@ import uuid
 from fastapi import APIRouter, Response
 
 from app.api.deps import Allowed, IfMatchDep, PageDep, SessionDep, etag
+from app.api.openapi import sends
 from app.api.problems import problems
 from app.api.routing import UnitOfWorkRoute
 from app.core.security import Action
@@ -30,6 +31,7 @@ WebhookAdmin = Allowed(Action.webhooks)
     summary="Subscribe a URL to events (the signing secret is shown in this response only)",
     responses=problems(403),
 )
+@sends("ETag", "Location", status=201)
 def webhooks_create(
     session: SessionDep, principal: WebhookAdmin, body: WebhookCreate, response: Response
 ) -> WebhookCreated:
@@ -46,6 +48,7 @@ def webhooks_list(session: SessionDep, _: WebhookAdmin, page: PageDep) -> Page[W
 
 
 @router.get("/{webhook_id}", summary="Get a webhook subscription", responses=problems(403, 404))
+@sends("ETag")
 def webhooks_get(
     session: SessionDep, _: WebhookAdmin, webhook_id: uuid.UUID, response: Response
 ) -> WebhookPublic:
@@ -59,6 +62,7 @@ def webhooks_get(
     summary="Change a subscription's url, events or active flag",
     responses=problems(403, 404, 412),
 )
+@sends("ETag")
 def webhooks_update(
     session: SessionDep,
     principal: WebhookAdmin,

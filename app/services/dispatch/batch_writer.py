@@ -70,29 +70,32 @@ def write_plan(planner: BatchPlanner, plan: BatchPlan, principal: Principal
     outbox_rows: list[dict[str, Any]] = []
     incident_updates: list[dict[str, Any]] = []
 
+    # One entry of each kind from the shared builders; rows differ only in ids and data.
+    offered_event = entry_fields("assignment_offered", principal, at=now)
+    status_event = entry_fields("status_changed", principal, from_status=S.triaged,
+                                to_status=S.dispatched, at=now)
+    offer_audit = audit.entry(principal, "offer", "assignment", "", OFFER_AUDIT_FIELDS, at=now)
+    status_audit = audit.entry(principal, "status", "incident", "", ["status"], at=now)
+
     for incident_id, planned in planned_by_incident.items():
         incident = incidents[incident_id]
         rows = [offer_row(incident_id, planner.chosen[incident_id][p.manager_id], p.role,
                           principal, now=now, ttl_hours=ttl_hours) for p in planned]
         for row in rows:
             assignments.append(row)
-            events.append({"id": uuid.uuid4(), "incident_id": incident_id,
-                           **entry_fields("assignment_offered", principal,
-                                          data=offered_event_data(row, auto=True), at=now)})
-            audits.append({"id": uuid.uuid4(), **audit.entry(
-                principal, "offer", "assignment", row["id"], OFFER_AUDIT_FIELDS, at=now)})
+            events.append({**offered_event, "id": uuid.uuid4(), "incident_id": incident_id,
+                           "data": offered_event_data(row, auto=True)})
+            audits.append({**offer_audit, "id": uuid.uuid4(), "resource_id": str(row["id"])})
         # triaged → dispatched, exactly as change_status records it
         set_committed_value(incident, "status", S.dispatched)
         set_committed_value(incident, "status_changed_at", now)
         set_committed_value(incident, "version", incident.version + 1)
         set_committed_value(incident, "updated_at", now)
         incident_updates.append({"incident": incident_id, "new_version": incident.version})
-        events.append({"id": uuid.uuid4(), "incident_id": incident_id, **entry_fields(
-            "status_changed", principal, from_status=S.triaged, to_status=S.dispatched,
-            note=f"{planned[0].role} offered", data={"assignment_id": str(rows[0]["id"])},
-            at=now)})
-        audits.append({"id": uuid.uuid4(), **audit.entry(
-            principal, "status", "incident", incident_id, ["status"], at=now)})
+        events.append({**status_event, "id": uuid.uuid4(), "incident_id": incident_id,
+                       "note": f"{planned[0].role} offered",
+                       "data": {"assignment_id": str(rows[0]["id"])}})
+        audits.append({**status_audit, "id": uuid.uuid4(), "resource_id": str(incident_id)})
         view = IncidentService._public(
             incident, sorted(planner.facts[incident_id].required_competences),
             with_reporter=False,

@@ -189,9 +189,11 @@ def rank_candidates(
     excluded: dict[ExclusionReason, int] = dict.fromkeys(EXCLUSION_REASONS, 0)
     # Managers past the district-independent constraints, with their district relation and the
     # first district-independent constraint they fail after it (already_involved, language).
-    passed: list[tuple[ManagerFacts, DistrictMatch, ExclusionReason | None]] = []
+    passed: list[tuple[ManagerFacts, DistrictMatch, ExclusionReason | None, frozenset[str]]] = []
     for manager in managers:
-        failure = _first_failure_before_district(incident, manager, today)
+        # Once per manager: the competence constraint and the breadth factor both use it.
+        valid = valid_competences(manager, today)
+        failure = _first_failure_before_district(incident, manager, today, valid)
         if failure is not None:
             excluded[failure] += 1
             continue
@@ -199,19 +201,19 @@ def rank_candidates(
         if match is None:
             excluded["wrong_district"] += 1
             continue
-        passed.append((manager, match, _first_failure_after_district(incident, manager)))
+        passed.append((manager, match, _first_failure_after_district(incident, manager), valid))
 
     fallback_used = fallback_neighbours and not any(
-        match != "neighbour" and failure is None for _, match, failure in passed
+        match != "neighbour" and failure is None for _, match, failure, _ in passed
     )
     candidates: list[Candidate] = []
-    for manager, match, failure in passed:
+    for manager, match, failure, valid in passed:
         if match == "neighbour" and not fallback_used:
             excluded["wrong_district"] += 1
         elif failure is not None:
             excluded[failure] += 1
         else:
-            candidates.append(_score(incident, manager, match, today=today, now=now))
+            candidates.append(_score(incident, manager, match, valid, now=now))
 
     candidates.sort(key=lambda c: (-c.score, c.open_assignments, c.manager_id))
     if limit is not None:
@@ -227,7 +229,8 @@ def check_manual_pick(
     Same constraints and order as :func:`rank_candidates`, except that a neighbouring district is
     always allowed (DESIGN §2).
     """
-    failure = _first_failure_before_district(incident, manager, today)
+    failure = _first_failure_before_district(
+        incident, manager, today, valid_competences(manager, today))
     if failure is not None:
         return failure
     if district_match(incident, manager) is None:
@@ -245,11 +248,11 @@ def score_manager(
     match = district_match(incident, manager)
     if match is None:
         raise ValueError("manager serves neither the incident's district nor a neighbouring one")
-    return _score(incident, manager, match, today=today, now=now)
+    return _score(incident, manager, match, valid_competences(manager, today), now=now)
 
 
 def _first_failure_before_district(
-    incident: IncidentFacts, manager: ManagerFacts, today: date
+    incident: IncidentFacts, manager: ManagerFacts, today: date, valid: frozenset[str]
 ) -> ExclusionReason | None:
     if manager.status != ACTIVE_STATUS:
         return "not_active"
@@ -257,7 +260,7 @@ def _first_failure_before_district(
         return "absent"
     if manager.open_assignments >= manager.max_open_assignments:
         return "at_capacity"
-    if not incident.required_competences <= valid_competences(manager, today):
+    if not incident.required_competences <= valid:
         return "missing_competence"
     return None
 
@@ -276,15 +279,15 @@ def _score(
     incident: IncidentFacts,
     manager: ManagerFacts,
     match: DistrictMatch,
+    valid: frozenset[str],
     *,
-    today: date,
     now: datetime,
 ) -> Candidate:
     reasons = [
         _district_reason(match),
         _load_reason(manager),
         _fairness_reason(manager, now),
-        _breadth_reason(incident, manager, today),
+        _breadth_reason(incident, valid),
         _continuity_reason(manager),
     ]
     score = round(math.fsum(r.weight * r.value for r in reasons), _PRECISION)
@@ -339,8 +342,8 @@ def _fairness_reason(manager: ManagerFacts, now: datetime) -> Reason:
     return _reason("fairness", days / FAIRNESS_SATURATION_DAYS, detail)
 
 
-def _breadth_reason(incident: IncidentFacts, manager: ManagerFacts, today: date) -> Reason:
-    extra = valid_competences(manager, today) - incident.required_competences
+def _breadth_reason(incident: IncidentFacts, valid: frozenset[str]) -> Reason:
+    extra = valid - incident.required_competences
     if incident.relevant_competences is not None:
         extra &= incident.relevant_competences
     if not extra:

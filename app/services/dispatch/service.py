@@ -62,7 +62,7 @@ from app.services.dispatch.offers import (
     offered_event_data,
     reasons_of,
 )
-from app.services.dispatch.slots import end_assignment, reserve_slot
+from app.services.dispatch.slots import FreedSlots, end_assignment
 from app.services.dispatch.views import AssignmentViews
 from app.services.incidents import IncidentService, change_status, record_event
 
@@ -89,6 +89,8 @@ class DispatchService(CandidateRanking, AssignmentViews):
         self.settings = settings or get_settings()
         self.repo = DispatchRepository(session)
         self.clock = get_clock()
+        #: Slots given back in this unit of work, released in lock order (slots.py).
+        self.freed = FreedSlots(session)
 
     # --- rules of thumb ------------------------------------------------------------------------
 
@@ -192,7 +194,7 @@ class DispatchService(CandidateRanking, AssignmentViews):
         assignment = Assignment(**row)
         try:
             with self.session.begin_nested():
-                if not reserve_slot(self.session, candidate.manager_id, now):
+                if not self.freed.reserve(candidate.manager_id, now):
                     return None
                 self.session.add(assignment)
                 self.session.flush()
@@ -243,13 +245,15 @@ class DispatchService(CandidateRanking, AssignmentViews):
             return self.public(assignment, principal)
         self._require_open_offer(assignment)
         now = self.clock.now()
-        end_assignment(self.session, assignment, A.declined, now, reason=reason)
+        end_assignment(self.session, assignment, A.declined, now, reason=reason,
+                       freed=self.freed)
         record_event(self.session, incident, "assignment_declined", principal,
                      data=self._event_data(assignment))
         audit.record(self.session, principal, "decline", "assignment", assignment.id,
                      ["status", "responded_at", "decline_reason"])
         self._emit("assignment.declined", assignment, incident)
         self._refill(incident, AssignmentRole(assignment.role), now, cause=A.declined)
+        self.freed.release()
         self.session.flush()
         return self.public(assignment, principal)
 
@@ -287,12 +291,14 @@ class DispatchService(CandidateRanking, AssignmentViews):
                 type_="assignment-not-open",
             )
         now = self.clock.now()
-        end_assignment(self.session, assignment, A.withdrawn, now, reason=reason)
+        end_assignment(self.session, assignment, A.withdrawn, now, reason=reason,
+                       freed=self.freed)
         record_event(self.session, incident, "assignment_withdrawn", principal,
                      data=self._event_data(assignment))
         audit.record(self.session, principal, "withdraw", "assignment", assignment.id,
                      ["status", "withdraw_reason"])
         self._refill(incident, AssignmentRole(assignment.role), now, cause=A.withdrawn)
+        self.freed.release()
         self.session.flush()
         return self.public(assignment, principal)
 
@@ -340,17 +346,27 @@ class DispatchService(CandidateRanking, AssignmentViews):
             for candidate in self.rank(incident).candidates:
                 if self._offer(incident, candidate, role, DISPATCH_PRINCIPAL, now=now, auto=True):
                     return
-            record_event(
-                self.session, incident, "no_candidate", DISPATCH_PRINCIPAL,
-                note=f"No manager left to offer the {role} slot.", data={"role": role},
-            )
+            if role == CO and self._has_lead(incident):
+                # The incident keeps its status with its lead: say that the co slot is open.
+                record_event(
+                    self.session, incident, "no_candidate", DISPATCH_PRINCIPAL,
+                    note="No manager left to offer the co slot: it stays open (open_slots) "
+                    "while the lead carries on; a coordinator may offer it by hand.",
+                    data={"role": role, "slot_open": True},
+                )
+            else:
+                record_event(
+                    self.session, incident, "no_candidate", DISPATCH_PRINCIPAL,
+                    note=f"No manager left to offer the {role} slot.", data={"role": role},
+                )
             self._tell_unfilled(incident, role, cause)
         open_slots = self.repo.open_slots(incident.id)
         if any(a.role == LEAD for a in open_slots) or self.repo.has_completed_lead(incident.id):
             return
         withdrawn = []
         for co in (a for a in open_slots if a.role == CO):
-            if end_assignment(self.session, co, A.withdrawn, now, reason="no lead"):
+            if end_assignment(self.session, co, A.withdrawn, now, reason="no lead",
+                              freed=self.freed):
                 withdrawn.append(str(co.id))
                 record_event(self.session, incident, "assignment_withdrawn", DISPATCH_PRINCIPAL,
                              note="no lead", data=self._event_data(co))
@@ -362,16 +378,18 @@ class DispatchService(CandidateRanking, AssignmentViews):
             data={"withdrawn_assignments": withdrawn} if withdrawn else None,
         )
 
+    def _has_lead(self, incident: Incident) -> bool:
+        """An open or completed lead: the incident carries on without a co."""
+        return (any(a.role == LEAD for a in self.repo.open_slots(incident.id))
+                or self.repo.has_completed_lead(incident.id))
+
     def _tell_unfilled(
         self, incident: Incident, role: AssignmentRole, cause: AssignmentStatus
     ) -> None:
         """Which coordinator mail a slot nobody could take is: a co slot next to a lead that
         stays is an open tandem slot; otherwise an expired offer with nobody next, or no
         candidate (after a decline or withdrawal)."""
-        if role == CO and (
-            any(a.role == LEAD for a in self.repo.open_slots(incident.id))
-            or self.repo.has_completed_lead(incident.id)
-        ):
+        if role == CO and self._has_lead(incident):
             kind = NotificationKind.tandem_slot_open
         elif cause == A.expired:
             kind = NotificationKind.offer_expired_unfilled
@@ -385,7 +403,7 @@ class DispatchService(CandidateRanking, AssignmentViews):
         """Expire the incident's offers due at ``now`` (incident locked by the caller)."""
         due = self.repo.due_offers(incident.id, now)
         for assignment in due:
-            end_assignment(self.session, assignment, A.expired, now)
+            end_assignment(self.session, assignment, A.expired, now, freed=self.freed)
             record_event(self.session, incident, "assignment_expired", DISPATCH_PRINCIPAL,
                          data=self._event_data(assignment))
             audit.record(self.session, DISPATCH_PRINCIPAL, "expire", "assignment",
@@ -393,6 +411,7 @@ class DispatchService(CandidateRanking, AssignmentViews):
             self._emit("assignment.expired", assignment, incident)
         for assignment in sorted(due, key=lambda a: a.role != LEAD):
             self._refill(incident, AssignmentRole(assignment.role), now, cause=A.expired)
+        self.freed.release()
         self.session.flush()
         return len(due)
 

@@ -7,6 +7,12 @@ databases (PostgreSQL takes the row lock and re-checks the condition; SQLite ser
 a manager's open count can never exceed ``max_open_assignments``, however many coordinators
 dispatch at once. The database backs the rule with the CHECK constraint
 ``ck_manager_open_within_capacity`` (``0 <= open_assignments <= max_open_assignments``).
+
+Lock order. A unit of work locks its incident row(s) first, then manager rows in ascending id
+order, so that two transactions moving slots between the same managers wait for each other
+instead of deadlocking: :func:`reserve_slots` takes its managers sorted, and a unit of work that
+gives slots back and then offers a freed slot (a withdrawal, a decline, an expiry) collects the
+slots in :class:`FreedSlots`, which releases them in one id-ordered pass with the reservation.
 """
 
 from __future__ import annotations
@@ -84,6 +90,36 @@ def release_slot(session: Session, manager_id: uuid.UUID) -> None:
     session.execute(_RELEASE, {"manager": manager_id})
 
 
+class FreedSlots:
+    """Slots a unit of work gives back, released in manager id order together with the slot it
+    reserves next (see *Lock order* above); :meth:`release` gives back what is left."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.pending: list[uuid.UUID] = []
+
+    def add(self, manager_id: uuid.UUID) -> None:
+        self.pending.append(manager_id)
+
+    def reserve(self, manager_id: uuid.UUID, now: datetime) -> bool:
+        """:func:`reserve_slot`, releasing the pending slots of lower ids first and, once it
+        succeeded, those of higher ids (a failed reservation leaves them pending)."""
+        self.pending.sort()
+        lower = [m for m in self.pending if m < manager_id]
+        self.pending = [m for m in self.pending if m >= manager_id]
+        for freed in lower:
+            release_slot(self.session, freed)
+        if not reserve_slot(self.session, manager_id, now):
+            return False
+        self.release()
+        return True
+
+    def release(self) -> None:
+        for freed in sorted(self.pending):
+            release_slot(self.session, freed)
+        self.pending = []
+
+
 def end_assignment(
     session: Session,
     assignment: Assignment,
@@ -91,8 +127,11 @@ def end_assignment(
     now: datetime,
     *,
     reason: str | None = None,
+    freed: FreedSlots | None = None,
 ) -> bool:
-    """Move an open assignment to a final status and free its slot. ``False`` if not open."""
+    """Move an open assignment to a final status and free its slot. ``False`` if not open.
+
+    With ``freed`` the slot is given back later, in lock order (:class:`FreedSlots`)."""
     if assignment.status not in OPEN_ASSIGNMENT_STATUSES:
         return False
     was_offered = assignment.status == AssignmentStatus.offered
@@ -107,7 +146,10 @@ def end_assignment(
     assignment.version += 1
     assignment.updated_at = now
     session.add(assignment)
-    release_slot(session, assignment.manager_id)
+    if freed is None:
+        release_slot(session, assignment.manager_id)
+    else:
+        freed.add(assignment.manager_id)
     count_offer(session, status)  # Prometheus: kokoma_dispatch_offers_total{outcome}
     if status == AssignmentStatus.withdrawn:
         from app.services.notifications import offer_withdrawn

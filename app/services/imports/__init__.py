@@ -17,9 +17,12 @@ rows with errors are skipped. ``dry_run``: validate and classify, write nothing.
 
 Semantics of a row (documented in the README):
 
-* incidents are keyed by ``(source, external_id)``; ``external_id`` is required, ``source``
-  defaults to ``import``; ``reference`` is ignored (the importing database allocates references,
-  in file order, in blocks — see :class:`app.services.references.ReferenceBlocks`); ``status`` is used when a row *creates* an incident (legacy data, e.g.
+* incidents are keyed by ``(source, external_id)``, ``source`` defaulting to ``import``; beside
+  an ``external_id`` the ``reference`` is ignored (the importing database allocates references,
+  in file order, in blocks — see :class:`app.services.references.ReferenceBlocks`); without one
+  (an incident created through the API, exported) the ``reference`` is the key: found, or
+  created with exactly that reference (the counter is raised past it); ``status`` is used when
+  a row *creates* an incident (legacy data, e.g.
   ``closed``; default ``reported``; ``dispatched``/``in_progress`` need assignments and are
   refused) and ignored on update — the lifecycle belongs to ``POST …/status``;
 * managers are keyed by ``email`` (case-insensitive); ``status`` likewise applies on creation only

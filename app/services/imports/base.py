@@ -200,6 +200,14 @@ class Importer(ABC):
     def close(self) -> None:  # noqa: B027 - a hook: most importers hold nothing
         """Release what the import held apart from the session (default: nothing)."""
 
+    def commit(self) -> None:
+        """Commit the import's session (an importer may then keep what it reserved apart)."""
+        self.session.commit()
+
+    def rollback(self) -> None:
+        """Roll the import's session back (an importer may then give back what it reserved)."""
+        self.session.rollback()
+
     def plan(
         self, batch: list[tuple[int, Any]], prepared: Any, write: bool, result: ImportResult
     ) -> list[Callable[[], None]]:

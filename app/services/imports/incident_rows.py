@@ -22,6 +22,7 @@ from app.services.imports.cells import (
     _uuid,
 )
 from app.services.imports.refdata import ReferenceData
+from app.services.references import parse_incident_reference
 
 _SOURCES = tuple(s.value for s in IncidentSource)
 _CATEGORIES = frozenset(c.value for c in IncidentCategory)
@@ -35,6 +36,10 @@ _INCIDENT_COLUMN_SET = frozenset(INCIDENT_COLUMNS)
 _LEVELS = {str(level): level for level in range(1, 10)}
 _MISSING = object()
 
+
+#: Fields of the API's incident the server sets: ignored in an NDJSON row (like ``reference``
+#: beside an ``external_id``), so the items of ``GET /incidents`` re-import as they are.
+_SERVER_FIELDS = frozenset({"id", "version", "created_at", "updated_at"})
 
 _REPORTER_KEYS = {"name": "reporter_name", "contact": "reporter_contact",
                   "anonymous": "reporter_anonymous"}
@@ -158,7 +163,7 @@ class IncidentRowValidation:
         except FieldError:
             return None
         return {
-            "source": source, "external_id": external_id, "title": title,
+            "source": source, "external_id": external_id, "reference": None, "title": title,
             "description": description, "district": district, "lat": lat, "lon": lon,
             "category": category, "escalation_level": level,
             "required_competences": competences, "languages": languages, "status": status,
@@ -210,7 +215,7 @@ class IncidentRowValidation:
         refs = self.refs
         if not is_csv:
             for name in values:
-                if name not in INCIDENT_COLUMNS:
+                if name not in INCIDENT_COLUMNS and name not in _SERVER_FIELDS:
                     errors.append((name, "unknown field"))
         present = frozenset(name for name in values if name in INCIDENT_COLUMNS)
 
@@ -225,10 +230,23 @@ class IncidentRowValidation:
         source = get("source", _code) or IncidentSource.import_.value
         if source not in _SOURCES:
             errors.append(("source", f"unknown source '{source}'; one of {', '.join(_SOURCES)}"))
+        reference = None
         if external_id is None and "external_id" not in {e[0] for e in errors}:
-            errors.append(("external_id", "is required"))
-        key = (source, external_id) if external_id is not None else None
-        out["source"], out["external_id"] = source, external_id
+            # an incident without an external id (created through the API, exported) is keyed
+            # by its reference: a re-import finds it, or restores it with that reference
+            reference = get("reference", _text, 20)
+            if reference is None:
+                if "reference" not in {e[0] for e in errors}:
+                    errors.append(("external_id", "is required (or, for an incident without "
+                                                  "one, its reference)"))
+            elif parse_incident_reference(reference) is None:
+                errors.append(("reference", "must be an incident reference, e.g. KOK-2026-00042"))
+                reference = None
+        if external_id is not None:
+            key: Any = (source, external_id)
+        else:
+            key = (None, reference) if reference is not None else None
+        out["source"], out["external_id"], out["reference"] = source, external_id, reference
 
         title = get("title", _text, 200)
         if title is None and "title" not in {e[0] for e in errors}:
@@ -236,6 +254,8 @@ class IncidentRowValidation:
         out["title"] = title
         out["description"] = get("description", _text, 20_000, strip=False) or ""
         district = get("district", _code)
+        if isinstance(district, str):
+            district = district.lower()  # district codes match either case
         if district is None:
             if "district" not in {e[0] for e in errors}:
                 errors.append(("district", "is required"))

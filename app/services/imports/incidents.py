@@ -5,6 +5,7 @@ them) and of the changed ones."""
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections import defaultdict
 from collections.abc import Callable
@@ -42,8 +43,15 @@ from app.services.incident_records import (
     public_incident_fields,
 )
 from app.services.outbox import listening as outbox_listening
-from app.services.references import INCIDENT_SCOPE, ReferenceBlocks, format_incident_reference
+from app.services.references import (
+    INCIDENT_SCOPE,
+    ReferenceBlocks,
+    format_incident_reference,
+    parse_incident_reference,
+)
 from app.services.timeline import actor_columns
+
+log = logging.getLogger("kokoma.imports")
 
 _INCIDENT_UPDATABLE = (
     "title", "description", "district", "lat", "lon", "category", "escalation_level",
@@ -54,7 +62,8 @@ _INCIDENT_UPDATABLE = (
 #: these columns are then left as they are.
 _KEPT_AFTER_ERASURE = frozenset({"reporter_name", "reporter_contact", "title", "description"})
 _INCIDENT_SELECT = (
-    Incident.id, Incident.source, Incident.external_id, Incident.status, Incident.version,
+    Incident.id, Incident.source, Incident.external_id, Incident.reference, Incident.status,
+    Incident.version,
     *(getattr(Incident, name) for name in _INCIDENT_UPDATABLE),
     *([Incident.reporter_erased_at] if hasattr(Incident, "reporter_erased_at") else []),
 )
@@ -100,6 +109,8 @@ class _Prepared:
     now: datetime = _NO_TIME
     year: int = 0
     first_reference: int = 0
+    #: the allocated numbers one by one, when the batch also restores references
+    numbers: list[int] | None = None
     emit_created: bool = False
 
 
@@ -117,6 +128,19 @@ class IncidentImporter(IncidentRowValidation, Importer):
     def close(self) -> None:
         self._blocks.close()
 
+    def commit(self) -> None:
+        super().commit()
+        self._blocks.keep()
+
+    def rollback(self) -> None:
+        """A rejected or failed import consumes no references: the blocks it reserved (apart
+        from the session, on PostgreSQL) go back to the counter where nobody took one since."""
+        super().rollback()
+        try:
+            self._blocks.give_back()
+        except Exception:  # the import's own error is the one to report; the numbers stay unused
+            log.warning("references of a rolled-back import not given back", exc_info=True)
+
     def process(
         self, batch: list[tuple[int, dict[str, Any]]], write: bool, result: ImportResult
     ) -> None:
@@ -130,9 +154,13 @@ class IncidentImporter(IncidentRowValidation, Importer):
         session = self.session
         self.plan_for_growing_tables()
         by_source: dict[str, list[str]] = defaultdict(list)
+        references: list[str] = []
         for _, row in batch:
-            by_source[row["source"]].append(row["external_id"])
-        existing: dict[tuple[str, str], Any] = {}
+            if row["external_id"] is None:
+                references.append(row["reference"])
+            else:
+                by_source[row["source"]].append(row["external_id"])
+        existing: dict[tuple[str | None, str], Any] = {}
         for source, external_ids in by_source.items():
             if self.is_pg:
                 stmt = _pg_key_lookup(source, external_ids, lock=write)
@@ -143,6 +171,12 @@ class IncidentImporter(IncidentRowValidation, Importer):
                 )
             for found in session.execute(stmt):
                 existing[(found.source, found.external_id)] = found
+        if references:  # rows without an external id, keyed by their reference
+            stmt = select(*_INCIDENT_SELECT).where(Incident.reference.in_(references))
+            if write and self.is_pg:
+                stmt = stmt.with_for_update()
+            for found in session.execute(stmt):
+                existing[(None, found.reference)] = found
         competences: dict[uuid.UUID, list[str]] = defaultdict(list)
         if existing:
             ids = [found.id for found in existing.values()]
@@ -157,7 +191,12 @@ class IncidentImporter(IncidentRowValidation, Importer):
             clock = get_clock()
             prepared.now = clock.now()
             prepared.year = prepared.now.astimezone(clock.tz).year
-            prepared.first_reference = self._blocks.reserve(INCIDENT_SCOPE, prepared.year, new)
+            if references:
+                prepared.numbers = self._allocate_around(batch, existing, prepared.year)
+            else:
+                prepared.first_reference = self._blocks.reserve(
+                    INCIDENT_SCOPE, prepared.year, new
+                )
             # an import writes no incident.created outbox rows when no subscription could
             # receive them (measured: a quarter of the import's time; see outbox.listening);
             # the answer holds for the transaction
@@ -165,6 +204,34 @@ class IncidentImporter(IncidentRowValidation, Importer):
                 self._listening = outbox_listening(session, "incident.created")
             prepared.emit_created = self._listening
         return prepared
+
+    def _allocate_around(
+        self, batch: list[tuple[int, dict[str, Any]]], existing: dict[Any, Any], year: int
+    ) -> list[int]:
+        """The numbers of the new rows that get one allocated, in file order, when the batch
+        also restores references (rows keyed by their reference): the counter is raised to each
+        restored one where it stands in the file, so a database that got its incidents from an
+        export gets them back under the same references, and an allocation never meets one."""
+        numbers: list[int] = []
+        pending = 0
+
+        def allocate() -> None:
+            nonlocal pending
+            if pending:
+                first = self._blocks.reserve(INCIDENT_SCOPE, year, pending)
+                numbers.extend(range(first, first + pending))
+                pending = 0
+
+        for _, row in batch:
+            if row["external_id"] is None:
+                if (None, row["reference"]) not in existing:
+                    allocate()
+                    restored_year, number = parse_incident_reference(row["reference"])  # type: ignore[misc]
+                    self._blocks.raise_to(INCIDENT_SCOPE, restored_year, number)
+            elif (row["source"], row["external_id"]) not in existing:
+                pending += 1
+        allocate()
+        return numbers
 
     def plan(
         self, batch: list[tuple[int, dict[str, Any]]], prepared: _Prepared, write: bool,
@@ -174,7 +241,10 @@ class IncidentImporter(IncidentRowValidation, Importer):
         creates: list[dict[str, Any]] = []
         updates: list[tuple[Any, dict[str, Any], list[str], bool]] = []
         for _, row in batch:
-            found = existing.get((row["source"], row["external_id"]))
+            found = existing.get(
+                (row["source"], row["external_id"]) if row["external_id"] is not None
+                else (None, row["reference"])
+            )
             if found is None:
                 creates.append(row)
                 continue
@@ -198,6 +268,7 @@ class IncidentImporter(IncidentRowValidation, Importer):
             return []
         session, principal = self.session, self.principal
         now, year, first = prepared.now, prepared.year, prepared.first_reference
+        numbers = prepared.numbers
         emit_created = prepared.emit_created
         created_constants = new_incident_constants(now)
         incidents: list[tuple[Any, ...]] = []
@@ -208,11 +279,15 @@ class IncidentImporter(IncidentRowValidation, Importer):
         ids = new_ordered_ids(2 * len(rows))
         outbox_ids = new_ordered_ids(len(rows)) if emit_created else []
         fields_of: dict[frozenset[str], list[str]] = {}
+        allocated = 0
         for offset, row in enumerate(rows):
             incident_id, event_id = ids[2 * offset], ids[2 * offset + 1]
-            values = new_incident_row(
-                incident_id, format_incident_reference(year, first + offset), row, now
-            )
+            reference = row["reference"]  # kept when the row is keyed by it
+            if reference is None:
+                number = first + allocated if numbers is None else numbers[allocated]
+                reference = format_incident_reference(year, number)
+                allocated += 1
+            values = new_incident_row(incident_id, reference, row, now)
             incidents.append(values)
             for code in row["required_competences"]:
                 links.append((incident_id, code))

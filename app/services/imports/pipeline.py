@@ -62,7 +62,7 @@ class Pipeline:
         batch, write, commit, prepared = self._prepared.popleft()
         writes = self.importer.plan(batch, self._result(prepared), write, self.result)
         if commit:
-            writes.append(self.importer.session.commit)
+            writes.append(self.importer.commit)
         if writes:
             self._writes.append(self._run(lambda: [call() for call in writes]))
         while self._writes and (len(self._writes) > self._MAX_QUEUED or self._writes[0].done()):
@@ -156,7 +156,7 @@ def run_import(
                     batch.append((record.row, parsed))
             if write and atomic and result.error_count:
                 pipeline.drain()
-                session.rollback()
+                importer.rollback()
                 write = False
             if len(batch) >= settings.import_batch_rows:
                 pipeline.submit(batch, write, commit=write and not atomic)
@@ -165,7 +165,7 @@ def run_import(
             pipeline.submit(batch, write, commit=False)
         pipeline.drain()
         if write:
-            session.commit()
+            importer.commit()
         elif not dry_run:
             # atomic and a row failed: nothing was created or updated (a dry run says what would be)
             result.created = result.updated = 0
@@ -174,7 +174,7 @@ def run_import(
     except UnreadableBody as exc:
         if pipeline is not None:
             pipeline.stop()
-        session.rollback()
+        _roll_back(session, importer)
         raise Unprocessable(
             exc.message,
             type_="unreadable-import",
@@ -184,10 +184,17 @@ def run_import(
     except BaseException:
         if pipeline is not None:
             pipeline.stop()
-        session.rollback()
+        _roll_back(session, importer)
         raise
     finally:
         if pipeline is not None:
             pipeline.close()
         if importer is not None:
             importer.close()
+
+
+def _roll_back(session: Session, importer: Importer | None) -> None:
+    if importer is None:
+        session.rollback()
+    else:
+        importer.rollback()

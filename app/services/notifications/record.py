@@ -55,18 +55,18 @@ class NotificationService:
 
 def forget_manager(
     session: Session, manager_id: uuid.UUID, now: datetime,
-    redact: Callable[[str | None], str | None] | None = None,
+    erase: Callable[[str | None], str | None] | None = None,
 ) -> int:
     """Manager erasure: their address leaves the record (also from SMTP error texts, through
-    ``redact``); what was still pending is not sent."""
+    ``erase``); what was still pending is not sent."""
     n = Notification
-    if redact is not None:
+    if erase is not None:
         for row_id, error in session.execute(
             select(n.id, n.last_error).where(n.manager_id == manager_id,
                                             n.last_error.is_not(None))  # type: ignore[union-attr]
         ).all():
-            if redact(error) != error:
-                session.execute(update(n).where(n.id == row_id).values(last_error=redact(error)))
+            if erase(error) != error:
+                session.execute(update(n).where(n.id == row_id).values(last_error=erase(error)))
     session.execute(
         update(n).where(n.manager_id == manager_id, n.status == NotificationStatus.pending.value)
         .values(status=NotificationStatus.failed.value, last_error="recipient erased",

@@ -14,7 +14,7 @@ What they do:
 
 * **Reporter erasure** (:func:`erase_reporter`): the reporter's name and contact are set to NULL on
   the incident and removed from every copy — stored idempotency responses, outbox (webhook)
-  payloads — and literal occurrences of the erased values are redacted (``[erased]``) in the
+  payloads — and literal occurrences of the erased values are replaced by ``[erased]`` in the
   incident's free text (title, description, notes, timeline notes and data, assignment reasons and
   outcome). The incident, its timeline and statistics stay; the timeline gets a
   ``reporter_erased`` event naming the erased *fields* (never the values) and the actor.
@@ -56,25 +56,25 @@ from app.services.privacy.retention import (
     run_retention_once,
 )
 from app.services.privacy.scrubbing import (
-    MIN_REDACT_LENGTH,
-    REDACTED,
-    Redactor,
+    ERASED,
+    MIN_ERASE_LENGTH,
     ScrubTarget,
+    ValueEraser,
     scrub_idempotency_records,
     scrub_outbox,
 )
 from app.services.privacy.subject_access import NOT_SEARCHED, subject_access
 
 __all__ = [
-    "MIN_REDACT_LENGTH",
+    "ERASED",
+    "MIN_ERASE_LENGTH",
     "NOT_SEARCHED",
-    "REDACTED",
     "RETENTION_BATCH",
     "RETENTION_STATUSES",
-    "Redactor",
     "ReporterErasure",
     "RetentionReport",
     "ScrubTarget",
+    "ValueEraser",
     "erase_manager",
     "erase_reporter",
     "erase_reporter_by_id",

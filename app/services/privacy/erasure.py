@@ -24,11 +24,11 @@ from app.models.system import ApiKey, AuditEvent, IdempotencyRecord, Role
 from app.services import audit
 from app.services.privacy.access_log import reporter_fields
 from app.services.privacy.scrubbing import (
-    Redactor,
     ScrubTarget,
+    ValueEraser,
     clip_text,
     contains_text,
-    redact_rows,
+    erase_in_rows,
     scrub_idempotency_records,
     scrub_outbox,
 )
@@ -43,7 +43,7 @@ class ReporterErasure:
     reference: str
     erased: bool
     fields: list[str]
-    redacted_in: list[str]
+    erased_in: list[str]
 
 
 def erase_reporter(
@@ -74,13 +74,13 @@ def erase_reporters(
             continue
         # earlier values (the reporter was edited) are known while a stored response holds them
         earlier = _stored_reporter_values(session, incident.id)
-        redactor = Redactor([incident.reporter_name, incident.reporter_contact, *earlier])
+        eraser = ValueEraser([incident.reporter_name, incident.reporter_contact, *earlier])
         incident.reporter_name = None
         incident.reporter_contact = None
         incident.reporter_erased_at = now
-        work.append((incident, fields, _redact_incident_texts(session, incident, redactor)))
+        work.append((incident, fields, _erase_in_incident_texts(session, incident, eraser)))
         targets.append(ScrubTarget(
-            incident.id, redactor, nulls={"name": None, "contact": None}, nested="reporter"
+            incident.id, eraser, nulls={"name": None, "contact": None}, nested="reporter"
         ))
     in_outbox: set[uuid.UUID] = set()
     in_responses: set[uuid.UUID] = set()
@@ -91,43 +91,45 @@ def erase_reporters(
         in_responses = scrub_idempotency_records(session, targets)
     from app.services.incidents import record_event
 
-    for incident, fields, redacted in work:
+    for incident, fields, erased_in in work:
         if incident.id in in_outbox:
-            redacted.append("webhook_outbox")
+            erased_in.append("webhook_outbox")
         if incident.id in in_responses:
-            redacted.append("idempotency_records")
+            erased_in.append("idempotency_records")
         bump(session, incident)
         record_event(session, incident, "reporter_erased", principal,
-                     data={"fields": fields, "reason": reason, "redacted_in": redacted})
+                     data={"fields": fields, "reason": reason,
+                           # the key predates the word "erasure" for this; stored events keep it
+                           "redacted_in": erased_in})
         audit.record(session, principal, "erase_reporter", "incident", incident.id,
-                     [*fields, *redacted])
+                     [*fields, *erased_in])
         results[incident.id] = ReporterErasure(incident.id, incident.reference, True, fields,
-                                               redacted)
+                                               erased_in)
     session.flush()
     return [results[incident.id] for incident in incidents]
 
 
-def _redact_incident_texts(session: Session, incident: Incident, redactor: Redactor) -> list[str]:
-    """Redact the erased values in the incident's own free text; returns where they were."""
-    redacted: list[str] = []
-    title = clip_text(redactor.text(incident.title), 200) or ""
-    description = redactor.text(incident.description) or ""
+def _erase_in_incident_texts(session: Session, incident: Incident, eraser: ValueEraser) -> list[str]:
+    """Erase the values in the incident's own free text; returns where they were found."""
+    found: list[str] = []
+    title = clip_text(eraser.text(incident.title), 200) or ""
+    description = eraser.text(incident.description) or ""
     if title != incident.title:
         incident.title = title
-        redacted.append("title")
+        found.append("title")
     if description != incident.description:
         incident.description = description
-        redacted.append("description")
-    if redact_rows(session, IncidentNote, IncidentNote.incident_id == incident.id, redactor,
+        found.append("description")
+    if erase_in_rows(session, IncidentNote, IncidentNote.incident_id == incident.id, eraser,
                     {"text": None}):
-        redacted.append("notes")
-    if redact_rows(session, IncidentEvent, IncidentEvent.incident_id == incident.id, redactor,
+        found.append("notes")
+    if erase_in_rows(session, IncidentEvent, IncidentEvent.incident_id == incident.id, eraser,
                     {"note": None, "data": None}):
-        redacted.append("timeline")
-    if redact_rows(session, Assignment, Assignment.incident_id == incident.id, redactor,
+        found.append("timeline")
+    if erase_in_rows(session, Assignment, Assignment.incident_id == incident.id, eraser,
                     {"decline_reason": 2000, "withdraw_reason": 2000, "outcome": 5000}):
-        redacted.append("assignments")
-    return redacted
+        found.append("assignments")
+    return found
 
 
 def _stored_reporter_values(session: Session, incident_id: uuid.UUID) -> set[str]:
@@ -227,7 +229,7 @@ def erase_manager(session: Session, manager_id: uuid.UUID, principal: Principal)
         )
     if manager.erased_at is not None:
         return manager
-    redactor = Redactor([manager.display_name, manager.email, manager.phone])
+    eraser = ValueEraser([manager.display_name, manager.email, manager.phone])
     own_names = [manager.display_name, manager.email]
     now = get_clock().now()
     display_name, email = manager_pseudonym(manager.id)
@@ -248,11 +250,11 @@ def erase_manager(session: Session, manager_id: uuid.UUID, principal: Principal)
     )
     if revoked.rowcount:  # type: ignore[attr-defined]
         forget_keys(session)  # again after commit: no request re-caches a revoked key
-    redact_rows(session, Assignment, Assignment.manager_id == manager.id, redactor,
+    erase_in_rows(session, Assignment, Assignment.manager_id == manager.id, eraser,
                  {"decline_reason": 2000, "withdraw_reason": 2000, "outcome": 5000})
     _pseudonymise_actor_names(session, own_names, display_name)
     target = ScrubTarget(
-        manager.id, redactor,
+        manager.id, eraser,
         nulls={"display_name": display_name, "email": email, "phone": None},
     )
     scrub_idempotency_records(session, [target])
@@ -263,7 +265,7 @@ def erase_manager(session: Session, manager_id: uuid.UUID, principal: Principal)
     )
     from app.services.notifications.record import forget_manager
 
-    if forget_manager(session, manager.id, now, redactor.text):
+    if forget_manager(session, manager.id, now, eraser.text):
         fields.append("notifications.recipient")
     bump(session, manager)
     audit.record(session, principal, "erase", "manager", manager.id, fields)

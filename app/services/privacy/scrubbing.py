@@ -16,19 +16,19 @@ from app.models.outbox import OutboxEvent
 from app.models.system import IdempotencyRecord
 
 #: What erased values are replaced with in free text.
-REDACTED = "[erased]"
+ERASED = "[erased]"
 #: Shorter values are erased from their fields but not searched for in free text (too many false
 #: hits: a reporter called "Li" must not turn every "li" into "[erased]").
-MIN_REDACT_LENGTH = 3
+MIN_ERASE_LENGTH = 3
 
-# --- redaction of erased values in free text ---------------------------------------------------
+# --- erased values in free text -----------------------------------------------------------------
 
 
-class Redactor:
+class ValueEraser:
     """Replaces literal, case-insensitive occurrences of erased values (whole words) in text."""
 
     def __init__(self, values: Iterable[str | None]) -> None:
-        kept = {v.strip() for v in values if v and len(v.strip()) >= MIN_REDACT_LENGTH}
+        kept = {v.strip() for v in values if v and len(v.strip()) >= MIN_ERASE_LENGTH}
         self.values = sorted(kept, key=len, reverse=True)
         parts = []
         for value in self.values:
@@ -41,7 +41,7 @@ class Redactor:
     def text(self, value: str | None) -> str | None:
         if value is None or self.pattern is None:
             return value
-        return self.pattern.sub(REDACTED, value)
+        return self.pattern.sub(ERASED, value)
 
     def json(self, value: Any) -> Any:
         if isinstance(value, str):
@@ -80,18 +80,18 @@ def clip_text(value: str | None, length: int) -> str | None:
 
 @dataclass(frozen=True, slots=True)
 class ScrubTarget:
-    """One erased record: its id, the redactor of its values, and what to put into the personal
+    """One erased record: its id, the eraser of its values, and what to put into the personal
     keys of any JSON object carrying that id (``nested``: the keys sit in that sub-object, e.g.
     ``reporter`` inside an incident)."""
 
     record_id: uuid.UUID
-    redactor: Redactor
+    eraser: ValueEraser
     nulls: dict[str, Any] = field(default_factory=dict)
     nested: str | None = None
 
 
 def _scrub_json(value: Any, targets: Sequence[ScrubTarget], hits: set[uuid.UUID]) -> Any:
-    """Null the personal keys of objects that are the erased records, then redact free text;
+    """Null the personal keys of objects that are the erased records, then erase the values in free text;
     the ids of the targets that changed something are added to ``hits``."""
     if isinstance(value, list):
         return [_scrub_json(v, targets, hits) for v in value]
@@ -109,10 +109,10 @@ def _scrub_json(value: Any, targets: Sequence[ScrubTarget], hits: set[uuid.UUID]
         return out
     if isinstance(value, str):
         for target in targets:
-            redacted = target.redactor.text(value)
-            if redacted != value:
+            erased = target.eraser.text(value)
+            if erased != value:
                 hits.add(target.record_id)
-                value = redacted
+                value = erased
         return value
     return value
 
@@ -122,7 +122,7 @@ def _relevant(targets: Sequence[ScrubTarget], stored: str) -> list[ScrubTarget]:
     text = stored.lower()
     return [
         t for t in targets
-        if str(t.record_id) in text or any(form in text for form in t.redactor.forms)
+        if str(t.record_id) in text or any(form in text for form in t.eraser.forms)
     ]
 
 
@@ -133,7 +133,7 @@ def scrub_idempotency_records(
     targets found in one.
 
     Candidates are records whose body mentions a target's id or one of its values; the body is
-    scrubbed as JSON (the personal keys of the erased record set to null, values redacted in every
+    scrubbed as JSON (the personal keys of the erased record set to null, values erased in every
     string), or as text when it is not JSON. The record stays, so a retry still replays — the
     erased response.
     """
@@ -142,7 +142,7 @@ def scrub_idempotency_records(
         return hits
     needles = {str(t.record_id) for t in targets}
     for target in targets:
-        needles |= target.redactor.forms
+        needles |= target.eraser.forms
     records = session.scalars(
         select(IdempotencyRecord).where(
             IdempotencyRecord.response_body.is_not(None),  # type: ignore[union-attr]
@@ -177,18 +177,18 @@ def scrub_outbox(session: Session, where: Any, targets: Sequence[ScrubTarget]) -
     return hits
 
 
-def redact_rows(
-    session: Session, model: Any, where: Any, redactor: Redactor, columns: dict[str, int | None]
+def erase_in_rows(
+    session: Session, model: Any, where: Any, eraser: ValueEraser, columns: dict[str, int | None]
 ) -> int:
-    """Redact the given text/JSON columns of the selected rows; returns how many changed."""
-    if redactor.pattern is None:
+    """Erase the values in the given text/JSON columns of the selected rows; returns how many changed."""
+    if eraser.pattern is None:
         return 0
     changed = 0
     for row in session.scalars(select(model).where(where)).all():
         dirty = False
         for name, length in columns.items():
             value = getattr(row, name)
-            new = redactor.json(value) if isinstance(value, dict | list) else redactor.text(value)
+            new = eraser.json(value) if isinstance(value, dict | list) else eraser.text(value)
             if isinstance(new, str) and length is not None:
                 new = clip_text(new, length)
             if new != value:
