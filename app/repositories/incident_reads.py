@@ -24,7 +24,11 @@ _COLUMNS = (
     "WHERE c.incident_id = i.id) AS competences, "
     "i.languages, i.status, i.occurred_at, i.reported_at, i.source, i.external_id, "
     "i.organisation_id, i.has_reporter, i.reporter_name, i.reporter_contact, "
-    "i.reporter_anonymous, i.version, i.created_at, i.updated_at"
+    "i.reporter_anonymous, i.version, i.created_at, i.updated_at, "
+    # The slots held (app.services.incidents.open_slots_of), only where they are reported.
+    "(SELECT {agg}(a.role, ',') FROM assignment a WHERE a.incident_id = i.id "
+    "AND i.status IN ('dispatched', 'in_progress') "
+    "AND a.status IN ('offered', 'accepted', 'completed')) AS held_roles"
 )
 _BY_ID = ReadStatement(f"SELECT {_COLUMNS} FROM incident i WHERE i.id = :id")  # noqa: S608 (constant text)
 
@@ -136,12 +140,27 @@ def _languages(value: Any) -> Any:
     return orjson.Fragment(value) if isinstance(value, str | bytes) else value
 
 
+_STAFFED = ("dispatched", "in_progress")
+
+
+def _open_slots(status: str, escalation_level: int, held: str | None) -> list[str]:
+    """As :func:`app.services.incidents.open_slots_of`: the slots a dispatched or in-progress
+    incident needs (lead; and co from the tandem level) that no assignment holds."""
+    if status not in _STAFFED:
+        return []
+    from app.core.config import get_settings
+
+    needed = ["lead", "co"] if escalation_level >= get_settings().tandem_from_level else ["lead"]
+    taken = set(held.split(",")) if held else set()
+    return [role for role in needed if role not in taken]
+
+
 def incident_json(row: tuple[Any, ...], with_reporter: bool) -> dict[str, Any]:
     """One row as the API's incident object (``reporter`` only when ``with_reporter``)."""
     (id_, reference, title, description, district, lat, lon, category, escalation_level,
      competences, languages, status, occurred_at, reported_at, source, external_id,
      organisation_id, has_reporter, reporter_name, reporter_contact, reporter_anonymous,
-     version, created_at, updated_at) = row
+     version, created_at, updated_at, held_roles) = row
     return {
         "id": uuid_text(id_),
         "reference": reference,
@@ -164,6 +183,7 @@ def incident_json(row: tuple[Any, ...], with_reporter: bool) -> dict[str, Any]:
             "contact": reporter_contact,
             "anonymous": bool(reporter_anonymous),
         } if with_reporter and has_reporter else None,
+        "open_slots": _open_slots(status, escalation_level, held_roles),
         "version": version,
         "created_at": time_text(created_at),
         "updated_at": time_text(updated_at),

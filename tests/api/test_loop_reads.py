@@ -24,7 +24,14 @@ from app.core.group_commit import GroupCommitWriter
 from app.core.reads import time_text, uuid_text
 from app.models.system import AuditEvent
 from app.services.privacy import access_writer as access_log
-from tests.factories import make_incident, make_key, make_organisation, seed_reference
+from tests.factories import (
+    make_assignment,
+    make_incident,
+    make_key,
+    make_manager,
+    make_organisation,
+    seed_reference,
+)
 
 API = "/api/v1/incidents"
 
@@ -97,6 +104,27 @@ class TestSameAnswers:
         statuses = {client.get(f"{API}/{i.id}", headers=world[role]).status_code
                     for i in incidents}
         assert statuses == ({200} if role == "admin" else {200, 404})
+
+    def test_open_slots(self, client, world) -> None:
+        from app.models.incident import Incident
+
+        tandem = make_incident(escalation_level=6)
+        single = make_incident(escalation_level=2)
+        with session_scope() as session:
+            for incident in (tandem, single):
+                session.get(Incident, incident.id).status = "dispatched"
+        make_assignment(tandem.id, make_manager(), role="lead", status="accepted")
+        answers = {}
+        for incident in (tandem, single):
+            url = f"{API}/{incident.id}"
+            fast = client.get(url, headers=world["admin"]).json()
+            with unit_of_work_path(client):
+                assert client.get(url, headers=world["admin"]).json() == fast
+            answers[incident.id] = fast["open_slots"]
+        assert answers == {tandem.id: ["co"], single.id: ["lead"]}
+        listed = client.get(API, params={"status": "dispatched"}, headers=world["admin"]).json()
+        assert {i["id"]: i["open_slots"] for i in listed["items"]} == {
+            str(k): v for k, v in answers.items()}
 
     def test_unknown_incident_is_404_problem(self, client, world) -> None:
         response = client.get(f"{API}/{uuid.uuid4()}", headers=world["admin"])
