@@ -128,12 +128,12 @@ def api_key_create(
 
     require_migrated()
     try:
-        body = ApiKeyCreate(
-            name=name,
-            role=role,  # type: ignore[arg-type]
-            organisation_id=uuid.UUID(organisation) if organisation else None,
-            manager_id=uuid.UUID(manager) if manager else None,
-        )
+        body = ApiKeyCreate.model_validate({
+            "name": name,
+            "role": role,
+            "organisation_id": uuid.UUID(organisation) if organisation else None,
+            "manager_id": uuid.UUID(manager) if manager else None,
+        })
         with session_scope() as session:
             created = ApiKeyService(session).create(body, SYSTEM_PRINCIPAL)
     except (ValidationError, ValueError, AppError) as exc:

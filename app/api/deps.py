@@ -222,9 +222,31 @@ def require(action: Action) -> Callable[[Principal], Awaitable[Principal]]:
     return check
 
 
-def Allowed(action: Action) -> type[Principal]:
-    """``principal: Allowed(Action.x)`` — the caller, checked against the role rules."""
-    return Annotated[Principal, Depends(require(action))]  # type: ignore[return-value]
+#: The caller, let through only when its role may attempt the action (``core.security.RULES``):
+#: ``principal: AllowedIncidentsRead``. One alias per :class:`Action`.
+AllowedReferenceRead = Annotated[Principal, Depends(require(Action.reference_read))]
+AllowedReferenceWrite = Annotated[Principal, Depends(require(Action.reference_write))]
+AllowedIncidentsRead = Annotated[Principal, Depends(require(Action.incidents_read))]
+AllowedIncidentsCreate = Annotated[Principal, Depends(require(Action.incidents_create))]
+AllowedIncidentsUpdate = Annotated[Principal, Depends(require(Action.incidents_update))]
+AllowedIncidentsStatus = Annotated[Principal, Depends(require(Action.incidents_status))]
+AllowedIncidentsNotes = Annotated[Principal, Depends(require(Action.incidents_notes))]
+AllowedManagersRead = Annotated[Principal, Depends(require(Action.managers_read))]
+AllowedManagersWrite = Annotated[Principal, Depends(require(Action.managers_write))]
+AllowedManagersSelf = Annotated[Principal, Depends(require(Action.managers_self))]
+AllowedDispatch = Annotated[Principal, Depends(require(Action.dispatch))]
+AllowedAssignmentsRead = Annotated[Principal, Depends(require(Action.assignments_read))]
+AllowedAssignmentsAnswer = Annotated[Principal, Depends(require(Action.assignments_answer))]
+AllowedRecommendationsRead = Annotated[Principal, Depends(require(Action.recommendations_read))]
+AllowedRecommendationsWrite = Annotated[Principal, Depends(require(Action.recommendations_write))]
+AllowedStatsRead = Annotated[Principal, Depends(require(Action.stats_read))]
+AllowedImports = Annotated[Principal, Depends(require(Action.imports))]
+AllowedWebhooks = Annotated[Principal, Depends(require(Action.webhooks))]
+AllowedNotificationsRead = Annotated[Principal, Depends(require(Action.notifications_read))]
+AllowedApiKeys = Annotated[Principal, Depends(require(Action.api_keys))]
+AllowedAudit = Annotated[Principal, Depends(require(Action.audit))]
+AllowedReporterErase = Annotated[Principal, Depends(require(Action.reporter_erase))]
+AllowedDataProtection = Annotated[Principal, Depends(require(Action.data_protection))]
 
 
 #: The largest page the schema allows; ``KOKOMA_PAGE_SIZE_MAX`` may lower it (then a larger

@@ -27,6 +27,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute, iter_route_contexts
 
 from app.core.errors import PROBLEM_MEDIA_TYPE
+from app.core.problems import for_status
 from app.core.security import RULES, Action
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -172,7 +173,7 @@ def _integer_formats(node: Any) -> None:
 
 def _add_server_error(operation: dict[str, Any]) -> None:
     operation["responses"].setdefault("500", {
-        "description": "Unexpected server error (logged with the request id)",
+        "description": for_status(500).description,
         "content": {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}},
     })
 

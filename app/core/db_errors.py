@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
+from app.core.problems import ProblemType
+
 #: SQLSTATEs after which the whole unit of work may simply run again.
 TRANSIENT_SQLSTATES = frozenset({"40P01", "40001"})
 
@@ -20,12 +22,18 @@ TRANSIENT_SQLSTATES = frozenset({"40P01", "40001"})
 class DatabaseProblem:
     """The problem response a database failure becomes."""
 
-    status: int
-    type_: str
-    title: str
+    type_: ProblemType
     detail: str
     sqlstate: str | None
     retry_after: int | None = None
+
+    @property
+    def status(self) -> int:
+        return self.type_.status
+
+    @property
+    def title(self) -> str:
+        return self.type_.title
 
 
 #: What the server said when it refused a *connection*: psycopg reports no ``sqlstate`` for a
@@ -68,16 +76,16 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, DBAPIError) and sqlstate(exc) in TRANSIENT_SQLSTATES
 
 
-def _unavailable(type_: str, title: str, detail: str, state: str | None,
+def _unavailable(type_: ProblemType, detail: str, state: str | None,
                  retry_after: int = 5) -> DatabaseProblem:
-    return DatabaseProblem(503, type_, title, detail, state, retry_after)
+    return DatabaseProblem(type_, detail, state, retry_after)
 
 
 def classify(exc: BaseException) -> DatabaseProblem | None:
     """The problem for a database failure, or ``None`` when ``exc`` is not one."""
     if isinstance(exc, PoolTimeout):
         return _unavailable(
-            "database-busy", "Database busy",
+            ProblemType.DATABASE_BUSY,
             "Every database connection of this server is in use; try again shortly.", None, 2,
         )
     if not isinstance(exc, DBAPIError):
@@ -86,51 +94,51 @@ def classify(exc: BaseException) -> DatabaseProblem | None:
     message = str(exc.orig).lower()
     if isinstance(exc, IntegrityError):
         return DatabaseProblem(
-            409, "conflict", "Conflict",
+            ProblemType.CONFLICT,
             "The change conflicts with the stored data (a constraint refused it); nothing was "
             "written.", state,
         )
     if state == "40P01" or "deadlock" in message:
         return _unavailable(
-            "database-deadlock", "Concurrent update",
+            ProblemType.DATABASE_DEADLOCK,
             "The request collided with concurrent ones (deadlock) and was retried without "
             "success; nothing was written. Try again.", state, 1,
         )
     if state == "40001":
         return _unavailable(
-            "database-serialization-failure", "Concurrent update",
+            ProblemType.DATABASE_SERIALIZATION_FAILURE,
             "The request collided with concurrent ones and was retried without success; nothing "
             "was written. Try again.", state, 1,
         )
     if state in ("53300", "53400") or "too many connections" in message \
             or "too many clients" in message:
         return _unavailable(
-            "database-overloaded", "Database overloaded",
+            ProblemType.DATABASE_OVERLOADED,
             "The database accepts no more connections; try again shortly.", state,
         )
     if state in ("55P03", "57014") or "lock timeout" in message \
             or "statement timeout" in message or "database is locked" in message:
         return _unavailable(
-            "database-timeout", "Database timeout",
+            ProblemType.DATABASE_TIMEOUT,
             "The database did not answer in time (a lock or statement timeout); nothing was "
             "written. Try again.", state, 2,
         )
     if state == "42P01" or "no such table" in message:
         return _unavailable(
-            "database-not-migrated", "Database not migrated",
+            ProblemType.DATABASE_NOT_MIGRATED,
             "The database is not migrated: run `kokoma migrate`.", state, 30,
         )
     if state in ("25006", "53100", "58030") or "read-only" in message \
             or ("disk" in message and "full" in message):
         return _unavailable(
-            "database-unwritable", "Database cannot write",
+            ProblemType.DATABASE_UNWRITABLE,
             "The database cannot store the change now (read-only or out of space).", state, 30,
         )
     if (state is None and isinstance(exc, OperationalError | InterfaceError)) or (
         state is not None and state.startswith(("08", "57P"))
     ):
         return _unavailable(
-            "service-unavailable", "Service unavailable",
+            ProblemType.SERVICE_UNAVAILABLE,
             "The database is not reachable; try again shortly.", state,
         )
     return None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from http import HTTPStatus
-from typing import Any
+from typing import Any, ClassVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -13,76 +13,88 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app.core.problems import ProblemType, for_status
+
 PROBLEM_MEDIA_TYPE = "application/problem+json"
-PROBLEM_BASE = "/problems/"
 
 log = logging.getLogger("kokoma.errors")
 
 
 class AppError(Exception):
-    """Base of every domain error. ``type_`` is a stable slug, ``status`` the HTTP status."""
+    """Base of every domain error: a problem type of the registry (:mod:`app.core.problems`).
 
-    status: int = 400
-    type_: str = "bad-request"
-    title: str = "Bad request"
+    Each subclass stands for one HTTP status (its general ``problem``); a raise site may name a
+    more specific problem type of the same status: ``Conflict(detail, type_=ProblemType.X)``.
+    ``status``, ``type_`` and ``title`` come from the problem type.
+    """
+
+    problem: ClassVar[ProblemType] = ProblemType.BAD_REQUEST
 
     def __init__(
         self,
         detail: str | None = None,
         *,
-        type_: str | None = None,
-        title: str | None = None,
+        type_: ProblemType | None = None,
         errors: Sequence[dict[str, Any]] | None = None,
         headers: dict[str, str] | None = None,
     ) -> None:
-        super().__init__(detail or self.title)
-        self.detail = detail or self.title
-        if type_ is not None:
-            self.type_ = type_
-        if title is not None:
-            self.title = title
+        problem = self.problem if type_ is None else ProblemType(type_)
+        if problem.status != self.problem.status:
+            raise TypeError(
+                f"problem type {problem.value!r} answers {problem.status}, "
+                f"not {type(self).__name__}'s {self.problem.status}"
+            )
+        super().__init__(detail or problem.title)
+        self.type_: ProblemType = problem
+        self.status: int = problem.status
+        self.title: str = problem.title
+        self.detail: str = detail or problem.title
         self.errors = list(errors) if errors is not None else None
         self.headers = headers
 
 
 class BadRequest(AppError):
-    status, type_, title = 400, "bad-request", "Bad request"
+    problem = ProblemType.BAD_REQUEST
 
 
 class Unauthorized(AppError):
-    status, type_, title = 401, "unauthorized", "Authentication required"
+    problem = ProblemType.UNAUTHORIZED
 
 
 class Forbidden(AppError):
-    status, type_, title = 403, "forbidden", "Forbidden"
+    problem = ProblemType.FORBIDDEN
 
 
 class NotFound(AppError):
-    status, type_, title = 404, "not-found", "Not found"
+    problem = ProblemType.NOT_FOUND
+
+
+class NotAcceptable(AppError):
+    problem = ProblemType.NOT_ACCEPTABLE
 
 
 class Conflict(AppError):
-    status, type_, title = 409, "conflict", "Conflict"
+    problem = ProblemType.CONFLICT
 
 
 class PreconditionFailed(AppError):
-    status, type_, title = 412, "precondition-failed", "Precondition failed"
+    problem = ProblemType.PRECONDITION_FAILED
 
 
 class RequestTimeout(AppError):
-    status, type_, title = 408, "request-timeout", "Request timeout"
+    problem = ProblemType.REQUEST_TIMEOUT
 
 
 class PayloadTooLarge(AppError):
-    status, type_, title = 413, "payload-too-large", "Payload too large"
+    problem = ProblemType.PAYLOAD_TOO_LARGE
 
 
 class UnsupportedMediaType(AppError):
-    status, type_, title = 415, "unsupported-media-type", "Unsupported media type"
+    problem = ProblemType.UNSUPPORTED_MEDIA_TYPE
 
 
 class Unprocessable(AppError):
-    status, type_, title = 422, "validation-error", "Validation error"
+    problem = ProblemType.VALIDATION_ERROR
 
     @classmethod
     def for_field(
@@ -93,7 +105,7 @@ class Unprocessable(AppError):
 
 
 class ServiceUnavailable(AppError):
-    status, type_, title = 503, "service-unavailable", "Service unavailable"
+    problem = ProblemType.SERVICE_UNAVAILABLE
 
 
 class ProblemError(BaseModel):
@@ -119,24 +131,25 @@ class Problem(BaseModel):
 
 def problem_response(
     request: Request | None,
-    *,
-    status: int,
-    type_: str,
-    title: str,
+    problem: ProblemType,
     detail: str,
+    *,
     errors: list[dict[str, Any]] | None = None,
     headers: dict[str, str] | None = None,
 ) -> JSONResponse:
+    """The problem+json response for ``problem`` (status and title from the registry)."""
     body: dict[str, Any] = {
-        "type": PROBLEM_BASE + type_,
-        "title": title,
-        "status": status,
+        "type": problem.uri,
+        "title": problem.title,
+        "status": problem.status,
         "detail": detail,
         "instance": request.url.path if request is not None else "",
     }
     if errors is not None:
         body["errors"] = errors
-    return JSONResponse(body, status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers)
+    return JSONResponse(
+        body, status_code=problem.status, media_type=PROBLEM_MEDIA_TYPE, headers=headers
+    )
 
 
 def _clean_validation_errors(raw: Sequence[Any]) -> list[dict[str, Any]]:
@@ -145,22 +158,6 @@ def _clean_validation_errors(raw: Sequence[Any]) -> list[dict[str, Any]]:
         {"loc": list(err.get("loc", ())), "msg": str(err.get("msg", "")), "type": err.get("type")}
         for err in raw
     ]
-
-
-_SLUG_BY_STATUS = {
-    400: "bad-request",
-    401: "unauthorized",
-    403: "forbidden",
-    404: "not-found",
-    405: "method-not-allowed",
-    406: "not-acceptable",
-    409: "conflict",
-    412: "precondition-failed",
-    413: "payload-too-large",
-    415: "unsupported-media-type",
-    422: "validation-error",
-    429: "too-many-requests",
-}
 
 
 def allowed_methods(request: Request) -> list[str]:
@@ -186,23 +183,15 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(AppError)
     async def _app_error(request: Request, exc: AppError) -> JSONResponse:
         return problem_response(
-            request,
-            status=exc.status,
-            type_=exc.type_,
-            title=exc.title,
-            detail=exc.detail,
-            errors=exc.errors,
-            headers=exc.headers,
+            request, exc.type_, exc.detail, errors=exc.errors, headers=exc.headers
         )
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         return problem_response(
             request,
-            status=422,
-            type_="validation-error",
-            title="Validation error",
-            detail="The request is not valid; see errors.",
+            ProblemType.VALIDATION_ERROR,
+            "The request is not valid; see errors.",
             errors=_clean_validation_errors(exc.errors()),
         )
 
@@ -214,26 +203,19 @@ def install_error_handlers(app: FastAPI) -> None:
             # is already a 422 ``json_invalid``, so this is one too.
             return problem_response(
                 request,
-                status=422,
-                type_="validation-error",
-                title="Validation error",
-                detail="The request body could not be decoded.",
+                ProblemType.VALIDATION_ERROR,
+                "The request body could not be decoded.",
                 errors=[{"loc": ["body"], "msg": "Body is not valid JSON", "type": "json_invalid"}],
             )
         headers = getattr(exc, "headers", None)
         if status == 405:
             headers = {**(headers or {}), "Allow": ", ".join(allowed_methods(request))}
-        title = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Error"
-        detail = exc.detail if isinstance(exc.detail, str) else title
+        phrase = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Error"
+        detail = exc.detail if isinstance(exc.detail, str) else phrase
         if status == 404 and detail == "Not Found":
             detail = f"No route matches {request.method} {request.url.path}."
         return problem_response(
-            request,
-            status=status,
-            type_=_SLUG_BY_STATUS.get(status, "http-error"),
-            title=title,
-            detail=detail,
-            headers=headers,
+            request, for_status(status), detail, headers=headers
         )
 
     from sqlalchemy.exc import DBAPIError
@@ -248,15 +230,13 @@ def install_error_handlers(app: FastAPI) -> None:
         level = logging.ERROR if problem.status >= 500 else logging.WARNING
         log.log(
             level, "database error on %s %s: %s", request.method, request.url.path,
-            problem.type_,
+            problem.type_.value,
             extra={"sqlstate": problem.sqlstate, "error": type(exc).__name__},
         )
         return problem_response(
             request,
-            status=problem.status,
-            type_=problem.type_,
-            title=problem.title,
-            detail=problem.detail,
+            problem.type_,
+            problem.detail,
             headers={"Retry-After": str(problem.retry_after)} if problem.retry_after else None,
         )
 
@@ -276,9 +256,5 @@ def install_error_handlers(app: FastAPI) -> None:
             extra={"sqlstate": sqlstate(exc), "error": type(exc).__name__},
         )
         return problem_response(
-            request,
-            status=500,
-            type_="internal-error",
-            title="Internal server error",
-            detail="An unexpected error occurred.",
+            request, ProblemType.INTERNAL_ERROR, "An unexpected error occurred."
         )

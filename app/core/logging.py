@@ -64,11 +64,11 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(entry, default=str).decode()
 
 
-class _KokomaHandler(logging.StreamHandler):  # type: ignore[type-arg]
+class _KokomaHandler(logging.StreamHandler):
     """Writes to the *current* ``sys.stdout`` (test runners swap it) and marks the handler we
     installed, so that configuring twice replaces it."""
 
-    @property  # type: ignore[override]
+    @property
     def stream(self) -> Any:
         return sys.stdout
 

@@ -80,6 +80,7 @@ class QueueDepthCollector(Collector):
 
 def queue_depths() -> dict[str, int]:
     from sqlalchemy import func, select
+    from sqlmodel import col
 
     from app.core.clock import get_clock
     from app.core.db import get_engine
@@ -92,13 +93,13 @@ def queue_depths() -> dict[str, int]:
     with get_engine().connect() as conn:
         result["outbox"] = conn.scalar(
             select(func.count()).select_from(OutboxEvent).where(
-                OutboxEvent.fanned_out_at.is_(None)  # type: ignore[union-attr]
+                col(OutboxEvent.fanned_out_at).is_(None)
             )
         ) or 0
         result["offers_due"] = conn.scalar(
             select(func.count()).select_from(Assignment).where(
-                Assignment.status == AssignmentStatus.offered,
-                Assignment.expires_at <= now,  # type: ignore[operator]
+                col(Assignment.status) == AssignmentStatus.offered,
+                col(Assignment.expires_at) <= now,
             )
         ) or 0
         mail = metadata.tables.get("notification")

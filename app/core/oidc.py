@@ -35,12 +35,16 @@ import anyio
 import httpx
 import jwt
 from anyio.lowlevel import RunVar
+from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePrivateKey
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 from sqlalchemy import func, select
 from sqlalchemy.engine import Connection
+from sqlmodel import col
 
 from app.core.config import Settings
 from app.core.errors import Forbidden, ServiceUnavailable, Unauthorized
+from app.core.problems import ProblemType
 from app.core.security import Principal, PrincipalKind
 from app.models.manager import Manager, ManagerStatus
 from app.models.reference import Organisation
@@ -63,7 +67,7 @@ def looks_like_jwt(token: str) -> bool:
 
 
 def invalid_token(detail: str) -> Unauthorized:
-    return Unauthorized(detail, type_="invalid-token", headers=INVALID_TOKEN_HEADERS)
+    return Unauthorized(detail, type_=ProblemType.INVALID_TOKEN, headers=INVALID_TOKEN_HEADERS)
 
 
 # --- the provider's keys ---------------------------------------------------------------------------
@@ -181,7 +185,7 @@ def _signing_keys(jwks: Mapping[str, Any]) -> dict[str | None, _Key]:
                 continue
         except (jwt.InvalidKeyError, ValueError, TypeError, KeyError):
             continue
-        if hasattr(key, "public_key") and not hasattr(key, "verify"):
+        if isinstance(key, RSAPrivateKey | EllipticCurvePrivateKey):
             key = key.public_key()  # a JWKS never should carry private parts; use the public
         keys[jwk.get("kid")] = _Key(kty=kty, alg=jwk.get("alg"), key=key)
     return keys
@@ -312,7 +316,7 @@ def binding_from_claims(claims: Mapping[str, Any], settings: Settings) -> Bindin
         raise Forbidden(
             f"The token carries no kokoma role in the claim '{settings.oidc_roles_claim}' "
             "(expected one of " + ", ".join(ROLE_PREFIX + r.value for r in ROLE_PRECEDENCE) + ").",
-            type_="no-role",
+            type_=ProblemType.NO_ROLE,
         )
     role = roles[0]
     if role is Role.partner:
@@ -325,7 +329,7 @@ def binding_from_claims(claims: Mapping[str, Any], settings: Settings) -> Bindin
         if organisation_id is None:
             raise Forbidden(
                 f"A partner's token needs an organisation id in the claim '{claim}'.",
-                type_="unknown-organisation",
+                type_=ProblemType.UNKNOWN_ORGANISATION,
             )
         return Binding(role, organisation_id=organisation_id)
     if role is Role.manager:
@@ -334,7 +338,7 @@ def binding_from_claims(claims: Mapping[str, Any], settings: Settings) -> Bindin
             raise Forbidden(
                 "A manager's token needs a verified e-mail (claims 'email' and "
                 "'email_verified': true).",
-                type_="unknown-manager",
+                type_=ProblemType.UNKNOWN_MANAGER,
             )
         return Binding(role, email=email.strip())
     return Binding(role)
@@ -356,29 +360,29 @@ def principal_from_claims(
     if binding.role is Role.partner:
         assert conn is not None and binding.organisation_id is not None
         exists = conn.execute(
-            select(Organisation.id).where(Organisation.id == binding.organisation_id)
+            select(col(Organisation.id)).where(col(Organisation.id) == binding.organisation_id)
         ).first()
         if exists is None:
             raise Forbidden(
                 f"The organisation {binding.organisation_id} named by the token is unknown.",
-                type_="unknown-organisation",
+                type_=ProblemType.UNKNOWN_ORGANISATION,
             )
         organisation_id = binding.organisation_id
     elif binding.role is Role.manager:
         assert conn is not None and binding.email is not None
         rows = conn.execute(
-            select(Manager.id, Manager.status).where(
-                func.lower(Manager.email) == binding.email.lower()
+            select(col(Manager.id), col(Manager.status)).where(
+                func.lower(col(Manager.email)) == binding.email.lower()
             )
         ).all()
         if len(rows) != 1:
             raise Forbidden(
                 "No manager in the roster has the token's e-mail address.",
-                type_="unknown-manager",
+                type_=ProblemType.UNKNOWN_MANAGER,
             )
         if rows[0].status == ManagerStatus.retired:
             raise Forbidden("The manager with the token's e-mail address is retired.",
-                            type_="retired-manager")
+                            type_=ProblemType.RETIRED_MANAGER)
         manager_id = rows[0].id
     return Principal(
         key_id=None,

@@ -9,11 +9,13 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import ColumnElement, Select, TypeDecorator, and_, or_
+from sqlalchemy.orm import Mapped, QueryableAttribute
 
 from app.core.errors import BadRequest
+from app.core.problems import ProblemType
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +61,21 @@ def decode_cursor(cursor: str, arity: int) -> list[Any]:
 
 def invalid_cursor() -> BadRequest:
     return BadRequest("The cursor is not valid; start again without it.",
-                      type_="invalid-cursor", title="Invalid cursor")
+                      type_=ProblemType.INVALID_CURSOR)
+
+
+#: Any SELECT, whatever its columns.
+AnySelect = Select[*tuple[Any, ...]]
+_S = TypeVar("_S", bound=AnySelect)
+
+
+def _expression(column: ColumnElement[Any] | Mapped[Any]) -> ColumnElement[Any]:
+    """The column expression of a sort column given as a Core column or a model attribute."""
+    if isinstance(column, ColumnElement):
+        return column
+    if isinstance(column, QueryableAttribute):
+        return column.expression
+    raise TypeError(f"not a column: {column!r}")
 
 
 def _python_type(column: ColumnElement[Any]) -> type:
@@ -82,13 +98,15 @@ def _check_types(columns: Sequence[ColumnElement[Any]], values: Sequence[Any]) -
 
 
 def keyset(
-    stmt: Select[Any],
-    columns: Sequence[ColumnElement[Any]],
+    stmt: _S,
+    sort_columns: Sequence[ColumnElement[Any] | Mapped[Any]],
     params: PageParams,
     *,
     descending: bool = False,
-) -> Select[Any]:
-    """Order ``stmt`` by ``columns`` (unique together), continue after the cursor, fetch limit+1."""
+) -> _S:
+    """Order ``stmt`` by ``sort_columns`` (unique together; Core columns or model attributes
+    through ``col()``), continue after the cursor, fetch limit+1."""
+    columns = [_expression(c) for c in sort_columns]
     if params.cursor:
         after = decode_cursor(params.cursor, len(columns))
         _check_types(columns, after)

@@ -20,6 +20,7 @@ from enum import StrEnum
 from sqlalchemy import event, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session as OrmSession
+from sqlmodel import col
 
 from app.models.system import ApiKey, Role
 
@@ -188,13 +189,13 @@ def lookup_principal(conn: Connection, key: str) -> Principal | None:
     digest = hash_key(key)
     row = conn.execute(
         select(
-            ApiKey.id,
-            ApiKey.role,
-            ApiKey.name,
-            ApiKey.organisation_id,
-            ApiKey.manager_id,
-            ApiKey.key_hash,
-        ).where(ApiKey.key_hash == digest, ApiKey.revoked_at.is_(None))  # type: ignore[union-attr]
+            col(ApiKey.id),
+            col(ApiKey.role),
+            col(ApiKey.name),
+            col(ApiKey.organisation_id),
+            col(ApiKey.manager_id),
+            col(ApiKey.key_hash),
+        ).where(col(ApiKey.key_hash) == digest, col(ApiKey.revoked_at).is_(None))
     ).first()
     if row is None or not hmac.compare_digest(row.key_hash, digest):
         return None

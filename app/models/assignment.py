@@ -14,7 +14,7 @@ from sqlalchemy import Column, ForeignKey, Index, text
 from sqlalchemy import Uuid as SAUuid
 from sqlmodel import Field, SQLModel
 
-from app.models.base import JSONType, UTCDateTime, new_id, utcnow
+from app.models.base import JSONType, UTCDateTime, new_id, table_name, utcnow
 from app.models.privacy import personal
 
 
@@ -37,7 +37,7 @@ _OPEN_SQL = "status IN ('offered', 'accepted')"
 
 
 class Assignment(SQLModel, table=True):
-    __tablename__ = "assignment"
+    __tablename__ = table_name("assignment")
     __table_args__ = (
         # An incident never has two open leads (or two open cos) ...
         Index(

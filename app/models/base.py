@@ -7,11 +7,12 @@ import struct
 import threading
 import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import JSON, DateTime, MetaData, TypeDecorator
+from sqlalchemy import JSON, DateTime, MetaData, Table, TypeDecorator, inspect
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import declared_attr
 from sqlmodel import SQLModel
 
 NAMING_CONVENTION = {
@@ -25,6 +26,16 @@ SQLModel.metadata.naming_convention = NAMING_CONVENTION
 metadata: MetaData = SQLModel.metadata
 
 JSONType = JSON().with_variant(JSONB(), "postgresql")
+
+
+def table_name(name: str) -> declared_attr[str]:
+    """A table's name, as ``__tablename__ = table_name("incident")``.
+
+    SQLModel declares ``__tablename__`` with a ``declared_attr`` (its default, the lower-cased
+    class name), so a type checker refuses a plain string there, which SQLAlchemy takes at run
+    time. The name stays a plain string; only its static type follows SQLModel's declaration.
+    """
+    return cast("declared_attr[str]", name)
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -47,6 +58,14 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value.tzinfo is None:
             return value.replace(tzinfo=UTC)
         return value.astimezone(UTC)
+
+
+def table_of(model: type[SQLModel]) -> Table:
+    """The Core table of a table model (its ``__table__``, which SQLModel does not declare)."""
+    table = inspect(model).local_table
+    if not isinstance(table, Table):
+        raise TypeError(f"{model.__name__} is not a table model")
+    return table
 
 
 def new_id() -> uuid.UUID:

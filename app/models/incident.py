@@ -13,7 +13,7 @@ from sqlalchemy import CheckConstraint, Column, Float, ForeignKey, Index, String
 from sqlalchemy import Uuid as SAUuid
 from sqlmodel import Field, SQLModel
 
-from app.models.base import JSONType, UTCDateTime, new_id, new_ordered_id, utcnow
+from app.models.base import JSONType, UTCDateTime, new_id, new_ordered_id, table_name, utcnow
 from app.models.common import (
     DistrictCode,
     LongText,
@@ -85,7 +85,7 @@ DISPATCH_ONLY_TRANSITIONS = frozenset({(S.triaged, S.dispatched), (S.dispatched,
 
 
 class Incident(SQLModel, table=True):
-    __tablename__ = "incident"
+    __tablename__ = table_name("incident")
     __table_args__ = (
         CheckConstraint("escalation_level BETWEEN 1 AND 9", name="escalation_range"),
         Index("uq_incident_source_external_id", "source", "external_id", unique=True),
@@ -139,7 +139,7 @@ class Incident(SQLModel, table=True):
 
 
 class IncidentCompetence(SQLModel, table=True):
-    __tablename__ = "incident_competence"
+    __tablename__ = table_name("incident_competence")
 
     incident_id: uuid.UUID = Field(
         sa_column=Column(SAUuid, ForeignKey("incident.id", ondelete="CASCADE"), primary_key=True)
@@ -157,7 +157,7 @@ class IncidentCompetence(SQLModel, table=True):
 class IncidentEvent(SQLModel, table=True):
     """One entry of an incident's timeline: every change is one."""
 
-    __tablename__ = "incident_event"
+    __tablename__ = table_name("incident_event")
     __table_args__ = (Index("ix_incident_event_incident_at", "incident_id", "at", "id"),)
 
     # time-ordered: entries of one instant (one request, a pinned clock) keep their order
@@ -182,7 +182,7 @@ class IncidentEvent(SQLModel, table=True):
 
 
 class IncidentNote(SQLModel, table=True):
-    __tablename__ = "incident_note"
+    __tablename__ = table_name("incident_note")
     __table_args__ = (Index("ix_incident_note_incident_created", "incident_id", "created_at"),)
 
     id: uuid.UUID = Field(default_factory=new_id, primary_key=True)

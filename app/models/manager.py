@@ -13,7 +13,7 @@ from sqlalchemy import CheckConstraint, Column, Date, ForeignKey, Index, String,
 from sqlalchemy import Uuid as SAUuid
 from sqlmodel import Field, SQLModel
 
-from app.models.base import JSONType, UTCDateTime, new_id, utcnow
+from app.models.base import JSONType, UTCDateTime, new_id, table_name, utcnow
 from app.models.privacy import personal
 
 
@@ -33,7 +33,7 @@ MANAGER_TRANSITIONS: dict[ManagerStatus, frozenset[ManagerStatus]] = {
 
 
 class Manager(SQLModel, table=True):
-    __tablename__ = "manager"
+    __tablename__ = table_name("manager")
     __table_args__ = (
         CheckConstraint("max_open_assignments >= 1", name="max_open_positive"),
         CheckConstraint("open_assignments >= 0", name="open_non_negative"),
@@ -76,7 +76,7 @@ class Manager(SQLModel, table=True):
 class ManagerDistrict(SQLModel, table=True):
     """Districts a manager serves besides the home district."""
 
-    __tablename__ = "manager_district"
+    __tablename__ = table_name("manager_district")
 
     manager_id: uuid.UUID = Field(
         sa_column=Column(SAUuid, ForeignKey("manager.id", ondelete="CASCADE"), primary_key=True)
@@ -92,7 +92,7 @@ class ManagerDistrict(SQLModel, table=True):
 
 
 class ManagerCompetence(SQLModel, table=True):
-    __tablename__ = "manager_competence"
+    __tablename__ = table_name("manager_competence")
     __table_args__ = (
         CheckConstraint(
             "expires_on IS NULL OR expires_on >= certified_on", name="expiry_after_certification"
@@ -115,7 +115,7 @@ class ManagerCompetence(SQLModel, table=True):
 
 
 class Absence(SQLModel, table=True):
-    __tablename__ = "absence"
+    __tablename__ = table_name("absence")
     __table_args__ = (
         CheckConstraint("ends_on >= starts_on", name="ends_after_start"),
         Index("ix_absence_manager_dates", "manager_id", "starts_on", "ends_on"),

@@ -219,7 +219,7 @@ class ManagerPublicRedacted(ResponseModel):
 ManagerView = ManagerPublic | ManagerPublicRedacted
 
 
-class ManagerPage(Page[ManagerView]):  # type: ignore[valid-type]
+class ManagerPage(Page[ManagerView]):
     """A page of managers: full or redacted items, by the caller's role."""
 
 

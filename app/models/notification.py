@@ -19,7 +19,7 @@ from sqlalchemy import Column, Index, Text
 from sqlalchemy import Uuid as SAUuid
 from sqlmodel import Field, SQLModel
 
-from app.models.base import JSONType, UTCDateTime, new_id, utcnow
+from app.models.base import JSONType, UTCDateTime, new_id, table_name, utcnow
 from app.models.common import ResponseModel, UTCTimestamp
 from app.models.privacy import personal
 
@@ -55,7 +55,7 @@ COORDINATOR_EVENT_KINDS = frozenset({
 
 
 class Notification(SQLModel, table=True):
-    __tablename__ = "notification"
+    __tablename__ = table_name("notification")
     __table_args__ = (
         Index("ix_notification_due", "status", "next_attempt_at"),
         Index("ix_notification_created_at_id", "created_at", "id"),

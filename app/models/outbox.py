@@ -15,7 +15,7 @@ from sqlalchemy import Column, Index
 from sqlalchemy import Uuid as SAUuid
 from sqlmodel import Field, SQLModel
 
-from app.models.base import JSONType, UTCDateTime, new_ordered_id, utcnow
+from app.models.base import JSONType, UTCDateTime, new_ordered_id, table_name, utcnow
 
 WEBHOOK_EVENT_TYPES = (
     "incident.created",
@@ -29,7 +29,7 @@ WEBHOOK_EVENT_TYPES = (
 
 
 class OutboxEvent(SQLModel, table=True):
-    __tablename__ = "outbox_event"
+    __tablename__ = table_name("outbox_event")
     __table_args__ = (Index("ix_outbox_event_pending", "fanned_out_at", "created_at"),)
 
     id: uuid.UUID = Field(default_factory=new_ordered_id, primary_key=True)

@@ -27,7 +27,7 @@ from sqlalchemy import (
 from sqlalchemy import Uuid as SAUuid
 from sqlmodel import Field, SQLModel
 
-from app.models.base import JSONType, UTCDateTime, new_id, utcnow
+from app.models.base import JSONType, UTCDateTime, new_id, table_name, utcnow
 from app.models.common import (
     DistrictCode,
     LongText,
@@ -78,7 +78,7 @@ CLOSED_RECOMMENDATION_STATUSES = frozenset({RS.implemented, RS.rejected, RS.with
 
 
 class Recommendation(SQLModel, table=True):
-    __tablename__ = "recommendation"
+    __tablename__ = table_name("recommendation")
     __table_args__ = (
         CheckConstraint("progress BETWEEN 0 AND 100", name="progress_range"),
         CheckConstraint(
@@ -119,7 +119,7 @@ class Recommendation(SQLModel, table=True):
 class RecommendationDistrict(SQLModel, table=True):
     """The districts a recommendation concerns."""
 
-    __tablename__ = "recommendation_district"
+    __tablename__ = table_name("recommendation_district")
 
     recommendation_id: uuid.UUID = Field(
         sa_column=Column(
@@ -139,7 +139,7 @@ class RecommendationDistrict(SQLModel, table=True):
 class RecommendationIncident(SQLModel, table=True):
     """An incident cited as evidence for a recommendation."""
 
-    __tablename__ = "recommendation_incident"
+    __tablename__ = table_name("recommendation_incident")
 
     recommendation_id: uuid.UUID = Field(
         sa_column=Column(
@@ -160,7 +160,7 @@ class RecommendationEvent(SQLModel, table=True):
     locked), so the timeline keeps its order even when several events share one instant.
     """
 
-    __tablename__ = "recommendation_event"
+    __tablename__ = table_name("recommendation_event")
     __table_args__ = (
         UniqueConstraint("recommendation_id", "seq", name="uq_recommendation_event_seq"),
     )

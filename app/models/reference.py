@@ -12,7 +12,7 @@ from pydantic import field_validator
 from sqlalchemy import Column, ForeignKey, String
 from sqlmodel import Field, SQLModel
 
-from app.models.base import JSONType, UTCDateTime, new_id, utcnow
+from app.models.base import JSONType, UTCDateTime, new_id, table_name, utcnow
 from app.models.common import (
     DistrictCode,
     NotNull,
@@ -32,7 +32,7 @@ class OrganisationKind(StrEnum):
 
 
 class Organisation(SQLModel, table=True):
-    __tablename__ = "organisation"
+    __tablename__ = table_name("organisation")
 
     id: uuid.UUID = Field(default_factory=new_id, primary_key=True)
     name: str = Field(max_length=200, index=True)
@@ -43,7 +43,7 @@ class Organisation(SQLModel, table=True):
 
 
 class District(SQLModel, table=True):
-    __tablename__ = "district"
+    __tablename__ = table_name("district")
 
     code: str = Field(primary_key=True, max_length=64)
     name: str = Field(max_length=200)
@@ -58,7 +58,7 @@ class District(SQLModel, table=True):
 class DistrictNeighbour(SQLModel, table=True):
     """Stored in both directions, so that ``neighbours`` is symmetric by construction."""
 
-    __tablename__ = "district_neighbour"
+    __tablename__ = table_name("district_neighbour")
 
     district_code: str = Field(
         sa_column=Column(
@@ -73,7 +73,7 @@ class DistrictNeighbour(SQLModel, table=True):
 
 
 class Competence(SQLModel, table=True):
-    __tablename__ = "competence"
+    __tablename__ = table_name("competence")
 
     code: str = Field(primary_key=True, max_length=64)
     name: str = Field(max_length=200)

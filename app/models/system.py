@@ -13,7 +13,7 @@ from sqlalchemy import Column, ForeignKey, Index, Text, UniqueConstraint
 from sqlalchemy import Uuid as SAUuid
 from sqlmodel import Field, SQLModel
 
-from app.models.base import JSONType, UTCDateTime, new_id, utcnow
+from app.models.base import JSONType, UTCDateTime, new_id, table_name, utcnow
 from app.models.common import RequestModel, ResponseModel, ShortText, UTCTimestamp
 from app.models.privacy import personal
 
@@ -27,7 +27,7 @@ class Role(StrEnum):
 
 
 class ApiKey(SQLModel, table=True):
-    __tablename__ = "api_key"
+    __tablename__ = table_name("api_key")
 
     id: uuid.UUID = Field(default_factory=new_id, primary_key=True)
     name: str = Field(max_length=200)
@@ -111,7 +111,7 @@ class AuditKind(StrEnum):
 class AuditEvent(SQLModel, table=True):
     """Who did what to which record, when; changed field names only, never personal values."""
 
-    __tablename__ = "audit_event"
+    __tablename__ = table_name("audit_event")
     __table_args__ = (Index("ix_audit_event_resource", "resource", "resource_id"),)
 
     id: uuid.UUID = Field(default_factory=new_id, primary_key=True)
@@ -150,7 +150,7 @@ class AuditEventPublic(ResponseModel):
 class IdempotencyRecord(SQLModel, table=True):
     """The first response to a POST with an ``Idempotency-Key``, kept for replay."""
 
-    __tablename__ = "idempotency_record"
+    __tablename__ = table_name("idempotency_record")
     __table_args__ = (UniqueConstraint("scope", "key"),)
 
     id: uuid.UUID = Field(default_factory=new_id, primary_key=True)
@@ -170,7 +170,7 @@ class IdempotencyRecord(SQLModel, table=True):
 class ReferenceCounter(SQLModel, table=True):
     """Atomic per-year sequences for human references (``KOK-2026-00042``, ``REC-2026-007``)."""
 
-    __tablename__ = "reference_counter"
+    __tablename__ = table_name("reference_counter")
 
     scope: str = Field(primary_key=True, max_length=16)
     year: int = Field(primary_key=True)

@@ -18,7 +18,7 @@ from sqlalchemy import Column, ForeignKey, Index, Text, UniqueConstraint
 from sqlalchemy import Uuid as SAUuid
 from sqlmodel import Field, SQLModel
 
-from app.models.base import JSONType, UTCDateTime, new_id, utcnow
+from app.models.base import JSONType, UTCDateTime, new_id, table_name, utcnow
 from app.models.common import NotNull, RequestModel, ResponseModel, UTCTimestamp
 from app.models.outbox import WEBHOOK_EVENT_TYPES
 
@@ -31,7 +31,7 @@ WebhookEventType = Literal[
     "assignment.expired",
     "recommendation.status_changed",
 ]
-assert set(WebhookEventType.__args__) == set(WEBHOOK_EVENT_TYPES)  # type: ignore[attr-defined]
+assert set(WebhookEventType.__args__) == set(WEBHOOK_EVENT_TYPES)
 
 
 class DeliveryStatus(StrEnum):
@@ -41,7 +41,7 @@ class DeliveryStatus(StrEnum):
 
 
 class WebhookSubscription(SQLModel, table=True):
-    __tablename__ = "webhook_subscription"
+    __tablename__ = table_name("webhook_subscription")
     __table_args__ = (Index("ix_webhook_subscription_created_at_id", "created_at", "id"),)
 
     id: uuid.UUID = Field(default_factory=new_id, primary_key=True)
@@ -63,7 +63,7 @@ class WebhookSubscription(SQLModel, table=True):
 class WebhookDelivery(SQLModel, table=True):
     """One event for one subscription: claimed by a worker with a lease, retried with backoff."""
 
-    __tablename__ = "webhook_delivery"
+    __tablename__ = table_name("webhook_delivery")
     __table_args__ = (
         UniqueConstraint("subscription_id", "event_id"),
         Index("ix_webhook_delivery_due", "status", "next_attempt_at"),
@@ -94,7 +94,7 @@ class WebhookDelivery(SQLModel, table=True):
 
 
 class WebhookAttempt(SQLModel, table=True):
-    __tablename__ = "webhook_attempt"
+    __tablename__ = table_name("webhook_attempt")
     __table_args__ = (
         Index("ix_webhook_attempt_subscription_started", "subscription_id", "started_at", "id"),
     )

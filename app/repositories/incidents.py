@@ -7,17 +7,20 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import cast
 
-from sqlalchemy import Select, bindparam, delete, exists, or_, select
+from sqlalchemy import Connection, Exists, Select, bindparam, delete, exists, or_, select
+from sqlmodel import col
 
 from app.core.pagination import PageParams, keyset, page_slice
 from app.models.assignment import Assignment, AssignmentRole, AssignmentStatus
+from app.models.base import table_of
 from app.models.incident import Incident, IncidentCompetence, IncidentEvent, IncidentNote
 from app.repositories.base import Repository
 
 _OPEN = (AssignmentStatus.offered, AssignmentStatus.accepted)
-_INCIDENT_TABLE = Incident.__table__  # type: ignore[attr-defined]
-_COMPETENCE_TABLE = IncidentCompetence.__table__  # type: ignore[attr-defined]
+_INCIDENT_TABLE = table_of(Incident)
+_COMPETENCE_TABLE = table_of(IncidentCompetence)
 #: Built once (statement construction costs more than running them on a warm cache).
 _ROW_BY_ID = select(*_INCIDENT_TABLE.columns).where(_INCIDENT_TABLE.c.id == bindparam("id"))
 _COMPETENCES_OF = (
@@ -58,54 +61,54 @@ def _escape_like(text: str) -> str:
 class IncidentRepository(Repository[Incident]):
     model = Incident
 
-    def filtered(self, flt: IncidentFilter) -> Select[tuple[Incident]]:
+    def filtered(self, flt: IncidentFilter) -> Select[Incident]:
         stmt = select(Incident)
         if flt.scope_organisation_id is not None:
-            stmt = stmt.where(Incident.organisation_id == flt.scope_organisation_id)
+            stmt = stmt.where(col(Incident.organisation_id) == flt.scope_organisation_id)
         if flt.scope_manager_id is not None:
             stmt = stmt.where(self.assigned_clause(flt.scope_manager_id))
         if flt.district:
-            stmt = stmt.where(Incident.district == flt.district)
+            stmt = stmt.where(col(Incident.district) == flt.district)
         if flt.statuses:
-            stmt = stmt.where(Incident.status.in_(list(flt.statuses)))
+            stmt = stmt.where(col(Incident.status).in_(list(flt.statuses)))
         if flt.category:
-            stmt = stmt.where(Incident.category == flt.category)
+            stmt = stmt.where(col(Incident.category) == flt.category)
         if flt.min_escalation is not None:
-            stmt = stmt.where(Incident.escalation_level >= flt.min_escalation)
+            stmt = stmt.where(col(Incident.escalation_level) >= flt.min_escalation)
         if flt.reported_after is not None:
-            stmt = stmt.where(Incident.reported_at >= flt.reported_after)
+            stmt = stmt.where(col(Incident.reported_at) >= flt.reported_after)
         if flt.reported_before is not None:
-            stmt = stmt.where(Incident.reported_at < flt.reported_before)
+            stmt = stmt.where(col(Incident.reported_at) < flt.reported_before)
         if flt.organisation_id is not None:
-            stmt = stmt.where(Incident.organisation_id == flt.organisation_id)
+            stmt = stmt.where(col(Incident.organisation_id) == flt.organisation_id)
         if flt.q:
             pattern = f"%{_escape_like(flt.q)}%"
             stmt = stmt.where(
                 or_(
-                    Incident.title.ilike(pattern, escape="\\"),
-                    Incident.description.ilike(pattern, escape="\\"),
+                    col(Incident.title).ilike(pattern, escape="\\"),
+                    col(Incident.description).ilike(pattern, escape="\\"),
                 )
             )
         return stmt
 
     @staticmethod
-    def assigned_clause(manager_id: uuid.UUID):  # type: ignore[no-untyped-def]
+    def assigned_clause(manager_id: uuid.UUID) -> Exists:
         return exists().where(
-            Assignment.incident_id == Incident.id,
-            Assignment.manager_id == manager_id,
-            Assignment.status.in_(_OPEN),
+            col(Assignment.incident_id) == col(Incident.id),
+            col(Assignment.manager_id) == manager_id,
+            col(Assignment.status).in_(_OPEN),
         )
 
     def page(self, flt: IncidentFilter, params: PageParams) -> tuple[list[Incident], str | None]:
         """Plain rows (SQLAlchemy Core, attribute access like the model): a read path needs no
         identity map or change tracking, which cost more than the query (bench/README.md)."""
         stmt = keyset(
-            self.filtered(flt), [Incident.created_at, Incident.id], params, descending=True
+            self.filtered(flt), [col(Incident.created_at), col(Incident.id)], params, descending=True
         ).with_only_columns(*_INCIDENT_TABLE.columns)
         rows = self._core().execute(stmt).all()
-        return page_slice(rows, params.limit, lambda i: [i.created_at, i.id])  # type: ignore[arg-type]
+        return page_slice(rows, params.limit, lambda i: [i.created_at, i.id])
 
-    def _core(self):  # type: ignore[no-untyped-def]
+    def _core(self) -> Connection:
         """The session's connection, for Core reads: ``Session.execute`` adds ORM bookkeeping
         that costs ~10× the query itself (bench/README.md). Pending changes are flushed first,
         as autoflush would."""
@@ -113,8 +116,10 @@ class IncidentRepository(Repository[Incident]):
         return self.session.connection()
 
     def row(self, incident_id: uuid.UUID) -> Incident | None:
-        """One incident as a plain row (read-only; see :meth:`page`)."""
-        return self._core().execute(_ROW_BY_ID, {"id": incident_id}).first()  # type: ignore[no-any-return]
+        """One incident as a plain row (read-only; see :meth:`page`): its columns read like the
+        model's attributes, which is all the read path uses."""
+        row = self._core().execute(_ROW_BY_ID, {"id": incident_id}).first()
+        return cast("Incident | None", row)
 
     def competences_of(self, incident_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, list[str]]:
         ids = list(incident_ids)
@@ -140,23 +145,23 @@ class IncidentRepository(Repository[Incident]):
 
     def set_competences(self, incident_id: uuid.UUID, codes: Iterable[str]) -> None:
         self.session.execute(
-            delete(IncidentCompetence).where(IncidentCompetence.incident_id == incident_id)
+            delete(IncidentCompetence).where(col(IncidentCompetence.incident_id) == incident_id)
         )
         for code in sorted(set(codes)):
             self.session.add(IncidentCompetence(incident_id=incident_id, competence_code=code))
 
     def by_external_id(self, source: str, external_id: str) -> Incident | None:
         return self.session.scalars(
-            select(Incident).where(Incident.source == source, Incident.external_id == external_id)
+            select(Incident).where(col(Incident.source) == source, col(Incident.external_id) == external_id)
         ).first()
 
     def is_assigned(self, incident_id: uuid.UUID, manager_id: uuid.UUID) -> bool:
         return self.session.scalar(
             select(
                 exists().where(
-                    Assignment.incident_id == incident_id,
-                    Assignment.manager_id == manager_id,
-                    Assignment.status.in_(_OPEN),
+                    col(Assignment.incident_id) == incident_id,
+                    col(Assignment.manager_id) == manager_id,
+                    col(Assignment.status).in_(_OPEN),
                 )
             )
         ) is True
@@ -176,11 +181,11 @@ class IncidentRepository(Repository[Incident]):
             return set()
         return set(
             self.session.scalars(
-                select(Assignment.incident_id).where(
-                    Assignment.incident_id.in_(ids),
-                    Assignment.manager_id == manager_id,
-                    Assignment.role.in_(wanted),  # type: ignore[attr-defined]
-                    Assignment.status == AssignmentStatus.accepted,
+                select(col(Assignment.incident_id)).where(
+                    col(Assignment.incident_id).in_(ids),
+                    col(Assignment.manager_id) == manager_id,
+                    col(Assignment.role).in_(wanted),
+                    col(Assignment.status) == AssignmentStatus.accepted,
                 )
             )
         )
@@ -189,8 +194,8 @@ class IncidentRepository(Repository[Incident]):
         return list(
             self.session.scalars(
                 select(Assignment)
-                .where(Assignment.incident_id == incident_id, Assignment.status.in_(_OPEN))
-                .order_by(Assignment.created_at)
+                .where(col(Assignment.incident_id) == incident_id, col(Assignment.status).in_(_OPEN))
+                .order_by(col(Assignment.created_at))
             )
         )
 
@@ -198,8 +203,8 @@ class IncidentRepository(Repository[Incident]):
         self, incident_id: uuid.UUID, params: PageParams
     ) -> tuple[list[IncidentEvent], str | None]:
         stmt = keyset(
-            select(IncidentEvent).where(IncidentEvent.incident_id == incident_id),
-            [IncidentEvent.at, IncidentEvent.id],
+            select(IncidentEvent).where(col(IncidentEvent.incident_id) == incident_id),
+            [col(IncidentEvent.at), col(IncidentEvent.id)],
             params,
         )
         return page_slice(self.session.scalars(stmt).all(), params.limit, lambda e: [e.at, e.id])
@@ -208,8 +213,8 @@ class IncidentRepository(Repository[Incident]):
         self, incident_id: uuid.UUID, params: PageParams
     ) -> tuple[list[IncidentNote], str | None]:
         stmt = keyset(
-            select(IncidentNote).where(IncidentNote.incident_id == incident_id),
-            [IncidentNote.created_at, IncidentNote.id],
+            select(IncidentNote).where(col(IncidentNote.incident_id) == incident_id),
+            [col(IncidentNote.created_at), col(IncidentNote.id)],
             params,
         )
         rows = self.session.scalars(stmt).all()

@@ -8,7 +8,6 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
@@ -23,9 +22,11 @@ from sqlalchemy import (
     type_coerce,
 )
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlmodel import col
 
 from app.core.errors import BadRequest
 from app.core.pagination import PageParams, decode_cursor, keyset, page_slice
+from app.core.problems import ProblemType
 from app.models.manager import Absence, Manager, ManagerCompetence, ManagerDistrict, ManagerStatus
 from app.repositories.base import Repository
 
@@ -42,29 +43,29 @@ class ManagerFilter:
 def absent_clause(today: date) -> ColumnElement[bool]:
     """An absence of the (outer) manager covers ``today`` (both bounds inclusive)."""
     return exists().where(
-        Absence.manager_id == Manager.id, Absence.starts_on <= today, Absence.ends_on >= today
+        col(Absence.manager_id) == col(Manager.id), col(Absence.starts_on) <= today, col(Absence.ends_on) >= today
     )
 
 
 def available_clause(today: date) -> ColumnElement[bool]:
-    return and_(Manager.status == ManagerStatus.active, ~absent_clause(today))
+    return and_(col(Manager.status) == ManagerStatus.active, ~absent_clause(today))
 
 
 def valid_competence_clause(code: str, today: date) -> ColumnElement[bool]:
     """The manager holds ``code`` validly today: certified by today, not expired before today."""
     return exists().where(
-        ManagerCompetence.manager_id == Manager.id,
-        ManagerCompetence.competence_code == code,
-        ManagerCompetence.certified_on <= today,
-        or_(ManagerCompetence.expires_on.is_(None), ManagerCompetence.expires_on >= today),
+        col(ManagerCompetence.manager_id) == col(Manager.id),
+        col(ManagerCompetence.competence_code) == code,
+        col(ManagerCompetence.certified_on) <= today,
+        or_(col(ManagerCompetence.expires_on).is_(None), col(ManagerCompetence.expires_on) >= today),
     )
 
 
 def serves_clause(district: str) -> ColumnElement[bool]:
     return or_(
-        Manager.home_district == district,
+        col(Manager.home_district) == district,
         exists().where(
-            ManagerDistrict.manager_id == Manager.id, ManagerDistrict.district_code == district
+            col(ManagerDistrict.manager_id) == col(Manager.id), col(ManagerDistrict.district_code) == district
         ),
     )
 
@@ -78,8 +79,7 @@ def _absence_cursor(cursor: str) -> tuple[date, uuid.UUID]:
     except (TypeError, ValueError):
         raise BadRequest(
             "The cursor is not valid; start again without it.",
-            type_="invalid-cursor",
-            title="Invalid cursor",
+            type_=ProblemType.INVALID_CURSOR,
         ) from None
 
 
@@ -90,11 +90,11 @@ class ManagerRepository(Repository[Manager]):
 
     def _speaks_clause(self, language: str) -> ColumnElement[bool]:
         if self.session.get_bind().dialect.name == "postgresql":
-            return type_coerce(Manager.languages, JSONB).contains([language])
-        spoken = func.json_each(Manager.languages).table_valued("value").alias("spoken")
+            return type_coerce(col(Manager.languages), JSONB).contains([language])
+        spoken = func.json_each(col(Manager.languages)).table_valued("value").alias("spoken")
         return exists(select(literal(1)).select_from(spoken).where(spoken.c.value == language))
 
-    def filtered(self, flt: ManagerFilter, today: date) -> Select[Any]:
+    def filtered(self, flt: ManagerFilter, today: date) -> Select[Manager, bool]:
         absent = absent_clause(today)
         stmt = select(Manager, absent.label("absent_today"))
         if flt.district:
@@ -102,7 +102,7 @@ class ManagerRepository(Repository[Manager]):
         for code in dict.fromkeys(flt.competences):
             stmt = stmt.where(valid_competence_clause(code, today))
         if flt.statuses:
-            stmt = stmt.where(Manager.status.in_(list(flt.statuses)))
+            stmt = stmt.where(col(Manager.status).in_(list(flt.statuses)))
         if flt.language:
             stmt = stmt.where(self._speaks_clause(flt.language))
         if flt.available is True:
@@ -115,7 +115,7 @@ class ManagerRepository(Repository[Manager]):
         self, flt: ManagerFilter, params: PageParams, today: date
     ) -> tuple[list[tuple[Manager, bool]], str | None]:
         """One page of ``(manager, absent_today)`` in (created_at, id) order: one query."""
-        stmt = keyset(self.filtered(flt, today), [Manager.created_at, Manager.id], params)
+        stmt = keyset(self.filtered(flt, today), [col(Manager.created_at), col(Manager.id)], params)
         rows = [(row[0], bool(row[1])) for row in self.session.execute(stmt)]
         return page_slice(rows, params.limit, lambda r: [r[0].created_at, r[0].id])
 
@@ -125,8 +125,8 @@ class ManagerRepository(Repository[Manager]):
             return set()
         return set(
             self.session.scalars(
-                select(Absence.manager_id).where(
-                    Absence.manager_id.in_(ids), Absence.starts_on <= today, Absence.ends_on >= today
+                select(col(Absence.manager_id)).where(
+                    col(Absence.manager_id).in_(ids), col(Absence.starts_on) <= today, col(Absence.ends_on) >= today
                 )
             )
         )
@@ -142,8 +142,8 @@ class ManagerRepository(Repository[Manager]):
             return result
         rows = self.session.scalars(
             select(ManagerCompetence)
-            .where(ManagerCompetence.manager_id.in_(ids))
-            .order_by(ManagerCompetence.competence_code)
+            .where(col(ManagerCompetence.manager_id).in_(ids))
+            .order_by(col(ManagerCompetence.competence_code))
         )
         for holding in rows:
             result[holding.manager_id].append(holding)
@@ -155,16 +155,16 @@ class ManagerRepository(Repository[Manager]):
         if not ids:
             return result
         rows = self.session.execute(
-            select(ManagerDistrict.manager_id, ManagerDistrict.district_code)
-            .where(ManagerDistrict.manager_id.in_(ids))
-            .order_by(ManagerDistrict.district_code)
+            select(col(ManagerDistrict.manager_id), col(ManagerDistrict.district_code))
+            .where(col(ManagerDistrict.manager_id).in_(ids))
+            .order_by(col(ManagerDistrict.district_code))
         )
         for manager_id, code in rows:
             result[manager_id].append(code)
         return result
 
     def set_districts(self, manager_id: uuid.UUID, codes: Iterable[str]) -> None:
-        self.session.execute(delete(ManagerDistrict).where(ManagerDistrict.manager_id == manager_id))
+        self.session.execute(delete(ManagerDistrict).where(col(ManagerDistrict.manager_id) == manager_id))
         for code in sorted(set(codes)):
             self.session.add(ManagerDistrict(manager_id=manager_id, district_code=code))
 
@@ -172,7 +172,7 @@ class ManagerRepository(Repository[Manager]):
         self, manager_id: uuid.UUID, holdings: Iterable[tuple[str, date, date | None]]
     ) -> None:
         self.session.execute(
-            delete(ManagerCompetence).where(ManagerCompetence.manager_id == manager_id)
+            delete(ManagerCompetence).where(col(ManagerCompetence.manager_id) == manager_id)
         )
         for code, certified_on, expires_on in holdings:
             self.session.add(
@@ -185,28 +185,28 @@ class ManagerRepository(Repository[Manager]):
             )
 
     def by_email(self, email: str) -> Manager | None:
-        return self.session.scalars(select(Manager).where(Manager.email == email)).first()
+        return self.session.scalars(select(Manager).where(col(Manager.email) == email)).first()
 
     # --- absences ------------------------------------------------------------------------------
 
     def absence(self, manager_id: uuid.UUID, absence_id: uuid.UUID) -> Absence | None:
         return self.session.scalars(
-            select(Absence).where(Absence.id == absence_id, Absence.manager_id == manager_id)
+            select(Absence).where(col(Absence.id) == absence_id, col(Absence.manager_id) == manager_id)
         ).first()
 
     def absences_page(
         self, manager_id: uuid.UUID, params: PageParams
     ) -> tuple[list[Absence], str | None]:
         """Absences by (starts_on, id); the cursor carries the date as an ISO string."""
-        stmt = select(Absence).where(Absence.manager_id == manager_id)
+        stmt = select(Absence).where(col(Absence.manager_id) == manager_id)
         if params.cursor:
             starts_on, last_id = _absence_cursor(params.cursor)
             stmt = stmt.where(
                 or_(
-                    Absence.starts_on > starts_on,
-                    and_(Absence.starts_on == starts_on, Absence.id > last_id),
+                    col(Absence.starts_on) > starts_on,
+                    and_(col(Absence.starts_on) == starts_on, col(Absence.id) > last_id),
                 )
             )
-        stmt = keyset(stmt, [Absence.starts_on, Absence.id], PageParams(params.limit, None))
+        stmt = keyset(stmt, [col(Absence.starts_on), col(Absence.id)], PageParams(params.limit, None))
         rows = self.session.scalars(stmt).all()
         return page_slice(rows, params.limit, lambda a: [a.starts_on.isoformat(), a.id])

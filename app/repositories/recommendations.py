@@ -10,6 +10,7 @@ from datetime import date
 from typing import Any
 
 from sqlalchemy import ColumnElement, Select, and_, case, delete, exists, func, or_, select
+from sqlmodel import col
 
 from app.core.pagination import PageParams, keyset, page_slice
 from app.models.incident import Incident
@@ -29,18 +30,18 @@ _CLOSED = sorted(CLOSED_RECOMMENDATION_STATUSES)
 def overdue_clause(today: date) -> ColumnElement[bool]:
     """``due_on`` passed and not implemented, rejected or withdrawn — as SQL."""
     return and_(
-        Recommendation.due_on.is_not(None),
-        Recommendation.due_on < today,
-        Recommendation.status.not_in(_CLOSED),
+        col(Recommendation.due_on).is_not(None),
+        col(Recommendation.due_on) < today,
+        col(Recommendation.status).not_in(_CLOSED),
     )
 
 
 def not_overdue_clause(today: date) -> ColumnElement[bool]:
     """The exact complement of :func:`overdue_clause` (NULL-safe)."""
     return or_(
-        Recommendation.due_on.is_(None),
-        Recommendation.due_on >= today,
-        Recommendation.status.in_(_CLOSED),
+        col(Recommendation.due_on).is_(None),
+        col(Recommendation.due_on) >= today,
+        col(Recommendation.status).in_(_CLOSED),
     )
 
 
@@ -56,19 +57,19 @@ class RecommendationFilter:
 class RecommendationRepository(Repository[Recommendation]):
     model = Recommendation
 
-    def filtered(self, flt: RecommendationFilter, today: date) -> Select[tuple[Recommendation]]:
+    def filtered(self, flt: RecommendationFilter, today: date) -> Select[Recommendation]:
         stmt = select(Recommendation)
         if flt.statuses:
-            stmt = stmt.where(Recommendation.status.in_(list(flt.statuses)))
+            stmt = stmt.where(col(Recommendation.status).in_(list(flt.statuses)))
         if flt.category:
-            stmt = stmt.where(Recommendation.category == flt.category)
+            stmt = stmt.where(col(Recommendation.category) == flt.category)
         if flt.addressee is not None:
-            stmt = stmt.where(Recommendation.addressee == flt.addressee)
+            stmt = stmt.where(col(Recommendation.addressee) == flt.addressee)
         if flt.district:
             stmt = stmt.where(
                 exists().where(
-                    RecommendationDistrict.recommendation_id == Recommendation.id,
-                    RecommendationDistrict.district_code == flt.district,
+                    col(RecommendationDistrict.recommendation_id) == col(Recommendation.id),
+                    col(RecommendationDistrict.district_code) == flt.district,
                 )
             )
         if flt.overdue is True:
@@ -82,7 +83,7 @@ class RecommendationRepository(Repository[Recommendation]):
     ) -> tuple[list[Recommendation], str | None]:
         stmt = keyset(
             self.filtered(flt, today),
-            [Recommendation.created_at, Recommendation.id],
+            [col(Recommendation.created_at), col(Recommendation.id)],
             params,
             descending=True,
         )
@@ -97,9 +98,9 @@ class RecommendationRepository(Repository[Recommendation]):
         if not wanted:
             return result
         rows = self.session.execute(
-            select(RecommendationDistrict.recommendation_id, RecommendationDistrict.district_code)
-            .where(RecommendationDistrict.recommendation_id.in_(wanted))
-            .order_by(RecommendationDistrict.district_code)
+            select(col(RecommendationDistrict.recommendation_id), col(RecommendationDistrict.district_code))
+            .where(col(RecommendationDistrict.recommendation_id).in_(wanted))
+            .order_by(col(RecommendationDistrict.district_code))
         )
         for rec_id, code in rows:
             result[rec_id].append(code)
@@ -113,14 +114,14 @@ class RecommendationRepository(Repository[Recommendation]):
             return result
         rows = self.session.execute(
             select(
-                RecommendationIncident.recommendation_id,
-                Incident.id,
-                Incident.reference,
-                Incident.title,
+                col(RecommendationIncident.recommendation_id),
+                col(Incident.id),
+                col(Incident.reference),
+                col(Incident.title),
             )
-            .join(Incident, Incident.id == RecommendationIncident.incident_id)
-            .where(RecommendationIncident.recommendation_id.in_(wanted))
-            .order_by(Incident.reference)
+            .join(Incident, col(Incident.id) == col(RecommendationIncident.incident_id))
+            .where(col(RecommendationIncident.recommendation_id).in_(wanted))
+            .order_by(col(Incident.reference))
         )
         for rec_id, incident_id, reference, title in rows:
             result[rec_id].append(
@@ -131,7 +132,7 @@ class RecommendationRepository(Repository[Recommendation]):
     def set_districts(self, rec_id: uuid.UUID, codes: Iterable[str]) -> None:
         self.session.execute(
             delete(RecommendationDistrict).where(
-                RecommendationDistrict.recommendation_id == rec_id
+                col(RecommendationDistrict.recommendation_id) == rec_id
             )
         )
         for code in sorted(set(codes)):
@@ -140,7 +141,7 @@ class RecommendationRepository(Repository[Recommendation]):
     def set_incidents(self, rec_id: uuid.UUID, incident_ids: Iterable[uuid.UUID]) -> None:
         self.session.execute(
             delete(RecommendationIncident).where(
-                RecommendationIncident.recommendation_id == rec_id
+                col(RecommendationIncident.recommendation_id) == rec_id
             )
         )
         for incident_id in sorted(set(incident_ids)):
@@ -152,11 +153,11 @@ class RecommendationRepository(Repository[Recommendation]):
         wanted = list(set(ids))
         if not wanted:
             return set()
-        return set(self.session.scalars(select(Incident.id).where(Incident.id.in_(wanted))))
+        return set(self.session.scalars(select(col(Incident.id)).where(col(Incident.id).in_(wanted))))
 
     def by_title(self, title: str) -> Recommendation | None:
         return self.session.scalars(
-            select(Recommendation).where(Recommendation.title == title)
+            select(Recommendation).where(col(Recommendation.title) == title)
         ).first()
 
     # --- timeline ------------------------------------------------------------------------------
@@ -165,8 +166,8 @@ class RecommendationRepository(Repository[Recommendation]):
         self, rec_id: uuid.UUID, params: PageParams
     ) -> tuple[list[RecommendationEvent], str | None]:
         stmt = keyset(
-            select(RecommendationEvent).where(RecommendationEvent.recommendation_id == rec_id),
-            [RecommendationEvent.seq],
+            select(RecommendationEvent).where(col(RecommendationEvent.recommendation_id) == rec_id),
+            [col(RecommendationEvent.seq)],
             params,
         )
         return page_slice(self.session.scalars(stmt).all(), params.limit, lambda e: [e.seq])
@@ -174,8 +175,8 @@ class RecommendationRepository(Repository[Recommendation]):
     def next_event_seq(self, rec_id: uuid.UUID) -> int:
         """The next timeline number (autoflush makes events added in this unit of work count)."""
         current = self.session.scalar(
-            select(func.max(RecommendationEvent.seq)).where(
-                RecommendationEvent.recommendation_id == rec_id
+            select(func.max(col(RecommendationEvent.seq))).where(
+                col(RecommendationEvent.recommendation_id) == rec_id
             )
         )
         return int(current or 0) + 1
@@ -186,30 +187,30 @@ class RecommendationRepository(Repository[Recommendation]):
         """Every recommendation with its addressee's name, overdue flag and evidence count."""
         evidence = (
             select(
-                RecommendationIncident.recommendation_id.label("rec_id"),
+                col(RecommendationIncident.recommendation_id).label("rec_id"),
                 func.count().label("n"),
             )
-            .group_by(RecommendationIncident.recommendation_id)
+            .group_by(col(RecommendationIncident.recommendation_id))
             .subquery()
         )
         overdue = overdue_clause(today)
         stmt = (
             select(
-                Recommendation.id,
-                Recommendation.reference,
-                Recommendation.title,
-                Recommendation.category,
-                Recommendation.addressee,
-                Organisation.name.label("addressee_name"),
-                Recommendation.status,
-                Recommendation.progress,
-                Recommendation.due_on,
+                col(Recommendation.id),
+                col(Recommendation.reference),
+                col(Recommendation.title),
+                col(Recommendation.category),
+                col(Recommendation.addressee),
+                col(Organisation.name).label("addressee_name"),
+                col(Recommendation.status),
+                col(Recommendation.progress),
+                col(Recommendation.due_on),
                 overdue.label("overdue"),
                 func.coalesce(evidence.c.n, 0).label("evidence_count"),
             )
-            .join(Organisation, Organisation.id == Recommendation.addressee)
-            .outerjoin(evidence, evidence.c.rec_id == Recommendation.id)
-            .order_by(Recommendation.reference)
+            .join(Organisation, col(Organisation.id) == col(Recommendation.addressee))
+            .outerjoin(evidence, evidence.c.rec_id == col(Recommendation.id))
+            .order_by(col(Recommendation.reference))
         )
         return list(self.session.execute(stmt))
 
@@ -218,16 +219,16 @@ class RecommendationRepository(Repository[Recommendation]):
         overdue_int = func.sum(case((overdue_clause(today), 1), else_=0))
         stmt = (
             select(
-                Recommendation.addressee,
-                Organisation.name,
-                Recommendation.status,
+                col(Recommendation.addressee),
+                col(Organisation.name),
+                col(Recommendation.status),
                 func.count().label("n"),
                 overdue_int.label("overdue"),
-                func.sum(Recommendation.progress).label("progress_sum"),
+                func.sum(col(Recommendation.progress)).label("progress_sum"),
             )
-            .join(Organisation, Organisation.id == Recommendation.addressee)
-            .group_by(Recommendation.addressee, Organisation.name, Recommendation.status)
-            .order_by(Organisation.name, Recommendation.addressee)
+            .join(Organisation, col(Organisation.id) == col(Recommendation.addressee))
+            .group_by(col(Recommendation.addressee), col(Organisation.name), col(Recommendation.status))
+            .order_by(col(Organisation.name), col(Recommendation.addressee))
         )
         return list(self.session.execute(stmt))
 
@@ -235,20 +236,20 @@ class RecommendationRepository(Repository[Recommendation]):
         """The recommendations concerning one district (reference, title, status, overdue)."""
         stmt = (
             select(
-                Recommendation.id,
-                Recommendation.reference,
-                Recommendation.title,
-                Recommendation.status,
-                Recommendation.progress,
-                Recommendation.due_on,
+                col(Recommendation.id),
+                col(Recommendation.reference),
+                col(Recommendation.title),
+                col(Recommendation.status),
+                col(Recommendation.progress),
+                col(Recommendation.due_on),
                 overdue_clause(today).label("overdue"),
             )
             .join(
                 RecommendationDistrict,
-                RecommendationDistrict.recommendation_id == Recommendation.id,
+                col(RecommendationDistrict.recommendation_id) == col(Recommendation.id),
             )
-            .where(RecommendationDistrict.district_code == code)
-            .order_by(Recommendation.reference)
+            .where(col(RecommendationDistrict.district_code) == code)
+            .order_by(col(Recommendation.reference))
         )
         return list(self.session.execute(stmt))
 

@@ -7,6 +7,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 
 from sqlalchemy import delete, or_, select
+from sqlmodel import col
 
 from app.core.pagination import PageParams, keyset, page_slice
 from app.models.reference import Competence, District, DistrictNeighbour, Organisation
@@ -19,15 +20,15 @@ class DistrictRepository(Repository[District]):
     def page(self, params: PageParams, city: str | None = None) -> tuple[list[District], str | None]:
         stmt = select(District)
         if city:
-            stmt = stmt.where(District.city == city)
-        rows = self.session.scalars(keyset(stmt, [District.code], params)).all()
+            stmt = stmt.where(col(District.city) == city)
+        rows = self.session.scalars(keyset(stmt, [col(District.code)], params)).all()
         return page_slice(rows, params.limit, lambda d: [d.code])
 
     def existing_codes(self, codes: Iterable[str]) -> set[str]:
         wanted = set(codes)
         if not wanted:
             return set()
-        return set(self.session.scalars(select(District.code).where(District.code.in_(wanted))))
+        return set(self.session.scalars(select(col(District.code)).where(col(District.code).in_(wanted))))
 
     def neighbours_of(self, codes: Iterable[str]) -> dict[str, list[str]]:
         wanted = list(set(codes))
@@ -35,9 +36,9 @@ class DistrictRepository(Repository[District]):
         if not wanted:
             return result
         rows = self.session.execute(
-            select(DistrictNeighbour.district_code, DistrictNeighbour.neighbour_code)
-            .where(DistrictNeighbour.district_code.in_(wanted))
-            .order_by(DistrictNeighbour.neighbour_code)
+            select(col(DistrictNeighbour.district_code), col(DistrictNeighbour.neighbour_code))
+            .where(col(DistrictNeighbour.district_code).in_(wanted))
+            .order_by(col(DistrictNeighbour.neighbour_code))
         )
         for code, neighbour in rows:
             result[code].append(neighbour)
@@ -48,8 +49,8 @@ class DistrictRepository(Repository[District]):
         self.session.execute(
             delete(DistrictNeighbour).where(
                 or_(
-                    DistrictNeighbour.district_code == code,
-                    DistrictNeighbour.neighbour_code == code,
+                    col(DistrictNeighbour.district_code) == code,
+                    col(DistrictNeighbour.neighbour_code) == code,
                 )
             )
         )
@@ -63,7 +64,7 @@ class CompetenceRepository(Repository[Competence]):
     model = Competence
 
     def page(self, params: PageParams) -> tuple[list[Competence], str | None]:
-        rows = self.session.scalars(keyset(select(Competence), [Competence.code], params)).all()
+        rows = self.session.scalars(keyset(select(Competence), [col(Competence.code)], params)).all()
         return page_slice(rows, params.limit, lambda c: [c.code])
 
     def existing_codes(self, codes: Iterable[str]) -> set[str]:
@@ -71,7 +72,7 @@ class CompetenceRepository(Repository[Competence]):
         if not wanted:
             return set()
         return set(
-            self.session.scalars(select(Competence.code).where(Competence.code.in_(wanted)))
+            self.session.scalars(select(col(Competence.code)).where(col(Competence.code).in_(wanted)))
         )
 
 
@@ -79,7 +80,7 @@ class OrganisationRepository(Repository[Organisation]):
     model = Organisation
 
     def page(self, params: PageParams) -> tuple[list[Organisation], str | None]:
-        stmt = keyset(select(Organisation), [Organisation.created_at, Organisation.id], params)
+        stmt = keyset(select(Organisation), [col(Organisation.created_at), col(Organisation.id)], params)
         rows = self.session.scalars(stmt).all()
         return page_slice(rows, params.limit, lambda o: [o.created_at, o.id])
 

@@ -14,11 +14,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     ColumnElement,
-    Select,
     String,
     and_,
     case,
@@ -29,13 +28,15 @@ from sqlalchemy import (
     select,
     union,
 )
-from sqlmodel import Session
+from sqlmodel import Session, col
 
+from app.core.pagination import AnySelect
 from app.models.assignment import Assignment, AssignmentStatus
 from app.models.incident import OPEN_INCIDENT_STATUSES, Incident, IncidentCompetence
 from app.models.manager import Absence, Manager, ManagerCompetence, ManagerDistrict, ManagerStatus
 
 GROUPS = ("district", "category", "month", "escalation_level")
+_S = TypeVar("_S", bound=AnySelect)
 _OPEN_ASSIGNMENT = (AssignmentStatus.offered.value, AssignmentStatus.accepted.value)
 
 
@@ -45,13 +46,13 @@ class IncidentScope:
     reported_after: datetime | None = None
     reported_before: datetime | None = None
 
-    def apply(self, stmt: Select[Any]) -> Select[Any]:
+    def apply(self, stmt: _S) -> _S:
         if self.district:
-            stmt = stmt.where(Incident.district == self.district)
+            stmt = stmt.where(col(Incident.district) == self.district)
         if self.reported_after is not None:
-            stmt = stmt.where(Incident.reported_at >= self.reported_after)
+            stmt = stmt.where(col(Incident.reported_at) >= self.reported_after)
         if self.reported_before is not None:
-            stmt = stmt.where(Incident.reported_at < self.reported_before)
+            stmt = stmt.where(col(Incident.reported_at) < self.reported_before)
         return stmt
 
 
@@ -65,10 +66,10 @@ def accepted_ever() -> ColumnElement[bool]:
     """The offer was accepted at some point: accepted, completed, or withdrawn after accepting
     (``responded_at`` is set by accept/decline only; declined ones have their own status)."""
     return or_(
-        Assignment.status.in_([AssignmentStatus.accepted.value, AssignmentStatus.completed.value]),
+        col(Assignment.status).in_([AssignmentStatus.accepted.value, AssignmentStatus.completed.value]),
         and_(
-            Assignment.status == AssignmentStatus.withdrawn.value,
-            Assignment.responded_at.is_not(None),
+            col(Assignment.status) == AssignmentStatus.withdrawn.value,
+            col(Assignment.responded_at).is_not(None),
         ),
     )
 
@@ -77,8 +78,8 @@ def valid_competence(today: date) -> ColumnElement[bool]:
     """Certified by today and not expired (an ``expires_on`` of today is still valid) —
     the same rule as dispatch."""
     return and_(
-        ManagerCompetence.certified_on <= today,
-        or_(ManagerCompetence.expires_on.is_(None), ManagerCompetence.expires_on >= today),
+        col(ManagerCompetence.certified_on) <= today,
+        or_(col(ManagerCompetence.expires_on).is_(None), col(ManagerCompetence.expires_on) >= today),
     )
 
 
@@ -90,7 +91,7 @@ class StatsRepository:
     def dialect(self) -> str:
         return self.session.get_bind().dialect.name
 
-    def _seconds_between(self, start: Any, end: Any) -> ColumnElement[float]:
+    def _seconds_between(self, start: Any, end: Any) -> ColumnElement[Any]:
         if self.dialect == "postgresql":
             return func.extract("epoch", end - start)
         return (func.julianday(end) - func.julianday(start)) * 86400.0
@@ -98,7 +99,7 @@ class StatsRepository:
     # --- incidents -----------------------------------------------------------------------------
 
     def reported_range(self, scope: IncidentScope) -> tuple[datetime | None, datetime | None]:
-        stmt = scope.apply(select(func.min(Incident.reported_at), func.max(Incident.reported_at)))
+        stmt = scope.apply(select(func.min(col(Incident.reported_at)), func.max(col(Incident.reported_at))))
         low, high = self.session.execute(stmt).one()
         return _aware(low), _aware(high)
 
@@ -112,13 +113,13 @@ class StatsRepository:
         if group_by == "month":
             if not month_starts:
                 return []
-            key: Any = month_bucket(Incident.reported_at, month_starts)
+            key: Any = month_bucket(col(Incident.reported_at), month_starts)
         elif group_by == "district":
-            key = Incident.district
+            key = col(Incident.district)
         elif group_by == "category":
-            key = Incident.category
+            key = col(Incident.category)
         elif group_by == "escalation_level":
-            key = Incident.escalation_level
+            key = col(Incident.escalation_level)
         else:  # pragma: no cover - the API validates group_by
             raise ValueError(group_by)
         inner = scope.apply(select(key.label("k"))).subquery()
@@ -131,7 +132,7 @@ class StatsRepository:
         stmt = scope.apply(
             select(func.count())
             .select_from(Incident)
-            .where(Incident.status.in_([s.value for s in OPEN_INCIDENT_STATUSES]))
+            .where(col(Incident.status).in_([s.value for s in OPEN_INCIDENT_STATUSES]))
         )
         return int(self.session.scalar(stmt) or 0)
 
@@ -142,17 +143,17 @@ class StatsRepository:
         percentiles are then taken in Python — SQLite has no ``percentile_cont``)."""
         first = (
             select(
-                Assignment.incident_id.label("incident_id"),
-                func.min(Assignment.responded_at).label("first_at"),
+                col(Assignment.incident_id).label("incident_id"),
+                func.min(col(Assignment.responded_at)).label("first_at"),
             )
-            .where(accepted_ever(), Assignment.responded_at.is_not(None))
-            .group_by(Assignment.incident_id)
+            .where(accepted_ever(), col(Assignment.responded_at).is_not(None))
+            .group_by(col(Assignment.incident_id))
             .subquery()
         )
-        seconds = self._seconds_between(Incident.reported_at, first.c.first_at)
+        seconds = self._seconds_between(col(Incident.reported_at), first.c.first_at)
         stmt = scope.apply(
             select(seconds.label("s")).select_from(Incident).join(
-                first, first.c.incident_id == Incident.id
+                first, first.c.incident_id == col(Incident.id)
             )
         )
         return [float(s) for s in self.session.scalars(stmt)]
@@ -160,14 +161,14 @@ class StatsRepository:
     def offer_outcomes(self, scope: IncidentScope) -> list[tuple[str, int]]:
         outcome = case(
             (accepted_ever(), literal("accepted", String())),
-            (Assignment.status == AssignmentStatus.declined.value, literal("declined", String())),
-            (Assignment.status == AssignmentStatus.expired.value, literal("expired", String())),
-            (Assignment.status == AssignmentStatus.withdrawn.value, literal("withdrawn", String())),
+            (col(Assignment.status) == AssignmentStatus.declined.value, literal("declined", String())),
+            (col(Assignment.status) == AssignmentStatus.expired.value, literal("expired", String())),
+            (col(Assignment.status) == AssignmentStatus.withdrawn.value, literal("withdrawn", String())),
             else_=literal("open", String()),
         )
         inner = scope.apply(
             select(outcome.label("k")).select_from(Assignment).join(
-                Incident, Incident.id == Assignment.incident_id
+                Incident, col(Incident.id) == col(Assignment.incident_id)
             )
         ).subquery()
         rows = self.session.execute(select(inner.c.k, func.count()).group_by(inner.c.k))
@@ -175,14 +176,14 @@ class StatsRepository:
 
     def decline_reasons(self, scope: IncidentScope) -> list[tuple[str, int]]:
         reason = func.coalesce(
-            func.nullif(func.lower(func.trim(Assignment.decline_reason)), ""),
+            func.nullif(func.lower(func.trim(col(Assignment.decline_reason))), ""),
             literal("unspecified", String()),
         )
         inner = scope.apply(
             select(reason.label("k"))
             .select_from(Assignment)
-            .join(Incident, Incident.id == Assignment.incident_id)
-            .where(Assignment.status == AssignmentStatus.declined.value)
+            .join(Incident, col(Incident.id) == col(Assignment.incident_id))
+            .where(col(Assignment.status) == AssignmentStatus.declined.value)
         ).subquery()
         rows = self.session.execute(
             select(inner.c.k, func.count()).group_by(inner.c.k).order_by(inner.c.k)
@@ -192,21 +193,21 @@ class StatsRepository:
     def _load_subquery(self) -> Any:
         return (
             select(
-                Manager.id.label("manager_id"),
-                Manager.display_name.label("display_name"),
-                Manager.max_open_assignments.label("max_open"),
-                func.count(Assignment.id).label("open_n"),
+                col(Manager.id).label("manager_id"),
+                col(Manager.display_name).label("display_name"),
+                col(Manager.max_open_assignments).label("max_open"),
+                func.count(col(Assignment.id)).label("open_n"),
             )
             .select_from(Manager)
             .outerjoin(
                 Assignment,
                 and_(
-                    Assignment.manager_id == Manager.id,
-                    Assignment.status.in_(_OPEN_ASSIGNMENT),
+                    col(Assignment.manager_id) == col(Manager.id),
+                    col(Assignment.status).in_(_OPEN_ASSIGNMENT),
                 ),
             )
-            .where(Manager.status.in_([ManagerStatus.active.value, ManagerStatus.paused.value]))
-            .group_by(Manager.id, Manager.display_name, Manager.max_open_assignments)
+            .where(col(Manager.status).in_([ManagerStatus.active.value, ManagerStatus.paused.value]))
+            .group_by(col(Manager.id), col(Manager.display_name), col(Manager.max_open_assignments))
             .subquery()
         )
 
@@ -232,10 +233,10 @@ class StatsRepository:
     def _serving(self) -> Any:
         """``(manager_id, district)``: home district and served districts (UNION: distinct)."""
         return union(
-            select(Manager.id.label("manager_id"), Manager.home_district.label("district")),
+            select(col(Manager.id).label("manager_id"), col(Manager.home_district).label("district")),
             select(
-                ManagerDistrict.manager_id.label("manager_id"),
-                ManagerDistrict.district_code.label("district"),
+                col(ManagerDistrict.manager_id).label("manager_id"),
+                col(ManagerDistrict.district_code).label("district"),
             ),
         ).subquery()
 
@@ -244,19 +245,19 @@ class StatsRepository:
         serving the district with the competence valid today."""
         serving = self._serving()
         absent = exists().where(
-            Absence.manager_id == Manager.id, Absence.starts_on <= today, Absence.ends_on >= today
+            col(Absence.manager_id) == col(Manager.id), col(Absence.starts_on) <= today, col(Absence.ends_on) >= today
         )
         stmt = (
             select(
                 serving.c.district,
-                ManagerCompetence.competence_code,
-                func.count(func.distinct(Manager.id)),
+                col(ManagerCompetence.competence_code),
+                func.count(func.distinct(col(Manager.id))),
             )
             .select_from(Manager)
-            .join(serving, serving.c.manager_id == Manager.id)
-            .join(ManagerCompetence, ManagerCompetence.manager_id == Manager.id)
-            .where(Manager.status == ManagerStatus.active.value, ~absent, valid_competence(today))
-            .group_by(serving.c.district, ManagerCompetence.competence_code)
+            .join(serving, serving.c.manager_id == col(Manager.id))
+            .join(ManagerCompetence, col(ManagerCompetence.manager_id) == col(Manager.id))
+            .where(col(Manager.status) == ManagerStatus.active.value, ~absent, valid_competence(today))
+            .group_by(serving.c.district, col(ManagerCompetence.competence_code))
         )
         if district is not None:
             stmt = stmt.where(serving.c.district == district)
@@ -267,18 +268,18 @@ class StatsRepository:
         active manager serving their district holds validly (absences do not matter: the gap is
         in the roster, not in today's availability)."""
         holder = (
-            select(Manager.id)
-            .join(ManagerCompetence, ManagerCompetence.manager_id == Manager.id)
+            select(col(Manager.id))
+            .join(ManagerCompetence, col(ManagerCompetence.manager_id) == col(Manager.id))
             .where(
-                Manager.status == ManagerStatus.active.value,
-                ManagerCompetence.competence_code == IncidentCompetence.competence_code,
+                col(Manager.status) == ManagerStatus.active.value,
+                col(ManagerCompetence.competence_code) == col(IncidentCompetence.competence_code),
                 valid_competence(today),
                 or_(
-                    Manager.home_district == Incident.district,
+                    col(Manager.home_district) == col(Incident.district),
                     exists()
                     .where(
-                        ManagerDistrict.manager_id == Manager.id,
-                        ManagerDistrict.district_code == Incident.district,
+                        col(ManagerDistrict.manager_id) == col(Manager.id),
+                        col(ManagerDistrict.district_code) == col(Incident.district),
                     )
                     .correlate_except(ManagerDistrict),
                 ),
@@ -287,15 +288,15 @@ class StatsRepository:
         )
         stmt = scope.apply(
             select(
-                Incident.district,
-                IncidentCompetence.competence_code,
-                func.count(func.distinct(Incident.id)),
+                col(Incident.district),
+                col(IncidentCompetence.competence_code),
+                func.count(func.distinct(col(Incident.id))),
             )
             .select_from(Incident)
-            .join(IncidentCompetence, IncidentCompetence.incident_id == Incident.id)
+            .join(IncidentCompetence, col(IncidentCompetence.incident_id) == col(Incident.id))
             .where(~holder)
-            .group_by(Incident.district, IncidentCompetence.competence_code)
-            .order_by(Incident.district, IncidentCompetence.competence_code)
+            .group_by(col(Incident.district), col(IncidentCompetence.competence_code))
+            .order_by(col(Incident.district), col(IncidentCompetence.competence_code))
         )
         return list(self.session.execute(stmt))
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 
 from sqlalchemy import select
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from app.core.clock import get_clock
 from app.core.errors import NotFound, Unprocessable
@@ -58,7 +58,7 @@ class ApiKeyService:
         )
 
     def page(self, params: PageParams) -> tuple[list[ApiKeyPublic], str | None]:
-        stmt = keyset(select(ApiKey), [ApiKey.created_at, ApiKey.id], params)
+        stmt = keyset(select(ApiKey), [col(ApiKey.created_at), col(ApiKey.id)], params)
         rows, cursor = page_slice(
             self.session.scalars(stmt).all(), params.limit, lambda k: [k.created_at, k.id]
         )

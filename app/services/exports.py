@@ -14,15 +14,15 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import Select
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from app.core.db import session_scope
+from app.core.pagination import AnySelect
 from app.core.security import Principal
 from app.models.incident import Incident
 from app.repositories.incidents import IncidentFilter, IncidentRepository
@@ -52,24 +52,24 @@ def _rfc3339(value: datetime | None) -> str:
 
 def _batches(
     flt: IncidentFilter, principal: Principal, *, located_only: bool = False
-) -> Iterator[tuple[list[Any], dict[Any, list[str]], set[Any], Session]]:
+) -> Iterator[tuple[Sequence[Any], dict[Any, list[str]], set[Any], Session]]:
     """Keyset batches ``(rows, competences by id, ids whose reporter the caller sees)``."""
     with session_scope(write=False) as session:
         if session.get_bind().dialect.name == "postgresql":
             session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
         repo = IncidentRepository(session)
         scope = visibility.incident_scope(flt, principal)
-        base: Select[Any] = repo.filtered(scope).with_only_columns(
+        base: AnySelect = repo.filtered(scope).with_only_columns(
             *(getattr(Incident, name) for name in _SELECTED)
         )
         if located_only:
-            base = base.where(Incident.lat.is_not(None), Incident.lon.is_not(None))  # type: ignore[union-attr]
+            base = base.where(col(Incident.lat).is_not(None), col(Incident.lon).is_not(None))
         last: str | None = None
         while True:
             stmt = base
             if last is not None:
-                stmt = stmt.where(Incident.reference > last)
-            rows = session.execute(stmt.order_by(Incident.reference).limit(BATCH_ROWS)).all()
+                stmt = stmt.where(col(Incident.reference) > last)
+            rows = session.execute(stmt.order_by(col(Incident.reference)).limit(BATCH_ROWS)).all()
             if not rows:
                 return
             ids = [row.id for row in rows]

@@ -15,6 +15,7 @@ from app.core.config import get_settings
 from app.core.db_errors import is_unique_violation
 from app.core.errors import Conflict, Forbidden, NotFound, Unprocessable
 from app.core.pagination import PageParams
+from app.core.problems import ProblemType
 from app.core.security import Principal
 from app.models.assignment import AssignmentStatus
 from app.models.base import new_id
@@ -255,7 +256,7 @@ class IncidentService:
         if body.external_id is not None and self.repo.by_external_id(source, body.external_id):
             raise Conflict(
                 f"An incident with source '{source}' and external_id exists already.",
-                type_="duplicate",
+                type_=ProblemType.DUPLICATE,
             )
         clock = get_clock()
         now = clock.now()
@@ -290,7 +291,7 @@ class IncidentService:
             if not is_unique_violation(exc):
                 raise  # another constraint or a trigger: the generic 409 (app.core.db_errors)
             raise Conflict(
-                "An incident with this source and external_id exists already.", type_="duplicate"
+                "An incident with this source and external_id exists already.", type_=ProblemType.DUPLICATE
             ) from None
         self.repo.set_competences(incident.id, body.required_competences)
         self.session.add(IncidentEvent(
@@ -347,7 +348,7 @@ class IncidentService:
         if "external_id" in changes and changes["external_id"] is not None:
             other = self.repo.by_external_id(incident.source, changes["external_id"])
             if other is not None and other.id != incident.id:
-                raise Conflict("Another incident has this external_id.", type_="duplicate")
+                raise Conflict("Another incident has this external_id.", type_=ProblemType.DUPLICATE)
         changed = apply_changes(incident, changes)
         if "required_competences" in fields:
             current = self.repo.competences_of([incident.id]).get(incident.id, [])
@@ -389,12 +390,12 @@ class IncidentService:
         if target not in INCIDENT_TRANSITIONS[current]:
             raise Conflict(
                 f"An incident cannot go from '{current}' to '{target}'.",
-                type_="invalid-transition",
+                type_=ProblemType.INVALID_TRANSITION,
             )
         if (current, target) in DISPATCH_ONLY_TRANSITIONS:
             raise Conflict(
                 f"'{target}' is set by dispatch (offering and accepting assignments), not by hand.",
-                type_="invalid-transition",
+                type_=ProblemType.INVALID_TRANSITION,
             )
         open_assignments = self.repo.open_assignments(incident.id)
         now = get_clock().now()
@@ -405,7 +406,7 @@ class IncidentService:
         if back_to_queue and open_assignments:
             raise Conflict(
                 "The incident still has open assignments; withdraw them first.",
-                type_="open-assignments",
+                type_=ProblemType.OPEN_ASSIGNMENTS,
             )
         ended: list[uuid.UUID] = []
         if target == IncidentStatus.resolved:

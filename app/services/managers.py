@@ -31,6 +31,7 @@ from app.core.config import get_settings
 from app.core.db_errors import is_unique_violation
 from app.core.errors import Conflict, Forbidden, NotFound, Unprocessable
 from app.core.pagination import PageParams
+from app.core.problems import ProblemType
 from app.core.security import Principal
 from app.models.manager import (
     MANAGER_TRANSITIONS,
@@ -43,6 +44,8 @@ from app.models.manager_schemas import (
     AbsenceCreate,
     AbsencePublic,
     CompetenceHoldingIn,
+    CompetenceHoldingPublic,
+    ExpiringCompetence,
     ManagerCreate,
     ManagerPublic,
     ManagerPublicRedacted,
@@ -151,11 +154,12 @@ class ManagerService:
                     phone=m.phone if contact else None,
                     districts=districts.get(m.id, []),
                     competences=[
-                        {"code": c, "certified_on": s, "expires_on": e} for c, s, e in holdings
+                        CompetenceHoldingPublic(code=c, certified_on=s, expires_on=e)
+                        for c, s, e in holdings
                     ],
                     available_today=m.status == ManagerStatus.active and m.id not in absent,
                     expiring_competences=[
-                        {"code": c, "expires_on": e}
+                        ExpiringCompetence(code=c, expires_on=e)
                         for c, e in expiring_competences(holdings, today, within)
                     ],
                 )
@@ -225,7 +229,7 @@ class ManagerService:
     def _check_email_free(self, email: str, manager_id: uuid.UUID | None = None) -> None:
         other = self.repo.by_email(email)
         if other is not None and other.id != manager_id:
-            raise Conflict("Another manager has this email address.", type_="duplicate")
+            raise Conflict("Another manager has this email address.", type_=ProblemType.DUPLICATE)
 
     def _flush_unique(self) -> None:
         try:
@@ -235,7 +239,7 @@ class ManagerService:
             if not is_unique_violation(exc):
                 raise  # another constraint or a trigger: the generic 409 (app.core.db_errors)
             raise Conflict(
-                "Another manager has this email address.", type_="duplicate"
+                "Another manager has this email address.", type_=ProblemType.DUPLICATE
             ) from None
 
     def create(self, body: ManagerCreate, principal: Principal) -> ManagerPublic:
@@ -314,7 +318,7 @@ class ManagerService:
             raise Conflict(
                 f"The manager holds {manager.open_assignments} open assignments; "
                 "max_open_assignments cannot go below that.",
-                type_="capacity-in-use",
+                type_=ProblemType.CAPACITY_IN_USE,
             )
         changes: dict[str, Any] = body.model_dump(
             include=fields
@@ -359,7 +363,7 @@ class ManagerService:
                 if current == ManagerStatus.retired
                 else f"A manager cannot go from '{current}' to '{target}'."
             )
-            raise Conflict(detail, type_="invalid-transition")
+            raise Conflict(detail, type_=ProblemType.INVALID_TRANSITION)
         manager.status = target
         bump(self.session, manager)
         audit.record(self.session, principal, "status", "manager", manager.id, ["status"])

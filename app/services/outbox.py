@@ -6,7 +6,7 @@ import uuid
 from typing import Any
 
 from sqlalchemy import select, text
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from app.core.clock import get_clock
 from app.models.outbox import WEBHOOK_EVENT_TYPES, OutboxEvent
@@ -51,8 +51,8 @@ def listening(session: Session, event_type: str) -> bool:
         session.execute(text("SELECT pg_advisory_xact_lock_shared(:key)"),
                         {"key": _LISTENERS_LOCK})
     subscribed = session.scalars(
-        select(WebhookSubscription.events).where(
-            WebhookSubscription.active.is_(True)  # type: ignore[attr-defined]
+        select(col(WebhookSubscription.events)).where(
+            col(WebhookSubscription.active).is_(True)
         )
     )
     return any(event_type in events for events in subscribed)

@@ -25,8 +25,9 @@ from typing import Any
 from sqlmodel import Session
 
 from app.core.clock import get_clock
-from app.core.errors import AppError, Conflict, NotFound, Unprocessable
+from app.core.errors import Conflict, NotFound, Unprocessable
 from app.core.pagination import PageParams
+from app.core.problems import ProblemType
 from app.core.security import Principal
 from app.models.recommendation import (
     CLOSED_RECOMMENDATION_STATUSES,
@@ -34,6 +35,7 @@ from app.models.recommendation import (
     AddresseeSummary,
     EvidencePublic,
     Recommendation,
+    RecommendationCategory,
     RecommendationCreate,
     RecommendationEvent,
     RecommendationEventPublic,
@@ -56,10 +58,6 @@ _PROGRESS_STATUSES = frozenset(STATUS_ORDER) - {
     RecommendationStatus.rejected,
     RecommendationStatus.withdrawn,
 }
-
-
-class NotAcceptable(AppError):
-    status, type_, title = 406, "not-acceptable", "Not acceptable"
 
 
 def is_overdue(rec: Recommendation, today: date) -> bool:
@@ -116,10 +114,10 @@ class RecommendationService:
                 reference=r.reference,
                 title=r.title,
                 body=r.body,
-                category=r.category,  # type: ignore[arg-type]
+                category=RecommendationCategory(r.category),
                 issued_by=r.issued_by,
                 addressee=r.addressee,
-                status=r.status,  # type: ignore[arg-type]
+                status=RecommendationStatus(r.status),
                 progress=r.progress,
                 due_on=r.due_on,
                 overdue=is_overdue(r, today),
@@ -294,7 +292,7 @@ class RecommendationService:
             if new_progress != 100:
                 raise Conflict(
                     "An implemented recommendation keeps progress 100.",
-                    type_="progress-fixed-when-implemented",
+                    type_=ProblemType.PROGRESS_FIXED_WHEN_IMPLEMENTED,
                 )
         elif new_progress == 100:
             raise _progress_requires_implemented()
@@ -302,7 +300,7 @@ class RecommendationService:
             raise Conflict(
                 f"Progress never decreases ({current} → {new_progress}); send a reset_note to "
                 "reset it explicitly.",
-                type_="progress-decrease",
+                type_=ProblemType.PROGRESS_DECREASE,
             )
         if reset_note is not None and new_progress >= current:
             raise Unprocessable.for_field(
@@ -323,7 +321,7 @@ class RecommendationService:
         if target not in RECOMMENDATION_TRANSITIONS[current]:
             raise Conflict(
                 f"A recommendation cannot go from '{current}' to '{target}'.",
-                type_="invalid-transition",
+                type_=ProblemType.INVALID_TRANSITION,
             )
         now = get_clock().now()
         rec.status = target
@@ -438,7 +436,7 @@ class RecommendationService:
 def _progress_requires_implemented() -> Conflict:
     return Conflict(
         "Progress 100 is reached by the transition to 'implemented', not set by hand.",
-        type_="progress-requires-implemented",
+        type_=ProblemType.PROGRESS_REQUIRES_IMPLEMENTED,
     )
 
 

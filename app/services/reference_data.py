@@ -8,6 +8,7 @@ from sqlmodel import Session
 
 from app.core.errors import Conflict, NotFound, Unprocessable
 from app.core.pagination import PageParams
+from app.core.problems import ProblemType
 from app.core.security import Principal
 from app.models.reference import (
     Competence,
@@ -70,7 +71,7 @@ class DistrictService:
 
     def create(self, body: DistrictCreate, principal: Principal) -> DistrictPublic:
         if self.repo.get(body.code) is not None:
-            raise Conflict(f"District '{body.code}' exists already.", type_="duplicate")
+            raise Conflict(f"District '{body.code}' exists already.", type_=ProblemType.DUPLICATE)
         self._check_neighbours(body.code, body.neighbours)
         district = District(
             code=body.code,
@@ -127,7 +128,7 @@ class CompetenceService:
 
     def create(self, body: CompetenceCreate, principal: Principal) -> CompetencePublic:
         if self.repo.get(body.code) is not None:
-            raise Conflict(f"Competence '{body.code}' exists already.", type_="duplicate")
+            raise Conflict(f"Competence '{body.code}' exists already.", type_=ProblemType.DUPLICATE)
         competence = self.repo.add(Competence(**body.model_dump()))
         self.session.flush()
         audit.record(self.session, principal, "create", "competence", body.code, body.model_fields_set)

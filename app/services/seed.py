@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from app.core.clock import get_clock
 from app.core.db import session_scope
@@ -141,7 +141,7 @@ def _seed_competences(session: Session) -> int:
 
 def demo_organisations(session: Session) -> dict[str, Organisation]:
     names = [name for name, _ in ORGANISATIONS]
-    rows = session.scalars(select(Organisation).where(Organisation.name.in_(names))).all()
+    rows = session.scalars(select(Organisation).where(col(Organisation.name).in_(names))).all()
     return {o.name: o for o in rows}
 
 
@@ -234,7 +234,12 @@ MANAGERS: list[dict[str, Any]] = [
 
 def _seed_managers(session: Session) -> int:
     """About a dozen managers across the pilot districts; idempotent by e-mail."""
-    from app.models.manager_schemas import AbsenceCreate, CompetenceHoldingIn, ManagerCreate
+    from app.models.manager_schemas import (
+        AbsenceCreate,
+        CompetenceHoldingIn,
+        InitialManagerStatus,
+        ManagerCreate,
+    )
     from app.repositories.managers import ManagerRepository
     from app.services.managers import ManagerService
 
@@ -253,7 +258,8 @@ def _seed_managers(session: Session) -> int:
             home_district=spec["home_district"],
             districts=spec["districts"],
             languages=spec["languages"],
-            status="in_training" if spec["status"] == "in_training" else "active",
+            status=InitialManagerStatus.in_training if spec["status"] == "in_training"
+            else InitialManagerStatus.active,
             organisation_id=organisation.id if organisation else None,
             max_open_assignments=spec.get("max_open_assignments", 2),
             competences=[

@@ -34,7 +34,7 @@ from collections.abc import Sequence
 from datetime import UTC, date, datetime
 
 from pydantic import Field as PField
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from app.core.clock import get_clock
 from app.core.errors import NotFound, Unprocessable
@@ -436,7 +436,7 @@ class StatsService:
 def _all_codes(session: Session, model: type[District] | type[Competence]) -> list[str]:
     from sqlalchemy import select
 
-    return list(session.scalars(select(model.code).order_by(model.code)))
+    return list(session.scalars(select(col(model.code)).order_by(col(model.code))))
 
 
 def _round(value: float | None) -> float | None:

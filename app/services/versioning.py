@@ -8,6 +8,7 @@ from sqlmodel import Session
 
 from app.core.clock import get_clock
 from app.core.errors import PreconditionFailed
+from app.core.problems import ProblemType
 
 
 class Versioned(Protocol):
@@ -19,7 +20,7 @@ def check_if_match(obj: Versioned, if_match: int | None) -> None:
     if if_match is not None and if_match != obj.version:
         raise PreconditionFailed(
             f"The resource is at version {obj.version}, not {if_match}; reload and retry.",
-            type_="stale-version",
+            type_=ProblemType.STALE_VERSION,
         )
 
 

@@ -11,6 +11,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.core.config import get_settings
 from app.core.errors import problem_response
+from app.core.problems import ProblemType
 
 IMPORT_PREFIX = "/api/v1/imports/"
 
@@ -59,10 +60,6 @@ async def _too_large(scope: Scope, receive: Receive, send: Send, limit: int) -> 
     from starlette.requests import Request
 
     response = problem_response(
-        Request(scope),
-        status=413,
-        type_="payload-too-large",
-        title="Payload too large",
-        detail=f"The body exceeds {limit} bytes.",
+        Request(scope), ProblemType.PAYLOAD_TOO_LARGE, f"The body exceeds {limit} bytes."
     )
     await response(scope, receive, send)

@@ -16,11 +16,13 @@ from __future__ import annotations
 import hashlib
 import logging
 import tempfile
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import IO, Any
 
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
+from sqlmodel import col
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -31,6 +33,7 @@ from app.core.config import get_settings
 from app.core.db import session_scope
 from app.core.errors import AppError, problem_response
 from app.core.oidc import looks_like_jwt, verify_token
+from app.core.problems import ProblemType
 from app.core.security import hash_key, key_cache
 from app.models.system import IdempotencyRecord
 
@@ -61,7 +64,7 @@ class IdempotencyMiddleware:
         request = Request(scope)
         key = key_raw.decode("latin-1").strip()
         if not key or len(key) > MAX_KEY_LENGTH:
-            await _problem(request, receive, send, 422, "invalid-idempotency-key",
+            await _problem(request, receive, send, ProblemType.INVALID_IDEMPOTENCY_KEY,
                            f"Idempotency-Key must be 1–{MAX_KEY_LENGTH} characters.")
             return
         digest = hashlib.sha256()
@@ -71,7 +74,7 @@ class IdempotencyMiddleware:
             try:
                 await _read_body(receive, body, digest)
             except HTTPException as exc:
-                await _problem(request, receive, send, exc.status_code, "payload-too-large",
+                await _problem(request, receive, send, ProblemType.PAYLOAD_TOO_LARGE,
                                str(exc.detail))
                 return
             await self._handle(scope, receive, send, request, token, key, digest.hexdigest(),
@@ -93,15 +96,15 @@ class IdempotencyMiddleware:
             await _replay(outcome, scope, receive, send)
             return
         if outcome == "mismatch":
-            await _problem(request, receive, send, 422, "idempotency-key-reused",
+            await _problem(request, receive, send, ProblemType.IDEMPOTENCY_KEY_REUSED,
                            "This Idempotency-Key was used with a different request.")
             return
         if outcome == "in_progress":
-            await _problem(request, receive, send, 409, "idempotency-in-progress",
+            await _problem(request, receive, send, ProblemType.IDEMPOTENCY_IN_PROGRESS,
                            "A request with this Idempotency-Key is still being processed.")
             return
 
-        captured: dict[str, object] = {"status": 500, "headers": [], "body": bytearray()}
+        captured = _Captured()
         held: list[Message] = []
 
         size = body.seek(0, 2)
@@ -115,10 +118,10 @@ class IdempotencyMiddleware:
             # Held back until the record is complete: an immediate repeat of an answered
             # request must meet the replay, never "still being processed".
             if message["type"] == "http.response.start":
-                captured["status"] = message["status"]
-                captured["headers"] = list(message.get("headers", []))
+                captured.status = message["status"]
+                captured.headers = list(message.get("headers", []))
             elif message["type"] == "http.response.body":
-                captured["body"].extend(message.get("body", b""))  # type: ignore[attr-defined]
+                captured.body.extend(message.get("body", b""))
             held.append(message)
 
         try:
@@ -131,7 +134,7 @@ class IdempotencyMiddleware:
         except Exception:
             # The change itself is committed: answer it. The claim stays, so a repeat gets 409
             # (never a second run) until the record expires.
-            log.exception("idempotency record not completed", extra={"status": captured["status"]})
+            log.exception("idempotency record not completed", extra={"status": captured.status})
         for message in held:
             await send(message)
 
@@ -156,7 +159,7 @@ def _claim(
     with session_scope() as session:
         existing = session.scalars(
             select(IdempotencyRecord).where(
-                IdempotencyRecord.scope == scope_id, IdempotencyRecord.key == key
+                col(IdempotencyRecord.scope) == scope_id, col(IdempotencyRecord.key) == key
             )
         ).first()
         if existing is not None and existing.expires_at <= now:
@@ -189,29 +192,37 @@ def _release(scope_id: str, key: str) -> None:
     with session_scope() as session:
         session.execute(
             delete(IdempotencyRecord).where(
-                IdempotencyRecord.scope == scope_id, IdempotencyRecord.key == key
+                col(IdempotencyRecord.scope) == scope_id, col(IdempotencyRecord.key) == key
             )
         )
 
 
-def _complete(scope_id: str, key: str, captured: dict[str, object]) -> None:
-    status = int(captured["status"])  # type: ignore[call-overload]
+@dataclass(slots=True)
+class _Captured:
+    """The response of the first request, as the app sent it."""
+
+    status: int = 500
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    body: bytearray = field(default_factory=bytearray)
+
+
+def _complete(scope_id: str, key: str, captured: _Captured) -> None:
+    status = captured.status
     if status >= 500:
         _release(scope_id, key)
         return
-    raw_headers: list[tuple[bytes, bytes]] = captured["headers"]  # type: ignore[assignment]
-    headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in raw_headers}
+    headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in captured.headers}
     with session_scope() as session:
         record = session.scalars(
             select(IdempotencyRecord).where(
-                IdempotencyRecord.scope == scope_id, IdempotencyRecord.key == key
+                col(IdempotencyRecord.scope) == scope_id, col(IdempotencyRecord.key) == key
             )
         ).first()
         if record is None:
             return
         record.status_code = status
         record.content_type = headers.get("content-type")
-        record.response_body = bytes(captured["body"]).decode("utf-8", "replace")  # type: ignore[call-overload]
+        record.response_body = bytes(captured.body).decode("utf-8", "replace")
         record.headers = {h: headers[h] for h in _REPLAYED_HEADERS if h in headers}
         session.add(record)
 
@@ -248,10 +259,9 @@ async def _replay(record: IdempotencyRecord, scope: Scope, receive: Receive, sen
 
 
 async def _problem(
-    request: Request, receive: Receive, send: Send, status: int, type_: str, detail: str
+    request: Request, receive: Receive, send: Send, problem: ProblemType, detail: str
 ) -> None:
-    title = {409: "Conflict", 413: "Payload too large", 422: "Validation error"}.get(status, "Error")
-    response = problem_response(request, status=status, type_=type_, title=title, detail=detail)
+    response = problem_response(request, problem, detail)
     await response(request.scope, receive, send)
 
 

@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.core.config import get_settings
 from app.core.errors import problem_response
+from app.core.problems import ProblemType
 
 API_PREFIX = "/api/"
 MAX_BUCKETS = 50_000
@@ -90,10 +91,8 @@ class RateLimitMiddleware:
         retry_after = max(1, math.ceil(wait))
         response = problem_response(
             Request(scope),
-            status=429,
-            type_="too-many-requests",
-            title="Too many requests",
-            detail=f"This API key may make {int(limiter.capacity)} requests per minute; "
+            ProblemType.TOO_MANY_REQUESTS,
+            f"This API key may make {int(limiter.capacity)} requests per minute; "
             f"retry in {retry_after} s.",
             headers={"Retry-After": str(retry_after)},
         )

@@ -7,12 +7,17 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 from sqlalchemy import select
+from sqlmodel import col
 
-from app.api.deps import Allowed, PageDep, SessionDep
+from app.api.deps import (
+    AllowedApiKeys,
+    AllowedAudit,
+    PageDep,
+    SessionDep,
+)
 from app.api.problems import problems
 from app.api.routing import UnitOfWorkRoute
 from app.core.pagination import keyset, page_slice
-from app.core.security import Action
 from app.models.common import Page, UTCTimestamp
 from app.models.system import (
     ApiKeyCreate,
@@ -25,8 +30,8 @@ from app.models.system import (
 from app.services.api_keys import ApiKeyService
 
 router = APIRouter(route_class=UnitOfWorkRoute)
-KeyAdmin = Allowed(Action.api_keys)
-Auditor = Allowed(Action.audit)
+KeyAdmin = AllowedApiKeys
+Auditor = AllowedAudit
 
 
 @router.post(
@@ -77,17 +82,17 @@ def audit_list(
 ) -> Page[AuditEventPublic]:
     stmt = select(AuditEvent)
     if kind is not None:
-        stmt = stmt.where(AuditEvent.kind == kind)
+        stmt = stmt.where(col(AuditEvent.kind) == kind)
     if resource:
-        stmt = stmt.where(AuditEvent.resource == resource)
+        stmt = stmt.where(col(AuditEvent.resource) == resource)
     if resource_id:
-        stmt = stmt.where(AuditEvent.resource_id == resource_id)
+        stmt = stmt.where(col(AuditEvent.resource_id) == resource_id)
     if principal_id:
-        stmt = stmt.where(AuditEvent.principal_id == principal_id)
+        stmt = stmt.where(col(AuditEvent.principal_id) == principal_id)
     if principal_subject:
-        stmt = stmt.where(AuditEvent.principal_subject == principal_subject)
+        stmt = stmt.where(col(AuditEvent.principal_subject) == principal_subject)
     if after is not None:
-        stmt = stmt.where(AuditEvent.at > after)
-    rows = session.scalars(keyset(stmt, [AuditEvent.at, AuditEvent.id], page, descending=True))
+        stmt = stmt.where(col(AuditEvent.at) > after)
+    rows = session.scalars(keyset(stmt, [col(AuditEvent.at), col(AuditEvent.id)], page, descending=True))
     items, cursor = page_slice(rows.all(), page.limit, lambda e: [e.at, e.id])
     return Page(items=[AuditEventPublic.model_validate(e) for e in items], next_cursor=cursor)

@@ -7,11 +7,17 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Response
 
-from app.api.deps import Allowed, PageDep, SessionDep, etag
+from app.api.deps import (
+    AllowedAssignmentsAnswer,
+    AllowedAssignmentsRead,
+    AllowedDispatch,
+    PageDep,
+    SessionDep,
+    etag,
+)
 from app.api.openapi import sends
 from app.api.problems import problems
 from app.api.routing import UnitOfWorkRoute
-from app.core.security import Action
 from app.models.assignment import AssignmentStatus
 from app.models.assignment_schemas import (
     AssignmentCreate,
@@ -37,7 +43,7 @@ router = APIRouter(tags=["dispatch"], route_class=UnitOfWorkRoute)
 )
 def dispatch_candidates(
     session: SessionDep,
-    principal: Allowed(Action.dispatch),
+    principal: AllowedDispatch,
     incident_id: uuid.UUID,
     limit: Annotated[int, Query(ge=1, le=500, description="Candidates to return")] = 10,
     fallback: Annotated[
@@ -59,7 +65,7 @@ def dispatch_candidates(
 @sends("ETag", "Location", status=201)
 def assignments_create(
     session: SessionDep,
-    principal: Allowed(Action.dispatch),
+    principal: AllowedDispatch,
     body: AssignmentCreate,
     response: Response,
 ) -> AssignmentPublic:
@@ -76,7 +82,7 @@ def assignments_create(
 )
 def assignments_list(
     session: SessionDep,
-    principal: Allowed(Action.assignments_read),
+    principal: AllowedAssignmentsRead,
     page: PageDep,
     manager_id: uuid.UUID | None = None,
     incident_id: uuid.UUID | None = None,
@@ -93,7 +99,7 @@ def assignments_list(
 @sends("ETag")
 def assignments_get(
     session: SessionDep,
-    principal: Allowed(Action.assignments_read),
+    principal: AllowedAssignmentsRead,
     assignment_id: uuid.UUID,
     response: Response,
 ) -> AssignmentPublic:
@@ -109,7 +115,7 @@ def assignments_get(
 )
 def assignments_accept(
     session: SessionDep,
-    principal: Allowed(Action.assignments_answer),
+    principal: AllowedAssignmentsAnswer,
     assignment_id: uuid.UUID,
 ) -> AssignmentPublic:
     return DispatchService(session).accept(assignment_id, principal)
@@ -122,7 +128,7 @@ def assignments_accept(
 )
 def assignments_decline(
     session: SessionDep,
-    principal: Allowed(Action.assignments_answer),
+    principal: AllowedAssignmentsAnswer,
     assignment_id: uuid.UUID,
     body: Decline,
 ) -> AssignmentPublic:
@@ -136,7 +142,7 @@ def assignments_decline(
 )
 def assignments_complete(
     session: SessionDep,
-    principal: Allowed(Action.assignments_answer),
+    principal: AllowedAssignmentsAnswer,
     assignment_id: uuid.UUID,
     body: Complete,
 ) -> AssignmentPublic:
@@ -150,7 +156,7 @@ def assignments_complete(
 )
 def assignments_withdraw(
     session: SessionDep,
-    principal: Allowed(Action.dispatch),
+    principal: AllowedDispatch,
     assignment_id: uuid.UUID,
     body: Withdraw | None = None,
 ) -> AssignmentPublic:
@@ -165,7 +171,7 @@ def assignments_withdraw(
 )
 def dispatch_auto(
     session: SessionDep,
-    principal: Allowed(Action.dispatch),
+    principal: AllowedDispatch,
     body: AutoDispatchRequest | None = None,
 ) -> AutoDispatchResult:
     return DispatchService(session).auto(body or AutoDispatchRequest(), principal)

@@ -17,12 +17,16 @@ from typing import IO, Annotated, Any
 import anyio
 from fastapi import APIRouter, Depends, Query, Request
 
-from app.api.deps import Allowed, SessionDep
+from app.api.deps import (
+    AllowedImports,
+    SessionDep,
+)
 from app.api.problems import problems
 from app.api.routing import UnitOfWorkRoute
 from app.core.config import get_settings
 from app.core.errors import RequestTimeout, UnsupportedMediaType
-from app.core.security import Action, Principal
+from app.core.problems import ProblemType
+from app.core.security import Principal
 from app.models.import_report import ImportReport
 from app.services.imports import BodyFormat, ImportKind, run_import
 from app.services.imports import ImportResult as _Result
@@ -85,7 +89,7 @@ async def spooled_body(request: Request) -> AsyncIterator[tuple[BodyFormat, IO[b
             raise RequestTimeout(
                 f"The import body did not arrive within {timeout:g} seconds; send it again "
                 "(KOKOMA_IMPORT_BODY_TIMEOUT_SECONDS).",
-                type_="import-body-timeout",
+                type_=ProblemType.IMPORT_BODY_TIMEOUT,
             ) from None
         spool.seek(0)
         yield found, spool
@@ -138,7 +142,7 @@ _MANAGER_COLUMNS = (
     openapi_extra=_openapi_body(_INCIDENT_COLUMNS),
 )
 def imports_incidents(
-    principal: Allowed(Action.imports),
+    principal: AllowedImports,
     body: SpooledBody,  # before the session: received in full first
     session: SessionDep,
     dry_run: DryRun = False,
@@ -154,7 +158,7 @@ def imports_incidents(
     openapi_extra=_openapi_body(_MANAGER_COLUMNS),
 )
 def imports_managers(
-    principal: Allowed(Action.imports),
+    principal: AllowedImports,
     body: SpooledBody,  # before the session: received in full first
     session: SessionDep,
     dry_run: DryRun = False,

@@ -9,7 +9,11 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request, Response
 
 from app.api.deps import (
-    Allowed,
+    AllowedIncidentsCreate,
+    AllowedIncidentsNotes,
+    AllowedIncidentsRead,
+    AllowedIncidentsStatus,
+    AllowedIncidentsUpdate,
     IfMatchDep,
     PageDep,
     SessionDep,
@@ -21,7 +25,6 @@ from app.api.exports import EXPORT_RESPONSES, export_media_type, export_response
 from app.api.openapi import sends
 from app.api.problems import problems
 from app.api.routing import UnitOfWorkRoute
-from app.core.security import Action
 from app.models.common import DistrictFilter, Page, UTCTimestamp
 from app.models.incident import (
     IncidentCategory,
@@ -74,7 +77,7 @@ def _json(body: Page[IncidentPublic] | IncidentPublic, headers: dict[str, str] |
           ) -> Response:
     """The validated model serialised once, by pydantic: returned as the model, FastAPI would
     dump it, validate it again and serialise it again (≈ 0.9 ms for a page of 50; the bytes are
-    the same — bench/README.md). The route's return annotation still documents the schema."""
+    the same — bench/README.md). The route's ``response_model`` documents the schema."""
     return Response(body.model_dump_json(by_alias=True), media_type="application/json",
                     headers=headers)
 
@@ -83,27 +86,28 @@ def _json(body: Page[IncidentPublic] | IncidentPublic, headers: dict[str, str] |
     "",
     summary="List incidents (filters, keyset pagination), or export them (Accept: text/csv, "
     "application/geo+json)",
+    response_model=Page[IncidentPublic],
     responses={**EXPORT_RESPONSES, **problems(400, 403)},
 )
 async def incidents_list(
     request: Request,
-    principal: Allowed(Action.incidents_read),
+    principal: AllowedIncidentsRead,
     page: PageDep,
     query: IncidentQueryDep,
-) -> Page[IncidentPublic]:
+) -> Response:
     # async + one thread hop for the whole unit of work: a hot path (bench/README.md)
     export = export_media_type(request.headers.get("accept"))
     if export is not None:  # streamed export: every matching row, limit/cursor do not apply
-        return export_response(export, query.to_filter(), principal)  # type: ignore[return-value]
+        return export_response(export, query.to_filter(), principal)
     flt = query.to_filter()
     reads = loop_reads(request)
     if reads is not None and incident_reads.serves(principal, flt):
-        return Response(await incident_reads.page(reads, flt, page, principal),  # type: ignore[return-value]
+        return Response(await incident_reads.page(reads, flt, page, principal),
                         media_type="application/json")
     items, cursor = await in_unit_of_work(
         lambda session: IncidentService(session).page(flt, page, principal)
     )
-    return _json(Page(items=items, next_cursor=cursor))  # type: ignore[return-value]
+    return _json(Page(items=items, next_cursor=cursor))
 
 
 @router.post(
@@ -112,7 +116,7 @@ async def incidents_list(
 @sends("ETag", "Location", status=201)
 def incidents_create(
     session: SessionDep,
-    principal: Allowed(Action.incidents_create),
+    principal: AllowedIncidentsCreate,
     body: IncidentCreate,
     response: Response,
 ) -> IncidentPublic:
@@ -122,23 +126,25 @@ def incidents_create(
     return incident
 
 
-@router.get("/{incident_id}", summary="Get an incident", responses=problems(403, 404))
+@router.get(
+    "/{incident_id}", summary="Get an incident", response_model=IncidentPublic,
+    responses=problems(403, 404),
+)
 @sends("ETag")
 async def incidents_get(
     request: Request,
-    principal: Allowed(Action.incidents_read),
+    principal: AllowedIncidentsRead,
     incident_id: uuid.UUID,
-) -> IncidentPublic:
+) -> Response:
     reads = loop_reads(request)
     if reads is not None and incident_reads.serves(principal):  # on the loop: app.core.reads
         body, version = await incident_reads.get(reads, incident_id, principal)
-        return Response(body, media_type="application/json",  # type: ignore[return-value]
-                        headers={"ETag": etag(version)})
+        return Response(body, media_type="application/json", headers={"ETag": etag(version)})
     # async + one thread hop for the whole unit of work (managers: visibility by assignment)
     incident = await in_unit_of_work(
         lambda session: IncidentService(session).read_public(incident_id, principal)
     )
-    return _json(incident, {"ETag": etag(incident.version)})  # type: ignore[return-value]
+    return _json(incident, {"ETag": etag(incident.version)})
 
 
 @router.patch(
@@ -149,7 +155,7 @@ async def incidents_get(
 @sends("ETag")
 def incidents_update(
     session: SessionDep,
-    principal: Allowed(Action.incidents_update),
+    principal: AllowedIncidentsUpdate,
     incident_id: uuid.UUID,
     body: IncidentUpdate,
     if_match: IfMatchDep,
@@ -168,7 +174,7 @@ def incidents_update(
 @sends("ETag")
 def incidents_set_status(
     session: SessionDep,
-    principal: Allowed(Action.incidents_status),
+    principal: AllowedIncidentsStatus,
     incident_id: uuid.UUID,
     body: IncidentStatusChange,
     response: Response,
@@ -185,7 +191,7 @@ def incidents_set_status(
 )
 def incidents_events(
     session: SessionDep,
-    principal: Allowed(Action.incidents_read),
+    principal: AllowedIncidentsRead,
     incident_id: uuid.UUID,
     page: PageDep,
 ) -> Page[IncidentEventPublic]:
@@ -201,7 +207,7 @@ def incidents_events(
 )
 def incidents_add_note(
     session: SessionDep,
-    principal: Allowed(Action.incidents_notes),
+    principal: AllowedIncidentsNotes,
     incident_id: uuid.UUID,
     body: NoteCreate,
 ) -> IncidentNotePublic:
@@ -215,7 +221,7 @@ def incidents_add_note(
 )
 def incidents_notes(
     session: SessionDep,
-    principal: Allowed(Action.incidents_notes),
+    principal: AllowedIncidentsNotes,
     incident_id: uuid.UUID,
     page: PageDep,
 ) -> Page[IncidentNotePublic]:

@@ -9,11 +9,18 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Response
 from pydantic import StringConstraints
 
-from app.api.deps import Allowed, IfMatchDep, PageDep, SessionDep, etag
+from app.api.deps import (
+    AllowedManagersRead,
+    AllowedManagersSelf,
+    AllowedManagersWrite,
+    IfMatchDep,
+    PageDep,
+    SessionDep,
+    etag,
+)
 from app.api.openapi import sends
 from app.api.problems import problems
 from app.api.routing import UnitOfWorkRoute
-from app.core.security import Action
 from app.models.common import DistrictFilter, Page
 from app.models.manager import ManagerStatus
 from app.models.manager_schemas import (
@@ -71,7 +78,7 @@ def _tagged(response: Response, view: ManagerView) -> ManagerView:
 )
 def managers_list(
     session: SessionDep,
-    principal: Allowed(Action.managers_read),
+    principal: AllowedManagersRead,
     page: PageDep,
     query: Annotated[ManagerQuery, Depends()],
 ) -> ManagerPage:
@@ -83,7 +90,7 @@ def managers_list(
 @sends("ETag", "Location", status=201)
 def managers_create(
     session: SessionDep,
-    principal: Allowed(Action.managers_write),
+    principal: AllowedManagersWrite,
     body: ManagerCreate,
     response: Response,
 ) -> ManagerPublic:
@@ -97,7 +104,7 @@ def managers_create(
 @sends("ETag")
 def managers_get(
     session: SessionDep,
-    principal: Allowed(Action.managers_read),
+    principal: AllowedManagersRead,
     manager_id: uuid.UUID,
     response: Response,
 ) -> ManagerView:
@@ -112,7 +119,7 @@ def managers_get(
 @sends("ETag")
 def managers_update(
     session: SessionDep,
-    principal: Allowed(Action.managers_self),
+    principal: AllowedManagersSelf,
     manager_id: uuid.UUID,
     body: ManagerUpdate,
     if_match: IfMatchDep,
@@ -131,7 +138,7 @@ def managers_update(
 @sends("ETag")
 def managers_set_status(
     session: SessionDep,
-    principal: Allowed(Action.managers_write),
+    principal: AllowedManagersWrite,
     manager_id: uuid.UUID,
     body: ManagerStatusChange,
     response: Response,
@@ -149,7 +156,7 @@ def managers_set_status(
 )
 def managers_add_absence(
     session: SessionDep,
-    principal: Allowed(Action.managers_self),
+    principal: AllowedManagersSelf,
     manager_id: uuid.UUID,
     body: AbsenceCreate,
 ) -> AbsencePublic:
@@ -163,7 +170,7 @@ def managers_add_absence(
 )
 def managers_absences(
     session: SessionDep,
-    principal: Allowed(Action.managers_self),
+    principal: AllowedManagersSelf,
     manager_id: uuid.UUID,
     page: PageDep,
 ) -> Page[AbsencePublic]:
@@ -179,7 +186,7 @@ def managers_absences(
 )
 def managers_delete_absence(
     session: SessionDep,
-    principal: Allowed(Action.managers_self),
+    principal: AllowedManagersSelf,
     manager_id: uuid.UUID,
     absence_id: uuid.UUID,
 ) -> Response:

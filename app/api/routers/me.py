@@ -6,6 +6,7 @@ from fastapi import APIRouter
 
 from app.api.deps import PrincipalDep
 from app.api.problems import problems
+from app.core.security import PrincipalKind
 from app.models.system import Me
 
 router = APIRouter()
@@ -18,8 +19,9 @@ router = APIRouter()
     responses=problems(),
 )
 async def me_get(principal: PrincipalDep) -> Me:
+    assert principal.kind is not PrincipalKind.system  # the CLI's and worker's, never over HTTP
     return Me(
-        kind=principal.kind.value,  # type: ignore[arg-type]
+        kind=principal.kind.value,
         subject=principal.subject,
         display_name=principal.display_name,
         role=principal.role,

@@ -7,15 +7,18 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from app.api.deps import Allowed, PageDep, SessionDep
+from app.api.deps import (
+    AllowedNotificationsRead,
+    PageDep,
+    SessionDep,
+)
 from app.api.problems import problems
-from app.core.security import Action
 from app.models.common import Page
 from app.models.notification import NotificationPublic, NotificationStatus
 from app.services.notifications.record import NotificationFilter, NotificationService
 
 router = APIRouter(prefix="/notifications", tags=["notifications"])
-Staff = Allowed(Action.notifications_read)
+Staff = AllowedNotificationsRead
 
 
 @router.get(

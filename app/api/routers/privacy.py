@@ -7,11 +7,15 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 
-from app.api.deps import Allowed, SessionDep, etag
+from app.api.deps import (
+    AllowedDataProtection,
+    AllowedReporterErase,
+    SessionDep,
+    etag,
+)
 from app.api.openapi import sends
 from app.api.problems import problems
 from app.api.routing import UnitOfWorkRoute
-from app.core.security import Action
 from app.models.incident import IncidentPublic
 from app.models.manager_schemas import ManagerPublic
 from app.models.privacy_schemas import DataSubjectReport
@@ -34,7 +38,7 @@ router = APIRouter(tags=["privacy"], route_class=UnitOfWorkRoute)
 @sends("ETag")
 def incidents_reporter_erase(
     session: SessionDep,
-    principal: Allowed(Action.reporter_erase),
+    principal: AllowedReporterErase,
     incident_id: uuid.UUID,
     response: Response,
 ) -> IncidentPublic:
@@ -55,7 +59,7 @@ def incidents_reporter_erase(
 @sends("ETag")
 def managers_erase(
     session: SessionDep,
-    principal: Allowed(Action.data_protection),
+    principal: AllowedDataProtection,
     manager_id: uuid.UUID,
     response: Response,
 ) -> ManagerPublic:
@@ -75,7 +79,7 @@ def managers_erase(
 )
 def data_subject_get(
     session: SessionDep,
-    principal: Allowed(Action.data_protection),
+    principal: AllowedDataProtection,
     email: Annotated[str, Query(min_length=3, max_length=320, pattern=r"^\s*[^\s@]+@[^\s]+\s*$", description="E-mail address")],
 ) -> DataSubjectReport:
     return privacy.subject_access(session, email, principal)

@@ -9,12 +9,19 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse
 
-from app.api.deps import Allowed, IfMatchDep, PageDep, SessionDep, etag
+from app.api.deps import (
+    AllowedRecommendationsRead,
+    AllowedRecommendationsWrite,
+    IfMatchDep,
+    PageDep,
+    SessionDep,
+    etag,
+)
 from app.api.negotiation import accept_ranges
 from app.api.openapi import sends
 from app.api.problems import problems
 from app.api.routing import UnitOfWorkRoute
-from app.core.security import Action
+from app.core.errors import NotAcceptable
 from app.models.common import DistrictFilter, Page
 from app.models.recommendation import (
     RecommendationCategory,
@@ -28,14 +35,13 @@ from app.models.recommendation import (
 )
 from app.repositories.recommendations import RecommendationFilter
 from app.services.recommendations import (
-    NotAcceptable,
     RecommendationService,
     render_markdown,
 )
 
 router = APIRouter(prefix="/recommendations", tags=["recommendations"], route_class=UnitOfWorkRoute)
-Reader = Allowed(Action.recommendations_read)
-Writer = Allowed(Action.recommendations_write)
+Reader = AllowedRecommendationsRead
+Writer = AllowedRecommendationsWrite
 
 MARKDOWN = "text/markdown"
 JSON = "application/json"

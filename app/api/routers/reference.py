@@ -7,11 +7,17 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 
-from app.api.deps import Allowed, IfMatchDep, PageDep, SessionDep, etag
+from app.api.deps import (
+    AllowedReferenceRead,
+    AllowedReferenceWrite,
+    IfMatchDep,
+    PageDep,
+    SessionDep,
+    etag,
+)
 from app.api.openapi import sends
 from app.api.problems import problems
 from app.api.routing import UnitOfWorkRoute
-from app.core.security import Action
 from app.models.common import DistrictFilter, Page
 from app.models.reference import (
     CompetenceCreate,
@@ -27,8 +33,8 @@ from app.models.reference import (
 from app.services.reference_data import CompetenceService, DistrictService, OrganisationService
 
 router = APIRouter(route_class=UnitOfWorkRoute)
-Reader = Allowed(Action.reference_read)
-Writer = Allowed(Action.reference_write)
+Reader = AllowedReferenceRead
+Writer = AllowedReferenceWrite
 
 
 @router.get(

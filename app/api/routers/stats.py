@@ -7,10 +7,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from app.api.deps import Allowed, SessionDep
+from app.api.deps import (
+    AllowedStatsRead,
+    SessionDep,
+)
 from app.api.problems import problems
 from app.api.routing import UnitOfWorkRoute
-from app.core.security import Action
 from app.models.common import DistrictFilter, UTCTimestamp
 from app.repositories.stats import IncidentScope
 from app.services.stats import (
@@ -22,7 +24,7 @@ from app.services.stats import (
 )
 
 router = APIRouter(route_class=UnitOfWorkRoute)
-Reader = Allowed(Action.stats_read)
+Reader = AllowedStatsRead
 
 DistrictQuery = Annotated[
     DistrictFilter | None, Query(max_length=64, description="District code (either case)")

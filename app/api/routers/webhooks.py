@@ -6,11 +6,16 @@ import uuid
 
 from fastapi import APIRouter, Response
 
-from app.api.deps import Allowed, IfMatchDep, PageDep, SessionDep, etag
+from app.api.deps import (
+    AllowedWebhooks,
+    IfMatchDep,
+    PageDep,
+    SessionDep,
+    etag,
+)
 from app.api.openapi import sends
 from app.api.problems import problems
 from app.api.routing import UnitOfWorkRoute
-from app.core.security import Action
 from app.models.common import Page
 from app.models.webhook import (
     WebhookAttemptPublic,
@@ -22,7 +27,7 @@ from app.models.webhook import (
 from app.services.webhooks.subscriptions import WebhookService
 
 router = APIRouter(prefix="/webhooks", tags=["webhooks"], route_class=UnitOfWorkRoute)
-WebhookAdmin = Allowed(Action.webhooks)
+WebhookAdmin = AllowedWebhooks
 
 
 @router.post(

@@ -31,6 +31,7 @@ from app.core.clock import get_clock
 from app.core.config import Settings, get_settings
 from app.core.errors import Conflict, Unprocessable
 from app.core.metrics import count_offer
+from app.core.problems import ProblemType
 from app.core.security import Principal, PrincipalKind
 from app.models.assignment import (
     OPEN_ASSIGNMENT_STATUSES,
@@ -114,7 +115,7 @@ class DispatchService(CandidateRanking, AssignmentViews):
             raise Conflict(
                 f"An incident in status '{incident.status}' cannot be dispatched "
                 "(it must be triaged or dispatched).",
-                type_="incident-not-dispatchable",
+                type_=ProblemType.INCIDENT_NOT_DISPATCHABLE,
             )
         role = self._slot_for(incident, body.role)
         today, now = self.clock.today(), self.clock.now()
@@ -127,7 +128,8 @@ class DispatchService(CandidateRanking, AssignmentViews):
             if failure is not None:
                 raise Conflict(
                     f"The manager is not eligible for this incident: {failure}.",
-                    type_="at-capacity" if failure == "at_capacity" else "not-eligible",
+                    type_=(ProblemType.AT_CAPACITY if failure == "at_capacity"
+                           else ProblemType.NOT_ELIGIBLE),
                     errors=[{"loc": ["body", "manager_id"], "msg": failure, "type": failure}],
                 )
             candidate = score_manager(facts, manager, today, now=now)
@@ -135,7 +137,7 @@ class DispatchService(CandidateRanking, AssignmentViews):
             if assignment is None:
                 raise Conflict(
                     "The manager has no free slot (max_open_assignments reached).",
-                    type_="at-capacity",
+                    type_=ProblemType.AT_CAPACITY,
                     errors=[{"loc": ["body", "manager_id"], "msg": "at_capacity",
                              "type": "at_capacity"}],
                 )
@@ -144,7 +146,7 @@ class DispatchService(CandidateRanking, AssignmentViews):
                 raise Conflict(
                     f"Escalation level {incident.escalation_level} is above the volunteer level "
                     f"({self.settings.volunteer_max_level}): a coordinator must pick a manager.",
-                    type_="escalation-above-volunteer-level",
+                    type_=ProblemType.ESCALATION_ABOVE_VOLUNTEER_LEVEL,
                 )
             assignment = None
             for candidate in self.rank(incident, facts=facts).candidates:
@@ -152,7 +154,7 @@ class DispatchService(CandidateRanking, AssignmentViews):
                 if assignment is not None:
                     break
             if assignment is None:
-                raise Conflict("No manager fits this incident.", type_="no-candidate")
+                raise Conflict("No manager fits this incident.", type_=ProblemType.NO_CANDIDATE)
         self.session.flush()
         return self.public(assignment, principal)
 
@@ -165,17 +167,17 @@ class DispatchService(CandidateRanking, AssignmentViews):
             if not tandem:
                 raise Conflict(
                     "The lead slot is taken and the incident needs no co manager.",
-                    type_="slot-taken",
+                    type_=ProblemType.SLOT_TAKEN,
                 )
             wanted = CO
         if wanted == CO and not tandem:
             raise Conflict(
                 f"Only tandem incidents (escalation level ≥ {self.settings.tandem_from_level}) "
                 "have a co slot.",
-                type_="not-tandem",
+                type_=ProblemType.NOT_TANDEM,
             )
         if wanted in taken:
-            raise Conflict(f"The {wanted} slot of this incident is taken.", type_="slot-taken")
+            raise Conflict(f"The {wanted} slot of this incident is taken.", type_=ProblemType.SLOT_TAKEN)
         return wanted
 
     def _offer(
@@ -202,7 +204,7 @@ class DispatchService(CandidateRanking, AssignmentViews):
             raise Conflict(
                 f"The {role} slot of this incident is taken (or the manager holds an open "
                 "assignment on it).",
-                type_="slot-taken",
+                type_=ProblemType.SLOT_TAKEN,
             ) from None
         record_event(self.session, incident, "assignment_offered", principal,
                      data=offered_event_data(row, auto=auto))
@@ -266,7 +268,7 @@ class DispatchService(CandidateRanking, AssignmentViews):
         if assignment.status != A.accepted:
             raise Conflict(
                 f"Only an accepted assignment can be completed; this one is {assignment.status}.",
-                type_="assignment-not-accepted",
+                type_=ProblemType.ASSIGNMENT_NOT_ACCEPTED,
             )
         now = self.clock.now()
         end_assignment(self.session, assignment, A.completed, now)
@@ -288,7 +290,7 @@ class DispatchService(CandidateRanking, AssignmentViews):
             raise Conflict(
                 f"Only an offered or accepted assignment can be withdrawn; this one is "
                 f"{assignment.status}.",
-                type_="assignment-not-open",
+                type_=ProblemType.ASSIGNMENT_NOT_OPEN,
             )
         now = self.clock.now()
         end_assignment(self.session, assignment, A.withdrawn, now, reason=reason,
@@ -306,10 +308,10 @@ class DispatchService(CandidateRanking, AssignmentViews):
         if assignment.status != A.offered:
             raise Conflict(
                 f"The offer is no longer open (it is {assignment.status}).",
-                type_="offer-not-open",
+                type_=ProblemType.OFFER_NOT_OPEN,
             )
         if assignment.expires_at <= self.clock.now():
-            raise Conflict("The offer has expired.", type_="offer-not-open")
+            raise Conflict("The offer has expired.", type_=ProblemType.OFFER_NOT_OPEN)
 
     def _maybe_start(self, incident: Incident, principal: Principal) -> None:
         """dispatched → in_progress once the lead (tandem: lead and co) accepted."""

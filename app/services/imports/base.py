@@ -15,6 +15,7 @@ from sqlalchemy import text
 from sqlmodel import Session
 
 from app.core.errors import Conflict
+from app.core.problems import ProblemType
 from app.core.security import Principal
 from app.models.base import new_ordered_ids
 from app.models.system import AuditEvent
@@ -143,7 +144,7 @@ def raise_if_duplicate(exc: Exception) -> None:
         raise Conflict(
             "Another import or request created some of these records at the same time; "
             "run the import again (it is an upsert).",
-            type_="concurrent-import",
+            type_=ProblemType.CONCURRENT_IMPORT,
         ) from None
 
 

@@ -13,6 +13,7 @@ from sqlmodel import Session
 
 from app.core.config import get_settings
 from app.core.errors import Unprocessable
+from app.core.problems import ProblemType
 from app.core.security import Principal
 from app.services.csv_io import LineSplitter, Record, UnreadableBody, read_csv, read_ndjson
 from app.services.imports.base import BodyFormat, Importer, ImportKind, ImportResult
@@ -177,8 +178,7 @@ def run_import(
         _roll_back(session, importer)
         raise Unprocessable(
             exc.message,
-            type_="unreadable-import",
-            title="Unreadable import",
+            type_=ProblemType.UNREADABLE_IMPORT,
             errors=exc.errors or [{"loc": ["body"], "msg": exc.message, "type": "unreadable"}],
         ) from None
     except BaseException:

@@ -14,6 +14,7 @@ from sqlmodel import Session
 
 from app.core.clock import get_clock
 from app.core.errors import Conflict, NotFound
+from app.core.problems import ProblemType
 from app.core.security import Principal, forget_keys
 from app.models.assignment import Assignment
 from app.models.incident import Incident, IncidentEvent, IncidentNote
@@ -225,7 +226,7 @@ def erase_manager(session: Session, manager_id: uuid.UUID, principal: Principal)
         raise NotFound(f"No manager {manager_id}.")
     if manager.status != ManagerStatus.retired:
         raise Conflict(
-            "Only retired managers can be erased; retire the manager first.", type_="not-retired"
+            "Only retired managers can be erased; retire the manager first.", type_=ProblemType.NOT_RETIRED
         )
     if manager.erased_at is not None:
         return manager

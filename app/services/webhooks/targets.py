@@ -12,6 +12,7 @@ import httpx
 
 from app.core.config import get_settings
 from app.core.errors import Unprocessable
+from app.core.problems import ProblemType
 
 
 class TargetRefused(ValueError):
@@ -90,6 +91,6 @@ def check_url_field(url: str) -> None:
     except TargetRefused as exc:
         raise Unprocessable(
             f"url {exc}.",
-            type_="webhook-target-refused",
+            type_=ProblemType.WEBHOOK_TARGET_REFUSED,
             errors=[{"loc": ["body", "url"], "msg": str(exc), "type": "target_refused"}],
         ) from None
