@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import Depends, FastAPI
@@ -63,6 +65,29 @@ def _docs_oauth(settings: Settings) -> dict[str, Any] | None:
     }
 
 
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Open the event-loop read path (``app.state.reads``, :mod:`app.core.reads`); on shutdown
+    close it and commit what the access-log writer still holds (:mod:`app.services.access_log`).
+    """
+    from starlette.concurrency import run_in_threadpool
+
+    from app.core.reads import open_reads
+    from app.services.privacy.access_writer import close_writer
+
+    # Test clients may run lifespans of one app inside each other: each restores the reader
+    # it found, and closes only its own.
+    previous = getattr(app.state, "reads", None)
+    reads = app.state.reads = await open_reads(get_settings())
+    try:
+        yield
+    finally:
+        if getattr(app.state, "reads", None) is reads:
+            app.state.reads = previous
+        await reads.close()
+        await run_in_threadpool(close_writer)
+
+
 def create_app() -> FastAPI:
     settings = get_settings()
     app = FastAPI(
@@ -75,6 +100,7 @@ def create_app() -> FastAPI:
         redoc_url=None,
         dependencies=[Depends(reject_nul_parameters)],
         swagger_ui_init_oauth=_docs_oauth(settings),
+        lifespan=lifespan,
     )
     install_error_handlers(app)
     install_docs(app, settings)

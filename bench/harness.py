@@ -1,17 +1,20 @@
-"""Benchmark harness: one command, one table.
+"""Benchmark harness: one command, one table per database.
 
-    .venv/bin/python -m bench.harness --db sqlite --seconds 10
-    .venv/bin/python -m bench.harness --db postgres --seconds 10 [--pg-url postgresql://…/postgres]
+    .venv/bin/python -m bench.harness --seconds 5            # SQLite, then PostgreSQL
+    .venv/bin/python -m bench.harness --db sqlite --seconds 10 [--pg-url postgresql://…/postgres]
 
 1. Creates a fresh database (a SQLite file in /tmp, or a new PostgreSQL database), migrates it
    with Alembic and bulk-inserts generated data with SQL (100k incidents, 5,000 managers,
    50 districts by default).
-2. Starts the service under uvicorn on 127.0.0.1 (one worker) — ``bench.app:app``, the real app
-   plus ``GET /bench/ceiling`` (a bare ``async def`` returning constant JSON) — and a second
-   server with a plain FastAPI app holding only that endpoint.
-3. Drives each operation with wrk (``apt-get install wrk``; 2 threads, 16 connections) or, when
+2. Starts a plain FastAPI app holding one bare ``async def`` endpoint that returns a constant,
+   incident-sized JSON object (``bench.app:bare``) — **the reference every ratio is taken to** —
+   then the service under uvicorn on 127.0.0.1 (one worker): ``bench.app:app``, the real app with
+   its production middleware plus the same endpoint (the kokoma ceiling, shown beside).
+3. Drives each operation with wrk (``apt-get install wrk``; 1 thread, 16 connections) or, when
    wrk is missing, a bounded asyncio httpx client, and prints one table: operation, req/s, p50,
-   p99, non-2xx responses and the ratio to the ceiling measured in the same run.
+   p99, non-2xx responses, the ratio to the bare app and to the kokoma ceiling measured in the
+   same run, and the load average at the start and at the end (the bare app runs again at the
+   end, to show the drift).
 
 ``--profile OPERATION`` records the server with py-spy while that operation runs and prints the
 hottest functions. Every request loop is bounded in time; servers are stopped at the end.
@@ -62,6 +65,7 @@ class Dataset:
     triaged_ids: list[str]
     districts: list[str]
     plain_ids: list[str] = field(default_factory=list)  # incidents without reporter data
+    manager_ids: list[str] = field(default_factory=list)
     cleanup: list[str] = field(default_factory=list)
 
 
@@ -138,8 +142,10 @@ def generate(url: str, *, incidents: int, managers: int, districts: int, seed: i
             for i, o in enumerate(organisations)
         ])
         manager_rows, served, held = [], [], []
+        manager_ids: list[str] = []
         for i in range(managers):
             manager_id = uuid.uuid4()
+            manager_ids.append(str(manager_id))
             home = rnd.choice(codes)
             manager_rows.append({
                 "id": manager_id, "display_name": f"Manager {i}",
@@ -213,7 +219,7 @@ def generate(url: str, *, incidents: int, managers: int, districts: int, seed: i
     print(f"generated {incidents} incidents, {managers} managers, {districts} districts "
           f"in {time.monotonic() - started:.1f} s", file=sys.stderr)
     return Dataset(url=url, key=key, incident_ids=incident_ids, triaged_ids=triaged,
-                   districts=codes, plain_ids=plain)
+                   districts=codes, plain_ids=plain, manager_ids=manager_ids)
 
 
 # ------------------------------------------------------------------------------------- server
@@ -237,7 +243,7 @@ def server(app: str, url: str) -> Iterator[tuple[str, int]]:
     try:
         import httpx
 
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 120  # start-up on a loaded machine can take a while
         while True:
             try:
                 if httpx.get(base + "/healthz" if app.endswith(":app") else
@@ -246,6 +252,9 @@ def server(app: str, url: str) -> Iterator[tuple[str, int]]:
             except httpx.HTTPError:
                 pass
             if proc.poll() is not None or time.monotonic() > deadline:
+                if proc.poll() is None:  # hung: stop it, else reading its output never ends
+                    proc.kill()
+                    proc.wait()
                 raise RuntimeError("server did not start: " + proc.stderr.read().decode()[-2000:])
             time.sleep(0.2)
         yield base, proc.pid
@@ -255,6 +264,7 @@ def server(app: str, url: str) -> Iterator[tuple[str, int]]:
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             proc.kill()
+            proc.wait()
 
 
 # --------------------------------------------------------------------------------------- load
@@ -303,12 +313,13 @@ def _ms(text: str) -> float:
     return float(match.group(1)) * _UNIT[match.group(2)]
 
 
-def run_wrk(base: str, op: Operation, key: str, seconds: int, connections: int) -> Result:
+def run_wrk(base: str, op: Operation, key: str, seconds: int, connections: int,
+            threads: int = 1) -> Result:
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
         script.write(_lua(op, key))
     try:
         out = subprocess.run(
-            ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", script.name,
+            ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", script.name,
              base], capture_output=True, text=True, timeout=seconds + 60, check=True,
         ).stdout
     finally:
@@ -325,7 +336,8 @@ def run_wrk(base: str, op: Operation, key: str, seconds: int, connections: int) 
     return Result(op.name, rps, p50, p99, errors, total)
 
 
-def run_httpx(base: str, op: Operation, key: str, seconds: int, connections: int) -> Result:
+def run_httpx(base: str, op: Operation, key: str, seconds: int, connections: int,
+              threads: int = 1) -> Result:
     import httpx
 
     async def main() -> Result:
@@ -412,14 +424,26 @@ def operations(data: Dataset) -> list[Operation]:
         f"bench-{n},partner,Imported incident {n},{data.districts[n % len(data.districts)]},"
         f"other,2\n" for n in range(100)
     )
+    managers = [f"/api/v1/managers/{m}" for m in rnd.sample(data.manager_ids,
+                                                             min(500, len(data.manager_ids)))]
     return [
         Operation("ceiling: bare FastAPI app", "GET", ["/bench/ceiling"]),
         Operation("ceiling: kokoma app (same middleware)", "GET", ["/bench/ceiling"]),
+        Operation("healthz (no auth, no database)", "GET", ["/healthz"]),
         Operation("get incident by id", "GET", [f"/api/v1/incidents/{i}" for i in ids]),
         Operation("get incident by id, no reporter data", "GET",
                   [f"/api/v1/incidents/{i}" for i in rnd.sample(data.plain_ids,
                                                                  min(2000, len(data.plain_ids)))]),
         Operation("list 50 incidents, filtered (100k)", "GET", lists),
+        Operation("list competences (reference)", "GET", ["/api/v1/competences"]),
+        Operation("list districts (reference)", "GET", ["/api/v1/districts?limit=50"]),
+        Operation("list 50 managers", "GET", ["/api/v1/managers?limit=50"]),
+        Operation("get manager by id", "GET", managers),
+        Operation("list assignments", "GET", ["/api/v1/assignments?limit=50"]),
+        Operation("list recommendations", "GET", ["/api/v1/recommendations?limit=50"]),
+        Operation("statistics (incidents, 100k)", "GET", ["/api/v1/stats/incidents"]),
+        Operation("district profile (100k)", "GET",
+                  [f"/api/v1/districts/{d}/profile" for d in data.districts]),
         Operation("create incident", "POST", ["/api/v1/incidents"], create),
         Operation("candidates (5,000 managers)", "GET",
                   [f"/api/v1/incidents/{i}/candidates" for i in triaged]),
@@ -431,10 +455,12 @@ def operations(data: Dataset) -> list[Operation]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite")
+    parser.add_argument("--db", default="sqlite,postgres",
+                        help="sqlite, postgres or both (comma-separated; default both)")
     parser.add_argument("--pg-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--threads", type=int, default=1, help="wrk threads (default 1)")
     parser.add_argument("--incidents", type=int, default=100_000)
     parser.add_argument("--managers", type=int, default=5_000)
     parser.add_argument("--districts", type=int, default=50)
@@ -442,10 +468,18 @@ def main() -> None:
     parser.add_argument("--profile", default="", help="substring of the operation to profile")
     parser.add_argument("--client", choices=["auto", "wrk", "httpx"], default="auto")
     args = parser.parse_args()
+    databases = [d.strip() for d in args.db.split(",") if d.strip()]
+    for db in databases:
+        if db not in ("sqlite", "postgres"):
+            parser.error(f"unknown database {db!r} (sqlite, postgres)")
+    for db in databases:
+        run_one(db, args)
 
+
+def run_one(db: str, args: argparse.Namespace) -> None:
     use_wrk = args.client == "wrk" or (args.client == "auto" and shutil.which("wrk"))
     drive = run_wrk if use_wrk else run_httpx
-    url, pg_name = fresh_database(args.db, args.pg_url)
+    url, pg_name = fresh_database(db, args.pg_url)
     try:
         data = generate(url, incidents=args.incidents, managers=args.managers,
                         districts=args.districts)
@@ -456,8 +490,13 @@ def main() -> None:
                    any(w in op.name for w in wanted)]
         results: list[Result] = []
         profiles: list[str] = []
+        load_before = os.getloadavg()[0]
+
+        def load(base: str, op: Operation) -> Result:
+            return drive(base, op, data.key, args.seconds, args.connections, args.threads)
+
         with server("bench.app:bare", url) as (bare_base, _):
-            results.append(drive(bare_base, ops[0], data.key, args.seconds, args.connections))
+            results.append(load(bare_base, ops[0]))
         with server("bench.app:app", url) as (base, pid):
             import httpx
 
@@ -473,11 +512,17 @@ def main() -> None:
                           file=sys.stderr)
                 if args.profile and args.profile in op.name:
                     with concurrent_profile(pid, args.seconds) as report:
-                        results.append(drive(base, op, data.key, args.seconds, args.connections))
+                        results.append(load(base, op))
                     profiles.append(f"== profile: {op.name}\n{report()}")
                 else:
-                    results.append(drive(base, op, data.key, args.seconds, args.connections))
-        print_table(results, args, "wrk" if use_wrk else "httpx")
+                    results.append(load(base, op))
+        # The bare app once more at the end: the machine's drift during the run shows here.
+        with server("bench.app:bare", url) as (bare_base, _):
+            again = load(bare_base, ops[0])
+        again.name = "ceiling: bare FastAPI app, again at the end"
+        results.append(again)
+        print_table(db, results, args, "wrk" if use_wrk else "httpx",
+                    (load_before, os.getloadavg()[0]))
         for text in profiles:
             print(text)
     finally:
@@ -502,19 +547,24 @@ def concurrent_profile(pid: int, seconds: int) -> Iterator[object]:
     thread.join()
 
 
-def print_table(results: list[Result], args: argparse.Namespace, client: str) -> None:
+def print_table(db: str, results: list[Result], args: argparse.Namespace, client: str,
+                loads: tuple[float, float]) -> None:
+    """Ratios to the bare FastAPI app (the first line, same run), the kokoma-app ceiling beside."""
+    bare = next((r.rps for r in results if r.name == "ceiling: bare FastAPI app"), None)
     ceiling = next((r.rps for r in results if r.name.startswith("ceiling: kokoma")), None)
-    print(f"\nkokoma bench — {args.db}, {args.incidents:,} incidents, {args.managers:,} managers, "
-          f"{args.districts} districts; uvicorn 1 worker; {client} {args.connections} "
-          f"connections, {args.seconds} s per operation; {os.cpu_count()} cores; "
-          f"load average {os.getloadavg()[0]:.1f} (other work on the machine skews figures)")
-    print(f"| {'operation':<40} | {'req/s':>8} | {'p50 ms':>7} | {'p99 ms':>7} | "
-          f"{'non-2xx':>7} | {'× ceiling':>9} |")
-    print(f"|{'-' * 42}|{'-' * 10}|{'-' * 9}|{'-' * 9}|{'-' * 9}|{'-' * 11}|")
+    print(f"\nkokoma bench — {db}, {args.incidents:,} incidents, {args.managers:,} managers, "
+          f"{args.districts} districts; uvicorn 1 worker; {client} {args.threads} thread(s), "
+          f"{args.connections} connections, {args.seconds} s per operation; {os.cpu_count()} "
+          f"cores; load average {loads[0]:.2f} at the start, {loads[1]:.2f} at the end "
+          f"(other work on the machine skews figures)")
+    print(f"| {'operation':<44} | {'req/s':>8} | {'p50 ms':>7} | {'p99 ms':>7} | "
+          f"{'non-2xx':>7} | {'× bare':>6} | {'× kokoma ceiling':>16} |")
+    print(f"|{'-' * 46}|{'-' * 10}|{'-' * 9}|{'-' * 9}|{'-' * 9}|{'-' * 8}|{'-' * 18}|")
     for r in results:
-        ratio = f"{r.rps / ceiling:.2f}" if ceiling else "-"
-        print(f"| {r.name:<40} | {r.rps:>8.0f} | {r.p50_ms:>7.2f} | {r.p99_ms:>7.2f} | "
-              f"{r.errors:>7} | {ratio:>9} |")
+        ratio = f"{r.rps / bare:.2f}" if bare else "-"
+        beside = f"{r.rps / ceiling:.2f}" if ceiling else "-"
+        print(f"| {r.name:<44} | {r.rps:>8.0f} | {r.p50_ms:>7.2f} | {r.p99_ms:>7.2f} | "
+              f"{r.errors:>7} | {ratio:>6} | {beside:>16} |")
 
 
 if __name__ == "__main__":

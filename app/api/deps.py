@@ -8,7 +8,8 @@ from typing import Annotated, TypeVar
 import anyio
 import anyio.to_thread
 from anyio.lowlevel import RunVar
-from fastapi import Depends, Header, Query, Request
+from fastapi import Depends, Header, Query, Request, Response
+from pydantic import BaseModel
 from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
 
@@ -18,6 +19,7 @@ from app.core.db import new_session
 from app.core.errors import Forbidden, PreconditionFailed, Unauthorized
 from app.core.oidc import Binding, looks_like_jwt, principal_from_claims
 from app.core.pagination import PageParams
+from app.core.reads import Reads
 from app.core.security import Action, Principal, allowed, key_cache, lookup_principal
 from app.models.system import Role
 
@@ -96,6 +98,21 @@ async def in_unit_of_work(
 
     async with _units_of_work():
         return await run_in_threadpool(run)
+
+
+def json_response(body: BaseModel, headers: dict[str, str] | None = None) -> Response:
+    """A validated response model serialised once, by pydantic: returned as the model, FastAPI
+    would dump it, validate it again and serialise it again (≈ 0.9 ms for a page of 50; the
+    bytes are the same — bench/README.md). The route's return annotation still documents the
+    schema."""
+    return Response(body.model_dump_json(by_alias=True), media_type="application/json",
+                    headers=headers)
+
+
+def loop_reads(request: Request) -> Reads | None:
+    """The app's event-loop reader (:mod:`app.core.reads`), ``None`` when it runs without its
+    lifespan (then the unit-of-work path answers)."""
+    return getattr(request.app.state, "reads", None)
 
 
 async def reject_nul_parameters(request: Request) -> None:

@@ -38,6 +38,14 @@ class Settings(BaseSettings):
     #: processes (48) and the worker and CLI share PostgreSQL's default max_connections=100.
     db_pool_size: int = Field(default=8, ge=1)
     db_max_overflow: int = Field(default=8, ge=0)
+    #: Connections of the event-loop read path (app.core.reads) per process, on top of the pool:
+    #: each holds a connection for one statement only, so a few serve every concurrent read.
+    db_read_pool_size: int = Field(default=4, ge=1, le=32)
+    #: Group commit of the reporter access log (app.core.group_commit): at most this many
+    #: entries per commit, and how long the writer waits for more once one arrived (0: it
+    #: commits what queued while the previous commit ran).
+    access_log_batch_rows: int = Field(default=1000, ge=1, le=10_000)
+    access_log_batch_wait_ms: float = Field(default=0.0, ge=0, le=100)
     #: Runs of a request whose transaction hit a deadlock or serialization failure (then 503).
     db_retry_attempts: int = Field(default=5, ge=1, le=20)
     #: Base of the jittered exponential backoff between those runs.

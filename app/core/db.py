@@ -77,9 +77,19 @@ def get_engine() -> Engine:
     return _engine
 
 
+#: Counts :func:`reset_engine` calls: the event-loop reader (app.core.reads) reopens its SQLite
+#: connection when it changed, as the engine's pooled connections are dropped.
+_generation = [0]
+
+
+def engine_generation() -> int:
+    return _generation[0]
+
+
 def reset_engine() -> None:
     """Dispose the engine (tests switch databases; forked workers start afresh)."""
     global _engine
+    _generation[0] += 1
     if _engine is not None:
         _engine.dispose()
     _engine = None

@@ -56,10 +56,10 @@ def decode_cursor(cursor: str, arity: int) -> list[Any]:
             raise ValueError("arity")
         return [typed(v) for v in values]
     except (ValueError, TypeError, binascii.Error, json.JSONDecodeError, UnicodeDecodeError):
-        raise _invalid_cursor() from None
+        raise invalid_cursor() from None
 
 
-def _invalid_cursor() -> BadRequest:
+def invalid_cursor() -> BadRequest:
     return BadRequest("The cursor is not valid; start again without it.",
                       type_=ProblemType.INVALID_CURSOR)
 
@@ -94,7 +94,7 @@ def _check_types(columns: Sequence[ColumnElement[Any]], values: Sequence[Any]) -
     for column, value in zip(columns, values, strict=True):
         expected = _python_type(column)
         if value is None or isinstance(value, bool) or not isinstance(value, expected):
-            raise _invalid_cursor()
+            raise invalid_cursor()
 
 
 def keyset(

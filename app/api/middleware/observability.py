@@ -14,10 +14,11 @@ A pure ASGI middleware (no ``BaseHTTPMiddleware``): it adds no task or thread ho
 
 from __future__ import annotations
 
+import itertools
 import logging
+import os
 import re
 import time
-import uuid
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
@@ -34,6 +35,32 @@ _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"
 UNMATCHED = "<unmatched>"
 
 access_log = logging.getLogger("kokoma.access")
+
+
+#: Generated request ids: 64 random bits per process, then a counter — unique, 32 hex digits,
+#: and about 20× cheaper than ``uuid4()`` (an ``os.urandom`` system call per request).
+_ID_PREFIX = os.urandom(8).hex()
+_ID_COUNTER = itertools.count(int.from_bytes(os.urandom(4), "big"))
+
+
+def new_request_id() -> str:
+    return f"{_ID_PREFIX}{next(_ID_COUNTER) & 0xFFFFFFFFFFFFFFFF:016x}"
+
+
+#: Metric children per label set: ``labels()`` takes a lock and builds a key on every call.
+_COUNTERS: dict[tuple[str, str, int], Any] = {}
+_HISTOGRAMS: dict[tuple[str, str], Any] = {}
+
+
+def _count(method: str, route: str, status: int, elapsed: float) -> None:
+    counter = _COUNTERS.get((method, route, status))
+    if counter is None:
+        counter = _COUNTERS[(method, route, status)] = REQUESTS.labels(method, route, str(status))
+    histogram = _HISTOGRAMS.get((method, route))
+    if histogram is None:
+        histogram = _HISTOGRAMS[(method, route)] = LATENCY.labels(method, route)
+    counter.inc()
+    histogram.observe(elapsed)
 
 
 def _incoming_id(scope: Scope) -> str | None:
@@ -106,7 +133,7 @@ class ObservabilityMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = _incoming_id(scope) or uuid.uuid4().hex
+        request_id = _incoming_id(scope) or new_request_id()
         token = request_id_var.set(request_id)
         header_value = request_id.encode("ascii")
         started = time.perf_counter()
@@ -132,8 +159,7 @@ class ObservabilityMiddleware:
             elapsed = time.perf_counter() - started
             method = scope["method"] if scope["method"] in _METHODS else "OTHER"
             route = _route_template(scope)
-            REQUESTS.labels(method, route, str(status)).inc()
-            LATENCY.labels(method, route).observe(elapsed)
+            _count(method, route, status, elapsed)
             _log_access(scope, method, route, status, elapsed, failure)
             request_id_var.reset(token)
 

@@ -19,6 +19,7 @@ from app.api.deps import (
     SessionDep,
     etag,
     in_unit_of_work,
+    loop_reads,
 )
 from app.api.exports import EXPORT_RESPONSES, export_media_type, export_response
 from app.api.openapi import sends
@@ -37,6 +38,7 @@ from app.models.incident import (
     NoteCreate,
 )
 from app.repositories.incidents import IncidentFilter
+from app.services import incident_reads
 from app.services.incidents import IncidentService
 
 router = APIRouter(prefix="/incidents", tags=["incidents"], route_class=UnitOfWorkRoute)
@@ -97,8 +99,13 @@ async def incidents_list(
     export = export_media_type(request.headers.get("accept"))
     if export is not None:  # streamed export: every matching row, limit/cursor do not apply
         return export_response(export, query.to_filter(), principal)
+    flt = query.to_filter()
+    reads = loop_reads(request)
+    if reads is not None and incident_reads.serves(principal, flt):
+        return Response(await incident_reads.page(reads, flt, page, principal),
+                        media_type="application/json")
     items, cursor = await in_unit_of_work(
-        lambda session: IncidentService(session).page(query.to_filter(), page, principal)
+        lambda session: IncidentService(session).page(flt, page, principal)
     )
     return _json(Page(items=items, next_cursor=cursor))
 
@@ -125,10 +132,15 @@ def incidents_create(
 )
 @sends("ETag")
 async def incidents_get(
+    request: Request,
     principal: AllowedIncidentsRead,
     incident_id: uuid.UUID,
 ) -> Response:
-    # async + one thread hop for the whole unit of work: a hot path (bench/README.md)
+    reads = loop_reads(request)
+    if reads is not None and incident_reads.serves(principal):  # on the loop: app.core.reads
+        body, version = await incident_reads.get(reads, incident_id, principal)
+        return Response(body, media_type="application/json", headers={"ETag": etag(version)})
+    # async + one thread hop for the whole unit of work (managers: visibility by assignment)
     incident = await in_unit_of_work(
         lambda session: IncidentService(session).read_public(incident_id, principal)
     )

@@ -31,6 +31,32 @@ def _own_write_transaction() -> Any:
     return get_engine().execution_options(**{WRITE_OPTION: True}).begin()
 
 
+def access_rows(
+    principal: Principal,
+    resource: str,
+    entries: Iterable[tuple[Any, Sequence[str]]],
+    *,
+    action: str = "read",
+) -> list[dict[str, Any]]:
+    """The ``access`` audit rows for records ``(id, fields)`` (records without fields: none)."""
+    now = get_clock().now()
+    who = audit.principal_columns(principal)
+    return [
+        {
+            "id": new_ordered_id(),
+            "at": now,
+            "kind": _ACCESS,
+            **who,
+            "action": action,
+            "resource": resource,
+            "resource_id": str(record_id),
+            "fields": sorted(set(fields)),
+        }
+        for record_id, fields in entries
+        if fields
+    ]
+
+
 def log_access(
     session: Session,
     principal: Principal,
@@ -47,22 +73,7 @@ def log_access(
     (a read session on SQLite, whose deferred transaction must not upgrade to a write lock) or
     with ``separate=True`` (streamed exports) in a short write transaction of their own.
     """
-    now = get_clock().now()
-    who = audit.principal_columns(principal)
-    rows = [
-        {
-            "id": new_ordered_id(),
-            "at": now,
-            "kind": _ACCESS,
-            **who,
-            "action": action,
-            "resource": resource,
-            "resource_id": str(record_id),
-            "fields": sorted(set(fields)),
-        }
-        for record_id, fields in entries
-        if fields
-    ]
+    rows = access_rows(principal, resource, entries, action=action)
     if not rows:
         return 0
     bind = session.get_bind()

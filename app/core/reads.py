@@ -1,0 +1,255 @@
+"""Hot reads on the event loop: no thread hop, no ORM session, no ``BEGIN``.
+
+A single-statement read needs no transaction of its own: it sees one consistent snapshot either
+way. The request paths that are read far more often than anything else (an incident by id, the
+incident list) therefore run their one statement here instead of in a unit of work
+(:func:`app.api.deps.in_unit_of_work`), which costs a worker-thread hop, a session, ``BEGIN``,
+ORM result processing and ``COMMIT`` (bench/README.md: ≈ 0.5 ms against ≈ 0.02 ms of query).
+
+- **PostgreSQL**: psycopg's :class:`~psycopg_pool.AsyncConnectionPool` in autocommit mode, every
+  statement prepared on first use per connection (``prepare=True``); the loop awaits the socket.
+  ``uuid``, ``timestamptz`` and ``json``/``jsonb`` come back as their text, ready for the JSON
+  writer (:mod:`app.repositories.incident_reads`).
+- **SQLite**: one read-only ``sqlite3`` connection of the process, in autocommit mode, used on
+  the event loop: a short indexed read (≈ 20–200 µs) costs less than the hand-over to a thread.
+  SQLite stores the same three types as text already (UUIDs as 32 hex digits).
+
+Statements are written once, with ``:name`` parameters, and run unchanged on both databases
+(:class:`ReadStatement` rewrites the placeholders for psycopg). Values are bound through
+:meth:`Reads.bind_uuid` / :meth:`Reads.bind_time`, which store them as the ORM engine does.
+
+The readers are opened by the application's lifespan (:func:`open_reads`) and kept on
+``app.state.reads``; an app run without its lifespan has none, and its routes take the unit-of-
+work path — same answers, slower.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import uuid
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as SAPoolTimeout
+
+from app.core.config import Settings
+from app.core.db import engine_generation
+
+_NAMED = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
+
+
+class ReadStatement:
+    """One SQL text for both databases: ``:name`` parameters (SQLite's own style), rewritten once
+    to ``%(name)s`` for psycopg. ``{agg}`` stands for the string aggregate (``group_concat`` on
+    SQLite, ``string_agg`` on PostgreSQL; SQLite has ``string_agg`` only from 3.44)."""
+
+    __slots__ = ("postgresql", "sqlite")
+
+    def __init__(self, sql: str) -> None:
+        self.sqlite = sql.replace("{agg}", "group_concat")
+        self.postgresql = _NAMED.sub(r"%(\1)s", sql.replace("%", "%%")).replace(
+            "{agg}", "string_agg"
+        )
+
+
+class Reads(Protocol):
+    dialect: str
+
+    async def all(self, statement: ReadStatement, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+        ...
+
+    def bind_uuid(self, value: uuid.UUID) -> Any: ...
+
+    def bind_time(self, value: datetime) -> Any: ...
+
+    async def close(self) -> None: ...
+
+
+class SQLiteReads:
+    """Reads on the loop over one read-only connection (WAL: never blocked by a writer)."""
+
+    dialect = "sqlite"
+
+    def __init__(self, path: str, busy_timeout: float) -> None:
+        self._path = path
+        self._busy_timeout = busy_timeout
+        self._conn: sqlite3.Connection | None = None
+        self._generation = -1
+
+    def _connection(self) -> sqlite3.Connection:
+        # Reopened when the engine was reset (its connections are dropped then, too) or after
+        # a failure: a database file that went away is reported, not read from a stale handle.
+        if self._conn is None or self._generation != engine_generation():
+            self._discard()
+            conn = sqlite3.connect(
+                self._path, check_same_thread=False, isolation_level=None,
+                timeout=self._busy_timeout, cached_statements=256,
+            )
+            conn.execute("PRAGMA query_only=ON")
+            self._conn, self._generation = conn, engine_generation()
+        return self._conn
+
+    def _discard(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    async def all(self, statement: ReadStatement, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+        try:
+            return self._connection().execute(statement.sqlite, params).fetchall()
+        except sqlite3.Error as exc:
+            self._discard()
+            raise DBAPIError.instance(statement.sqlite, None, exc, sqlite3.Error) from exc
+
+    def bind_uuid(self, value: uuid.UUID) -> str:
+        return value.hex  # SQLAlchemy's Uuid on SQLite: CHAR(32)
+
+    def bind_time(self, value: datetime) -> str:
+        # As the engine stores UTCDateTime on SQLite: naive UTC, always six fractional digits.
+        return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+    async def close(self) -> None:
+        self._discard()
+
+
+class PostgresReads:
+    """Reads over psycopg's async pool: autocommit (no ``BEGIN``), prepared statements."""
+
+    dialect = "postgresql"
+
+    def __init__(self, conninfo: str, size: int, connect_timeout: float) -> None:
+        from psycopg_pool import AsyncConnectionPool
+
+        self._conninfo = conninfo
+        self._connect_timeout = max(1, int(connect_timeout))
+        self.pool = AsyncConnectionPool(
+            conninfo,
+            min_size=1,
+            max_size=size,
+            open=False,
+            timeout=max(2.0, 2 * connect_timeout),  # waiting for a connection (then 503)
+            kwargs={"autocommit": True, "options": "-c TimeZone=UTC",
+                    "connect_timeout": max(1, int(connect_timeout))},
+            configure=_configure_pg,
+            name="kokoma-reads",
+        )
+
+    async def open(self) -> None:
+        await self.pool.open(wait=False)
+
+    async def all(self, statement: ReadStatement, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+        import psycopg
+        from psycopg_pool import PoolTimeout
+
+        try:
+            try:
+                return await self._run(statement, params)
+            except psycopg.OperationalError as exc:
+                if not getattr(exc, "_kokoma_broken", False):
+                    raise
+                # A connection the server closed (restart, failover): the pool drops it; the
+                # statement runs once more on another one — or reports the outage.
+                return await self._run(statement, params)
+        except PoolTimeout as exc:
+            # No connection in time: is the server unreachable (→ 503 "service unavailable",
+            # as the engine reports it) or is every connection busy (→ 503 "database busy")?
+            await self._raise_if_unreachable(statement)
+            raise SAPoolTimeout(str(exc)) from exc
+        except psycopg.Error as exc:  # → the problem app.core.db_errors gives the error
+            raise DBAPIError.instance(statement.postgresql, None, exc, psycopg.Error) from exc
+
+    async def _raise_if_unreachable(self, statement: ReadStatement) -> None:
+        import psycopg
+
+        try:
+            probe = await psycopg.AsyncConnection.connect(
+                self._conninfo, connect_timeout=self._connect_timeout, autocommit=True)
+        except psycopg.OperationalError as exc:
+            raise DBAPIError.instance(statement.postgresql, None, exc, psycopg.Error) from exc
+        await probe.close()
+
+    async def _run(self, statement: ReadStatement, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+        import psycopg
+
+        async with self.pool.connection() as conn:
+            try:
+                cursor = await conn.execute(statement.postgresql, params, prepare=True)
+                return await cursor.fetchall()
+            except psycopg.OperationalError as exc:
+                exc._kokoma_broken = conn.broken  # type: ignore[attr-defined]
+                raise
+
+    def bind_uuid(self, value: uuid.UUID) -> uuid.UUID:
+        return value
+
+    def bind_time(self, value: datetime) -> datetime:
+        return value
+
+    async def close(self) -> None:
+        await self.pool.close()
+
+
+async def _configure_pg(conn: Any) -> None:
+    from psycopg.types.string import TextLoader
+
+    for name in ("uuid", "timestamptz", "json", "jsonb"):
+        conn.adapters.register_loader(name, TextLoader)
+
+
+def _pg_conninfo(settings: Settings) -> str:
+    url = settings.database_url
+    for prefix in ("postgresql+psycopg://", "postgres://"):
+        if url.startswith(prefix):
+            url = "postgresql://" + url.removeprefix(prefix)
+    return url
+
+
+async def open_reads(settings: Settings) -> Reads:
+    """The reader for the configured database (opened by the app's lifespan)."""
+    if settings.is_sqlite:
+        path = settings.database_url.split("///", 1)[1] if "///" in settings.database_url \
+            else ":memory:"
+        return SQLiteReads(path, settings.sqlite_busy_timeout_seconds)
+    reads = PostgresReads(
+        _pg_conninfo(settings),
+        settings.db_read_pool_size,
+        settings.db_connect_timeout_seconds,
+    )
+    await reads.open()
+    return reads
+
+
+# --- values as text, the same for both databases -------------------------------------------------
+
+
+def uuid_text(value: str | None) -> str | None:
+    """``0f8e…`` (SQLite, 32 hex digits) or the canonical form (PostgreSQL) → canonical."""
+    if value is None or len(value) != 32:
+        return value
+    return f"{value[:8]}-{value[8:12]}-{value[12:16]}-{value[16:20]}-{value[20:]}"
+
+
+def time_text(value: str | None) -> str | None:
+    """A stored UTC timestamp as the API writes it (RFC 3339, ``Z``; microseconds only when not
+    zero, six digits — as ``datetime.isoformat``): from SQLite's ``2026-03-01 10:15:00.120000``
+    or PostgreSQL's ``2026-03-01 10:15:00.12+00``."""
+    if value is None:
+        return None
+    if len(value) == 26 and value[19] == ".":  # SQLite, as SQLAlchemy stores it: the hot case
+        if value.endswith("000000"):
+            return f"{value[:10]}T{value[11:19]}Z"
+        return f"{value[:10]}T{value[11:]}Z"
+    if value.endswith("+00"):
+        value = value[:-3]
+    date, _, clock = value.partition(" ")
+    seconds, _, fraction = clock.partition(".")
+    if fraction.strip("0"):
+        return f"{date}T{seconds}.{fraction.ljust(6, '0')}Z"
+    return f"{date}T{seconds}Z"
+
+
+def time_value(text: str) -> datetime:
+    """The API text of :func:`time_text` as an aware datetime (for keyset cursors)."""
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
