@@ -19,7 +19,7 @@ from pydantic_core import PydanticUndefined
 from sqlalchemy import Boolean, Float, Integer, String, Table, Uuid
 from sqlmodel import Session, SQLModel
 
-from app.models.base import UTCDateTime
+from app.models.base import UTCDateTime, table_of
 
 
 def bulk_insert(session: Session, model: type[SQLModel], rows: list[dict[str, Any]]) -> None:
@@ -58,7 +58,7 @@ def table_writer(
     """
     if not rows:
         return None
-    table: Table = model.__table__  # type: ignore[attr-defined]
+    table: Table = table_of(model)
     columns, constants = list(columns), dict(constants or {})
     factories = []
     for column in table.columns:

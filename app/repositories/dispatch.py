@@ -27,7 +27,7 @@ from datetime import date
 from typing import Any
 
 from sqlalchemy import and_, case, exists, func, not_, or_, select
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from app.core.pagination import PageParams, keyset, page_slice
 from app.models.assignment import Assignment, AssignmentStatus
@@ -96,14 +96,14 @@ class DispatchRepository:
         districts = {incident.district} | (set(incident.neighbours) if neighbours else set())
         # Uncorrelated IN subqueries, each computed once (SQLite builds an ephemeral index,
         # PostgreSQL a hashed subplan), instead of one lookup per manager and constraint.
-        absent = Manager.id.in_(
-            select(Absence.manager_id).where(Absence.starts_on <= today, Absence.ends_on >= today)
+        absent = col(Manager.id).in_(
+            select(col(Absence.manager_id)).where(col(Absence.starts_on) <= today, col(Absence.ends_on) >= today)
         )
         serves = or_(
-            Manager.home_district.in_(districts),
-            Manager.id.in_(
-                select(ManagerDistrict.manager_id).where(
-                    ManagerDistrict.district_code.in_(districts)
+            col(Manager.home_district).in_(districts),
+            col(Manager.id).in_(
+                select(col(ManagerDistrict.manager_id)).where(
+                    col(ManagerDistrict.district_code).in_(districts)
                 )
             ),
         )
@@ -115,23 +115,23 @@ class DispatchRepository:
         required = sorted(incident.required_competences)
         if required:
             competent = (
-                select(ManagerCompetence.manager_id)
+                select(col(ManagerCompetence.manager_id))
                 .where(
-                    ManagerCompetence.competence_code.in_(required),
-                    ManagerCompetence.certified_on <= today,
+                    col(ManagerCompetence.competence_code).in_(required),
+                    col(ManagerCompetence.certified_on) <= today,
                     or_(
-                        ManagerCompetence.expires_on.is_(None),  # type: ignore[union-attr]
-                        ManagerCompetence.expires_on >= today,  # type: ignore[operator]
+                        col(ManagerCompetence.expires_on).is_(None),  # type: ignore[union-attr]
+                        col(ManagerCompetence.expires_on) >= today,  # type: ignore[operator]
                     ),
                 )
-                .group_by(ManagerCompetence.manager_id)
+                .group_by(col(ManagerCompetence.manager_id))
                 .having(func.count() == len(required))
             )
-            whens.append((Manager.id.not_in(competent), "missing_competence"))
+            whens.append((col(Manager.id).not_in(competent), "missing_competence"))
         whens.append((not_(serves), "wrong_district"))
         # MATERIALIZED: the verdict is computed once per manager, not once per reference to it.
         screened = (
-            select(case(*whens, else_=PLAUSIBLE).label("verdict"), Manager.id.label("manager_id"))
+            select(case(*whens, else_=PLAUSIBLE).label("verdict"), col(Manager.id).label("manager_id"))
             .cte("screened")
             .prefix_with("MATERIALIZED")
         )
@@ -171,15 +171,15 @@ class DispatchRepository:
             return []
         managers = self._rows(
             select(
-                Manager.id,
-                Manager.display_name,
-                Manager.status,
-                Manager.home_district,
-                Manager.languages,
-                Manager.max_open_assignments,
-                Manager.open_assignments,
-                Manager.last_assigned_at,
-            ).where(Manager.id.in_(ids))
+                col(Manager.id),
+                col(Manager.display_name),
+                col(Manager.status),
+                col(Manager.home_district),
+                col(Manager.languages),
+                col(Manager.max_open_assignments),
+                col(Manager.open_assignments),
+                col(Manager.last_assigned_at),
+            ).where(col(Manager.id).in_(ids))
         ).all()
         competences = self.competences_of(ids)
         served = self.served_districts(ids)
@@ -187,8 +187,8 @@ class DispatchRepository:
         statuses: dict[uuid.UUID, set[str]] = defaultdict(set)
         if incident_id is not None:
             for manager_id, status in self._rows(
-                select(Assignment.manager_id, Assignment.status).where(
-                    Assignment.incident_id == incident_id, Assignment.manager_id.in_(ids)
+                select(col(Assignment.manager_id), col(Assignment.status)).where(
+                    col(Assignment.incident_id) == incident_id, col(Assignment.manager_id).in_(ids)
                 )
             ):
                 statuses[manager_id].add(status)
@@ -218,19 +218,19 @@ class DispatchRepository:
         self, manager_ids: Iterable[uuid.UUID] | None, *, valid_on: date | None = None
     ) -> dict[uuid.UUID, list[CompetenceHolding]]:
         stmt = select(
-            ManagerCompetence.manager_id,
-            ManagerCompetence.competence_code,
-            ManagerCompetence.certified_on,
-            ManagerCompetence.expires_on,
+            col(ManagerCompetence.manager_id),
+            col(ManagerCompetence.competence_code),
+            col(ManagerCompetence.certified_on),
+            col(ManagerCompetence.expires_on),
         )
         if manager_ids is not None:
-            stmt = stmt.where(ManagerCompetence.manager_id.in_(list(manager_ids)))
+            stmt = stmt.where(col(ManagerCompetence.manager_id).in_(list(manager_ids)))
         if valid_on is not None:
             stmt = stmt.where(
-                ManagerCompetence.certified_on <= valid_on,
+                col(ManagerCompetence.certified_on) <= valid_on,
                 or_(
-                    ManagerCompetence.expires_on.is_(None),  # type: ignore[union-attr]
-                    ManagerCompetence.expires_on >= valid_on,  # type: ignore[operator]
+                    col(ManagerCompetence.expires_on).is_(None),  # type: ignore[union-attr]
+                    col(ManagerCompetence.expires_on) >= valid_on,  # type: ignore[operator]
                 ),
             )
         result: dict[uuid.UUID, list[CompetenceHolding]] = defaultdict(list)
@@ -239,9 +239,9 @@ class DispatchRepository:
         return result
 
     def served_districts(self, manager_ids: Iterable[uuid.UUID] | None) -> dict[uuid.UUID, set[str]]:
-        stmt = select(ManagerDistrict.manager_id, ManagerDistrict.district_code)
+        stmt = select(col(ManagerDistrict.manager_id), col(ManagerDistrict.district_code))
         if manager_ids is not None:
-            stmt = stmt.where(ManagerDistrict.manager_id.in_(list(manager_ids)))
+            stmt = stmt.where(col(ManagerDistrict.manager_id).in_(list(manager_ids)))
         result: dict[uuid.UUID, set[str]] = defaultdict(set)
         for manager_id, code in self._rows(stmt):
             result[manager_id].add(code)
@@ -252,10 +252,10 @@ class DispatchRepository:
     ) -> dict[uuid.UUID, tuple[AbsencePeriod, ...]]:
         result: dict[uuid.UUID, tuple[AbsencePeriod, ...]] = {}
         for manager_id, starts_on, ends_on in self._rows(
-            select(Absence.manager_id, Absence.starts_on, Absence.ends_on).where(
-                Absence.manager_id.in_(list(manager_ids)),
-                Absence.starts_on <= today,
-                Absence.ends_on >= today,
+            select(col(Absence.manager_id), col(Absence.starts_on), col(Absence.ends_on)).where(
+                col(Absence.manager_id).in_(list(manager_ids)),
+                col(Absence.starts_on) <= today,
+                col(Absence.ends_on) >= today,
             )
         ):
             result[manager_id] = (*result.get(manager_id, ()), AbsencePeriod(starts_on, ends_on))
@@ -270,17 +270,17 @@ class DispatchRepository:
     ) -> dict[uuid.UUID, int]:
         """Per manager: accepted or completed assignments on other incidents in ``district``."""
         stmt = (
-            select(Assignment.manager_id, func.count())
-            .join(Incident, Incident.id == Assignment.incident_id)
+            select(col(Assignment.manager_id), func.count())
+            .join(Incident, col(Incident.id) == col(Assignment.incident_id))
             .where(
-                Assignment.manager_id.in_(list(manager_ids)),
-                Assignment.status.in_(CASE_STATUSES),
-                Incident.district == district,
+                col(Assignment.manager_id).in_(list(manager_ids)),
+                col(Assignment.status).in_(CASE_STATUSES),
+                col(Incident.district) == district,
             )
-            .group_by(Assignment.manager_id)
+            .group_by(col(Assignment.manager_id))
         )
         if exclude_incident_id is not None:
-            stmt = stmt.where(Assignment.incident_id != exclude_incident_id)
+            stmt = stmt.where(col(Assignment.incident_id) != exclude_incident_id)
         return {manager_id: count for manager_id, count in self._rows(stmt)}
 
     # --- batch roster --------------------------------------------------------------------------
@@ -288,22 +288,22 @@ class DispatchRepository:
     def available_roster(self, today: date) -> list[Any]:
         """Managers that may take an offer today at all: active, not absent, a free slot."""
         absent = exists().where(
-            Absence.manager_id == Manager.id, Absence.starts_on <= today, Absence.ends_on >= today
+            col(Absence.manager_id) == col(Manager.id), col(Absence.starts_on) <= today, col(Absence.ends_on) >= today
         )
         return list(
             self._rows(
                 select(
-                    Manager.id,
-                    Manager.display_name,
-                    Manager.status,
-                    Manager.home_district,
-                    Manager.languages,
-                    Manager.max_open_assignments,
-                    Manager.open_assignments,
-                    Manager.last_assigned_at,
+                    col(Manager.id),
+                    col(Manager.display_name),
+                    col(Manager.status),
+                    col(Manager.home_district),
+                    col(Manager.languages),
+                    col(Manager.max_open_assignments),
+                    col(Manager.open_assignments),
+                    col(Manager.last_assigned_at),
                 ).where(
-                    Manager.status == ACTIVE_STATUS,
-                    Manager.open_assignments < Manager.max_open_assignments,
+                    col(Manager.status) == ACTIVE_STATUS,
+                    col(Manager.open_assignments) < col(Manager.max_open_assignments),
                     not_(absent),
                 )
             ).all()
@@ -316,8 +316,8 @@ class DispatchRepository:
         if not incident_ids:
             return []
         rows = self._rows(
-            select(Assignment.incident_id, Assignment.manager_id, Assignment.status).where(
-                Assignment.incident_id.in_(list(incident_ids))
+            select(col(Assignment.incident_id), col(Assignment.manager_id), col(Assignment.status)).where(
+                col(Assignment.incident_id).in_(list(incident_ids))
             )
         )
         return [(i, m, s) for i, m, s in rows]
@@ -326,17 +326,17 @@ class DispatchRepository:
         """district → manager → accepted or completed assignments there."""
         result: dict[str, dict[uuid.UUID, int]] = defaultdict(dict)
         for district, manager_id, count in self._rows(
-            select(Incident.district, Assignment.manager_id, func.count())
-            .join(Incident, Incident.id == Assignment.incident_id)
-            .where(Assignment.status.in_(CASE_STATUSES))
-            .group_by(Incident.district, Assignment.manager_id)
+            select(col(Incident.district), col(Assignment.manager_id), func.count())
+            .join(Incident, col(Incident.id) == col(Assignment.incident_id))
+            .where(col(Assignment.status).in_(CASE_STATUSES))
+            .group_by(col(Incident.district), col(Assignment.manager_id))
         ):
             result[district][manager_id] = count
         return result
 
     def triaged_incidents(self, *, for_update: bool) -> list[Incident]:
         """Every triaged incident, oldest report first (locked in id order when asked)."""
-        stmt = select(Incident).where(Incident.status == "triaged").order_by(Incident.id)
+        stmt = select(Incident).where(col(Incident.status) == "triaged").order_by(col(Incident.id))
         if for_update:
             stmt = stmt.with_for_update().execution_options(populate_existing=True)
         return sorted(self.session.scalars(stmt), key=lambda i: (i.reported_at, i.id))
@@ -344,7 +344,7 @@ class DispatchRepository:
     def incidents(self, ids: Collection[uuid.UUID], *, for_update: bool) -> list[Incident]:
         if not ids:
             return []
-        stmt = select(Incident).where(Incident.id.in_(list(ids))).order_by(Incident.id)
+        stmt = select(Incident).where(col(Incident.id).in_(list(ids))).order_by(col(Incident.id))
         if for_update:
             stmt = stmt.with_for_update().execution_options(populate_existing=True)
         return list(self.session.scalars(stmt))
@@ -355,8 +355,8 @@ class DispatchRepository:
         return list(
             self.session.scalars(
                 select(Assignment)
-                .where(Assignment.incident_id == incident_id, Assignment.status.in_(OPEN_STATUSES))
-                .order_by(Assignment.created_at, Assignment.id)
+                .where(col(Assignment.incident_id) == incident_id, col(Assignment.status).in_(OPEN_STATUSES))
+                .order_by(col(Assignment.created_at), col(Assignment.id))
             )
         )
 
@@ -365,9 +365,9 @@ class DispatchRepository:
             self.session.scalar(
                 select(
                     exists().where(
-                        Assignment.incident_id == incident_id,
-                        Assignment.role == "lead",
-                        Assignment.status == AssignmentStatus.completed,
+                        col(Assignment.incident_id) == incident_id,
+                        col(Assignment.role) == "lead",
+                        col(Assignment.status) == AssignmentStatus.completed,
                     )
                 )
             )
@@ -377,10 +377,10 @@ class DispatchRepository:
     def due_offer_incidents(self, now: Any, limit: int) -> list[uuid.UUID]:
         """Incidents holding an offer past its ``expires_at`` (oldest first)."""
         rows = self.session.execute(
-            select(Assignment.incident_id, func.min(Assignment.expires_at).label("due"))
-            .where(Assignment.status == AssignmentStatus.offered, Assignment.expires_at <= now)
-            .group_by(Assignment.incident_id)
-            .order_by("due", Assignment.incident_id)
+            select(col(Assignment.incident_id), func.min(col(Assignment.expires_at)).label("due"))
+            .where(col(Assignment.status) == AssignmentStatus.offered, col(Assignment.expires_at) <= now)
+            .group_by(col(Assignment.incident_id))
+            .order_by("due", col(Assignment.incident_id))
             .limit(limit)
         )
         return [incident_id for incident_id, _ in rows]
@@ -389,7 +389,7 @@ class DispatchRepository:
         """The incident row locked for this transaction, or ``None`` if another holds it."""
         return self.session.scalars(
             select(Incident)
-            .where(Incident.id == incident_id)
+            .where(col(Incident.id) == incident_id)
             .with_for_update(skip_locked=True)
             .execution_options(populate_existing=True)
         ).first()
@@ -399,11 +399,11 @@ class DispatchRepository:
             self.session.scalars(
                 select(Assignment)
                 .where(
-                    Assignment.incident_id == incident_id,
-                    Assignment.status == AssignmentStatus.offered,
+                    col(Assignment.incident_id) == incident_id,
+                    col(Assignment.status) == AssignmentStatus.offered,
                     Assignment.expires_at <= now,
                 )
-                .order_by(Assignment.expires_at, Assignment.id)
+                .order_by(col(Assignment.expires_at), col(Assignment.id))
                 .execution_options(populate_existing=True)
             )
         )
@@ -414,7 +414,7 @@ class DispatchRepository:
             return {}
         return dict(
             self.session.execute(
-                select(Manager.id, Manager.display_name).where(Manager.id.in_(ids))
+                select(col(Manager.id), col(Manager.display_name)).where(col(Manager.id).in_(ids))
             ).all()  # type: ignore[arg-type]
         )
 
@@ -424,23 +424,23 @@ class DispatchRepository:
     def page(
         self, flt: AssignmentFilter, params: PageParams
     ) -> tuple[list[tuple[Assignment, str]], str | None]:
-        stmt = select(Assignment, Manager.display_name).join(
-            Manager, Manager.id == Assignment.manager_id
+        stmt = select(Assignment, col(Manager.display_name)).join(
+            Manager, col(Manager.id) == col(Assignment.manager_id)
         )
         conditions = []
         if flt.scope_manager_id is not None:
             conditions.append(Assignment.manager_id == flt.scope_manager_id)
         if flt.scope_organisation_id is not None:
-            stmt = stmt.join(Incident, Incident.id == Assignment.incident_id)
+            stmt = stmt.join(Incident, col(Incident.id) == col(Assignment.incident_id))
             conditions.append(Incident.organisation_id == flt.scope_organisation_id)
         if flt.manager_id is not None:
             conditions.append(Assignment.manager_id == flt.manager_id)
         if flt.incident_id is not None:
             conditions.append(Assignment.incident_id == flt.incident_id)
         if flt.statuses:
-            conditions.append(Assignment.status.in_(list(flt.statuses)))
+            conditions.append(col(Assignment.status).in_(list(flt.statuses)))
         if conditions:
             stmt = stmt.where(and_(*conditions))
-        stmt = keyset(stmt, [Assignment.created_at, Assignment.id], params, descending=True)
+        stmt = keyset(stmt, [col(Assignment.created_at), col(Assignment.id)], params, descending=True)
         rows = [(a, name) for a, name in self.session.execute(stmt)]
         return page_slice(rows, params.limit, lambda r: [r[0].created_at, r[0].id])

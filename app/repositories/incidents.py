@@ -29,7 +29,7 @@ _COMPETENCES_OF = (
     .order_by(_COMPETENCE_TABLE.c.competence_code)
 )
 
-_ASSIGNMENT_TABLE = Assignment.__table__  # type: ignore[attr-defined]
+_ASSIGNMENT_TABLE = table_of(Assignment)
 _HELD_ROLES = (
     select(_ASSIGNMENT_TABLE.c.incident_id, _ASSIGNMENT_TABLE.c.role)
     .where(_ASSIGNMENT_TABLE.c.incident_id.in_(bindparam("ids", expanding=True)))
