@@ -21,6 +21,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from app.core.metrics import count_offer
 from app.core.security import Principal
 from app.models.assignment import Assignment, AssignmentStatus
+from app.models.base import table_of
 from app.models.incident import Incident, IncidentEvent, IncidentStatus
 from app.models.outbox import OutboxEvent
 from app.models.system import AuditEvent
@@ -115,11 +116,11 @@ def write_plan(planner: BatchPlanner, plan: BatchPlan, principal: Principal
     connection = session.connection()
     for model, table_rows in ((Assignment, assignments), (IncidentEvent, events),
                               (AuditEvent, audits), (OutboxEvent, outbox_rows)):
-        connection.execute(insert(model.__table__), table_rows)  # type: ignore[attr-defined]
+        connection.execute(insert(table_of(model)), table_rows)
     for _ in assignments:
         count_offer(session, AssignmentStatus.offered)
     notifications.offers_made(session, assignments, incidents)
-    table = Incident.__table__  # type: ignore[attr-defined]
+    table = table_of(Incident)
     connection.execute(
         update(table)
         .where(table.c.id == bindparam("incident", type_=table.c.id.type))

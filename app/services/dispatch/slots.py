@@ -27,9 +27,10 @@ from sqlmodel import Session
 
 from app.core.metrics import count_offer
 from app.models.assignment import OPEN_ASSIGNMENT_STATUSES, Assignment, AssignmentStatus
+from app.models.base import table_of
 from app.models.manager import Manager
 
-_TABLE = Manager.__table__  # type: ignore[attr-defined]
+_TABLE = table_of(Manager)
 
 
 def _reserve_statement(now: datetime) -> Any:
