@@ -15,11 +15,11 @@ from typing import Any
 
 from sqlalchemy import String, bindparam, delete, func, select, true, update
 from sqlalchemy.dialects.postgresql import ARRAY
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from app.core.clock import get_clock
 from app.core.security import Principal
-from app.models.base import new_ordered_ids
+from app.models.base import new_ordered_ids, table_of
 from app.models.incident import Incident, IncidentCompetence, IncidentEvent
 from app.models.outbox import OutboxEvent
 from app.repositories.bulk import bulk_writer, table_writer
@@ -167,12 +167,12 @@ class IncidentImporter(IncidentRowValidation, Importer):
             else:
                 stmt = select(*_INCIDENT_SELECT).where(
                     Incident.source == source,
-                    Incident.external_id.in_(external_ids),  # type: ignore[union-attr]
+                    col(Incident.external_id).in_(external_ids),  # type: ignore[union-attr]
                 )
             for found in session.execute(stmt):
                 existing[(found.source, found.external_id)] = found
         if references:  # rows without an external id, keyed by their reference
-            stmt = select(*_INCIDENT_SELECT).where(Incident.reference.in_(references))
+            stmt = select(*_INCIDENT_SELECT).where(col(Incident.reference).in_(references))
             if write and self.is_pg:
                 stmt = stmt.with_for_update()
             for found in session.execute(stmt):
@@ -181,8 +181,8 @@ class IncidentImporter(IncidentRowValidation, Importer):
         if existing:
             ids = [found.id for found in existing.values()]
             for incident_id, code in session.execute(
-                select(IncidentCompetence.incident_id, IncidentCompetence.competence_code)
-                .where(IncidentCompetence.incident_id.in_(ids))
+                select(col(IncidentCompetence.incident_id), col(IncidentCompetence.competence_code))
+                .where(col(IncidentCompetence.incident_id).in_(ids))
             ):
                 competences[incident_id].append(code)
         prepared = _Prepared(existing, competences)
@@ -336,7 +336,7 @@ class IncidentImporter(IncidentRowValidation, Importer):
             return []
         session, principal = self.session, self.principal
         now = get_clock().now()
-        table = Incident.__table__
+        table = table_of(Incident)
         params, events, audits = [], [], []
         replace_ids, links = [], []
         for found, row, changed, competences_changed in updates:
@@ -372,7 +372,7 @@ class IncidentImporter(IncidentRowValidation, Importer):
             if replace_ids:
                 session.connection().execute(
                     delete(IncidentCompetence).where(
-                        IncidentCompetence.incident_id.in_(replace_ids)
+                        col(IncidentCompetence.incident_id).in_(replace_ids)
                     )
                 )
                 if write_links is not None:

@@ -10,8 +10,10 @@ from typing import Any
 
 from pydantic import ValidationError
 from sqlalchemy import bindparam, delete, select, update
+from sqlmodel import col
 
 from app.core.clock import get_clock
+from app.models.base import table_of
 from app.models.manager import Manager, ManagerCompetence, ManagerDistrict, ManagerStatus
 from app.repositories.bulk import bulk_insert
 from app.services.imports.base import (
@@ -141,9 +143,9 @@ class ManagerImporter(Importer):
         session = self.session
         self.plan_for_growing_tables()
         emails = [row["email"] for _, row in batch]
-        stmt = select(Manager.id, Manager.email, Manager.version,
+        stmt = select(col(Manager.id), col(Manager.email), col(Manager.version),
                       *(getattr(Manager, n) for n in _MANAGER_UPDATABLE)).where(
-            Manager.email.in_(emails)
+            col(Manager.email).in_(emails)
         )
         if write and self.is_pg:
             stmt = stmt.with_for_update()
@@ -153,14 +155,14 @@ class ManagerImporter(Importer):
         if existing:
             ids = [found.id for found in existing.values()]
             for manager_id, code in session.execute(
-                select(ManagerDistrict.manager_id, ManagerDistrict.district_code)
-                .where(ManagerDistrict.manager_id.in_(ids))
+                select(col(ManagerDistrict.manager_id), col(ManagerDistrict.district_code))
+                .where(col(ManagerDistrict.manager_id).in_(ids))
             ):
                 districts[manager_id].append(code)
             for manager_id, code, certified_on, expires_on in session.execute(
-                select(ManagerCompetence.manager_id, ManagerCompetence.competence_code,
-                       ManagerCompetence.certified_on, ManagerCompetence.expires_on)
-                .where(ManagerCompetence.manager_id.in_(ids))
+                select(col(ManagerCompetence.manager_id), col(ManagerCompetence.competence_code),
+                       col(ManagerCompetence.certified_on), col(ManagerCompetence.expires_on))
+                .where(col(ManagerCompetence.manager_id).in_(ids))
             ):
                 holdings[manager_id].append((code, certified_on, expires_on))
         creates, updates = [], []
@@ -241,7 +243,7 @@ class ManagerImporter(Importer):
             return
         session = self.session
         now = get_clock().now()
-        table = Manager.__table__
+        table = table_of(Manager)
         params, audits = [], []
         district_ids, district_rows, cert_ids, cert_rows = [], [], [], []
         for found, row, changed in updates:
@@ -273,14 +275,14 @@ class ManagerImporter(Importer):
         if district_ids:
             session.connection().execute(
                 delete(ManagerDistrict).where(
-                    ManagerDistrict.manager_id.in_(district_ids)
+                    col(ManagerDistrict.manager_id).in_(district_ids)
                 )
             )
             bulk_insert(session, ManagerDistrict, district_rows)
         if cert_ids:
             session.connection().execute(
                 delete(ManagerCompetence).where(
-                    ManagerCompetence.manager_id.in_(cert_ids)
+                    col(ManagerCompetence.manager_id).in_(cert_ids)
                 )
             )
             bulk_insert(session, ManagerCompetence, cert_rows)

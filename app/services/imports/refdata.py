@@ -6,7 +6,7 @@ import uuid
 from dataclasses import dataclass
 
 from sqlalchemy import select
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from app.models.reference import Competence, District, Organisation
 
@@ -20,7 +20,7 @@ class ReferenceData:
     @classmethod
     def load(cls, session: Session) -> ReferenceData:
         return cls(
-            districts=set(session.scalars(select(District.code))),
-            competences=set(session.scalars(select(Competence.code))),
-            organisations=set(session.scalars(select(Organisation.id))),
+            districts=set(session.scalars(select(col(District.code)))),
+            competences=set(session.scalars(select(col(Competence.code)))),
+            organisations=set(session.scalars(select(col(Organisation.id)))),
         )
