@@ -11,11 +11,12 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from app.core.clock import get_clock
 from app.core.config import Settings, get_settings
 from app.models.assignment import Assignment
+from app.models.base import table_of
 from app.models.incident import Incident
 from app.models.manager import Manager
 from app.models.notification import (
@@ -45,7 +46,7 @@ def iso_instant(value: datetime | None) -> str | None:
 
 def _district_names(session: Session, codes: Iterable[str]) -> dict[str, str]:
     return dict(session.execute(  # type: ignore[arg-type]
-        select(District.code, District.name).where(District.code.in_(set(codes)))  # type: ignore[attr-defined]
+        select(col(District.code), col(District.name)).where(col(District.code).in_(set(codes)))  # type: ignore[attr-defined]
     ).all())
 
 
@@ -107,7 +108,7 @@ def insert_notifications(session: Session, rows: list[dict[str, Any]]) -> int:
     if not rows:
         return 0
     insert = pg_insert if is_postgresql(session) else sqlite_insert
-    table = Notification.__table__  # type: ignore[attr-defined]
+    table = table_of(Notification)
     result = session.connection().execute(
         insert(table).on_conflict_do_nothing(index_elements=["dedupe_key"]), rows
     )
@@ -121,10 +122,10 @@ def manager_addresses(session: Session, manager_ids: Iterable[uuid.UUID]) -> dic
     if not ids:
         return {}
     rows = session.execute(
-        select(Manager.id, Manager.email).where(
-            Manager.id.in_(ids),  # type: ignore[attr-defined]
-            Manager.notify_by_email.is_(True),  # type: ignore[attr-defined]
-            Manager.erased_at.is_(None),  # type: ignore[union-attr]
+        select(col(Manager.id), col(Manager.email)).where(
+            col(Manager.id).in_(ids),  # type: ignore[attr-defined]
+            col(Manager.notify_by_email).is_(True),  # type: ignore[attr-defined]
+            col(Manager.erased_at).is_(None),  # type: ignore[union-attr]
         )
     ).all()
     return {row.id: row.email for row in rows}

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import select, update
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from app.core.pagination import PageParams, keyset, page_slice
 from app.models.notification import (
@@ -35,12 +35,12 @@ class NotificationService:
         n = Notification
         stmt = select(n)
         if flt.manager_id is not None:
-            stmt = stmt.where(n.manager_id == flt.manager_id)
+            stmt = stmt.where(col(n.manager_id) == flt.manager_id)
         if flt.incident_id is not None:
-            stmt = stmt.where(n.incident_id == flt.incident_id)
+            stmt = stmt.where(col(n.incident_id) == flt.incident_id)
         if flt.status is not None:
-            stmt = stmt.where(n.status == flt.status.value)
-        stmt = keyset(stmt, [n.created_at, n.id], params, descending=True)  # type: ignore[list-item]
+            stmt = stmt.where(col(n.status) == flt.status.value)
+        stmt = keyset(stmt, [col(n.created_at), col(n.id)], params, descending=True)  # type: ignore[list-item]
         rows, cursor = page_slice(self.session.scalars(stmt).all(), params.limit,
                                   lambda r: [r.created_at, r.id])
         return [
@@ -62,18 +62,18 @@ def forget_manager(
     n = Notification
     if erase is not None:
         for row_id, error in session.execute(
-            select(n.id, n.last_error).where(n.manager_id == manager_id,
-                                            n.last_error.is_not(None))  # type: ignore[union-attr]
+            select(col(n.id), col(n.last_error)).where(col(n.manager_id) == manager_id,
+                                            col(n.last_error).is_not(None))  # type: ignore[union-attr]
         ).all():
             if erase(error) != error:
                 session.execute(update(n).where(n.id == row_id).values(last_error=erase(error)))
     session.execute(
-        update(n).where(n.manager_id == manager_id, n.status == NotificationStatus.pending.value)
+        update(n).where(col(n.manager_id) == manager_id, col(n.status) == NotificationStatus.pending.value)
         .values(status=NotificationStatus.failed.value, last_error="recipient erased",
                 locked_until=None, lease_token=None, updated_at=now)
     )
     result = session.execute(
-        update(n).where(n.manager_id == manager_id, n.recipient.is_not(None))  # type: ignore[union-attr]
+        update(n).where(col(n.manager_id) == manager_id, col(n.recipient).is_not(None))  # type: ignore[union-attr]
         .values(recipient=None, updated_at=now)
     )
     return int(result.rowcount or 0)  # type: ignore[attr-defined]

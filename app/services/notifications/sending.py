@@ -16,7 +16,7 @@ from email.utils import format_datetime
 from typing import Any
 
 from sqlalchemy import select, update
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from app.core.clock import get_clock
 from app.core.config import Settings, get_settings
@@ -59,19 +59,19 @@ def claim_due(session: Session, now: datetime, limit: int, lease: float,
     """Lease up to ``limit`` due notifications to this worker (the caller commits at once)."""
     n = Notification
     stmt = (
-        select(n.id)
+        select(col(n.id))
         .where(
-            n.status == NotificationStatus.pending.value,
-            n.next_attempt_at <= now,
-            n.digest_id.is_(None),  # type: ignore[union-attr]
-            n.recipient.is_not(None),  # type: ignore[union-attr]
-            (n.locked_until.is_(None)) | (n.locked_until <= now),  # type: ignore[union-attr, operator]
+            col(n.status) == NotificationStatus.pending.value,
+            col(n.next_attempt_at) <= now,
+            col(n.digest_id).is_(None),  # type: ignore[union-attr]
+            col(n.recipient).is_not(None),  # type: ignore[union-attr]
+            (col(n.locked_until).is_(None)) | (col(n.locked_until) <= now),  # type: ignore[union-attr, operator]
         )
-        .order_by(n.next_attempt_at, n.id)
+        .order_by(col(n.next_attempt_at), col(n.id))
         .limit(limit)
     )
     if settings.coordinator_digest_minutes:
-        stmt = stmt.where(n.kind.not_in(COORDINATOR_KINDS))  # type: ignore[attr-defined]
+        stmt = stmt.where(col(n.kind).not_in(COORDINATOR_KINDS))  # type: ignore[attr-defined]
     if is_postgresql(session):
         stmt = stmt.with_for_update(skip_locked=True)
     ids = list(session.scalars(stmt))
@@ -79,17 +79,17 @@ def claim_due(session: Session, now: datetime, limit: int, lease: float,
         return []
     token = uuid.uuid4()
     session.execute(
-        update(n).where(n.id.in_(ids))  # type: ignore[attr-defined]
+        update(n).where(col(n.id).in_(ids))  # type: ignore[attr-defined]
         .values(locked_until=now + timedelta(seconds=lease), lease_token=token)
     )
     rows = session.execute(
-        select(n.id, n.kind, n.recipient, n.message_id, n.attempts, n.payload,
-               Manager.display_name, Manager.email, Manager.notify_by_email,
-               Assignment.status.label("assignment_status"))
-        .outerjoin(Manager, Manager.id == n.manager_id)
-        .outerjoin(Assignment, Assignment.id == n.assignment_id)
-        .where(n.id.in_(ids))  # type: ignore[attr-defined]
-        .order_by(n.next_attempt_at, n.id)
+        select(col(n.id), col(n.kind), col(n.recipient), col(n.message_id), col(n.attempts), col(n.payload),
+               col(Manager.display_name), col(Manager.email), col(Manager.notify_by_email),
+               col(Assignment.status).label("assignment_status"))
+        .outerjoin(Manager, col(Manager.id) == col(n.manager_id))
+        .outerjoin(Assignment, col(Assignment.id) == col(n.assignment_id))
+        .where(col(n.id).in_(ids))  # type: ignore[attr-defined]
+        .order_by(col(n.next_attempt_at), col(n.id))
     ).all()
     claims = []
     for r in rows:
@@ -206,13 +206,13 @@ def record(session: Session, claim: MailClaim, error: str | None, now: datetime,
                 seconds=backoff_seconds(attempt, settings)))
     n = Notification
     result = session.execute(
-        update(n).where(n.id == claim.notification_id, n.lease_token == claim.lease_token)
+        update(n).where(col(n.id) == claim.notification_id, col(n.lease_token) == claim.lease_token)
         .values(**values)
     )
     kept = result.rowcount == 1  # type: ignore[attr-defined]
     if kept and claim.kind == K.coordinator_digest.value and "status" in values:
         session.execute(
-            update(n).where(n.digest_id == claim.notification_id).values(
+            update(n).where(col(n.digest_id) == claim.notification_id).values(
                 status=values["status"], sent_at=values.get("sent_at"),
                 last_error=error, updated_at=now,
             )

@@ -8,6 +8,7 @@ from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import select, text, update
+from sqlmodel import col
 
 from app.core.clock import get_clock
 from app.core.config import get_settings
@@ -44,23 +45,23 @@ def queue_reminders(limit: int = 500) -> int:
     now = get_clock().now()
     lead = timedelta(hours=hours)
     with session_scope() as session:
-        reminded = select(Notification.id).where(
-            Notification.assignment_id == Assignment.id,
-            Notification.kind == K.offer_reminder.value,
+        reminded = select(col(Notification.id)).where(
+            col(Notification.assignment_id) == col(Assignment.id),
+            col(Notification.kind) == K.offer_reminder.value,
         )
         stmt = (
-            select(Assignment.id, Assignment.incident_id, Assignment.manager_id, Assignment.role,
-                   Assignment.offered_at, Assignment.expires_at)
-            .join(Manager, Manager.id == Assignment.manager_id)
+            select(col(Assignment.id), col(Assignment.incident_id), col(Assignment.manager_id), col(Assignment.role),
+                   col(Assignment.offered_at), col(Assignment.expires_at))
+            .join(Manager, col(Manager.id) == col(Assignment.manager_id))
             .where(
-                Assignment.status == AssignmentStatus.offered,
-                Manager.notify_by_email.is_(True),  # type: ignore[attr-defined]
-                Manager.erased_at.is_(None),  # type: ignore[union-attr]
-                Assignment.expires_at > now,
-                Assignment.expires_at <= now + lead,
+                col(Assignment.status) == AssignmentStatus.offered,
+                col(Manager.notify_by_email).is_(True),  # type: ignore[attr-defined]
+                col(Manager.erased_at).is_(None),  # type: ignore[union-attr]
+                col(Assignment.expires_at) > now,
+                col(Assignment.expires_at) <= now + lead,
                 ~reminded.exists(),
             )
-            .order_by(Assignment.expires_at, Assignment.id)
+            .order_by(col(Assignment.expires_at), col(Assignment.id))
             .limit(limit)
         )
         due = [a for a in session.execute(stmt).all() if a.expires_at - a.offered_at > lead]
@@ -68,7 +69,7 @@ def queue_reminders(limit: int = 500) -> int:
             return 0
         recipients = manager_addresses(session, (a.manager_id for a in due))
         incidents = {i.id: i for i in session.scalars(
-            select(Incident).where(Incident.id.in_({a.incident_id for a in due}))  # type: ignore[attr-defined]
+            select(Incident).where(col(Incident.id).in_({a.incident_id for a in due}))  # type: ignore[attr-defined]
         )}
         rows = [
             notification_row(K.offer_reminder, recipients[a.manager_id],
@@ -92,15 +93,15 @@ def queue_triage_overdue(limit: int = 200) -> int:
     now = get_clock().now()
     cutoff = now - timedelta(hours=settings.triage_sla_hours)
     with session_scope() as session:
-        told = select(Notification.id).where(
-            Notification.incident_id == Incident.id,
-            Notification.kind == K.triage_overdue.value,
+        told = select(col(Notification.id)).where(
+            col(Notification.incident_id) == col(Incident.id),
+            col(Notification.kind) == K.triage_overdue.value,
         )
         incidents = list(session.scalars(
             select(Incident)
-            .where(Incident.status == IncidentStatus.reported, Incident.reported_at <= cutoff,
+            .where(col(Incident.status) == IncidentStatus.reported, col(Incident.reported_at) <= cutoff,
                    ~told.exists())
-            .order_by(Incident.reported_at, Incident.id)
+            .order_by(col(Incident.reported_at), col(Incident.id))
             .limit(limit)
         ))
         for incident in incidents:
@@ -124,12 +125,12 @@ def collect_digests() -> int:
         ):
             return 0  # another worker is collecting: one digest per coordinator and period
         stmt = (
-            select(n.id, n.kind, n.recipient, n.payload, n.created_at)
-            .where(n.status == NotificationStatus.pending.value,
-                   n.kind.in_(COORDINATOR_KINDS),  # type: ignore[attr-defined]
-                   n.digest_id.is_(None),  # type: ignore[union-attr]
-                   n.recipient.is_not(None))  # type: ignore[union-attr]
-            .order_by(n.created_at, n.id)
+            select(col(n.id), col(n.kind), col(n.recipient), col(n.payload), col(n.created_at))
+            .where(col(n.status) == NotificationStatus.pending.value,
+                   col(n.kind).in_(COORDINATOR_KINDS),  # type: ignore[attr-defined]
+                   col(n.digest_id).is_(None),  # type: ignore[union-attr]
+                   col(n.recipient).is_not(None))  # type: ignore[union-attr]
+            .order_by(col(n.created_at), col(n.id))
             .limit(2000)
         )
         if is_postgresql(session):
@@ -147,7 +148,7 @@ def collect_digests() -> int:
             )
             insert_notifications(session, [digest])
             session.execute(
-                update(n).where(n.id.in_([r.id for r in rows]))  # type: ignore[attr-defined]
+                update(n).where(col(n.id).in_([r.id for r in rows]))  # type: ignore[attr-defined]
                 .values(digest_id=digest["id"], updated_at=now)
             )
             made += 1
