@@ -12,7 +12,7 @@ from sqlmodel import Session
 from app.core.clock import get_clock
 from app.core.db import WRITE_OPTION, get_engine
 from app.core.security import Principal
-from app.models.base import new_ordered_id
+from app.models.base import new_ordered_id, table_of
 from app.models.system import AuditEvent, AuditKind
 from app.services import audit
 
@@ -23,7 +23,7 @@ def reporter_fields(name: str | None, contact: str | None) -> list[str]:
 
 
 _ACCESS = AuditKind.access.value
-_ACCESS_INSERT = insert(AuditEvent.__table__)  # type: ignore[attr-defined]
+_ACCESS_INSERT = insert(table_of(AuditEvent))
 _SQLITE_ACCESS_WRITER = threading.Lock()
 
 

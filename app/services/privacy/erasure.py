@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import func, or_, select, update
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from app.core.clock import get_clock
 from app.core.errors import Conflict, NotFound
@@ -150,7 +150,7 @@ def _stored_reporter_values(session: Session, incident_id: uuid.UUID) -> set[str
                 walk(item)
 
     bodies = session.scalars(
-        select(IdempotencyRecord.response_body).where(
+        select(col(IdempotencyRecord.response_body)).where(
             contains_text(IdempotencyRecord.response_body, str(incident_id))
         )
     )
@@ -220,7 +220,7 @@ def erase_manager(session: Session, manager_id: uuid.UUID, principal: Principal)
     manager are revoked.
     """
     manager = session.scalars(
-        select(Manager).where(Manager.id == manager_id).with_for_update()
+        select(Manager).where(col(Manager.id) == manager_id).with_for_update()
     ).first()
     if manager is None:
         raise NotFound(f"No manager {manager_id}.")
@@ -239,14 +239,14 @@ def erase_manager(session: Session, manager_id: uuid.UUID, principal: Principal)
     fields = ["display_name", "email", "phone"]
     absences = session.execute(
         update(Absence)
-        .where(Absence.manager_id == manager.id, Absence.reason.is_not(None))  # type: ignore[union-attr]
+        .where(col(Absence.manager_id) == manager.id, col(Absence.reason).is_not(None))  # type: ignore[union-attr]
         .values(reason=None)
     )
     if absences.rowcount:  # type: ignore[attr-defined]
         fields.append("absences.reason")
     revoked = session.execute(
         update(ApiKey)
-        .where(ApiKey.manager_id == manager.id, ApiKey.revoked_at.is_(None))  # type: ignore[union-attr]
+        .where(col(ApiKey.manager_id) == manager.id, col(ApiKey.revoked_at).is_(None))  # type: ignore[union-attr]
         .values(revoked_at=now)
     )
     if revoked.rowcount:  # type: ignore[attr-defined]

@@ -7,7 +7,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from sqlalchemy import delete, or_, select
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from app.core.clock import get_clock
 from app.core.config import get_settings
@@ -43,9 +43,9 @@ def retention_ends_on(status_changed_at: datetime, days: int | None = None) -> d
 
 def _due(cutoff: datetime) -> Any:
     return select(Incident).where(
-        Incident.status.in_([s.value for s in RETENTION_STATUSES]),  # type: ignore[attr-defined]
-        Incident.status_changed_at < cutoff,
-        or_(Incident.reporter_name.is_not(None), Incident.reporter_contact.is_not(None)),  # type: ignore[union-attr]
+        col(Incident.status).in_([s.value for s in RETENTION_STATUSES]),  # type: ignore[attr-defined]
+        col(Incident.status_changed_at) < cutoff,
+        or_(col(Incident.reporter_name).is_not(None), col(Incident.reporter_contact).is_not(None)),  # type: ignore[union-attr]
     )
 
 
@@ -76,7 +76,7 @@ def run_retention_batch(
 def purge_expired_idempotency_records(session: Session, now: datetime | None = None) -> int:
     """Delete idempotency records past their TTL (they may hold copies of personal data)."""
     result = session.execute(
-        delete(IdempotencyRecord).where(IdempotencyRecord.expires_at <= (now or get_clock().now()))
+        delete(IdempotencyRecord).where(col(IdempotencyRecord.expires_at) <= (now or get_clock().now()))
     )
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
 

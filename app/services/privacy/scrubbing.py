@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import func, or_, select
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from app.models.outbox import OutboxEvent
 from app.models.system import IdempotencyRecord
@@ -145,7 +145,7 @@ def scrub_idempotency_records(
         needles |= target.eraser.forms
     records = session.scalars(
         select(IdempotencyRecord).where(
-            IdempotencyRecord.response_body.is_not(None),  # type: ignore[union-attr]
+            col(IdempotencyRecord.response_body).is_not(None),  # type: ignore[union-attr]
             or_(*(contains_text(IdempotencyRecord.response_body, n) for n in sorted(needles))),
         )
     ).all()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from sqlalchemy import func, select
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from app.core.clock import get_clock
 from app.core.errors import Unprocessable
@@ -60,7 +60,7 @@ def subject_access(session: Session, email: str, principal: Principal) -> DataSu
         .order_by(Incident.reference)
     ).all()
     managers = session.scalars(
-        select(Manager).where(func.lower(Manager.email) == wanted).order_by(Manager.id)
+        select(Manager).where(func.lower(col(Manager.email)) == wanted).order_by(col(Manager.id))
     ).all()
 
     subject_incidents = [
@@ -86,16 +86,16 @@ def subject_access(session: Session, email: str, principal: Principal) -> DataSu
     views = ManagerService(session).to_views(list(managers), principal) if managers else []
     for manager, view in zip(managers, views, strict=True):
         absences = session.scalars(
-            select(Absence).where(Absence.manager_id == manager.id).order_by(Absence.starts_on)
+            select(Absence).where(col(Absence.manager_id) == manager.id).order_by(col(Absence.starts_on))
         ).all()
         assignments = session.execute(
-            select(Assignment, Incident.reference)
-            .join(Incident, Incident.id == Assignment.incident_id)
-            .where(Assignment.manager_id == manager.id)
-            .order_by(Assignment.offered_at, Assignment.id)
+            select(Assignment, col(Incident.reference))
+            .join(Incident, col(Incident.id) == col(Assignment.incident_id))
+            .where(col(Assignment.manager_id) == manager.id)
+            .order_by(col(Assignment.offered_at), col(Assignment.id))
         ).all()
         keys = session.scalars(
-            select(ApiKey).where(ApiKey.manager_id == manager.id).order_by(ApiKey.created_at)
+            select(ApiKey).where(col(ApiKey.manager_id) == manager.id).order_by(col(ApiKey.created_at))
         ).all()
         subject_managers.append(
             SubjectManager(
