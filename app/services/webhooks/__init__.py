@@ -36,6 +36,7 @@ from datetime import timedelta
 
 import httpx
 from sqlalchemy import delete, select
+from sqlmodel import col
 
 from app.core.clock import get_clock
 from app.core.config import get_settings
@@ -135,18 +136,18 @@ def prune_outbox(limit: int = 1000) -> int:
     settings = get_settings()
     cutoff = get_clock().now() - timedelta(days=settings.outbox_retention_days)
     with session_scope() as session:
-        pending = select(WebhookDelivery.id).where(
-            WebhookDelivery.event_id == OutboxEvent.id,
-            WebhookDelivery.status == DeliveryStatus.pending.value,
+        pending = select(col(WebhookDelivery.id)).where(
+            col(WebhookDelivery.event_id) == col(OutboxEvent.id),
+            col(WebhookDelivery.status) == DeliveryStatus.pending.value,
         )
         stmt = (
-            select(OutboxEvent.id)
+            select(col(OutboxEvent.id))
             .where(
-                OutboxEvent.fanned_out_at.is_not(None),  # type: ignore[union-attr]
-                OutboxEvent.created_at < cutoff,
+                col(OutboxEvent.fanned_out_at).is_not(None),  # type: ignore[union-attr]
+                col(OutboxEvent.created_at) < cutoff,
                 ~pending.exists(),
             )
-            .order_by(OutboxEvent.created_at)
+            .order_by(col(OutboxEvent.created_at))
             .limit(limit)
         )
         if is_postgresql(session):
@@ -154,6 +155,6 @@ def prune_outbox(limit: int = 1000) -> int:
         ids = list(session.scalars(stmt))
         if ids:
             session.execute(
-                delete(OutboxEvent).where(OutboxEvent.id.in_(ids))  # type: ignore[attr-defined]
+                delete(OutboxEvent).where(col(OutboxEvent.id).in_(ids))  # type: ignore[attr-defined]
             )
         return len(ids)

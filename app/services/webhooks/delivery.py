@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import orjson
 from sqlalchemy import or_, select, update
-from sqlmodel import Session
+from sqlmodel import Session, col
 from standardwebhooks.webhooks import Webhook
 
 from app.core.clock import get_clock
@@ -76,15 +76,15 @@ def claim_due(session: Session, now: datetime, limit: int, lease: float) -> list
     """Lease up to ``limit`` due deliveries to this worker (the caller commits at once)."""
     d, s = WebhookDelivery, WebhookSubscription
     stmt = (
-        select(d.id)
-        .join(s, s.id == d.subscription_id)
+        select(col(d.id))
+        .join(s, s.id == col(d.subscription_id))
         .where(
-            d.status == DeliveryStatus.pending,
-            d.next_attempt_at <= now,
-            or_(d.locked_until.is_(None), d.locked_until <= now),  # type: ignore[union-attr]
+            col(d.status) == DeliveryStatus.pending,
+            col(d.next_attempt_at) <= now,
+            or_(col(d.locked_until).is_(None), col(d.locked_until) <= now),  # type: ignore[union-attr]
             s.active.is_(True),  # type: ignore[attr-defined]
         )
-        .order_by(d.next_attempt_at, d.id)
+        .order_by(col(d.next_attempt_at), col(d.id))
         .limit(limit)
     )
     if is_postgresql(session):
@@ -95,15 +95,15 @@ def claim_due(session: Session, now: datetime, limit: int, lease: float) -> list
     token = uuid.uuid4()
     session.execute(
         update(d)
-        .where(d.id.in_(ids))  # type: ignore[attr-defined]
+        .where(col(d.id).in_(ids))  # type: ignore[attr-defined]
         .values(locked_until=now + timedelta(seconds=lease), lease_token=token)
     )
     rows = session.execute(
-        select(d.id, d.subscription_id, d.event_id, d.event_type, d.message_id, d.attempts,
-               s.url, s.secret, OutboxEvent.payload, OutboxEvent.created_at)
+        select(col(d.id), col(d.subscription_id), col(d.event_id), col(d.event_type), col(d.message_id), col(d.attempts),
+               s.url, s.secret, col(OutboxEvent.payload), col(OutboxEvent.created_at))
         .join(s, s.id == d.subscription_id)
         .join(OutboxEvent, OutboxEvent.id == d.event_id)
-        .where(d.id.in_(ids))  # type: ignore[attr-defined]
+        .where(col(d.id).in_(ids))  # type: ignore[attr-defined]
     ).all()
     return [
         Claim(
@@ -181,7 +181,7 @@ def record(session: Session, claim: Claim, outcome: Outcome, settings: Settings)
     d = WebhookDelivery
     result = session.execute(
         update(d)
-        .where(d.id == claim.delivery_id, d.lease_token == claim.lease_token)
+        .where(col(d.id) == claim.delivery_id, col(d.lease_token) == claim.lease_token)
         .values(**values)
     )
     kept = result.rowcount == 1  # type: ignore[attr-defined]

@@ -8,7 +8,7 @@ from datetime import datetime
 from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from app.models.outbox import OutboxEvent
 from app.models.webhook import (
@@ -32,10 +32,10 @@ def is_postgresql(session: Session) -> bool:
 def fan_out(session: Session, now: datetime, limit: int = 500) -> int:
     """Turn up to ``limit`` pending outbox events into deliveries; return how many events."""
     stmt = (
-        select(OutboxEvent.id, OutboxEvent.event_type, OutboxEvent.organisation_id,
-               OutboxEvent.created_at)
-        .where(OutboxEvent.fanned_out_at.is_(None))  # type: ignore[union-attr]
-        .order_by(OutboxEvent.created_at, OutboxEvent.id)
+        select(col(OutboxEvent.id), col(OutboxEvent.event_type), col(OutboxEvent.organisation_id),
+               col(OutboxEvent.created_at))
+        .where(col(OutboxEvent.fanned_out_at).is_(None))  # type: ignore[union-attr]
+        .order_by(col(OutboxEvent.created_at), col(OutboxEvent.id))
         .limit(limit)
     )
     if is_postgresql(session):
@@ -44,9 +44,9 @@ def fan_out(session: Session, now: datetime, limit: int = 500) -> int:
     if not events:
         return 0
     subscriptions = session.execute(
-        select(WebhookSubscription.id, WebhookSubscription.events,
-               WebhookSubscription.organisation_id, WebhookSubscription.created_at)
-        .where(WebhookSubscription.active.is_(True))  # type: ignore[attr-defined]
+        select(col(WebhookSubscription.id), col(WebhookSubscription.events),
+               col(WebhookSubscription.organisation_id), col(WebhookSubscription.created_at))
+        .where(col(WebhookSubscription.active).is_(True))  # type: ignore[attr-defined]
     ).all()
     rows = [
         {
@@ -79,7 +79,7 @@ def fan_out(session: Session, now: datetime, limit: int = 500) -> int:
         )
     session.execute(
         update(OutboxEvent)
-        .where(OutboxEvent.id.in_([e.id for e in events]))  # type: ignore[attr-defined]
+        .where(col(OutboxEvent.id).in_([e.id for e in events]))  # type: ignore[attr-defined]
         .values(fanned_out_at=now)
     )
     return len(events)

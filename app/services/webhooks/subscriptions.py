@@ -8,7 +8,7 @@ import secrets
 import uuid
 
 from sqlalchemy import select
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from app.core.clock import get_clock
 from app.core.errors import NotFound, Unprocessable
@@ -80,7 +80,7 @@ class WebhookService:
     def page(self, params: PageParams) -> tuple[list[WebhookPublic], str | None]:
         stmt = keyset(
             select(WebhookSubscription),
-            [WebhookSubscription.created_at, WebhookSubscription.id],
+            [col(WebhookSubscription.created_at), col(WebhookSubscription.id)],
             params,
         )
         rows = self.session.scalars(stmt).all()
@@ -124,10 +124,10 @@ class WebhookService:
         self, webhook_id: uuid.UUID, params: PageParams, event_id: uuid.UUID | None = None
     ) -> tuple[list[WebhookAttemptPublic], str | None]:
         self.load(webhook_id)
-        stmt = select(WebhookAttempt).where(WebhookAttempt.subscription_id == webhook_id)
+        stmt = select(WebhookAttempt).where(col(WebhookAttempt.subscription_id) == webhook_id)
         if event_id is not None:
-            stmt = stmt.where(WebhookAttempt.event_id == event_id)
-        stmt = keyset(stmt, [WebhookAttempt.started_at, WebhookAttempt.id], params,
+            stmt = stmt.where(col(WebhookAttempt.event_id) == event_id)
+        stmt = keyset(stmt, [col(WebhookAttempt.started_at), col(WebhookAttempt.id)], params,
                       descending=True)
         rows, cursor = page_slice(
             self.session.scalars(stmt).all(), params.limit, lambda a: [a.started_at, a.id]
