@@ -9,6 +9,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, col
 
+from app.models.base import table_of
 from app.models.system import ReferenceCounter
 
 
@@ -100,7 +101,7 @@ class ReferenceBlocks:
         if self._apart is None:
             self._held.clear()
             return returned
-        table = ReferenceCounter.__table__  # type: ignore[attr-defined]
+        table = table_of(ReferenceCounter)
         while self._held:
             scope, year, before, after = self._held.pop()
             done = self._apart.execute(
