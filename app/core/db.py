@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import Engine, event
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, CursorResult, Result
 from sqlmodel import Session, create_engine
 
 from app.core.config import Settings, get_settings
@@ -143,3 +143,11 @@ def session_scope(*, write: bool = True) -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+def affected_rows(result: Result[Any]) -> int:
+    """Rows an ``UPDATE`` or ``DELETE`` matched (``Session.execute`` is typed as returning a
+    plain ``Result``; for these statements it is a ``CursorResult``, which counts them)."""
+    if not isinstance(result, CursorResult):
+        raise TypeError("affected_rows() needs the result of an UPDATE or DELETE")
+    return int(result.rowcount or 0)

@@ -25,6 +25,7 @@ from typing import Any
 from sqlalchemy import bindparam, update
 from sqlmodel import Session
 
+from app.core.db import affected_rows
 from app.core.metrics import count_offer
 from app.models.assignment import OPEN_ASSIGNMENT_STATUSES, Assignment, AssignmentStatus
 from app.models.base import table_of
@@ -57,7 +58,7 @@ _RELEASE = (
 def reserve_slot(session: Session, manager_id: uuid.UUID, now: datetime) -> bool:
     """Take one of the manager's free slots; ``False`` when the manager is at capacity."""
     result = session.execute(_reserve_statement(now), {"manager": manager_id, "slots": 1})
-    return result.rowcount == 1  # type: ignore[attr-defined]
+    return affected_rows(result) == 1
 
 
 def reserve_slots(session: Session, slots: Mapping[uuid.UUID, int], now: datetime

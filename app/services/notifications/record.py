@@ -11,6 +11,7 @@ from datetime import datetime
 from sqlalchemy import select, update
 from sqlmodel import Session, col
 
+from app.core.db import affected_rows
 from app.core.pagination import PageParams, keyset, page_slice
 from app.models.notification import (
     Notification,
@@ -76,4 +77,4 @@ def forget_manager(
         update(n).where(col(n.manager_id) == manager_id, col(n.recipient).is_not(None))  # type: ignore[union-attr]
         .values(recipient=None, updated_at=now)
     )
-    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+    return affected_rows(result)

@@ -20,7 +20,7 @@ from sqlmodel import Session, col
 
 from app.core.clock import get_clock
 from app.core.config import Settings, get_settings
-from app.core.db import session_scope
+from app.core.db import affected_rows, session_scope
 from app.models.assignment import Assignment, AssignmentStatus
 from app.models.manager import Manager
 from app.models.notification import (
@@ -209,7 +209,7 @@ def record(session: Session, claim: MailClaim, error: str | None, now: datetime,
         update(n).where(col(n.id) == claim.notification_id, col(n.lease_token) == claim.lease_token)
         .values(**values)
     )
-    kept = result.rowcount == 1  # type: ignore[attr-defined]
+    kept = affected_rows(result) == 1
     if kept and claim.kind == K.coordinator_digest.value and "status" in values:
         session.execute(
             update(n).where(col(n.digest_id) == claim.notification_id).values(

@@ -11,7 +11,7 @@ from sqlmodel import Session, col
 
 from app.core.clock import get_clock
 from app.core.config import get_settings
-from app.core.db import session_scope
+from app.core.db import affected_rows, session_scope
 from app.core.security import SYSTEM_PRINCIPAL
 from app.models.incident import Incident, IncidentStatus
 from app.models.system import IdempotencyRecord
@@ -78,7 +78,7 @@ def purge_expired_idempotency_records(session: Session, now: datetime | None = N
     result = session.execute(
         delete(IdempotencyRecord).where(col(IdempotencyRecord.expires_at) <= (now or get_clock().now()))
     )
-    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+    return affected_rows(result)
 
 
 @dataclass(frozen=True, slots=True)
