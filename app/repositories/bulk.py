@@ -140,7 +140,9 @@ def table_writer(
 
     def copy() -> None:
         raw = session.connection().connection.driver_connection
-        with raw.cursor() as cursor, cursor.copy(copy_sql) as stream:  # type: ignore[union-attr]
+        if raw is None:  # the pooled connection was invalidated under the session
+            raise RuntimeError("no database connection to COPY into")
+        with raw.cursor() as cursor, cursor.copy(copy_sql) as stream:
             stream.write(text_)
 
     return copy
@@ -278,7 +280,9 @@ def _field_default(model: type[SQLModel], name: str) -> Callable[[], Any]:
     if field_info is None:
         return lambda: None
     if field_info.default_factory is not None:
-        return field_info.default_factory  # type: ignore[return-value]
+        # a factory may take the validated data (pydantic's one-argument form); get_default
+        # calls either form
+        return lambda: field_info.get_default(call_default_factory=True, validated_data={})
     default = None if field_info.default is PydanticUndefined else field_info.default
     return lambda: default
 
