@@ -142,7 +142,8 @@ class IncidentRowValidation:
             lon = _float(get("lon"), True, -180.0, 180.0)
             if (lat is None) != (lon is None):
                 return None
-            level = _LEVELS.get(get("escalation_level"))  # type: ignore[arg-type]
+            raw_level = get("escalation_level")
+            level = _LEVELS.get(raw_level) if isinstance(raw_level, str) else None
             if level is None:
                 return None
             competences = self._code_list("required_competences", get("required_competences"))
@@ -199,9 +200,8 @@ class IncidentRowValidation:
         return value
 
     def _stamp(self, raw: Any) -> datetime | None:
-        cached = self._stamps.get(raw, _MISSING)
-        if cached is not _MISSING:
-            return cached  # type: ignore[return-value]
+        if raw in self._stamps:
+            return self._stamps[raw]
         value = _timestamp(raw, True)  # raises FieldError
         if len(self._stamps) < 4096:
             self._stamps[raw] = value

@@ -62,10 +62,10 @@ _INCIDENT_UPDATABLE = (
 #: these columns are then left as they are.
 _KEPT_AFTER_ERASURE = frozenset({"reporter_name", "reporter_contact", "title", "description"})
 _INCIDENT_SELECT = (
-    Incident.id, Incident.source, Incident.external_id, Incident.reference, Incident.status,
-    Incident.version,
-    *(getattr(Incident, name) for name in _INCIDENT_UPDATABLE),
-    *([Incident.reporter_erased_at] if hasattr(Incident, "reporter_erased_at") else []),
+    col(Incident.id), col(Incident.source), col(Incident.external_id), col(Incident.reference),
+    col(Incident.status), col(Incident.version),
+    *(col(getattr(Incident, name)) for name in _INCIDENT_UPDATABLE),
+    *([col(Incident.reporter_erased_at)] if hasattr(Incident, "reporter_erased_at") else []),
 )
 
 
@@ -85,7 +85,7 @@ def _pg_key_lookup(source: str, external_ids: list[str], *, lock: bool) -> Any:
     )
     inner = (
         select(*_INCIDENT_SELECT)
-        .where(Incident.source == source, Incident.external_id == keys.c.external_id)
+        .where(col(Incident.source) == source, col(Incident.external_id) == keys.c.external_id)
         .limit(1)
     )
     if lock:
@@ -104,7 +104,7 @@ _STATUS = NEW_INCIDENT_COLUMNS.index("status")
 class _Prepared:
     """What :meth:`IncidentImporter.prepare` found out for one batch."""
 
-    existing: dict[tuple[str, str], Any]
+    existing: dict[tuple[str | None, str], Any]
     competences: dict[uuid.UUID, list[str]]
     now: datetime = _NO_TIME
     year: int = 0
@@ -226,7 +226,10 @@ class IncidentImporter(IncidentRowValidation, Importer):
             if row["external_id"] is None:
                 if (None, row["reference"]) not in existing:
                     allocate()
-                    restored_year, number = parse_incident_reference(row["reference"])  # type: ignore[misc]
+                    parsed = parse_incident_reference(row["reference"])
+                    if parsed is None:  # the row's validation refuses such a reference
+                        raise ValueError(f"not an incident reference: {row['reference']!r}")
+                    restored_year, number = parsed
                     self._blocks.raise_to(INCIDENT_SCOPE, restored_year, number)
             elif (row["source"], row["external_id"]) not in existing:
                 pending += 1
@@ -309,8 +312,10 @@ class IncidentImporter(IncidentRowValidation, Importer):
         )
 
         def insert_incidents() -> None:
+            if write_incidents is None:  # no incident to create in this batch
+                return
             try:
-                write_incidents()  # type: ignore[misc]
+                write_incidents()
             except Exception as exc:
                 raise_if_duplicate(exc)
                 raise

@@ -76,8 +76,9 @@ class Pipeline:
             # writes queued before this look-up ran before it: when one of them failed, the
             # look-up only met the aborted transaction — the write's error is the one to report
             for earlier in self._writes:
-                if earlier.done() and earlier.exception() is not None:
-                    raise earlier.exception() from None  # type: ignore[misc]
+                failure = earlier.exception() if earlier.done() else None
+                if failure is not None:
+                    raise failure from None
             raise
 
     def drain(self) -> None:
