@@ -13,6 +13,7 @@ from sqlalchemy import func, or_, select, update
 from sqlmodel import Session, col
 
 from app.core.clock import get_clock
+from app.core.db import affected_rows
 from app.core.errors import Conflict, NotFound
 from app.core.problems import ProblemType
 from app.core.security import Principal, forget_keys
@@ -200,9 +201,9 @@ def _pseudonymise_actor_names(session: Session, names: Sequence[str], pseudonym:
     if not wanted:
         return
     for model, role, name in (
-        (IncidentEvent, IncidentEvent.actor_role, IncidentEvent.actor_name),
-        (RecommendationEvent, RecommendationEvent.actor_role, RecommendationEvent.actor_name),
-        (AuditEvent, AuditEvent.principal_role, AuditEvent.principal_name),
+        (IncidentEvent, col(IncidentEvent.actor_role), col(IncidentEvent.actor_name)),
+        (RecommendationEvent, col(RecommendationEvent.actor_role), col(RecommendationEvent.actor_name)),
+        (AuditEvent, col(AuditEvent.principal_role), col(AuditEvent.principal_name)),
     ):
         session.execute(
             update(model)
@@ -242,14 +243,14 @@ def erase_manager(session: Session, manager_id: uuid.UUID, principal: Principal)
         .where(col(Absence.manager_id) == manager.id, col(Absence.reason).is_not(None))  # type: ignore[union-attr]
         .values(reason=None)
     )
-    if absences.rowcount:  # type: ignore[attr-defined]
+    if affected_rows(absences):
         fields.append("absences.reason")
     revoked = session.execute(
         update(ApiKey)
         .where(col(ApiKey.manager_id) == manager.id, col(ApiKey.revoked_at).is_(None))  # type: ignore[union-attr]
         .values(revoked_at=now)
     )
-    if revoked.rowcount:  # type: ignore[attr-defined]
+    if affected_rows(revoked):
         forget_keys(session)  # again after commit: no request re-caches a revoked key
     erase_in_rows(session, Assignment, Assignment.manager_id == manager.id, eraser,
                  {"decline_reason": 2000, "withdraw_reason": 2000, "outcome": 5000})

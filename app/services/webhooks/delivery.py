@@ -17,6 +17,7 @@ from standardwebhooks.webhooks import Webhook
 
 from app.core.clock import get_clock
 from app.core.config import Settings
+from app.core.db import affected_rows
 from app.models.outbox import OutboxEvent
 from app.models.webhook import (
     DeliveryStatus,
@@ -77,12 +78,12 @@ def claim_due(session: Session, now: datetime, limit: int, lease: float) -> list
     d, s = WebhookDelivery, WebhookSubscription
     stmt = (
         select(col(d.id))
-        .join(s, s.id == col(d.subscription_id))
+        .join(s, col(s.id) == col(d.subscription_id))
         .where(
             col(d.status) == DeliveryStatus.pending,
             col(d.next_attempt_at) <= now,
             or_(col(d.locked_until).is_(None), col(d.locked_until) <= now),  # type: ignore[union-attr]
-            s.active.is_(True),  # type: ignore[attr-defined]
+            col(s.active).is_(True),
         )
         .order_by(col(d.next_attempt_at), col(d.id))
         .limit(limit)
@@ -100,9 +101,9 @@ def claim_due(session: Session, now: datetime, limit: int, lease: float) -> list
     )
     rows = session.execute(
         select(col(d.id), col(d.subscription_id), col(d.event_id), col(d.event_type), col(d.message_id), col(d.attempts),
-               s.url, s.secret, col(OutboxEvent.payload), col(OutboxEvent.created_at))
-        .join(s, s.id == d.subscription_id)
-        .join(OutboxEvent, OutboxEvent.id == d.event_id)
+               col(s.url), col(s.secret), col(OutboxEvent.payload), col(OutboxEvent.created_at))
+        .join(s, col(s.id) == col(d.subscription_id))
+        .join(OutboxEvent, col(OutboxEvent.id) == col(d.event_id))
         .where(col(d.id).in_(ids))  # type: ignore[attr-defined]
     ).all()
     return [
@@ -184,7 +185,7 @@ def record(session: Session, claim: Claim, outcome: Outcome, settings: Settings)
         .where(col(d.id) == claim.delivery_id, col(d.lease_token) == claim.lease_token)
         .values(**values)
     )
-    kept = result.rowcount == 1  # type: ignore[attr-defined]
+    kept = affected_rows(result) == 1
     session.add(
         WebhookAttempt(
             delivery_id=claim.delivery_id,
