@@ -565,7 +565,9 @@ def _solve_milp(
     result = milp(
         objective,
         constraints=[
-            LinearConstraint(incident_rows, np.where(tandem, 0.0, -np.inf), np.where(tandem, 0, 1)),
+            # (A, lb, ub): milp's own form for bounds given per row (LinearConstraint's
+            # signature types them as scalars)
+            (incident_rows, np.where(tandem, 0.0, -np.inf), np.where(tandem, 0, 1)),
             LinearConstraint(manager_rows, 0.0, 0.0),
         ],
         integrality=np.concatenate([np.ones(n_pairs + n_tandems), np.zeros(n_columns)]),

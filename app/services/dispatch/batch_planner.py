@@ -8,7 +8,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import date, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from app.models.assignment import OPEN_ASSIGNMENT_STATUSES
 from app.models.incident import Incident
@@ -24,6 +24,9 @@ from app.services.dispatch.matching import (
 
 if TYPE_CHECKING:
     from app.services.dispatch.service import DispatchService
+
+_Shared: TypeAlias = tuple[list[tuple[uuid.UUID, float]], dict[uuid.UUID, Candidate]]
+"""A ranking shared by alike incidents: ``(manager id, score)`` pairs and the candidates by id."""
 
 
 class BatchPlanner:
@@ -108,14 +111,13 @@ class BatchPlanner:
 
         # Incidents alike in district, competences and languages, without history, share one
         # ranking (and its candidate pairs, and its lookup by manager).
-        Shared = tuple[list[tuple[uuid.UUID, float]], dict[uuid.UUID, Candidate]]
-        shared: dict[tuple[Any, ...], Shared] = {}
+        shared: dict[tuple[Any, ...], _Shared] = {}
         candidates_by_incident: dict[uuid.UUID, list[tuple[uuid.UUID, float]]] = {}
         batch: list[BatchIncident] = []
         for incident in self.incidents:
             f = facts[incident.id]
             if incident.id in self.open_on:
-                ranked: Shared = ([], {})  # holds an open assignment already: not a batch case
+                ranked: _Shared = ([], {})  # holds an open assignment already: not a batch case
             elif incident.id in involvement:
                 ranked = self._shared(self._rank(f, pool))
             else:
@@ -128,8 +130,7 @@ class BatchPlanner:
         return plan_batch(batch, candidates_by_incident, free)
 
     @staticmethod
-    def _shared(ranked: list[Candidate]
-                ) -> tuple[list[tuple[uuid.UUID, float]], dict[uuid.UUID, Candidate]]:
+    def _shared(ranked: list[Candidate]) -> _Shared:
         return [(c.manager_id, c.score) for c in ranked], {c.manager_id: c for c in ranked}
 
     def _rank(self, facts: IncidentFacts, pool) -> list[Candidate]:  # type: ignore[no-untyped-def]

@@ -21,6 +21,7 @@ from app.repositories.dispatch import DispatchRepository
 from app.services.dispatch.matching import (
     EXCLUSION_REASONS,
     Candidate,
+    ExclusionReason,
     IncidentFacts,
     Ranking,
     rank_candidates,
@@ -77,7 +78,7 @@ class CandidateRanking:
         ranking = rank_candidates(
             facts, managers, today, fallback_neighbours=neighbours, now=now, limit=limit
         )
-        excluded = {r: ranking.excluded[r] + counts.get(r, 0) for r in EXCLUSION_REASONS}
+        excluded: dict[ExclusionReason, int] = {r: ranking.excluded[r] + counts.get(r, 0) for r in EXCLUSION_REASONS}
         return Ranking(ranking.candidates, excluded, ranking.fallback_used)
 
     def candidates(

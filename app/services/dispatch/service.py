@@ -45,6 +45,7 @@ from app.models.assignment_schemas import (
     AutoDispatchRequest,
     AutoDispatchResult,
     PlannedAssignmentPublic,
+    ReasonPublic,
     UnassignedIncident,
 )
 from app.models.incident import Incident, IncidentStatus
@@ -478,7 +479,10 @@ class DispatchService(CandidateRanking, AssignmentViews):
                     manager_display_name=planner.names[p.manager_id],
                     role=AssignmentRole(p.role),
                     score=p.score,
-                    reasons=reasons_of(planner.chosen[p.incident_id][p.manager_id]),
+                    reasons=[
+                        ReasonPublic(**reason)
+                        for reason in reasons_of(planner.chosen[p.incident_id][p.manager_id])
+                    ],
                 )
                 for p in plan.assignments
             ]
