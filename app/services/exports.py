@@ -16,7 +16,7 @@ import csv
 import io
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from sqlmodel import Session, col
@@ -74,7 +74,9 @@ def _batches(
                 return
             ids = [row.id for row in rows]
             competences = repo.competences_of(ids)
-            visible = visibility.reporter_visible(session, rows, principal)
+            # each row carries the incident's id and organisation_id (see _SELECTED)
+            facts = cast(Sequence[visibility.IncidentFacts], rows)
+            visible = visibility.reporter_visible(session, facts, principal)
             log_reporter_access(
                 session, principal,
                 [(row.id, row.reporter_name, row.reporter_contact)

@@ -166,8 +166,8 @@ class IncidentImporter(IncidentRowValidation, Importer):
                 stmt = _pg_key_lookup(source, external_ids, lock=write)
             else:
                 stmt = select(*_INCIDENT_SELECT).where(
-                    Incident.source == source,
-                    col(Incident.external_id).in_(external_ids),  # type: ignore[union-attr]
+                    col(Incident.source) == source,
+                    col(Incident.external_id).in_(external_ids),
                 )
             for found in session.execute(stmt):
                 existing[(found.source, found.external_id)] = found

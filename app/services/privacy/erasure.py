@@ -200,15 +200,17 @@ def _pseudonymise_actor_names(session: Session, names: Sequence[str], pseudonym:
     wanted = sorted({n.strip().lower() for n in names if n and n.strip()})
     if not wanted:
         return
-    for model, role, name in (
-        (IncidentEvent, col(IncidentEvent.actor_role), col(IncidentEvent.actor_name)),
-        (RecommendationEvent, col(RecommendationEvent.actor_role), col(RecommendationEvent.actor_name)),
-        (AuditEvent, col(AuditEvent.principal_role), col(AuditEvent.principal_name)),
+    for model, role, name, field in (
+        (IncidentEvent, col(IncidentEvent.actor_role), col(IncidentEvent.actor_name), "actor_name"),
+        (RecommendationEvent, col(RecommendationEvent.actor_role),
+         col(RecommendationEvent.actor_name), "actor_name"),
+        (AuditEvent, col(AuditEvent.principal_role), col(AuditEvent.principal_name),
+         "principal_name"),
     ):
         session.execute(
             update(model)
             .where(role == Role.manager.value, func.lower(name).in_(wanted))
-            .values({name.key: pseudonym})
+            .values({field: pseudonym})
         )
 
 

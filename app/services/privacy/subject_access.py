@@ -9,8 +9,9 @@ from app.core.clock import get_clock
 from app.core.errors import Unprocessable
 from app.core.security import Principal
 from app.models.assignment import Assignment
-from app.models.incident import Incident, IncidentStatus
+from app.models.incident import Incident, IncidentCategory, IncidentStatus, ReporterPublic
 from app.models.manager import Absence, Manager
+from app.models.manager_schemas import AbsencePublic, ManagerPublic
 from app.models.privacy_schemas import (
     DataSubjectReport,
     SubjectApiKey,
@@ -68,13 +69,13 @@ def subject_access(session: Session, email: str, principal: Principal) -> DataSu
             id=i.id,
             reference=i.reference,
             status=IncidentStatus(i.status),
-            category=i.category,  # type: ignore[arg-type]
+            category=IncidentCategory(i.category),
             district=i.district,
             organisation_id=i.organisation_id,
             reported_at=i.reported_at,
             status_changed_at=i.status_changed_at,
-            reporter={"name": i.reporter_name, "contact": i.reporter_contact,  # type: ignore[arg-type]
-                      "anonymous": i.reporter_anonymous},
+            reporter=ReporterPublic(name=i.reporter_name, contact=i.reporter_contact,
+                                    anonymous=i.reporter_anonymous),
             retention_ends_on=(
                 retention_ends_on(i.status_changed_at).isoformat()
                 if i.status in RETENTION_STATUSES else None
@@ -97,12 +98,14 @@ def subject_access(session: Session, email: str, principal: Principal) -> DataSu
         keys = session.scalars(
             select(ApiKey).where(col(ApiKey.manager_id) == manager.id).order_by(col(ApiKey.created_at))
         ).all()
+        if not isinstance(view, ManagerPublic):  # only administrators ask; they see every field
+            raise TypeError("a subject access report needs the manager's full view")
         subject_managers.append(
             SubjectManager(
-                manager=view,  # type: ignore[arg-type]
+                manager=view,
                 absences=[
-                    {"id": a.id, "starts_on": a.starts_on, "ends_on": a.ends_on,  # type: ignore[misc]
-                     "reason": a.reason}
+                    AbsencePublic(id=a.id, starts_on=a.starts_on, ends_on=a.ends_on,
+                                  reason=a.reason)
                     for a in absences
                 ],
                 assignments=[
