@@ -29,7 +29,7 @@ import re
 import sqlite3
 import uuid
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, LiteralString, Protocol, cast
 
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as SAPoolTimeout
@@ -114,6 +114,10 @@ class SQLiteReads:
         self._discard()
 
 
+class _ConnectionLost(Exception):
+    """The server closed the connection a read ran on; the read may run once more."""
+
+
 class PostgresReads:
     """Reads over psycopg's async pool: autocommit (no ``BEGIN``), prepared statements."""
 
@@ -145,13 +149,11 @@ class PostgresReads:
 
         try:
             try:
-                return await self._run(statement, params)
-            except psycopg.OperationalError as exc:
-                if not getattr(exc, "_kokoma_broken", False):
-                    raise
+                return await self._run(statement, params, lost_is_retried=True)
+            except _ConnectionLost:
                 # A connection the server closed (restart, failover): the pool drops it; the
                 # statement runs once more on another one — or reports the outage.
-                return await self._run(statement, params)
+                return await self._run(statement, params, lost_is_retried=False)
         except PoolTimeout as exc:
             # No connection in time: is the server unreachable (→ 503 "service unavailable",
             # as the engine reports it) or is every connection busy (→ 503 "database busy")?
@@ -170,15 +172,20 @@ class PostgresReads:
             raise DBAPIError.instance(statement.postgresql, None, exc, psycopg.Error) from exc
         await probe.close()
 
-    async def _run(self, statement: ReadStatement, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+    async def _run(
+        self, statement: ReadStatement, params: dict[str, Any], *, lost_is_retried: bool
+    ) -> list[tuple[Any, ...]]:
         import psycopg
 
+        # the text is a ReadStatement's constant SQL; values are bound, never formatted in
+        query = cast("LiteralString", statement.postgresql)
         async with self.pool.connection() as conn:
             try:
-                cursor = await conn.execute(statement.postgresql, params, prepare=True)
+                cursor = await conn.execute(query, params, prepare=True)
                 return await cursor.fetchall()
             except psycopg.OperationalError as exc:
-                exc._kokoma_broken = conn.broken  # type: ignore[attr-defined]
+                if lost_is_retried and conn.broken:
+                    raise _ConnectionLost from exc
                 raise
 
     def bind_uuid(self, value: uuid.UUID) -> uuid.UUID:
