@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 from fastapi import FastAPI
 from fastapi.dependencies.models import Dependant
 from fastapi.openapi.utils import get_openapi
-from fastapi.routing import APIRoute, iter_route_contexts
+from fastapi.routing import APIRoute, RouteContext, iter_route_contexts
 
 from app.core.errors import PROBLEM_MEDIA_TYPE
 from app.core.problems import for_status
@@ -109,7 +109,7 @@ def sends(*headers: str, status: int = 200) -> Callable[[F], F]:
     def mark(endpoint: F) -> F:
         declared = dict(getattr(endpoint, "sends_headers", {}))
         declared[str(status)] = (*declared.get(str(status), ()), *headers)
-        endpoint.sends_headers = declared  # type: ignore[attr-defined]
+        vars(endpoint)["sends_headers"] = declared  # read back from the route's endpoint
         return endpoint
 
     return mark
@@ -127,7 +127,7 @@ def _dependencies(dependant: Dependant) -> list[Any]:
     return calls
 
 
-def _route_auth(route: APIRoute) -> tuple[bool, list[Action]]:
+def _route_auth(route: RouteContext) -> tuple[bool, list[Action]]:
     """Whether the route needs a key, and the role rules (:data:`RULES`) it checks."""
     from app.api.deps import get_principal
 
@@ -140,7 +140,7 @@ def _route_auth(route: APIRoute) -> tuple[bool, list[Action]]:
     return get_principal in calls, actions
 
 
-def _description(route: APIRoute, authenticated: bool, actions: list[Action]) -> str:
+def _description(route: RouteContext, authenticated: bool, actions: list[Action]) -> str:
     parts = [(route.summary or route.name).rstrip(".") + "."]
     if route.description:  # ``description=`` or the endpoint's docstring
         parts.append(route.description)
