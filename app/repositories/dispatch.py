@@ -120,8 +120,8 @@ class DispatchRepository:
                     col(ManagerCompetence.competence_code).in_(required),
                     col(ManagerCompetence.certified_on) <= today,
                     or_(
-                        col(ManagerCompetence.expires_on).is_(None),  # type: ignore[union-attr]
-                        col(ManagerCompetence.expires_on) >= today,  # type: ignore[operator]
+                        col(ManagerCompetence.expires_on).is_(None),
+                        col(ManagerCompetence.expires_on) >= today,
                     ),
                 )
                 .group_by(col(ManagerCompetence.manager_id))
@@ -229,8 +229,8 @@ class DispatchRepository:
             stmt = stmt.where(
                 col(ManagerCompetence.certified_on) <= valid_on,
                 or_(
-                    col(ManagerCompetence.expires_on).is_(None),  # type: ignore[union-attr]
-                    col(ManagerCompetence.expires_on) >= valid_on,  # type: ignore[operator]
+                    col(ManagerCompetence.expires_on).is_(None),
+                    col(ManagerCompetence.expires_on) >= valid_on,
                 ),
             )
         result: dict[uuid.UUID, list[CompetenceHolding]] = defaultdict(list)

@@ -46,7 +46,7 @@ def iso_instant(value: datetime | None) -> str | None:
 
 def _district_names(session: Session, codes: Iterable[str]) -> dict[str, str]:
     return dict(session.execute(  # type: ignore[arg-type]
-        select(col(District.code), col(District.name)).where(col(District.code).in_(set(codes)))  # type: ignore[attr-defined]
+        select(col(District.code), col(District.name)).where(col(District.code).in_(set(codes)))
     ).all())
 
 
@@ -123,9 +123,9 @@ def manager_addresses(session: Session, manager_ids: Iterable[uuid.UUID]) -> dic
         return {}
     rows = session.execute(
         select(col(Manager.id), col(Manager.email)).where(
-            col(Manager.id).in_(ids),  # type: ignore[attr-defined]
-            col(Manager.notify_by_email).is_(True),  # type: ignore[attr-defined]
-            col(Manager.erased_at).is_(None),  # type: ignore[union-attr]
+            col(Manager.id).in_(ids),
+            col(Manager.notify_by_email).is_(True),
+            col(Manager.erased_at).is_(None),
         )
     ).all()
     return {row.id: row.email for row in rows}

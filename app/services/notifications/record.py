@@ -41,7 +41,7 @@ class NotificationService:
             stmt = stmt.where(col(n.incident_id) == flt.incident_id)
         if flt.status is not None:
             stmt = stmt.where(col(n.status) == flt.status.value)
-        stmt = keyset(stmt, [col(n.created_at), col(n.id)], params, descending=True)  # type: ignore[list-item]
+        stmt = keyset(stmt, [col(n.created_at), col(n.id)], params, descending=True)
         rows, cursor = page_slice(self.session.scalars(stmt).all(), params.limit,
                                   lambda r: [r.created_at, r.id])
         return [
@@ -64,7 +64,7 @@ def forget_manager(
     if erase is not None:
         for row_id, error in session.execute(
             select(col(n.id), col(n.last_error)).where(col(n.manager_id) == manager_id,
-                                            col(n.last_error).is_not(None))  # type: ignore[union-attr]
+                                            col(n.last_error).is_not(None))
         ).all():
             if erase(error) != error:
                 session.execute(update(n).where(n.id == row_id).values(last_error=erase(error)))
@@ -74,7 +74,7 @@ def forget_manager(
                 locked_until=None, lease_token=None, updated_at=now)
     )
     result = session.execute(
-        update(n).where(col(n.manager_id) == manager_id, col(n.recipient).is_not(None))  # type: ignore[union-attr]
+        update(n).where(col(n.manager_id) == manager_id, col(n.recipient).is_not(None))
         .values(recipient=None, updated_at=now)
     )
     return affected_rows(result)

@@ -63,15 +63,15 @@ def claim_due(session: Session, now: datetime, limit: int, lease: float,
         .where(
             col(n.status) == NotificationStatus.pending.value,
             col(n.next_attempt_at) <= now,
-            col(n.digest_id).is_(None),  # type: ignore[union-attr]
-            col(n.recipient).is_not(None),  # type: ignore[union-attr]
-            (col(n.locked_until).is_(None)) | (col(n.locked_until) <= now),  # type: ignore[union-attr, operator]
+            col(n.digest_id).is_(None),
+            col(n.recipient).is_not(None),
+            (col(n.locked_until).is_(None)) | (col(n.locked_until) <= now),
         )
         .order_by(col(n.next_attempt_at), col(n.id))
         .limit(limit)
     )
     if settings.coordinator_digest_minutes:
-        stmt = stmt.where(col(n.kind).not_in(COORDINATOR_KINDS))  # type: ignore[attr-defined]
+        stmt = stmt.where(col(n.kind).not_in(COORDINATOR_KINDS))
     if is_postgresql(session):
         stmt = stmt.with_for_update(skip_locked=True)
     ids = list(session.scalars(stmt))
@@ -79,7 +79,7 @@ def claim_due(session: Session, now: datetime, limit: int, lease: float,
         return []
     token = uuid.uuid4()
     session.execute(
-        update(n).where(col(n.id).in_(ids))  # type: ignore[attr-defined]
+        update(n).where(col(n.id).in_(ids))
         .values(locked_until=now + timedelta(seconds=lease), lease_token=token)
     )
     rows = session.execute(
@@ -88,7 +88,7 @@ def claim_due(session: Session, now: datetime, limit: int, lease: float,
                col(Assignment.status).label("assignment_status"))
         .outerjoin(Manager, col(Manager.id) == col(n.manager_id))
         .outerjoin(Assignment, col(Assignment.id) == col(n.assignment_id))
-        .where(col(n.id).in_(ids))  # type: ignore[attr-defined]
+        .where(col(n.id).in_(ids))
         .order_by(col(n.next_attempt_at), col(n.id))
     ).all()
     claims = []

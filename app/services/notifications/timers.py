@@ -55,8 +55,8 @@ def queue_reminders(limit: int = 500) -> int:
             .join(Manager, col(Manager.id) == col(Assignment.manager_id))
             .where(
                 col(Assignment.status) == AssignmentStatus.offered,
-                col(Manager.notify_by_email).is_(True),  # type: ignore[attr-defined]
-                col(Manager.erased_at).is_(None),  # type: ignore[union-attr]
+                col(Manager.notify_by_email).is_(True),
+                col(Manager.erased_at).is_(None),
                 col(Assignment.expires_at) > now,
                 col(Assignment.expires_at) <= now + lead,
                 ~reminded.exists(),
@@ -69,7 +69,7 @@ def queue_reminders(limit: int = 500) -> int:
             return 0
         recipients = manager_addresses(session, (a.manager_id for a in due))
         incidents = {i.id: i for i in session.scalars(
-            select(Incident).where(col(Incident.id).in_({a.incident_id for a in due}))  # type: ignore[attr-defined]
+            select(Incident).where(col(Incident.id).in_({a.incident_id for a in due}))
         )}
         rows = [
             notification_row(K.offer_reminder, recipients[a.manager_id],
@@ -127,9 +127,9 @@ def collect_digests() -> int:
         stmt = (
             select(col(n.id), col(n.kind), col(n.recipient), col(n.payload), col(n.created_at))
             .where(col(n.status) == NotificationStatus.pending.value,
-                   col(n.kind).in_(COORDINATOR_KINDS),  # type: ignore[attr-defined]
-                   col(n.digest_id).is_(None),  # type: ignore[union-attr]
-                   col(n.recipient).is_not(None))  # type: ignore[union-attr]
+                   col(n.kind).in_(COORDINATOR_KINDS),
+                   col(n.digest_id).is_(None),
+                   col(n.recipient).is_not(None))
             .order_by(col(n.created_at), col(n.id))
             .limit(2000)
         )
@@ -148,7 +148,7 @@ def collect_digests() -> int:
             )
             insert_notifications(session, [digest])
             session.execute(
-                update(n).where(col(n.id).in_([r.id for r in rows]))  # type: ignore[attr-defined]
+                update(n).where(col(n.id).in_([r.id for r in rows]))
                 .values(digest_id=digest["id"], updated_at=now)
             )
             made += 1

@@ -242,14 +242,14 @@ def erase_manager(session: Session, manager_id: uuid.UUID, principal: Principal)
     fields = ["display_name", "email", "phone"]
     absences = session.execute(
         update(Absence)
-        .where(col(Absence.manager_id) == manager.id, col(Absence.reason).is_not(None))  # type: ignore[union-attr]
+        .where(col(Absence.manager_id) == manager.id, col(Absence.reason).is_not(None))
         .values(reason=None)
     )
     if affected_rows(absences):
         fields.append("absences.reason")
     revoked = session.execute(
         update(ApiKey)
-        .where(col(ApiKey.manager_id) == manager.id, col(ApiKey.revoked_at).is_(None))  # type: ignore[union-attr]
+        .where(col(ApiKey.manager_id) == manager.id, col(ApiKey.revoked_at).is_(None))
         .values(revoked_at=now)
     )
     if affected_rows(revoked):

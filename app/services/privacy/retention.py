@@ -43,9 +43,9 @@ def retention_ends_on(status_changed_at: datetime, days: int | None = None) -> d
 
 def _due(cutoff: datetime) -> Any:
     return select(Incident).where(
-        col(Incident.status).in_([s.value for s in RETENTION_STATUSES]),  # type: ignore[attr-defined]
+        col(Incident.status).in_([s.value for s in RETENTION_STATUSES]),
         col(Incident.status_changed_at) < cutoff,
-        or_(col(Incident.reporter_name).is_not(None), col(Incident.reporter_contact).is_not(None)),  # type: ignore[union-attr]
+        or_(col(Incident.reporter_name).is_not(None), col(Incident.reporter_contact).is_not(None)),
     )
 
 

@@ -145,7 +145,7 @@ def scrub_idempotency_records(
         needles |= target.eraser.forms
     records = session.scalars(
         select(IdempotencyRecord).where(
-            col(IdempotencyRecord.response_body).is_not(None),  # type: ignore[union-attr]
+            col(IdempotencyRecord.response_body).is_not(None),
             or_(*(contains_text(IdempotencyRecord.response_body, n) for n in sorted(needles))),
         )
     ).all()

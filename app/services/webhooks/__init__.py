@@ -143,7 +143,7 @@ def prune_outbox(limit: int = 1000) -> int:
         stmt = (
             select(col(OutboxEvent.id))
             .where(
-                col(OutboxEvent.fanned_out_at).is_not(None),  # type: ignore[union-attr]
+                col(OutboxEvent.fanned_out_at).is_not(None),
                 col(OutboxEvent.created_at) < cutoff,
                 ~pending.exists(),
             )
@@ -155,6 +155,6 @@ def prune_outbox(limit: int = 1000) -> int:
         ids = list(session.scalars(stmt))
         if ids:
             session.execute(
-                delete(OutboxEvent).where(col(OutboxEvent.id).in_(ids))  # type: ignore[attr-defined]
+                delete(OutboxEvent).where(col(OutboxEvent.id).in_(ids))
             )
         return len(ids)

@@ -82,7 +82,7 @@ def claim_due(session: Session, now: datetime, limit: int, lease: float) -> list
         .where(
             col(d.status) == DeliveryStatus.pending,
             col(d.next_attempt_at) <= now,
-            or_(col(d.locked_until).is_(None), col(d.locked_until) <= now),  # type: ignore[union-attr]
+            or_(col(d.locked_until).is_(None), col(d.locked_until) <= now),
             col(s.active).is_(True),
         )
         .order_by(col(d.next_attempt_at), col(d.id))
@@ -96,7 +96,7 @@ def claim_due(session: Session, now: datetime, limit: int, lease: float) -> list
     token = uuid.uuid4()
     session.execute(
         update(d)
-        .where(col(d.id).in_(ids))  # type: ignore[attr-defined]
+        .where(col(d.id).in_(ids))
         .values(locked_until=now + timedelta(seconds=lease), lease_token=token)
     )
     rows = session.execute(
@@ -104,7 +104,7 @@ def claim_due(session: Session, now: datetime, limit: int, lease: float) -> list
                col(s.url), col(s.secret), col(OutboxEvent.payload), col(OutboxEvent.created_at))
         .join(s, col(s.id) == col(d.subscription_id))
         .join(OutboxEvent, col(OutboxEvent.id) == col(d.event_id))
-        .where(col(d.id).in_(ids))  # type: ignore[attr-defined]
+        .where(col(d.id).in_(ids))
     ).all()
     return [
         Claim(

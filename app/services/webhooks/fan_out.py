@@ -34,7 +34,7 @@ def fan_out(session: Session, now: datetime, limit: int = 500) -> int:
     stmt = (
         select(col(OutboxEvent.id), col(OutboxEvent.event_type), col(OutboxEvent.organisation_id),
                col(OutboxEvent.created_at))
-        .where(col(OutboxEvent.fanned_out_at).is_(None))  # type: ignore[union-attr]
+        .where(col(OutboxEvent.fanned_out_at).is_(None))
         .order_by(col(OutboxEvent.created_at), col(OutboxEvent.id))
         .limit(limit)
     )
@@ -46,7 +46,7 @@ def fan_out(session: Session, now: datetime, limit: int = 500) -> int:
     subscriptions = session.execute(
         select(col(WebhookSubscription.id), col(WebhookSubscription.events),
                col(WebhookSubscription.organisation_id), col(WebhookSubscription.created_at))
-        .where(col(WebhookSubscription.active).is_(True))  # type: ignore[attr-defined]
+        .where(col(WebhookSubscription.active).is_(True))
     ).all()
     rows = [
         {
@@ -79,7 +79,7 @@ def fan_out(session: Session, now: datetime, limit: int = 500) -> int:
         )
     session.execute(
         update(OutboxEvent)
-        .where(col(OutboxEvent.id).in_([e.id for e in events]))  # type: ignore[attr-defined]
+        .where(col(OutboxEvent.id).in_([e.id for e in events]))
         .values(fanned_out_at=now)
     )
     return len(events)
