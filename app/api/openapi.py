@@ -141,7 +141,7 @@ def _route_auth(route: RouteContext) -> tuple[bool, list[Action]]:
 
 
 def _description(route: RouteContext, authenticated: bool, actions: list[Action]) -> str:
-    parts = [(route.summary or route.name).rstrip(".") + "."]
+    parts = [(route.summary or route.name or "").rstrip(".") + "."]
     if route.description:  # ``description=`` or the endpoint's docstring
         parts.append(route.description)
     if not authenticated:
