@@ -317,9 +317,17 @@ class IncidentPublicRedacted(IncidentPublic):
     it in the same shape (built without a model pass by
     ``app.services.incident_records.incident_webhook_view``)."""
 
-    reporter: None = PField(  # type: ignore[assignment]
+    # the field keeps the base's type (a field is invariant); the validator keeps it null
+    reporter: ReporterPublic | None = PField(
         default=None, description="always null: the caller's role may not see reporter data"
     )
+
+    @field_validator("reporter")
+    @classmethod
+    def _no_reporter(cls, value: ReporterPublic | None) -> None:
+        if value is not None:
+            raise ValueError("a redacted incident carries no reporter")
+        return None
 
 
 class IncidentEventPublic(ResponseModel):
