@@ -12,13 +12,14 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Callable
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from app.models.common import DISTRICT_CODE_PATTERN, SLUG_RE
+from app.models.incident import IncidentUpdate
 from tests.factories import (
     COMPETENCES,
     DISTRICTS,
@@ -349,3 +350,15 @@ def test_generator_refuses_what_it_cannot_build() -> None:
         generate({"type": "string", "pattern": "^[A-Z]{3}$"}, "currency", None, ctx)
     with pytest.raises(Uncoverable):
         generate({"type": "object"}, "settings", None, ctx)
+
+
+def test_timestamps_stay_datetimes_until_json() -> None:
+    """A body's timestamp is a ``datetime`` in a Python-mode dump (what services hand to the
+    ORM) and RFC 3339 text, in UTC, only in JSON."""
+    body = IncidentUpdate.model_validate({"occurred_at": "0999-05-01T12:00:00+02:00"})
+    assert body.model_dump(include={"occurred_at"}) == {
+        "occurred_at": datetime(999, 5, 1, 10, 0, tzinfo=UTC)
+    }
+    assert body.model_dump(mode="json", include={"occurred_at"}) == {
+        "occurred_at": "0999-05-01T10:00:00Z"
+    }
