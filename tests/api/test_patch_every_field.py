@@ -362,3 +362,44 @@ def test_timestamps_stay_datetimes_until_json() -> None:
     assert body.model_dump(mode="json", include={"occurred_at"}) == {
         "occurred_at": "0999-05-01T10:00:00Z"
     }
+
+
+# --- null: clears a nullable field, and is refused (422, nothing changed) for any other ------
+
+
+#: What a field PATCHed with ``null`` reads back as, where that is not ``null`` (lists: ``[]``).
+NULL_READS_AS: dict[tuple[str, str], Any] = {
+    ("IncidentUpdate", "description"): "",
+    ("RecommendationUpdate", "body"): "",
+    ("CompetenceUpdate", "description"): "",
+}
+
+
+def _nullable(schema: dict[str, Any]) -> bool:
+    return any(branch.get("type") == "null" for branch in schema.get("anyOf", ()))
+
+
+@pytest.mark.parametrize(("path", "schema_name", "field"), CASES,
+                         ids=[f"{name}.{field}" for _, name, field in CASES])
+def test_patch_field_with_null(client: Any, path: str, schema_name: str, field: str) -> None:
+    seed_reference()
+    headers = make_key("admin")
+    resource = CREATORS[path](client, headers)
+    before = _get(client, resource, headers).json()
+    schema = SCHEMAS[schema_name]["properties"][field]
+    response = client.patch(resource, json={field: None}, headers=headers)
+    after = _get(client, resource, headers).json()
+    if not _nullable(schema):
+        assert response.status_code == 422, (field, response.text)
+        assert response.headers["content-type"].startswith("application/problem+json")
+        assert [e["loc"] for e in response.json()["errors"]] == [["body", field]]
+        assert after == before
+        return
+    assert response.status_code == 200, (field, response.text)
+    if (schema_name, field) in WRITE_ONLY:
+        assert after == before  # reset_note alone (no progress) changes nothing
+        return
+    expected = NULL_READS_AS.get(
+        (schema_name, field), [] if _resolve(_non_null(schema)).get("type") == "array" else None
+    )
+    assert after[field] == expected, (field, after[field])
