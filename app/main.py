@@ -47,6 +47,8 @@ group's recommendations to the city administration.
 
 Authenticate with `Authorization: Bearer <key>` — an API key, or (when the city's identity
 provider is configured) a person's OIDC access token. Errors are RFC 9457 `application/problem+json`.
+Text anywhere in a request (body, path, query) may not contain NUL (`\\u0000`): PostgreSQL cannot
+store it, so such a request is refused with 422.
 """
 
 

@@ -14,6 +14,9 @@ fi
 echo "== ruff"
 .venv/bin/ruff check app tests migrations bench
 
+echo "== import layers (.importlinter: api -> services -> repositories -> models/core)"
+.venv/bin/lint-imports
+
 echo "== TypeScript client from openapi/openapi.json"
 bash scripts/check-ts-client.sh
 

@@ -32,7 +32,9 @@ schema = schemathesis.openapi.from_asgi(
     "/openapi.json",
     app,
     config=SchemathesisConfig.from_dict({
-        "generation": {"mode": "positive"},
+        # NUL (\u0000) in text is refused everywhere (422, stated in the document's description):
+        # a rule for every string, which the schemas do not repeat per property.
+        "generation": {"mode": "positive", "allow-x00": False},
         "phases": {"coverage": {"enabled": False}, "stateful": {"enabled": False}},
     }),
 )

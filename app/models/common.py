@@ -76,11 +76,15 @@ def _require_aware(value: datetime) -> datetime:
     return value.astimezone(UTC)
 
 
+#: A timestamp in a request or response: RFC 3339 text on the wire, an aware UTC ``datetime``
+#: in Python. The serializer applies to JSON output only (``when_used="json"``): a
+#: ``model_dump()`` in Python mode — how services take a PATCH body's changes to the ORM — keeps
+#: the ``datetime``, which is what the timestamp columns bind (a string there was a 500).
 UTCTimestamp = Annotated[
     datetime,
     BeforeValidator(_refuse_numbers),
     AfterValidator(_require_aware),
-    PlainSerializer(_rfc3339, return_type=str),
+    PlainSerializer(_rfc3339, return_type=str, when_used="json"),
 ]
 
 

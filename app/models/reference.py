@@ -165,7 +165,9 @@ class CompetenceCreate(RequestModel):
 
 
 class CompetenceUpdate(RequestModel):
-    name: ShortText | None = None
+    """PATCH: ``name`` may be left out, not nulled (422); ``description: null`` clears it."""
+
+    name: Annotated[ShortText | None, NotNull()] = None
     description: str | None = PField(default=None, max_length=5000)
 
 
@@ -184,8 +186,10 @@ class OrganisationCreate(RequestModel):
 
 
 class OrganisationUpdate(RequestModel):
-    name: ShortText | None = None
-    kind: OrganisationKind | None = None
+    """PATCH: either field may be left out, not nulled (422)."""
+
+    name: Annotated[ShortText | None, NotNull()] = None
+    kind: Annotated[OrganisationKind | None, NotNull()] = None
 
 
 class OrganisationPublic(ResponseModel):

@@ -139,7 +139,10 @@ class CompetenceService:
     ) -> CompetencePublic:
         competence = self.get(code)
         check_if_match(competence, if_match)
-        changed = apply_changes(competence, body.model_dump(exclude_unset=True, exclude_none=True))
+        changes = body.model_dump(exclude_unset=True)
+        if "description" in changes and changes["description"] is None:
+            changes["description"] = ""
+        changed = apply_changes(competence, changes)
         if changed:
             bump(self.session, competence)
             audit.record(self.session, principal, "update", "competence", code, changed)
@@ -175,9 +178,7 @@ class OrganisationService:
     ) -> OrganisationPublic:
         organisation = self.get(organisation_id)
         check_if_match(organisation, if_match)
-        changed = apply_changes(
-            organisation, body.model_dump(exclude_unset=True, exclude_none=True)
-        )
+        changed = apply_changes(organisation, body.model_dump(exclude_unset=True))
         if changed:
             bump(self.session, organisation)
             audit.record(

@@ -39,7 +39,7 @@ _MISSING = object()
 
 #: Fields of the API's incident the server sets: ignored in an NDJSON row (like ``reference``
 #: beside an ``external_id``), so the items of ``GET /incidents`` re-import as they are.
-_SERVER_FIELDS = frozenset({"id", "version", "created_at", "updated_at"})
+_SERVER_FIELDS = frozenset({"id", "version", "created_at", "updated_at", "open_slots"})
 
 _REPORTER_KEYS = {"name": "reporter_name", "contact": "reporter_contact",
                   "anonymous": "reporter_anonymous"}
