@@ -15,8 +15,9 @@ from app.core.config import get_settings
 cli = typer.Typer(help="kokoma — municipal conflict management backend.", no_args_is_help=True)
 api_key_cli = typer.Typer(help="Manage API keys.", no_args_is_help=True)
 cli.add_typer(api_key_cli, name="api-key")
-retention_cli = typer.Typer(help="Erase personal data past its retention period (PRIVACY.md).",
-                            no_args_is_help=True)
+retention_cli = typer.Typer(
+    help="Erase personal data past its retention period (PRIVACY.md).", no_args_is_help=True
+)
 cli.add_typer(retention_cli, name="retention")
 
 
@@ -128,12 +129,14 @@ def api_key_create(
 
     require_migrated()
     try:
-        body = ApiKeyCreate.model_validate({
-            "name": name,
-            "role": role,
-            "organisation_id": uuid.UUID(organisation) if organisation else None,
-            "manager_id": uuid.UUID(manager) if manager else None,
-        })
+        body = ApiKeyCreate.model_validate(
+            {
+                "name": name,
+                "role": role,
+                "organisation_id": uuid.UUID(organisation) if organisation else None,
+                "manager_id": uuid.UUID(manager) if manager else None,
+            }
+        )
         with session_scope() as session:
             created = ApiKeyService(session).create(body, SYSTEM_PRINCIPAL)
     except (ValidationError, ValueError, AppError) as exc:
@@ -144,7 +147,9 @@ def api_key_create(
 
 @retention_cli.command("run")
 def retention_run(
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would be erased only")] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="List what would be erased only")
+    ] = False,
 ) -> None:
     """Erase the reporter data of incidents closed, withdrawn or referred more than
     KOKOMA_REPORTER_RETENTION_DAYS ago; print their references (never names) on stdout."""
@@ -156,23 +161,37 @@ def retention_run(
         typer.echo(reference)
     days = get_settings().reporter_retention_days
     verb = "would be erased (dry run, nothing changed)" if dry_run else "erased"
-    typer.echo(f"{len(report.references)} incident(s) closed, withdrawn or referred before "
-               f"{report.cutoff.isoformat()} ({days} days): reporter data {verb}", err=True)
+    typer.echo(
+        f"{len(report.references)} incident(s) closed, withdrawn or referred before "
+        f"{report.cutoff.isoformat()} ({days} days): reporter data {verb}",
+        err=True,
+    )
     if not dry_run:
         typer.echo(f"{report.idempotency_purged} expired idempotency record(s) deleted", err=True)
 
 
 @cli.command("export-openapi")
 def export_openapi(
-    file: Annotated[Path | None, typer.Argument(
-        help="Where to write the document (default openapi/openapi.json)", show_default=False,
-    )] = None,
-    output: Annotated[Path | None, typer.Option(
-        "--output", "-o", help="The same as FILE", show_default=False,
-    )] = None,
+    file: Annotated[
+        Path | None,
+        typer.Argument(
+            help="Where to write the document (default openapi/openapi.json)",
+            show_default=False,
+        ),
+    ] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="The same as FILE",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Write the app's OpenAPI document (committed as openapi/openapi.json)."""
     from app.api.openapi import render_openapi
+
     if file is not None and output is not None and file != output:
         typer.echo(f"error: two destinations ({file} and --output {output}): give one", err=True)
         raise typer.Exit(2)

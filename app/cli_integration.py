@@ -63,8 +63,12 @@ def _import_file(
         _require_migrated()
     fmt = _format_of(file, body_format)
     progress = Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(),
-        TransferSpeedColumn(), TimeRemainingColumn(), console=_console,
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=_console,
     )
     with progress:
         task = progress.add_task(f"{kind} from {file.name}", total=file.stat().st_size)
@@ -97,8 +101,9 @@ def _direct(
     tune_runtime()
     try:
         with session_scope() as session:
-            result = run_import(session, kind, fmt, chunks, SYSTEM_PRINCIPAL,
-                                dry_run=dry_run, atomic=atomic)
+            result = run_import(
+                session, kind, fmt, chunks, SYSTEM_PRINCIPAL, dry_run=dry_run, atomic=atomic
+            )
     except AppError as exc:
         _problem({"detail": exc.detail, "errors": exc.errors})
         raise typer.Exit(2) from None
@@ -115,8 +120,13 @@ def _require_migrated() -> None:
 
 
 def _remote(
-    kind: ImportKind, fmt: BodyFormat, chunks: Iterator[bytes], dry_run: bool, atomic: bool,
-    url: str, key: str | None,
+    kind: ImportKind,
+    fmt: BodyFormat,
+    chunks: Iterator[bytes],
+    dry_run: bool,
+    atomic: bool,
+    url: str,
+    key: str | None,
 ) -> dict[str, Any]:
     import httpx
 
@@ -156,8 +166,11 @@ def _summary(report: dict[str, Any]) -> None:
     for column in ("rows", "created", "updated", "unchanged", "errors", "written"):
         table.add_column(column, justify="right")
     table.add_row(
-        str(report["rows"]), str(report["created"]), str(report["updated"]),
-        str(report["unchanged"]), str(report["error_count"]),
+        str(report["rows"]),
+        str(report["created"]),
+        str(report["updated"]),
+        str(report["unchanged"]),
+        str(report["error_count"]),
         "yes" if report["committed"] else "no",
     )
     _console.print(table)
@@ -167,39 +180,69 @@ def _summary(report: dict[str, Any]) -> None:
     if report["error_count"] > 20:
         _console.print(f"  … and {report['error_count'] - 20} more (--json lists up to 1,000)")
     if report["error_count"] and report["atomic"] and not report["dry_run"]:
-        _console.print("[yellow]nothing was written[/yellow] (atomic); fix the rows or use "
-                       "--no-atomic to write the valid ones")
+        _console.print(
+            "[yellow]nothing was written[/yellow] (atomic); fix the rows or use "
+            "--no-atomic to write the valid ones"
+        )
 
 
 FileArg = Annotated[Path, typer.Argument(help="CSV (.csv) or NDJSON (.ndjson/.jsonl) file")]
 DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Validate and count; write nothing")]
 AtomicOpt = Annotated[bool, typer.Option(help="Any row error → nothing is written")]
-UrlOpt = Annotated[str | None, typer.Option(help="Import through a running server, e.g. "
-                                                 "http://127.0.0.1:8000")]
+UrlOpt = Annotated[
+    str | None, typer.Option(help="Import through a running server, e.g. http://127.0.0.1:8000")
+]
 KeyOpt = Annotated[str | None, typer.Option(envvar="KOKOMA_API_KEY", help="API key for --url")]
-FormatOpt = Annotated[str | None, typer.Option("--format", help="csv or ndjson (default: by "
-                                                                "file extension)")]
+FormatOpt = Annotated[
+    str | None, typer.Option("--format", help="csv or ndjson (default: by file extension)")
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the full report on stdout")]
 
 
 @import_cli.command("incidents")
 def import_incidents(
-    file: FileArg, dry_run: DryRunOpt = False, atomic: AtomicOpt = True, url: UrlOpt = None,
-    key: KeyOpt = None, body_format: FormatOpt = None, as_json: JsonOpt = False,
+    file: FileArg,
+    dry_run: DryRunOpt = False,
+    atomic: AtomicOpt = True,
+    url: UrlOpt = None,
+    key: KeyOpt = None,
+    body_format: FormatOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Import incidents (upsert by source + external_id)."""
-    _import_file(ImportKind.incidents, file, dry_run=dry_run, atomic=atomic, url=url, key=key,
-                 body_format=body_format, as_json=as_json)
+    _import_file(
+        ImportKind.incidents,
+        file,
+        dry_run=dry_run,
+        atomic=atomic,
+        url=url,
+        key=key,
+        body_format=body_format,
+        as_json=as_json,
+    )
 
 
 @import_cli.command("managers")
 def import_managers(
-    file: FileArg, dry_run: DryRunOpt = False, atomic: AtomicOpt = True, url: UrlOpt = None,
-    key: KeyOpt = None, body_format: FormatOpt = None, as_json: JsonOpt = False,
+    file: FileArg,
+    dry_run: DryRunOpt = False,
+    atomic: AtomicOpt = True,
+    url: UrlOpt = None,
+    key: KeyOpt = None,
+    body_format: FormatOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Import managers (upsert by email)."""
-    _import_file(ImportKind.managers, file, dry_run=dry_run, atomic=atomic, url=url, key=key,
-                 body_format=body_format, as_json=as_json)
+    _import_file(
+        ImportKind.managers,
+        file,
+        dry_run=dry_run,
+        atomic=atomic,
+        url=url,
+        key=key,
+        body_format=body_format,
+        as_json=as_json,
+    )
 
 
 def worker(

@@ -108,8 +108,18 @@ def create_app() -> FastAPI:
     install_docs(app, settings)
     app.include_router(health.router)
     for module in (
-        reference, incidents, managers, dispatch, recommendations, stats, imports, webhooks, admin,
-        privacy, me, notifications,
+        reference,
+        incidents,
+        managers,
+        dispatch,
+        recommendations,
+        stats,
+        imports,
+        webhooks,
+        admin,
+        privacy,
+        me,
+        notifications,
     ):
         app.include_router(module.router, prefix=API_PREFIX)
     app.add_middleware(IdempotencyMiddleware)

@@ -17,16 +17,25 @@ from app.main import create_app
 
 #: The size and shape of one incident as the API returns it (≈ 800 bytes of JSON).
 CONSTANT = {
-    "id": "0190f3a2-6c1e-7b4e-9a51-3f2d8c7e1a90", "reference": "KOK-2026-01234",
+    "id": "0190f3a2-6c1e-7b4e-9a51-3f2d8c7e1a90",
+    "reference": "KOK-2026-01234",
     "title": "Incident 1234: graffiti near the youth club",
-    "description": "Generated for the benchmark.", "district": "district_07",
-    "location": {"lat": 50.9787, "lon": 11.0328}, "category": "hate_speech",
-    "escalation_level": 3, "required_competences": ["mediation"], "languages": ["de"],
-    "status": "reported", "occurred_at": None, "reported_at": "2026-03-01T10:15:00.123456Z",
-    "source": "web", "external_id": None,
+    "description": "Generated for the benchmark.",
+    "district": "district_07",
+    "location": {"lat": 50.9787, "lon": 11.0328},
+    "category": "hate_speech",
+    "escalation_level": 3,
+    "required_competences": ["mediation"],
+    "languages": ["de"],
+    "status": "reported",
+    "occurred_at": None,
+    "reported_at": "2026-03-01T10:15:00.123456Z",
+    "source": "web",
+    "external_id": None,
     "organisation_id": "5b0e6f8a-3c1d-4e2f-9a7b-1c2d3e4f5a6b",
     "reporter": {"name": "Erika Muster", "contact": "erika@example.org", "anonymous": False},
-    "version": 1, "created_at": "2026-03-01T10:15:00.123456Z",
+    "version": 1,
+    "created_at": "2026-03-01T10:15:00.123456Z",
     "updated_at": "2026-03-01T10:15:00.123456Z",
 }
 

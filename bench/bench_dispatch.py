@@ -34,8 +34,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-COMPETENCES = ["mediation", "anti_discrimination", "right_wing_extremism", "youth_work",
-               "conflict_analysis", "victim_support"]
+COMPETENCES = [
+    "mediation",
+    "anti_discrimination",
+    "right_wing_extremism",
+    "youth_work",
+    "conflict_analysis",
+    "victim_support",
+]
 
 
 def seed(n_districts: int, n_managers: int, n_incidents: int, rng: random.Random) -> str:
@@ -54,40 +60,75 @@ def seed(n_districts: int, n_managers: int, n_incidents: int, rng: random.Random
     today = get_clock().today()
     districts = [f"district-{i:02d}" for i in range(n_districts)]
     with session_scope() as session:
-        session.execute(insert(District), [
-            {"code": d, "name": d.title(), "city": "Benchstadt"} for d in districts])
-        session.execute(insert(Competence), [
-            {"code": c, "name": c.replace("_", " ").title(), "description": ""}
-            for c in COMPETENCES])
-        session.execute(insert(DistrictNeighbour), [
-            {"district_code": districts[i], "neighbour_code": districts[(i + step) % n_districts]}
-            for i in range(n_districts) for step in (1, -1)])
+        session.execute(
+            insert(District),
+            [{"code": d, "name": d.title(), "city": "Benchstadt"} for d in districts],
+        )
+        session.execute(
+            insert(Competence),
+            [
+                {"code": c, "name": c.replace("_", " ").title(), "description": ""}
+                for c in COMPETENCES
+            ],
+        )
+        session.execute(
+            insert(DistrictNeighbour),
+            [
+                {
+                    "district_code": districts[i],
+                    "neighbour_code": districts[(i + step) % n_districts],
+                }
+                for i in range(n_districts)
+                for step in (1, -1)
+            ],
+        )
         managers, served, holdings, absences = [], [], [], []
         for n in range(n_managers):
             manager_id = uuid.uuid4()
             home = rng.randrange(n_districts)
             status = rng.choices(["active", "paused", "in_training", "retired"], [85, 7, 5, 3])[0]
-            managers.append({
-                "id": manager_id, "display_name": f"Manager {n}",
-                "email": f"m{n}@bench.example", "phone": None, "organisation_id": None,
-                "status": status, "home_district": districts[home],
-                "languages": ["de"] if rng.random() < 0.8 else ["de", "en"],
-                "max_open_assignments": rng.choice((1, 2, 2, 3)), "open_assignments": 0,
-                "last_assigned_at": (now - timedelta(days=rng.randrange(90)))
-                if rng.random() < 0.5 else None,
-                "version": 1, "created_at": now, "updated_at": now,
-            })
+            managers.append(
+                {
+                    "id": manager_id,
+                    "display_name": f"Manager {n}",
+                    "email": f"m{n}@bench.example",
+                    "phone": None,
+                    "organisation_id": None,
+                    "status": status,
+                    "home_district": districts[home],
+                    "languages": ["de"] if rng.random() < 0.8 else ["de", "en"],
+                    "max_open_assignments": rng.choice((1, 2, 2, 3)),
+                    "open_assignments": 0,
+                    "last_assigned_at": (now - timedelta(days=rng.randrange(90)))
+                    if rng.random() < 0.5
+                    else None,
+                    "version": 1,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+            )
             for other in {rng.randrange(n_districts) for _ in range(rng.randint(0, 2))} - {home}:
                 served.append({"manager_id": manager_id, "district_code": districts[other]})
             for code in rng.sample(COMPETENCES, rng.randint(1, 3)):
-                holdings.append({"manager_id": manager_id, "competence_code": code,
-                                 "certified_on": date(2024, 1, 1),
-                                 "expires_on": None if rng.random() < 0.9 else date(2026, 1, 1)})
+                holdings.append(
+                    {
+                        "manager_id": manager_id,
+                        "competence_code": code,
+                        "certified_on": date(2024, 1, 1),
+                        "expires_on": None if rng.random() < 0.9 else date(2026, 1, 1),
+                    }
+                )
             if rng.random() < 0.03:
-                absences.append({"id": uuid.uuid4(), "manager_id": manager_id,
-                                 "starts_on": today - timedelta(days=2),
-                                 "ends_on": today + timedelta(days=5), "reason": None,
-                                 "created_at": now})
+                absences.append(
+                    {
+                        "id": uuid.uuid4(),
+                        "manager_id": manager_id,
+                        "starts_on": today - timedelta(days=2),
+                        "ends_on": today + timedelta(days=5),
+                        "reason": None,
+                        "created_at": now,
+                    }
+                )
         session.execute(insert(Manager), managers)
         session.execute(insert(ManagerDistrict), served)
         session.execute(insert(ManagerCompetence), holdings)
@@ -96,24 +137,45 @@ def seed(n_districts: int, n_managers: int, n_incidents: int, rng: random.Random
         incidents, required = [], []
         for n in range(n_incidents):
             incident_id = uuid.uuid4()
-            incidents.append({
-                "id": incident_id, "reference": f"KOK-2026-{n + 1:05d}",
-                "title": f"Bench incident {n}", "description": "",
-                "district": districts[rng.randrange(n_districts)], "lat": None, "lon": None,
-                "category": "neighbourhood_dispute",
-                "escalation_level": rng.randint(4, 6) if rng.random() < 0.4 else rng.randint(1, 3),
-                "languages": ["de"], "status": "triaged", "occurred_at": None,
-                "reported_at": now - timedelta(minutes=n), "status_changed_at": now,
-                "source": "web", "external_id": None, "organisation_id": None,
-                "has_reporter": False, "reporter_name": None, "reporter_contact": None,
-                "reporter_anonymous": False, "version": 1, "created_at": now, "updated_at": now,
-            })
+            incidents.append(
+                {
+                    "id": incident_id,
+                    "reference": f"KOK-2026-{n + 1:05d}",
+                    "title": f"Bench incident {n}",
+                    "description": "",
+                    "district": districts[rng.randrange(n_districts)],
+                    "lat": None,
+                    "lon": None,
+                    "category": "neighbourhood_dispute",
+                    "escalation_level": rng.randint(4, 6)
+                    if rng.random() < 0.4
+                    else rng.randint(1, 3),
+                    "languages": ["de"],
+                    "status": "triaged",
+                    "occurred_at": None,
+                    "reported_at": now - timedelta(minutes=n),
+                    "status_changed_at": now,
+                    "source": "web",
+                    "external_id": None,
+                    "organisation_id": None,
+                    "has_reporter": False,
+                    "reporter_name": None,
+                    "reporter_contact": None,
+                    "reporter_anonymous": False,
+                    "version": 1,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+            )
             for code in rng.sample(COMPETENCES[:3], rng.choice((1, 1, 2))):
                 required.append({"incident_id": incident_id, "competence_code": code})
         session.execute(insert(Incident), incidents)
         session.execute(insert(IncidentCompetence), required)
-        key = ApiKeyService(session).create(
-            ApiKeyCreate(name="bench", role=Role.coordinator), SYSTEM_PRINCIPAL).key
+        key = (
+            ApiKeyService(session)
+            .create(ApiKeyCreate(name="bench", role=Role.coordinator), SYSTEM_PRINCIPAL)
+            .key
+        )
     return key
 
 
@@ -130,8 +192,11 @@ def percentile(values: list[float], q: float) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--database", default="sqlite",
-                        help="'sqlite' or a PostgreSQL server URL (a database is created there)")
+    parser.add_argument(
+        "--database",
+        default="sqlite",
+        help="'sqlite' or a PostgreSQL server URL (a database is created there)",
+    )
     parser.add_argument("--managers", type=int, default=5000)
     parser.add_argument("--districts", type=int, default=50)
     parser.add_argument("--incidents", type=int, default=1000)
@@ -151,12 +216,19 @@ def main() -> None:
         admin = create_engine(base.set(database="postgres"), isolation_level="AUTOCOMMIT")
         with admin.connect() as conn:
             conn.execute(text(f'CREATE DATABASE "{pg_name}"'))
-        url = base.set(database=pg_name).render_as_string(hide_password=False).replace(
-            "postgresql+psycopg://", "postgresql://", 1)
+        url = (
+            base.set(database=pg_name)
+            .render_as_string(hide_password=False)
+            .replace("postgresql+psycopg://", "postgresql://", 1)
+        )
     else:
         url = f"sqlite:///{Path(tmp.name) / 'bench.db'}"
-    env = {**os.environ, "DATABASE_URL": url, "KOKOMA_RATE_LIMIT_PER_MINUTE": "0",
-           "KOKOMA_LOG_LEVEL": "WARNING"}
+    env = {
+        **os.environ,
+        "DATABASE_URL": url,
+        "KOKOMA_RATE_LIMIT_PER_MINUTE": "0",
+        "KOKOMA_LOG_LEVEL": "WARNING",
+    }
     os.environ.update(env)
     server = None
     try:
@@ -165,9 +237,11 @@ def main() -> None:
         upgrade("head")
         started = time.perf_counter()
         key = seed(args.districts, args.managers, args.incidents, random.Random(args.seed))
-        print(f"database: {'PostgreSQL' if pg_name else 'SQLite'}; seeded {args.managers} "
-              f"managers, {args.incidents} triaged incidents in "
-              f"{time.perf_counter() - started:.1f}s")
+        print(
+            f"database: {'PostgreSQL' if pg_name else 'SQLite'}; seeded {args.managers} "
+            f"managers, {args.incidents} triaged incidents in "
+            f"{time.perf_counter() - started:.1f}s"
+        )
         from app.core.db import session_scope
         from app.models.incident import Incident
 
@@ -178,9 +252,21 @@ def main() -> None:
 
         port = free_port()
         server = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1",
-             "--port", str(port), "--log-level", "warning", "--no-access-log"],
-            cwd=ROOT, env=env,
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "app.main:app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--log-level",
+                "warning",
+                "--no-access-log",
+            ],
+            cwd=ROOT,
+            env=env,
         )
         base_url = f"http://127.0.0.1:{port}"
         headers = {"Authorization": f"Bearer {key}"}
@@ -200,8 +286,10 @@ def main() -> None:
                 t0 = time.perf_counter()
                 client.get("/api/v1/competences")
                 baseline.append((time.perf_counter() - t0) * 1000)
-            print(f"baseline GET /competences: p50 {statistics.median(baseline):.1f} ms, "
-                  f"p99 {percentile(baseline, 0.99):.1f} ms")
+            print(
+                f"baseline GET /competences: p50 {statistics.median(baseline):.1f} ms, "
+                f"p99 {percentile(baseline, 0.99):.1f} ms"
+            )
             for _ in range(30):  # warm-up
                 client.get(f"/api/v1/incidents/{rng.choice(incident_ids)}/candidates")
             timings: list[float] = []
@@ -215,9 +303,11 @@ def main() -> None:
                 body = response.json()
                 sizes.append(len(body["candidates"]))
                 assert len(body["candidates"]) <= 10
-            print(f"candidates (limit 10), {args.requests} requests: "
-                  f"p50 {statistics.median(timings):.1f} ms, p99 {percentile(timings, 0.99):.1f} ms, "
-                  f"max {max(timings):.1f} ms (mean {statistics.fmean(sizes):.1f} candidates)")
+            print(
+                f"candidates (limit 10), {args.requests} requests: "
+                f"p50 {statistics.median(timings):.1f} ms, p99 {percentile(timings, 0.99):.1f} ms, "
+                f"max {max(timings):.1f} ms (mean {statistics.fmean(sizes):.1f} candidates)"
+            )
 
             for dry_run in (True, False):
                 t0 = time.perf_counter()
@@ -228,9 +318,11 @@ def main() -> None:
                 reasons: dict[str, int] = {}
                 for item in body["unassigned"]:
                     reasons[item["reason"]] = reasons.get(item["reason"], 0) + 1
-                print(f"dispatch/auto dry_run={dry_run}: {elapsed:.2f} s end to end; "
-                      f"{len(body['assignments'])} assignments, unassigned {reasons}, "
-                      f"total score {body['total_score']:.1f}, optimal={body['optimal']}")
+                print(
+                    f"dispatch/auto dry_run={dry_run}: {elapsed:.2f} s end to end; "
+                    f"{len(body['assignments'])} assignments, unassigned {reasons}, "
+                    f"total score {body['total_score']:.1f}, optimal={body['optimal']}"
+                )
     finally:
         if server is not None:
             server.terminate()

@@ -42,15 +42,37 @@ import psycopg
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 COLUMNS = (
-    "external_id", "source", "reference", "title", "description", "district", "lat", "lon",
-    "category", "escalation_level", "required_competences", "languages", "status",
-    "occurred_at", "reported_at", "organisation_id", "reporter_name", "reporter_contact",
+    "external_id",
+    "source",
+    "reference",
+    "title",
+    "description",
+    "district",
+    "lat",
+    "lon",
+    "category",
+    "escalation_level",
+    "required_competences",
+    "languages",
+    "status",
+    "occurred_at",
+    "reported_at",
+    "organisation_id",
+    "reporter_name",
+    "reporter_contact",
     "reporter_anonymous",
 )
 DISTRICTS = [f"district-{n:02d}" for n in range(20)]
 COMPETENCES = ["mediation", "anti_discrimination", "youth_work", "right_wing_extremism"]
-CATEGORIES = ["right_wing_extremism", "racism_discrimination", "hate_speech", "public_space",
-              "neighbourhood_dispute", "youth_conflict", "other"]
+CATEGORIES = [
+    "right_wing_extremism",
+    "racism_discrimination",
+    "hate_speech",
+    "public_space",
+    "neighbourhood_dispute",
+    "youth_conflict",
+    "other",
+]
 
 
 def generate(path: Path, rows: int, seed: int = 1) -> int:
@@ -61,20 +83,29 @@ def generate(path: Path, rows: int, seed: int = 1) -> int:
         for n in range(rows):
             located = rng.random() > 0.1
             reporter = rng.random() > 0.3
-            writer.writerow([
-                f"ext-{n:08d}", "hotline", "", f"Vorfall {n} an der Haltestelle",
-                "Beschreibung des Vorfalls mit etwas Text, Ort und Beteiligten. " * 2,
-                rng.choice(DISTRICTS),
-                f"{50.9 + rng.random() / 10:.6f}" if located else "",
-                f"{11.0 + rng.random() / 10:.6f}" if located else "",
-                rng.choice(CATEGORIES), rng.randint(1, 9),
-                "|".join(rng.sample(COMPETENCES, rng.randint(0, 2))),
-                "de" if rng.random() < 0.7 else "de|en", "",
-                f"2026-0{rng.randint(1, 5)}-1{rng.randint(0, 9)}T0{rng.randint(0, 9)}:15:00Z",
-                "2026-06-01T12:00:00Z", "",
-                "Erika Muster" if reporter else "", "erika@example.org" if reporter else "",
-                "false" if reporter else "",
-            ])
+            writer.writerow(
+                [
+                    f"ext-{n:08d}",
+                    "hotline",
+                    "",
+                    f"Vorfall {n} an der Haltestelle",
+                    "Beschreibung des Vorfalls mit etwas Text, Ort und Beteiligten. " * 2,
+                    rng.choice(DISTRICTS),
+                    f"{50.9 + rng.random() / 10:.6f}" if located else "",
+                    f"{11.0 + rng.random() / 10:.6f}" if located else "",
+                    rng.choice(CATEGORIES),
+                    rng.randint(1, 9),
+                    "|".join(rng.sample(COMPETENCES, rng.randint(0, 2))),
+                    "de" if rng.random() < 0.7 else "de|en",
+                    "",
+                    f"2026-0{rng.randint(1, 5)}-1{rng.randint(0, 9)}T0{rng.randint(0, 9)}:15:00Z",
+                    "2026-06-01T12:00:00Z",
+                    "",
+                    "Erika Muster" if reporter else "",
+                    "erika@example.org" if reporter else "",
+                    "false" if reporter else "",
+                ]
+            )
     return path.stat().st_size
 
 
@@ -124,15 +155,30 @@ print(key)
 
 
 def env_for(url: str) -> dict[str, str]:
-    return {**os.environ, "DATABASE_URL": url, "KOKOMA_RATE_LIMIT_PER_MINUTE": "0",
-            "KOKOMA_LOG_LEVEL": "WARNING", "PYTHONPATH": str(ROOT)}
+    return {
+        **os.environ,
+        "DATABASE_URL": url,
+        "KOKOMA_RATE_LIMIT_PER_MINUTE": "0",
+        "KOKOMA_LOG_LEVEL": "WARNING",
+        "PYTHONPATH": str(ROOT),
+    }
 
 
 def prepare(url: str, *, subscribe: bool = False) -> str:
     out = subprocess.run(
-        [PYTHON, "-c", PREPARE, ",".join(DISTRICTS), ",".join(COMPETENCES),
-         "subscribe" if subscribe else ""],
-        env=env_for(url), cwd=ROOT, capture_output=True, text=True, check=True,
+        [
+            PYTHON,
+            "-c",
+            PREPARE,
+            ",".join(DISTRICTS),
+            ",".join(COMPETENCES),
+            "subscribe" if subscribe else "",
+        ],
+        env=env_for(url),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     return out.stdout.strip().splitlines()[-1]
 
@@ -186,9 +232,21 @@ def via_http(url: str, file: Path, rows: int, *, subscribe: bool = False) -> dic
     key = prepare(url, subscribe=subscribe)
     port = free_port()
     server = subprocess.Popen(
-        [PYTHON, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(port),
-         "--log-level", "warning", "--no-access-log"],
-        env=env_for(url), cwd=ROOT,
+        [
+            PYTHON,
+            "-m",
+            "uvicorn",
+            "app.main:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+            "--no-access-log",
+        ],
+        env=env_for(url),
+        cwd=ROOT,
     )
     peak = PeakRss(server)
     base = f"http://127.0.0.1:{port}"
@@ -206,10 +264,12 @@ def via_http(url: str, file: Path, rows: int, *, subscribe: bool = False) -> dic
                     yield chunk
 
         started = time.perf_counter()
-        response = httpx.post(base + "/api/v1/imports/incidents", content=chunks(),
-                              headers={"Authorization": f"Bearer {key}",
-                                       "Content-Type": "text/csv"},
-                              timeout=httpx.Timeout(60, read=None))
+        response = httpx.post(
+            base + "/api/v1/imports/incidents",
+            content=chunks(),
+            headers={"Authorization": f"Bearer {key}", "Content-Type": "text/csv"},
+            timeout=httpx.Timeout(60, read=None),
+        )
         elapsed = time.perf_counter() - started
         report = response.json()
         assert response.status_code == 200 and report["created"] == rows, report
@@ -224,7 +284,10 @@ def via_cli(url: str, file: Path, rows: int) -> dict[str, Any]:
     started = time.perf_counter()
     process = subprocess.Popen(
         [PYTHON, "-m", "app.cli", "import", "incidents", str(file), "--json"],
-        env=env_for(url), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+        env=env_for(url),
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
     )
     peak = PeakRss(process)
     assert process.stdout is not None
@@ -274,8 +337,10 @@ def via_copy(url: str, file: Path, rows: int) -> dict[str, Any]:
                 yield chunk
 
     return timed_copies(
-        url, [("COPY copy_bench FROM STDIN (FORMAT csv, HEADER true, DELIMITER ';')", chunks)],
-        "copy_bench", rows,
+        url,
+        [("COPY copy_bench FROM STDIN (FORMAT csv, HEADER true, DELIMITER ';')", chunks)],
+        "copy_bench",
+        rows,
     )
 
 
@@ -303,17 +368,21 @@ def via_copy_schema(url: str, file: Path, rows: int) -> dict[str, Any]:
     """The floor of kokoma's own schema: exactly the rows an import of ``file`` writes (taken from
     a scratch import, not timed) loaded with ``COPY`` into a fresh, migrated database — the same
     indexes, foreign keys and checks, no Python. Timed: the loads and the commit."""
-    scratch, drop_scratch = fresh_database("postgresql", url.rsplit("/", 1)[0] + "/postgres",
-                                           file.parent)
+    scratch, drop_scratch = fresh_database(
+        "postgresql", url.rsplit("/", 1)[0] + "/postgres", file.parent
+    )
     dumps: list[tuple[str, str, bytes]] = []
     try:
         via_cli(scratch, file, rows)
         with psycopg.connect(scratch) as conn:
             for table, where in KOKOMA_TABLES:
                 columns = ", ".join(
-                    f'"{name}"' for (name,) in conn.execute(
+                    f'"{name}"'
+                    for (name,) in conn.execute(
                         "SELECT column_name FROM information_schema.columns "
-                        "WHERE table_name = %s ORDER BY ordinal_position", (table,))
+                        "WHERE table_name = %s ORDER BY ordinal_position",
+                        (table,),
+                    )
                 )
                 data = bytearray()
                 with conn.cursor().copy(
@@ -327,9 +396,12 @@ def via_copy_schema(url: str, file: Path, rows: int) -> dict[str, Any]:
     prepare(url)
     return timed_copies(
         url,
-        [(f"COPY {table} ({columns}) FROM STDIN", lambda data=data: [data])  # type: ignore[misc]
-         for table, columns, data in dumps],
-        "incident", rows,
+        [
+            (f"COPY {table} ({columns}) FROM STDIN", lambda data=data: [data])  # type: ignore[misc]
+            for table, columns, data in dumps
+        ],
+        "incident",
+        rows,
     )
 
 
@@ -344,14 +416,20 @@ def main() -> None:
         tmp = Path(tmp_name)
         file = tmp / "incidents.csv"
         size = generate(file, args.rows)
-        print(f"{args.rows} rows, {size / 1e6:.1f} MB CSV, {os.cpu_count()} CPUs, load average "
-              f"{os.getloadavg()[0]:.1f}", flush=True)
+        print(
+            f"{args.rows} rows, {size / 1e6:.1f} MB CSV, {os.cpu_count()} CPUs, load average "
+            f"{os.getloadavg()[0]:.1f}",
+            flush=True,
+        )
         results: list[tuple[str, str, dict[str, Any]]] = []
         for backend in args.backends.split(","):
             modes = [("http", via_http), ("cli", via_cli)]
             if backend == "postgresql":
-                modes += [("http+listener", via_http_listened), ("COPY schema", via_copy_schema),
-                          ("COPY", via_copy)]
+                modes += [
+                    ("http+listener", via_http_listened),
+                    ("COPY schema", via_copy_schema),
+                    ("COPY", via_copy),
+                ]
             for mode, run in modes:
                 url, drop = fresh_database(backend, args.pg, tmp)
                 try:
@@ -362,16 +440,23 @@ def main() -> None:
                     drop()
                 results.append((backend, mode, result))
                 rss = result["peak_rss_mb"]
-                print(f"{backend:10} {mode:13} {result['seconds']:7.2f} s "
-                      f"{result['rows_per_s']:9.0f} rows/s  "
-                      f"peak RSS {'-' if rss is None else f'{rss:.0f} MB'}", flush=True)
+                print(
+                    f"{backend:10} {mode:13} {result['seconds']:7.2f} s "
+                    f"{result['rows_per_s']:9.0f} rows/s  "
+                    f"peak RSS {'-' if rss is None else f'{rss:.0f} MB'}",
+                    flush=True,
+                )
         print(f"load average at the end {os.getloadavg()[0]:.1f}", flush=True)
         floors = {m: r for b, m, r in results if b == "postgresql" and m.startswith("COPY")}
         for backend, mode, result in results:
             if backend == "postgresql" and not mode.startswith("COPY"):
-                print(f"{backend} {mode}: " + ", ".join(
-                    f"{result['rows_per_s'] / floor['rows_per_s']:.2f}x {name}"
-                    for name, floor in floors.items()))
+                print(
+                    f"{backend} {mode}: "
+                    + ", ".join(
+                        f"{result['rows_per_s'] / floor['rows_per_s']:.2f}x {name}"
+                        for name, floor in floors.items()
+                    )
+                )
         if args.rss_rows:
             for n in (int(x) for x in args.rss_rows.split(",")):
                 sized = tmp / f"rss-{n}.csv"
@@ -382,8 +467,11 @@ def main() -> None:
                 finally:
                     drop()
                     sized.unlink()
-                print(f"RSS postgresql http {n:>9} rows: peak {result['peak_rss_mb']:.0f} MB, "
-                      f"{result['rows_per_s']:.0f} rows/s", flush=True)
+                print(
+                    f"RSS postgresql http {n:>9} rows: peak {result['peak_rss_mb']:.0f} MB, "
+                    f"{result['rows_per_s']:.0f} rows/s",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

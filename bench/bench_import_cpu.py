@@ -29,14 +29,26 @@ def run_once(backend: str, root: Path, file: Path, rows: int, tmp: Path) -> tupl
     try:
         env = {**bench.env_for(url), "PYTHONPATH": str(root)}
         subprocess.run(
-            [sys.executable, "-c", bench.PREPARE, ",".join(bench.DISTRICTS),
-             ",".join(bench.COMPETENCES), ""],
-            env=env, cwd=root, capture_output=True, check=True,
+            [
+                sys.executable,
+                "-c",
+                bench.PREPARE,
+                ",".join(bench.DISTRICTS),
+                ",".join(bench.COMPETENCES),
+                "",
+            ],
+            env=env,
+            cwd=root,
+            capture_output=True,
+            check=True,
         )
         began = time.perf_counter()
         process = subprocess.Popen(
             [sys.executable, "-m", "app.cli", "import", "incidents", str(file), "--json"],
-            env=env, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+            env=env,
+            cwd=root,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
         )
         assert process.stdout is not None
         output = process.stdout.read()
@@ -65,12 +77,15 @@ def main() -> None:
                 for label, root in (("before", args.before), ("after", args.after)):
                     cpu, wall = run_once(backend, root.resolve(), file, args.rows, tmp)
                     results.setdefault((backend, label), []).append(cpu)
-                    print(f"{backend:10} {label:6} cpu {cpu:6.2f} s  wall {wall:6.2f} s",
-                          flush=True)
+                    print(
+                        f"{backend:10} {label:6} cpu {cpu:6.2f} s  wall {wall:6.2f} s", flush=True
+                    )
     for (backend, label), cpus in sorted(results.items()):
         cpus.sort()
-        print(f"{backend:10} {label:6} min cpu {cpus[0]:.2f} s  median {cpus[len(cpus) // 2]:.2f} s"
-              f"  ({args.rows / cpus[0]:,.0f} rows per CPU-second)")
+        print(
+            f"{backend:10} {label:6} min cpu {cpus[0]:.2f} s  median {cpus[len(cpus) // 2]:.2f} s"
+            f"  ({args.rows / cpus[0]:,.0f} rows per CPU-second)"
+        )
 
 
 if __name__ == "__main__":

@@ -30,13 +30,25 @@ Scope = dict[str, Any]
 App = Callable[[Scope, Any, Any], Awaitable[None]]
 
 
-def scope_for(path: str, query: bytes = b"", headers: list[tuple[bytes, bytes]] | None = None,
-              method: str = "GET") -> Scope:
+def scope_for(
+    path: str,
+    query: bytes = b"",
+    headers: list[tuple[bytes, bytes]] | None = None,
+    method: str = "GET",
+) -> Scope:
     return {
-        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method,
-        "scheme": "http", "path": path, "raw_path": path.encode(), "root_path": "",
-        "query_string": query, "headers": headers or [(b"host", b"bench")],
-        "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 8000),
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": query,
+        "headers": headers or [(b"host", b"bench")],
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 8000),
     }
 
 
@@ -44,8 +56,9 @@ async def _receive() -> dict[str, Any]:
     return {"type": "http.request", "body": b"", "more_body": False}
 
 
-async def time_requests(app: App, make_scope: Callable[[int], Scope], requests: int,
-                        rounds: int) -> tuple[float, int]:
+async def time_requests(
+    app: App, make_scope: Callable[[int], Scope], requests: int, rounds: int
+) -> tuple[float, int]:
     """Best µs per request over ``rounds`` and the last status seen."""
     status = 0
 
@@ -127,7 +140,8 @@ async def bench_chain(requests: int, rounds: int) -> None:
     rows = []
     for name, app in chain_layers():
         micros, status = await time_requests(
-            app, lambda i: scope_for("/api/v1/bench", headers=headers), requests, rounds)
+            app, lambda i: scope_for("/api/v1/bench", headers=headers), requests, rounds
+        )
         rows.append((name, micros, status))
     sys.stdout = sys.__stdout__
     print("\nMiddleware chain (GET, bearer key, JSON access log to /dev/null):")
@@ -151,10 +165,19 @@ async def bench_routes(url: str, requests: int, rounds: int) -> None:
     key = generate_key()
     engine = get_engine()
     with engine.begin() as conn:
-        conn.execute(text("INSERT INTO api_key (id, name, role, key_hash, prefix, created_at) "
-                          "VALUES (:id, 'bench', 'admin', :h, :p, CURRENT_TIMESTAMP)"),
-                     {"id": os.urandom(16).hex() if engine.dialect.name == "sqlite" else
-                      __import__("uuid").uuid4(), "h": hash_key(key), "p": key[:8]})
+        conn.execute(
+            text(
+                "INSERT INTO api_key (id, name, role, key_hash, prefix, created_at) "
+                "VALUES (:id, 'bench', 'admin', :h, :p, CURRENT_TIMESTAMP)"
+            ),
+            {
+                "id": os.urandom(16).hex()
+                if engine.dialect.name == "sqlite"
+                else __import__("uuid").uuid4(),
+                "h": hash_key(key),
+                "p": key[:8],
+            },
+        )
         ids = [r[0] for r in conn.execute(text("SELECT id FROM incident LIMIT 500"))]
         districts = [r[0] for r in conn.execute(text("SELECT code FROM district"))]
     import uuid
@@ -167,20 +190,26 @@ async def bench_routes(url: str, requests: int, rounds: int) -> None:
         return scope_for(f"/api/v1/incidents/{ids[i % len(ids)]}", headers=headers)
 
     def listing(i: int) -> Scope:
-        query = (f"limit=50&district={districts[i % len(districts)]}&status=reported"
-                 f"&status=triaged" if i % 2 == 0 else "limit=50&category=hate_speech"
-                 "&min_escalation=3")
+        query = (
+            f"limit=50&district={districts[i % len(districts)]}&status=reported&status=triaged"
+            if i % 2 == 0
+            else "limit=50&category=hate_speech&min_escalation=3"
+        )
         return scope_for("/api/v1/incidents", query=query.encode(), headers=headers)
 
     rows = []
     async with lifespan(app):
-        for name, make in (("GET /incidents/{id} — event loop", by_id),
-                           ("GET /incidents?… (50, filtered) — event loop", listing)):
+        for name, make in (
+            ("GET /incidents/{id} — event loop", by_id),
+            ("GET /incidents?… (50, filtered) — event loop", listing),
+        ):
             micros, status = await time_requests(app, make, requests, rounds)
             rows.append((name, micros, status))
         reads, app.state.reads = app.state.reads, None
-        for name, make in (("GET /incidents/{id} — unit of work", by_id),
-                           ("GET /incidents?… (50, filtered) — unit of work", listing)):
+        for name, make in (
+            ("GET /incidents/{id} — unit of work", by_id),
+            ("GET /incidents?… (50, filtered) — unit of work", listing),
+        ):
             micros, status = await time_requests(app, make, max(50, requests // 5), rounds)
             rows.append((name, micros, status))
         app.state.reads = reads

@@ -48,12 +48,24 @@ ROOT = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
 
 CATEGORIES = [
-    "right_wing_extremism", "racism_discrimination", "antisemitism", "hate_speech",
-    "threat_to_civil_society", "neighbourhood_dispute", "public_space", "youth_conflict", "other",
+    "right_wing_extremism",
+    "racism_discrimination",
+    "antisemitism",
+    "hate_speech",
+    "threat_to_civil_society",
+    "neighbourhood_dispute",
+    "public_space",
+    "youth_conflict",
+    "other",
 ]
 STATUSES = ["reported"] * 3 + ["triaged"] * 2 + ["resolved", "closed", "closed", "withdrawn"]
-COMPETENCES = ["mediation", "anti_discrimination", "right_wing_extremism", "youth_work",
-               "conflict_analysis"]
+COMPETENCES = [
+    "mediation",
+    "anti_discrimination",
+    "right_wing_extremism",
+    "youth_work",
+    "conflict_analysis",
+]
 
 
 # --------------------------------------------------------------------------------------- data
@@ -124,42 +136,63 @@ def generate(url: str, *, incidents: int, managers: int, districts: int, seed: i
     codes = [f"district_{i:02d}" for i in range(districts)]
     started = time.monotonic()
     with get_engine().begin() as conn:
-        conn.execute(t["district"].insert(), [
-            {"code": c, "name": c.replace("_", " ").title(), "city": "Benchstadt"} for c in codes
-        ])
-        conn.execute(t["district_neighbour"].insert(), [
-            {"district_code": a, "neighbour_code": b}
-            for i, a in enumerate(codes)
-            for b in {codes[(i - 1) % districts], codes[(i + 1) % districts]} - {a}
-        ])
-        conn.execute(t["competence"].insert(), [
-            {"code": c, "name": c.replace("_", " ").title(), "description": ""}
-            for c in COMPETENCES
-        ])
+        conn.execute(
+            t["district"].insert(),
+            [{"code": c, "name": c.replace("_", " ").title(), "city": "Benchstadt"} for c in codes],
+        )
+        conn.execute(
+            t["district_neighbour"].insert(),
+            [
+                {"district_code": a, "neighbour_code": b}
+                for i, a in enumerate(codes)
+                for b in {codes[(i - 1) % districts], codes[(i + 1) % districts]} - {a}
+            ],
+        )
+        conn.execute(
+            t["competence"].insert(),
+            [
+                {"code": c, "name": c.replace("_", " ").title(), "description": ""}
+                for c in COMPETENCES
+            ],
+        )
         organisations = [uuid.uuid4() for _ in range(10)]
-        conn.execute(t["organisation"].insert(), [
-            {"id": o, "name": f"Organisation {i}", "kind": "ngo"}
-            for i, o in enumerate(organisations)
-        ])
+        conn.execute(
+            t["organisation"].insert(),
+            [
+                {"id": o, "name": f"Organisation {i}", "kind": "ngo"}
+                for i, o in enumerate(organisations)
+            ],
+        )
         manager_rows, served, held = [], [], []
         manager_ids: list[str] = []
         for i in range(managers):
             manager_id = uuid.uuid4()
             manager_ids.append(str(manager_id))
             home = rnd.choice(codes)
-            manager_rows.append({
-                "id": manager_id, "display_name": f"Manager {i}",
-                "email": f"manager{i}@bench.example", "phone": "+49 361 000000",
-                "status": "active" if rnd.random() < 0.8 else rnd.choice(["paused", "retired"]),
-                "home_district": home, "languages": rnd.choice([["de"], ["de", "en"], ["de", "ar"]]),
-                "max_open_assignments": rnd.choice([1, 2, 3]), "open_assignments": 0,
-            })
+            manager_rows.append(
+                {
+                    "id": manager_id,
+                    "display_name": f"Manager {i}",
+                    "email": f"manager{i}@bench.example",
+                    "phone": "+49 361 000000",
+                    "status": "active" if rnd.random() < 0.8 else rnd.choice(["paused", "retired"]),
+                    "home_district": home,
+                    "languages": rnd.choice([["de"], ["de", "en"], ["de", "ar"]]),
+                    "max_open_assignments": rnd.choice([1, 2, 3]),
+                    "open_assignments": 0,
+                }
+            )
             for code in {rnd.choice(codes) for _ in range(rnd.randint(0, 2))} - {home}:
                 served.append({"manager_id": manager_id, "district_code": code})
             for code in rnd.sample(COMPETENCES, rnd.randint(1, 3)):
-                held.append({"manager_id": manager_id, "competence_code": code,
-                             "certified_on": date(2024, 1, 15),
-                             "expires_on": rnd.choice([None, date(2028, 1, 1)])})
+                held.append(
+                    {
+                        "manager_id": manager_id,
+                        "competence_code": code,
+                        "certified_on": date(2024, 1, 15),
+                        "expires_on": rnd.choice([None, date(2028, 1, 1)]),
+                    }
+                )
         for rows in _chunks(manager_rows):
             conn.execute(t["manager"].insert(), rows)
         for rows in _chunks(served):
@@ -178,22 +211,29 @@ def generate(url: str, *, incidents: int, managers: int, districts: int, seed: i
             per_year[reported.year] += 1
             status = rnd.choice(STATUSES)
             reporter = rnd.random() < 0.5
-            rows.append({
-                "id": incident_id,
-                "reference": f"KOK-{reported.year}-{per_year[reported.year]:05d}",
-                "title": f"Incident {len(incident_ids)}: graffiti near the youth club",
-                "description": "Generated for the benchmark.",
-                "district": rnd.choice(codes), "category": rnd.choice(CATEGORIES),
-                "escalation_level": rnd.randint(1, 6), "languages": ["de"],
-                "status": status, "reported_at": reported, "status_changed_at": reported,
-                "source": "web", "organisation_id": rnd.choice([None, *organisations]),
-                "has_reporter": reporter,
-                "reporter_name": "Erika Muster" if reporter else None,
-                "reporter_contact": "erika@example.org" if reporter else None,
-                "created_at": reported, "updated_at": reported,
-            })
-            needs.append({"incident_id": incident_id,
-                          "competence_code": rnd.choice(COMPETENCES)})
+            rows.append(
+                {
+                    "id": incident_id,
+                    "reference": f"KOK-{reported.year}-{per_year[reported.year]:05d}",
+                    "title": f"Incident {len(incident_ids)}: graffiti near the youth club",
+                    "description": "Generated for the benchmark.",
+                    "district": rnd.choice(codes),
+                    "category": rnd.choice(CATEGORIES),
+                    "escalation_level": rnd.randint(1, 6),
+                    "languages": ["de"],
+                    "status": status,
+                    "reported_at": reported,
+                    "status_changed_at": reported,
+                    "source": "web",
+                    "organisation_id": rnd.choice([None, *organisations]),
+                    "has_reporter": reporter,
+                    "reporter_name": "Erika Muster" if reporter else None,
+                    "reporter_contact": "erika@example.org" if reporter else None,
+                    "created_at": reported,
+                    "updated_at": reported,
+                }
+            )
+            needs.append({"incident_id": incident_id, "competence_code": rnd.choice(COMPETENCES)})
             incident_ids.append(str(incident_id))
             if not reporter:
                 plain.append(str(incident_id))
@@ -206,20 +246,39 @@ def generate(url: str, *, incidents: int, managers: int, districts: int, seed: i
         if rows:
             conn.execute(t["incident"].insert(), rows)
             conn.execute(t["incident_competence"].insert(), needs)
-        conn.execute(t["reference_counter"].insert(), [
-            {"scope": "KOK", "year": year, "value": count} for year, count in per_year.items()
-        ])
+        conn.execute(
+            t["reference_counter"].insert(),
+            [{"scope": "KOK", "year": year, "value": count} for year, count in per_year.items()],
+        )
         key = generate_key()
-        conn.execute(t["api_key"].insert(), [{
-            "name": "bench admin", "role": "admin", "key_hash": hash_key(key), "prefix": key[:8],
-        }])
+        conn.execute(
+            t["api_key"].insert(),
+            [
+                {
+                    "name": "bench admin",
+                    "role": "admin",
+                    "key_hash": hash_key(key),
+                    "prefix": key[:8],
+                }
+            ],
+        )
     with get_engine().begin() as conn:
         conn.exec_driver_sql("ANALYZE")  # planner statistics, as a long-running database has
     reset_engine()
-    print(f"generated {incidents} incidents, {managers} managers, {districts} districts "
-          f"in {time.monotonic() - started:.1f} s", file=sys.stderr)
-    return Dataset(url=url, key=key, incident_ids=incident_ids, triaged_ids=triaged,
-                   districts=codes, plain_ids=plain, manager_ids=manager_ids)
+    print(
+        f"generated {incidents} incidents, {managers} managers, {districts} districts "
+        f"in {time.monotonic() - started:.1f} s",
+        file=sys.stderr,
+    )
+    return Dataset(
+        url=url,
+        key=key,
+        incident_ids=incident_ids,
+        triaged_ids=triaged,
+        districts=codes,
+        plain_ids=plain,
+        manager_ids=manager_ids,
+    )
 
 
 # ------------------------------------------------------------------------------------- server
@@ -232,12 +291,32 @@ def free_port() -> int:
 @contextlib.contextmanager
 def server(app: str, url: str) -> Iterator[tuple[str, int]]:
     port = free_port()
-    env = {**os.environ, "DATABASE_URL": url, "KOKOMA_RATE_LIMIT_PER_MINUTE": "0",
-           "KOKOMA_LOG_LEVEL": os.environ.get("KOKOMA_LOG_LEVEL", "INFO")}
+    env = {
+        **os.environ,
+        "DATABASE_URL": url,
+        "KOKOMA_RATE_LIMIT_PER_MINUTE": "0",
+        "KOKOMA_LOG_LEVEL": os.environ.get("KOKOMA_LOG_LEVEL", "INFO"),
+    }
     proc = subprocess.Popen(
-        [PYTHON, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port),
-         "--workers", "1", "--no-access-log", "--log-level", "warning"],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        [
+            PYTHON,
+            "-m",
+            "uvicorn",
+            app,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--no-access-log",
+            "--log-level",
+            "warning",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -246,8 +325,13 @@ def server(app: str, url: str) -> Iterator[tuple[str, int]]:
         deadline = time.monotonic() + 120  # start-up on a loaded machine can take a while
         while True:
             try:
-                if httpx.get(base + "/healthz" if app.endswith(":app") else
-                             base + "/bench/ceiling", timeout=1).status_code == 200:
+                if (
+                    httpx.get(
+                        base + "/healthz" if app.endswith(":app") else base + "/bench/ceiling",
+                        timeout=1,
+                    ).status_code
+                    == 200
+                ):
                     break
             except httpx.HTTPError:
                 pass
@@ -313,14 +397,27 @@ def _ms(text: str) -> float:
     return float(match.group(1)) * _UNIT[match.group(2)]
 
 
-def run_wrk(base: str, op: Operation, key: str, seconds: int, connections: int,
-            threads: int = 1) -> Result:
+def run_wrk(
+    base: str, op: Operation, key: str, seconds: int, connections: int, threads: int = 1
+) -> Result:
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
         script.write(_lua(op, key))
     try:
         out = subprocess.run(
-            ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", script.name,
-             base], capture_output=True, text=True, timeout=seconds + 60, check=True,
+            [
+                "wrk",
+                f"-t{threads}",
+                f"-c{connections}",
+                f"-d{seconds}s",
+                "--latency",
+                "-s",
+                script.name,
+                base,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=seconds + 60,
+            check=True,
         ).stdout
     finally:
         os.unlink(script.name)
@@ -336,8 +433,9 @@ def run_wrk(base: str, op: Operation, key: str, seconds: int, connections: int,
     return Result(op.name, rps, p50, p99, errors, total)
 
 
-def run_httpx(base: str, op: Operation, key: str, seconds: int, connections: int,
-              threads: int = 1) -> Result:
+def run_httpx(
+    base: str, op: Operation, key: str, seconds: int, connections: int, threads: int = 1
+) -> Result:
     import httpx
 
     async def main() -> Result:
@@ -346,16 +444,19 @@ def run_httpx(base: str, op: Operation, key: str, seconds: int, connections: int
         headers = {"Authorization": f"Bearer {key}", "Content-Type": op.content_type}
         deadline = time.monotonic() + seconds
         limits = httpx.Limits(max_connections=connections)
-        async with httpx.AsyncClient(base_url=base, headers=headers, limits=limits,
-                                     timeout=30) as client:
+        async with httpx.AsyncClient(
+            base_url=base, headers=headers, limits=limits, timeout=30
+        ) as client:
+
             async def worker(offset: int) -> None:
                 nonlocal errors
                 i = offset
                 while time.monotonic() < deadline and len(latencies) < 2_000_000:
                     i += 1
                     started = time.perf_counter()
-                    response = await client.request(op.method, op.paths[i % len(op.paths)],
-                                                    content=op.body)
+                    response = await client.request(
+                        op.method, op.paths[i % len(op.paths)], content=op.body
+                    )
                     latencies.append((time.perf_counter() - started) * 1000)
                     errors += response.status_code >= 300
 
@@ -363,8 +464,14 @@ def run_httpx(base: str, op: Operation, key: str, seconds: int, connections: int
             await asyncio.gather(*(worker(n * 7919) for n in range(connections)))
             elapsed = time.monotonic() - started
         latencies.sort()
-        return Result(op.name, len(latencies) / elapsed, statistics.median(latencies),
-                      latencies[int(len(latencies) * 0.99) - 1], errors, len(latencies))
+        return Result(
+            op.name,
+            len(latencies) / elapsed,
+            statistics.median(latencies),
+            latencies[int(len(latencies) * 0.99) - 1],
+            errors,
+            len(latencies),
+        )
 
     return asyncio.run(main())
 
@@ -373,9 +480,26 @@ def profile(pid: int, seconds: int, top: int = 25) -> str:
     """py-spy samples the server while the load runs; the hottest frames, inclusive."""
     spy = shutil.which("py-spy") or str(Path(PYTHON).with_name("py-spy"))
     out = Path(tempfile.gettempdir()) / f"kokoma-profile-{pid}.txt"
-    subprocess.run([spy, "record", "-p", str(pid), "-d", str(seconds), "-f", "raw",
-                    "-o", str(out), "--nonblocking", "-r", "400"], capture_output=True, check=True,
-                   timeout=seconds + 60)
+    subprocess.run(
+        [
+            spy,
+            "record",
+            "-p",
+            str(pid),
+            "-d",
+            str(seconds),
+            "-f",
+            "raw",
+            "-o",
+            str(out),
+            "--nonblocking",
+            "-r",
+            "400",
+        ],
+        capture_output=True,
+        check=True,
+        timeout=seconds + 60,
+    )
     inclusive: collections.Counter[str] = collections.Counter()
     own: collections.Counter[str] = collections.Counter()
     total = 0
@@ -389,8 +513,9 @@ def profile(pid: int, seconds: int, top: int = 25) -> str:
         own[frames[-1]] += count
     lines = [f"{total} samples (idle threads included); top by own time, then inclusive %"]
     for frame, count in own.most_common(top):
-        lines.append(f"own {100 * count / total:5.1f}  incl {100 * inclusive[frame] / total:5.1f}"
-                     f"  {frame}")
+        lines.append(
+            f"own {100 * count / total:5.1f}  incl {100 * inclusive[frame] / total:5.1f}  {frame}"
+        )
     app_frames = [(f, c) for f, c in inclusive.most_common() if " (app/" in f]
     lines.append("kokoma frames, inclusive %:")
     for frame, count in app_frames[:top]:
@@ -408,32 +533,45 @@ def operations(data: Dataset) -> list[Operation]:
         district = rnd.choice(data.districts)
         lists.append(
             f"/api/v1/incidents?limit=50&district={district}&status=reported&status=triaged"
-            if i % 2 == 0 else
-            f"/api/v1/incidents?limit=50&category={rnd.choice(CATEGORIES)}&min_escalation=3"
+            if i % 2 == 0
+            else f"/api/v1/incidents?limit=50&category={rnd.choice(CATEGORIES)}&min_escalation=3"
         )
-    create = json.dumps({
-        "title": "Threatening graffiti at the community centre",
-        "description": "Benchmark incident.", "district": data.districts[0],
-        "category": "threat_to_civil_society", "escalation_level": 3,
-        "required_competences": ["mediation"], "languages": ["de"],
-        "reporter": {"name": "A. Example", "contact": "a@example.org"},
-    })
+    create = json.dumps(
+        {
+            "title": "Threatening graffiti at the community centre",
+            "description": "Benchmark incident.",
+            "district": data.districts[0],
+            "category": "threat_to_civil_society",
+            "escalation_level": 3,
+            "required_competences": ["mediation"],
+            "languages": ["de"],
+            "reporter": {"name": "A. Example", "contact": "a@example.org"},
+        }
+    )
     auto = json.dumps({"incident_ids": triaged[:5], "dry_run": True})
     header = "external_id,source,title,district,category,escalation_level\n"
     csv = header + "".join(
         f"bench-{n},partner,Imported incident {n},{data.districts[n % len(data.districts)]},"
-        f"other,2\n" for n in range(100)
+        f"other,2\n"
+        for n in range(100)
     )
-    managers = [f"/api/v1/managers/{m}" for m in rnd.sample(data.manager_ids,
-                                                             min(500, len(data.manager_ids)))]
+    managers = [
+        f"/api/v1/managers/{m}"
+        for m in rnd.sample(data.manager_ids, min(500, len(data.manager_ids)))
+    ]
     return [
         Operation("ceiling: bare FastAPI app", "GET", ["/bench/ceiling"]),
         Operation("ceiling: kokoma app (same middleware)", "GET", ["/bench/ceiling"]),
         Operation("healthz (no auth, no database)", "GET", ["/healthz"]),
         Operation("get incident by id", "GET", [f"/api/v1/incidents/{i}" for i in ids]),
-        Operation("get incident by id, no reporter data", "GET",
-                  [f"/api/v1/incidents/{i}" for i in rnd.sample(data.plain_ids,
-                                                                 min(2000, len(data.plain_ids)))]),
+        Operation(
+            "get incident by id, no reporter data",
+            "GET",
+            [
+                f"/api/v1/incidents/{i}"
+                for i in rnd.sample(data.plain_ids, min(2000, len(data.plain_ids)))
+            ],
+        ),
         Operation("list 50 incidents, filtered (100k)", "GET", lists),
         Operation("list competences (reference)", "GET", ["/api/v1/competences"]),
         Operation("list districts (reference)", "GET", ["/api/v1/districts?limit=50"]),
@@ -442,21 +580,31 @@ def operations(data: Dataset) -> list[Operation]:
         Operation("list assignments", "GET", ["/api/v1/assignments?limit=50"]),
         Operation("list recommendations", "GET", ["/api/v1/recommendations?limit=50"]),
         Operation("statistics (incidents, 100k)", "GET", ["/api/v1/stats/incidents"]),
-        Operation("district profile (100k)", "GET",
-                  [f"/api/v1/districts/{d}/profile" for d in data.districts]),
+        Operation(
+            "district profile (100k)",
+            "GET",
+            [f"/api/v1/districts/{d}/profile" for d in data.districts],
+        ),
         Operation("create incident", "POST", ["/api/v1/incidents"], create),
-        Operation("candidates (5,000 managers)", "GET",
-                  [f"/api/v1/incidents/{i}/candidates" for i in triaged]),
+        Operation(
+            "candidates (5,000 managers)",
+            "GET",
+            [f"/api/v1/incidents/{i}/candidates" for i in triaged],
+        ),
         Operation("auto-dispatch, 5 incidents, dry run", "POST", ["/api/v1/dispatch/auto"], auto),
-        Operation("import 100 incidents (CSV)", "POST", ["/api/v1/imports/incidents"], csv,
-                  "text/csv"),
+        Operation(
+            "import 100 incidents (CSV)", "POST", ["/api/v1/imports/incidents"], csv, "text/csv"
+        ),
     ]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--db", default="sqlite,postgres",
-                        help="sqlite, postgres or both (comma-separated; default both)")
+    parser.add_argument(
+        "--db",
+        default="sqlite,postgres",
+        help="sqlite, postgres or both (comma-separated; default both)",
+    )
     parser.add_argument("--pg-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=16)
@@ -481,13 +629,17 @@ def run_one(db: str, args: argparse.Namespace) -> None:
     drive = run_wrk if use_wrk else run_httpx
     url, pg_name = fresh_database(db, args.pg_url)
     try:
-        data = generate(url, incidents=args.incidents, managers=args.managers,
-                        districts=args.districts)
+        data = generate(
+            url, incidents=args.incidents, managers=args.managers, districts=args.districts
+        )
         ops = operations(data)
         if args.only:
             wanted = [w.strip() for w in args.only.split(",")]
-            ops = [op for op in ops if op.name.startswith("ceiling") or
-                   any(w in op.name for w in wanted)]
+            ops = [
+                op
+                for op in ops
+                if op.name.startswith("ceiling") or any(w in op.name for w in wanted)
+            ]
         results: list[Result] = []
         profiles: list[str] = []
         load_before = os.getloadavg()[0]
@@ -501,15 +653,24 @@ def run_one(db: str, args: argparse.Namespace) -> None:
             import httpx
 
             for op in ops[1:]:
-                probe = httpx.request(op.method, base + op.paths[0], content=op.body, timeout=60,
-                                      headers={"Authorization": f"Bearer {data.key}",
-                                               "Content-Type": op.content_type})
+                probe = httpx.request(
+                    op.method,
+                    base + op.paths[0],
+                    content=op.body,
+                    timeout=60,
+                    headers={
+                        "Authorization": f"Bearer {data.key}",
+                        "Content-Type": op.content_type,
+                    },
+                )
                 if probe.status_code == 404 and "No route" in probe.text:
                     print(f"skipping {op.name}: route not present", file=sys.stderr)
                     continue
                 if probe.status_code >= 300:
-                    print(f"warning: {op.name} answers {probe.status_code}: {probe.text[:300]}",
-                          file=sys.stderr)
+                    print(
+                        f"warning: {op.name} answers {probe.status_code}: {probe.text[:300]}",
+                        file=sys.stderr,
+                    )
                 if args.profile and args.profile in op.name:
                     with concurrent_profile(pid, args.seconds) as report:
                         results.append(load(base, op))
@@ -521,8 +682,9 @@ def run_one(db: str, args: argparse.Namespace) -> None:
             again = load(bare_base, ops[0])
         again.name = "ceiling: bare FastAPI app, again at the end"
         results.append(again)
-        print_table(db, results, args, "wrk" if use_wrk else "httpx",
-                    (load_before, os.getloadavg()[0]))
+        print_table(
+            db, results, args, "wrk" if use_wrk else "httpx", (load_before, os.getloadavg()[0])
+        )
         for text in profiles:
             print(text)
     finally:
@@ -547,24 +709,35 @@ def concurrent_profile(pid: int, seconds: int) -> Iterator[object]:
     thread.join()
 
 
-def print_table(db: str, results: list[Result], args: argparse.Namespace, client: str,
-                loads: tuple[float, float]) -> None:
+def print_table(
+    db: str,
+    results: list[Result],
+    args: argparse.Namespace,
+    client: str,
+    loads: tuple[float, float],
+) -> None:
     """Ratios to the bare FastAPI app (the first line, same run), the kokoma-app ceiling beside."""
     bare = next((r.rps for r in results if r.name == "ceiling: bare FastAPI app"), None)
     ceiling = next((r.rps for r in results if r.name.startswith("ceiling: kokoma")), None)
-    print(f"\nkokoma bench — {db}, {args.incidents:,} incidents, {args.managers:,} managers, "
-          f"{args.districts} districts; uvicorn 1 worker; {client} {args.threads} thread(s), "
-          f"{args.connections} connections, {args.seconds} s per operation; {os.cpu_count()} "
-          f"cores; load average {loads[0]:.2f} at the start, {loads[1]:.2f} at the end "
-          f"(other work on the machine skews figures)")
-    print(f"| {'operation':<44} | {'req/s':>8} | {'p50 ms':>7} | {'p99 ms':>7} | "
-          f"{'non-2xx':>7} | {'× bare':>6} | {'× kokoma ceiling':>16} |")
+    print(
+        f"\nkokoma bench — {db}, {args.incidents:,} incidents, {args.managers:,} managers, "
+        f"{args.districts} districts; uvicorn 1 worker; {client} {args.threads} thread(s), "
+        f"{args.connections} connections, {args.seconds} s per operation; {os.cpu_count()} "
+        f"cores; load average {loads[0]:.2f} at the start, {loads[1]:.2f} at the end "
+        f"(other work on the machine skews figures)"
+    )
+    print(
+        f"| {'operation':<44} | {'req/s':>8} | {'p50 ms':>7} | {'p99 ms':>7} | "
+        f"{'non-2xx':>7} | {'× bare':>6} | {'× kokoma ceiling':>16} |"
+    )
     print(f"|{'-' * 46}|{'-' * 10}|{'-' * 9}|{'-' * 9}|{'-' * 9}|{'-' * 8}|{'-' * 18}|")
     for r in results:
         ratio = f"{r.rps / bare:.2f}" if bare else "-"
         beside = f"{r.rps / ceiling:.2f}" if ceiling else "-"
-        print(f"| {r.name:<44} | {r.rps:>8.0f} | {r.p50_ms:>7.2f} | {r.p99_ms:>7.2f} | "
-              f"{r.errors:>7} | {ratio:>6} | {beside:>16} |")
+        print(
+            f"| {r.name:<44} | {r.rps:>8.0f} | {r.p50_ms:>7.2f} | {r.p99_ms:>7.2f} | "
+            f"{r.errors:>7} | {ratio:>6} | {beside:>16} |"
+        )
 
 
 if __name__ == "__main__":

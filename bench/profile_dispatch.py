@@ -34,8 +34,11 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--batches", type=int, default=2)
     parser.add_argument("--html", default=None, help="directory for HTML profiles")
-    parser.add_argument("--no-profile", action="store_true",
-                        help="timings only (CPU and wall time, best of --batches runs)")
+    parser.add_argument(
+        "--no-profile",
+        action="store_true",
+        help="timings only (CPU and wall time, best of --batches runs)",
+    )
     args = parser.parse_args()
 
     from pyinstrument import Profiler
@@ -50,8 +53,11 @@ def main() -> None:
         admin = create_engine(base.set(database="postgres"), isolation_level="AUTOCOMMIT")
         with admin.connect() as conn:
             conn.execute(text(f'CREATE DATABASE "{pg_name}"'))
-        url = base.set(database=pg_name).render_as_string(hide_password=False).replace(
-            "postgresql+psycopg://", "postgresql://", 1)
+        url = (
+            base.set(database=pg_name)
+            .render_as_string(hide_password=False)
+            .replace("postgresql+psycopg://", "postgresql://", 1)
+        )
     else:
         url = f"sqlite:///{Path(tmp.name) / 'profile.db'}"
     os.environ.update({"DATABASE_URL": url, "KOKOMA_LOG_LEVEL": "WARNING"})
@@ -71,8 +77,9 @@ def main() -> None:
 
         with session_scope(write=False) as session:  # warm-up
             for incident_id in rng.sample(incident_ids, 20):
-                DispatchService(session).candidates(incident_id, SYSTEM_PRINCIPAL, limit=10,
-                                                    fallback=True)
+                DispatchService(session).candidates(
+                    incident_id, SYSTEM_PRINCIPAL, limit=10, fallback=True
+                )
         timings = []
         cpu_started = time.process_time()
         profiler = Profiler(interval=0.0005)
@@ -81,14 +88,17 @@ def main() -> None:
                 profiler.start()
             for _ in range(args.requests):
                 t0 = time.perf_counter()
-                DispatchService(session).candidates(rng.choice(incident_ids), SYSTEM_PRINCIPAL,
-                                                    limit=10, fallback=True)
+                DispatchService(session).candidates(
+                    rng.choice(incident_ids), SYSTEM_PRINCIPAL, limit=10, fallback=True
+                )
                 timings.append((time.perf_counter() - t0) * 1000)
             if not args.no_profile:
                 profiler.stop()
         cpu = (time.process_time() - cpu_started) * 1000 / args.requests
-        print(f"candidates in-process, {args.requests} calls: p50 {statistics.median(timings):.1f}"
-              f" ms, p99 {percentile(timings, 0.99):.1f} ms, CPU {cpu:.1f} ms per call")
+        print(
+            f"candidates in-process, {args.requests} calls: p50 {statistics.median(timings):.1f}"
+            f" ms, p99 {percentile(timings, 0.99):.1f} ms, CPU {cpu:.1f} ms per call"
+        )
         if not args.no_profile:
             print(profiler.output_text(unicode=False, color=False, show_all=False))
         if args.html and not args.no_profile:
@@ -102,8 +112,9 @@ def main() -> None:
                 if not args.no_profile:
                     profiler.start()
                 t0, c0 = time.perf_counter(), time.process_time()
-                result = DispatchService(session).auto(AutoDispatchRequest(dry_run=False),
-                                                       SYSTEM_PRINCIPAL)
+                result = DispatchService(session).auto(
+                    AutoDispatchRequest(dry_run=False), SYSTEM_PRINCIPAL
+                )
                 session.flush()
                 elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
                 if not args.no_profile:
@@ -111,8 +122,10 @@ def main() -> None:
             finally:
                 session.rollback()
                 session.close()
-            print(f"auto (written, rolled back) run {run + 1}: {elapsed:.2f} s (CPU {cpu:.2f} s), "
-                  f"{len(result.assignments)} offers, optimal={result.optimal}")
+            print(
+                f"auto (written, rolled back) run {run + 1}: {elapsed:.2f} s (CPU {cpu:.2f} s), "
+                f"{len(result.assignments)} offers, optimal={result.optimal}"
+            )
         if not args.no_profile:
             print(profiler.output_text(unicode=False, color=False, show_all=False))
         if args.html and not args.no_profile:

@@ -174,11 +174,15 @@ def make_absence(
     from app.services.managers import ManagerService
 
     with session_scope() as session:
-        return ManagerService(session).add_absence(
-            manager_id,
-            AbsenceCreate(starts_on=starts_on, ends_on=ends_on, reason=reason),
-            SYSTEM_PRINCIPAL,
-        ).id
+        return (
+            ManagerService(session)
+            .add_absence(
+                manager_id,
+                AbsenceCreate(starts_on=starts_on, ends_on=ends_on, reason=reason),
+                SYSTEM_PRINCIPAL,
+            )
+            .id
+        )
 
 
 def table_counts() -> dict[str, int]:
@@ -213,8 +217,14 @@ def make_dispatch_manager(
             code, certified_on, expires_on = (
                 (entry, date(2025, 1, 1), None) if isinstance(entry, str) else entry
             )
-            session.add(ManagerCompetence(manager_id=manager_id, competence_code=code,
-                                          certified_on=certified_on, expires_on=expires_on))
+            session.add(
+                ManagerCompetence(
+                    manager_id=manager_id,
+                    competence_code=code,
+                    certified_on=certified_on,
+                    expires_on=expires_on,
+                )
+            )
         for code in districts:
             session.add(ManagerDistrict(manager_id=manager_id, district_code=code))
         for starts_on, ends_on in absences:
@@ -234,8 +244,9 @@ def make_triaged_incident(**overrides: Any) -> uuid.UUID:
     return incident.id
 
 
-def recommendation_body(issued_by: uuid.UUID, addressee: uuid.UUID, /, **overrides: Any
-                        ) -> dict[str, Any]:
+def recommendation_body(
+    issued_by: uuid.UUID, addressee: uuid.UUID, /, **overrides: Any
+) -> dict[str, Any]:
     """A valid ``POST /recommendations`` body (as JSON), with overrides."""
     body: dict[str, Any] = {
         "title": "Deployment concept for the conflict managers",

@@ -56,8 +56,12 @@ class SigningKeys:
         ec_jwk = ECAlgorithm.to_jwk(self.ec, as_dict=True)
         for jwk in (rsa_jwk, ec_jwk):
             jwk.pop("key_ops", None)  # "use": "sig" says it (the provider wants one of them)
-        return {"keys": [{**rsa_jwk, "kid": self.rsa_kid, "use": "sig"},
-                         {**ec_jwk, "kid": self.ec_kid, "use": "sig"}]}
+        return {
+            "keys": [
+                {**rsa_jwk, "kid": self.rsa_kid, "use": "sig"},
+                {**ec_jwk, "kid": self.ec_kid, "use": "sig"},
+            ]
+        }
 
 
 @dataclass
@@ -96,7 +100,11 @@ class OidcProvider:
         }
         self.process = subprocess.Popen(  # noqa: S603 — fixed argv
             [node, str(DIR / "provider.mjs")],
-            cwd=DIR, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            cwd=DIR,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
         lines: queue.Queue[str | None] = queue.Queue()
 
@@ -168,8 +176,11 @@ class OidcProvider:
 
     def token(self, client: ClientCredentials, resource: str | None = None) -> str:
         """An access token from the token endpoint (client credentials grant)."""
-        form = {"grant_type": "client_credentials", "client_id": client.client_id,
-                "client_secret": client.client_secret}
+        form = {
+            "grant_type": "client_credentials",
+            "client_id": client.client_id,
+            "client_secret": client.client_secret,
+        }
         if resource is not None:
             form["resource"] = resource
         response = httpx.post(f"{self.issuer}/token", data=form, timeout=10)
@@ -183,14 +194,25 @@ class OidcProvider:
 
     # --- forged tokens (signed by the test itself) -------------------------------------------
 
-    def forge(self, claims: dict[str, Any], *, key: Any = None, kid: str | None = None,
-              alg: str = "RS256") -> str:
+    def forge(
+        self, claims: dict[str, Any], *, key: Any = None, kid: str | None = None, alg: str = "RS256"
+    ) -> str:
         """A token signed with the provider's RSA key (or ``key``), standard claims filled in."""
         now = int(time.time())
-        payload = {"iss": self.issuer, "aud": AUDIENCE, "sub": "forged-user", "iat": now,
-                   "exp": now + 300, **claims}
-        return jwt.encode(payload, key or self.keys.rsa, algorithm=alg,
-                          headers={"kid": kid or self.keys.rsa_kid, "typ": "at+jwt"})
+        payload = {
+            "iss": self.issuer,
+            "aud": AUDIENCE,
+            "sub": "forged-user",
+            "iat": now,
+            "exp": now + 300,
+            **claims,
+        }
+        return jwt.encode(
+            payload,
+            key or self.keys.rsa,
+            algorithm=alg,
+            headers={"kid": kid or self.keys.rsa_kid, "typ": "at+jwt"},
+        )
 
 
 def b64url(data: bytes) -> str:

@@ -51,9 +51,23 @@ class TestApiKeyCreate:
         """The real process: no log line, banner or warning may reach stdout."""
         env = {**os.environ, "DATABASE_URL": migrated_database}
         completed = subprocess.run(
-            [sys.executable, "-m", "app.cli", "api-key", "create", "--role", "viewer",
-             "--name", "from the shell"],
-            cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False,
+            [
+                sys.executable,
+                "-m",
+                "app.cli",
+                "api-key",
+                "create",
+                "--role",
+                "viewer",
+                "--name",
+                "from the shell",
+            ],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
         )
         assert completed.returncode == 0, completed.stderr
         assert KEY_RE.match(completed.stdout.strip()), repr(completed.stdout)
@@ -62,8 +76,19 @@ class TestApiKeyCreate:
 
     def test_partner_key_with_organisation(self, runner) -> None:
         organisation = make_organisation()
-        result = runner.invoke(cli, ["api-key", "create", "--role", "partner", "--name", "ngo",
-                                     "--organisation", str(organisation)])
+        result = runner.invoke(
+            cli,
+            [
+                "api-key",
+                "create",
+                "--role",
+                "partner",
+                "--name",
+                "ngo",
+                "--organisation",
+                str(organisation),
+            ],
+        )
         assert result.exit_code == 0, result.output
         row = stored_key(result.stdout.strip())
         assert row is not None and row.organisation_id == organisation
@@ -76,8 +101,14 @@ class TestApiKeyCreate:
             ["--role", "root", "--name", "r"],
             ["--role", "admin", "--name", ""],
             ["--role", "partner", "--name", "p", "--organisation", "not-a-uuid"],
-            ["--role", "partner", "--name", "p",
-             "--organisation", "00000000-0000-0000-0000-000000000001"],
+            [
+                "--role",
+                "partner",
+                "--name",
+                "p",
+                "--organisation",
+                "00000000-0000-0000-0000-000000000001",
+            ],
         ],
         ids=str,
     )

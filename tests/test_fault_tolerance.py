@@ -72,8 +72,20 @@ def private_postgres() -> Iterator[Outage]:
         shutil.chown(sockets, "postgres")
     port = _free_port()
     subprocess.run(  # noqa: S603 - fixed argv of PostgreSQL tools
-        _as_postgres([_pg_bin("initdb"), "-D", str(data), "-U", "postgres", "-A", "trust",
-                      "--no-sync", "-E", "UTF8"]),
+        _as_postgres(
+            [
+                _pg_bin("initdb"),
+                "-D",
+                str(data),
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "--no-sync",
+                "-E",
+                "UTF8",
+            ]
+        ),
         check=True,
         capture_output=True,
     )
@@ -81,8 +93,21 @@ def private_postgres() -> Iterator[Outage]:
 
     def start() -> None:
         subprocess.run(  # noqa: S603 - fixed argv of PostgreSQL tools
-            _as_postgres([_pg_bin("pg_ctl"), "-D", str(data), "-l", str(logfile), "-o", options,
-                          "-w", "-t", "30", "start"]),
+            _as_postgres(
+                [
+                    _pg_bin("pg_ctl"),
+                    "-D",
+                    str(data),
+                    "-l",
+                    str(logfile),
+                    "-o",
+                    options,
+                    "-w",
+                    "-t",
+                    "30",
+                    "start",
+                ]
+            ),
             check=True,
             capture_output=True,
         )

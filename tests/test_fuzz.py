@@ -156,8 +156,7 @@ def test_fuzzing_covers_every_operation() -> None:
         for route_method in item
     }
     fuzzed = {
-        (result.ok().method.upper(), result.ok().path)
-        for result in schema.get_all_operations()
+        (result.ok().method.upper(), result.ok().path) for result in schema.get_all_operations()
     }
     assert operations == fuzzed
     assert len(fuzzed) >= 30

@@ -62,16 +62,18 @@ def point_at(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[str], None]]
 
 
 class TestUnmigratedDatabase:
-    def test_api_answers_503_saying_so(self, unmigrated_url: str,
-                                       point_at: Callable[[str], None]) -> None:
+    def test_api_answers_503_saying_so(
+        self, unmigrated_url: str, point_at: Callable[[str], None]
+    ) -> None:
         from fastapi.testclient import TestClient
 
         from app.main import create_app
 
         point_at(unmigrated_url)
         with TestClient(create_app(), raise_server_exceptions=False) as client:
-            response = client.get("/api/v1/incidents",
-                                  headers={"Authorization": "Bearer kok_whatever"})
+            response = client.get(
+                "/api/v1/incidents", headers={"Authorization": "Bearer kok_whatever"}
+            )
             assert response.status_code == 503, response.text
             assert response.headers["content-type"].startswith("application/problem+json")
             body = response.json()
@@ -81,14 +83,18 @@ class TestUnmigratedDatabase:
             ready = client.get("/readyz")
             assert ready.status_code == 503
 
-    @pytest.mark.parametrize("args", [
-        ["api-key", "create", "--role", "admin", "--name", "first"],
-        ["seed-demo"],
-        ["retention", "run", "--dry-run"],
-        ["worker", "--once"],
-    ])
-    def test_cli_says_run_migrate(self, unmigrated_url: str, point_at: Callable[[str], None],
-                                  args: list[str]) -> None:
+    @pytest.mark.parametrize(
+        "args",
+        [
+            ["api-key", "create", "--role", "admin", "--name", "first"],
+            ["seed-demo"],
+            ["retention", "run", "--dry-run"],
+            ["worker", "--once"],
+        ],
+    )
+    def test_cli_says_run_migrate(
+        self, unmigrated_url: str, point_at: Callable[[str], None], args: list[str]
+    ) -> None:
         point_at(unmigrated_url)
         result = CliRunner().invoke(cli, args)
         assert result.exit_code == 2, result.output
@@ -97,25 +103,43 @@ class TestUnmigratedDatabase:
         assert "Traceback" not in result.output
         assert isinstance(result.exception, SystemExit)  # typer.Exit(2), no error raised
 
-    def test_cli_import_says_run_migrate(self, unmigrated_url: str, tmp_path: Path,
-                                         point_at: Callable[[str], None]) -> None:
+    def test_cli_import_says_run_migrate(
+        self, unmigrated_url: str, tmp_path: Path, point_at: Callable[[str], None]
+    ) -> None:
         point_at(unmigrated_url)
         data = tmp_path / "incidents.csv"
-        data.write_text("external_id;title;district;category;escalation_level\n"
-                        "x-1;Graffiti;alpha;other;2\n", encoding="utf-8")
+        data.write_text(
+            "external_id;title;district;category;escalation_level\nx-1;Graffiti;alpha;other;2\n",
+            encoding="utf-8",
+        )
         result = CliRunner().invoke(cli, ["import", "incidents", str(data)])
         assert result.exit_code == 2, result.output
         assert FIX in result.stderr
 
     def test_missing_default_file_is_named_and_not_created(self, tmp_path: Path) -> None:
         """The real console script in a folder without kokoma.db, default settings."""
-        env = {k: v for k, v in os.environ.items()
-               if k not in ("DATABASE_URL", "KOKOMA_DATABASE_URL")}
+        env = {
+            k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "KOKOMA_DATABASE_URL")
+        }
         env["PYTHONPATH"] = str(ROOT)
         completed = subprocess.run(
-            [sys.executable, "-m", "app.cli", "api-key", "create", "--role", "admin",
-             "--name", "first"],
-            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120, check=False,
+            [
+                sys.executable,
+                "-m",
+                "app.cli",
+                "api-key",
+                "create",
+                "--role",
+                "admin",
+                "--name",
+                "first",
+            ],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
         )
         assert completed.returncode == 2, completed.stderr
         assert completed.stdout == ""
@@ -123,8 +147,9 @@ class TestUnmigratedDatabase:
         assert f"database sqlite:///{tmp_path.resolve() / 'kokoma.db'} {FIX}" in completed.stderr
         assert not (tmp_path / "kokoma.db").exists()
 
-    def test_behind_and_unknown_revisions(self, tmp_path: Path,
-                                          point_at: Callable[[str], None]) -> None:
+    def test_behind_and_unknown_revisions(
+        self, tmp_path: Path, point_at: Callable[[str], None]
+    ) -> None:
         from alembic.script import ScriptDirectory
         from sqlalchemy import text
 
@@ -137,8 +162,10 @@ class TestUnmigratedDatabase:
         upgrade(str(previous))
         result = CliRunner().invoke(cli, ["api-key", "create", "--role", "admin", "--name", "x"])
         assert result.exit_code == 2
-        assert (f"is not migrated to this kokoma's schema (at {previous}, newest {head}): "
-                "run `kokoma migrate`") in result.stderr
+        assert (
+            f"is not migrated to this kokoma's schema (at {previous}, newest {head}): "
+            "run `kokoma migrate`"
+        ) in result.stderr
         with get_engine().begin() as conn:
             conn.execute(text("UPDATE alembic_version SET version_num = 'ffffffff'"))
         result = CliRunner().invoke(cli, ["seed-demo"])
@@ -188,10 +215,12 @@ class TestLogFormat:
     def test_auto_is_the_default(self) -> None:
         assert get_settings().log_format == "auto"
 
-    @pytest.mark.parametrize(("stream", "expected"), [(_Terminal(), "text"),
-                                                     (io.StringIO(), "json")])
-    def test_auto_follows_the_terminal(self, monkeypatch: pytest.MonkeyPatch, stream: Any,
-                                       expected: str) -> None:
+    @pytest.mark.parametrize(
+        ("stream", "expected"), [(_Terminal(), "text"), (io.StringIO(), "json")]
+    )
+    def test_auto_follows_the_terminal(
+        self, monkeypatch: pytest.MonkeyPatch, stream: Any, expected: str
+    ) -> None:
         monkeypatch.setattr(sys, "stdout", stream)
         assert resolve_format("auto") == expected
         configure_logging("INFO", "auto")
@@ -214,14 +243,16 @@ class TestDistrictCodesEitherCase:
     def test_incident_create_filter_and_read(self, client: Any) -> None:
         seed_reference()
         admin = make_key("admin")
-        created = client.post("/api/v1/incidents", json=incident_body(district="Alpha"),
-                              headers=admin)
+        created = client.post(
+            "/api/v1/incidents", json=incident_body(district="Alpha"), headers=admin
+        )
         assert created.status_code == 201, created.text
         assert created.json()["district"] == "alpha"
         listed = client.get("/api/v1/incidents", params={"district": "ALPHA"}, headers=admin)
         assert [i["id"] for i in listed.json()["items"]] == [created.json()["id"]]
-        patched = client.patch(f"/api/v1/incidents/{created.json()['id']}",
-                               json={"district": "BETA"}, headers=admin)
+        patched = client.patch(
+            f"/api/v1/incidents/{created.json()['id']}", json={"district": "BETA"}, headers=admin
+        )
         assert patched.status_code == 200, patched.text
         assert patched.json()["district"] == "beta"
 
@@ -229,8 +260,9 @@ class TestDistrictCodesEitherCase:
         seed_reference()
         admin = make_key("admin")
         before = table_counts()
-        response = client.post("/api/v1/incidents", json=incident_body(district="Nowhere"),
-                               headers=admin)
+        response = client.post(
+            "/api/v1/incidents", json=incident_body(district="Nowhere"), headers=admin
+        )
         assert response.status_code == 422
         assert response.headers["content-type"].startswith("application/problem+json")
         assert "Unknown district 'nowhere'" in response.json()["detail"]
@@ -239,21 +271,33 @@ class TestDistrictCodesEitherCase:
     def test_manager_recommendation_reference_and_stats(self, client: Any) -> None:
         seed_reference()
         admin = make_key("admin")
-        manager = client.post("/api/v1/managers", headers=admin,
-                              json=manager_body(home_district="Alpha", districts=["GAMMA"]))
+        manager = client.post(
+            "/api/v1/managers",
+            headers=admin,
+            json=manager_body(home_district="Alpha", districts=["GAMMA"]),
+        )
         assert manager.status_code == 201, manager.text
-        assert (manager.json()["home_district"], manager.json()["districts"]) == \
-            ("alpha", ["gamma"])
+        assert (manager.json()["home_district"], manager.json()["districts"]) == (
+            "alpha",
+            ["gamma"],
+        )
         found = client.get("/api/v1/managers", params={"district": "Gamma"}, headers=admin)
         assert [m["id"] for m in found.json()["items"]] == [manager.json()["id"]]
         district = client.get("/api/v1/districts/Beta", headers=admin)
         assert district.status_code == 200 and district.json()["code"] == "beta"
-        created = client.post("/api/v1/districts", headers=admin, json={
-            "code": "Epsilon", "name": "Epsilon", "city": "Teststadt", "neighbours": ["Delta"]})
+        created = client.post(
+            "/api/v1/districts",
+            headers=admin,
+            json={
+                "code": "Epsilon",
+                "name": "Epsilon",
+                "city": "Teststadt",
+                "neighbours": ["Delta"],
+            },
+        )
         assert created.status_code == 201, created.text
         assert (created.json()["code"], created.json()["neighbours"]) == ("epsilon", ["delta"])
-        stats = client.get("/api/v1/stats/incidents", params={"district": "ALPHA"},
-                           headers=admin)
+        stats = client.get("/api/v1/stats/incidents", params={"district": "ALPHA"}, headers=admin)
         assert stats.status_code == 200, stats.text
         profile = client.get("/api/v1/districts/Alpha/profile", headers=admin)
         assert profile.status_code == 200, profile.text
@@ -261,10 +305,13 @@ class TestDistrictCodesEitherCase:
     def test_csv_import(self, client: Any) -> None:
         seed_reference()
         admin = make_key("admin")
-        body = (b"external_id;title;district;category;escalation_level\r\n"
-                b"case-1;Graffiti;Alpha;other;2\r\n")
-        report = client.post("/api/v1/imports/incidents", content=body,
-                             headers={**admin, "Content-Type": "text/csv"})
+        body = (
+            b"external_id;title;district;category;escalation_level\r\n"
+            b"case-1;Graffiti;Alpha;other;2\r\n"
+        )
+        report = client.post(
+            "/api/v1/imports/incidents", content=body, headers={**admin, "Content-Type": "text/csv"}
+        )
         assert report.status_code == 200, report.text
         assert (report.json()["created"], report.json()["errors"]) == (1, [])
         listed = client.get("/api/v1/incidents", params={"district": "alpha"}, headers=admin)
@@ -281,7 +328,10 @@ def test_demo_script_checks_the_port_before_it_makes_a_key() -> None:
         completed = subprocess.run(  # noqa: S603 - fixed argv
             ["bash", str(ROOT / "scripts" / "demo.sh")],  # noqa: S607 - bash from PATH
             env={**os.environ, "KOKOMA_HOST": "127.0.0.1", "KOKOMA_PORT": str(port)},
-            capture_output=True, text=True, timeout=60, check=False,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
         )
     assert completed.returncode == 1
     assert completed.stdout == ""  # no key printed
@@ -300,14 +350,16 @@ def test_serve_on_a_fresh_folder_warns_and_answers_run_migrate(tmp_path: Path) -
     from tests.live.conftest import free_port
 
     port = free_port()
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("DATABASE_URL", "KOKOMA_DATABASE_URL")}
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "KOKOMA_DATABASE_URL")}
     env.update(PYTHONPATH=str(ROOT), KOKOMA_LOG_LEVEL="WARNING")
     log = tmp_path / "serve.log"
     with log.open("w") as out:
         server = subprocess.Popen(  # noqa: S603 - fixed argv
             [sys.executable, "-m", "app.cli", "serve", "--port", str(port)],
-            cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT,
+            cwd=tmp_path,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
     try:
@@ -315,8 +367,11 @@ def test_serve_on_a_fresh_folder_warns_and_answers_run_migrate(tmp_path: Path) -
         response = None
         while time.monotonic() < deadline and response is None:
             try:
-                response = httpx.get(f"http://127.0.0.1:{port}/api/v1/incidents",
-                                     headers={"Authorization": "Bearer kok_x"}, timeout=5)
+                response = httpx.get(
+                    f"http://127.0.0.1:{port}/api/v1/incidents",
+                    headers={"Authorization": "Bearer kok_x"},
+                    timeout=5,
+                )
             except httpx.TransportError:
                 assert server.poll() is None, log.read_text()
                 time.sleep(0.2)

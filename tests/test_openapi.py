@@ -72,8 +72,9 @@ def _problem_type(response: Any) -> str:
 class TestSecurity:
     def test_bearer_scheme_is_declared(self) -> None:
         assert DOC["components"]["securitySchemes"]["bearer"] == {
-            "type": "http", "scheme": "bearer", "description": DOC["components"][
-                "securitySchemes"]["bearer"]["description"],
+            "type": "http",
+            "scheme": "bearer",
+            "description": DOC["components"]["securitySchemes"]["bearer"]["description"],
         }
 
     def test_every_operation_states_its_security(self) -> None:
@@ -97,7 +98,8 @@ class TestMediaTypes:
         assert next(iter(content)) == "application/json"
         committed = json.loads(SPEC.read_text(encoding="utf-8"))
         committed_content = committed["paths"]["/api/v1/incidents"]["get"]["responses"]["200"][
-            "content"]
+            "content"
+        ]
         assert list(committed_content) == ["application/json", "text/csv", "application/geo+json"]
 
     def test_no_accept_parameter(self) -> None:
@@ -186,8 +188,9 @@ class TestConstraints:
         assert response.json()["errors"][0]["loc"] == ["body", "dry_run"]
 
     def test_query_boolean_coercion_is_documented(self, client: Any) -> None:
-        (parameter,) = [p for p in OPERATIONS["managers_list"][2]["parameters"]
-                        if p["name"] == "available"]
+        (parameter,) = [
+            p for p in OPERATIONS["managers_list"][2]["parameters"] if p["name"] == "available"
+        ]
         assert "`yes`/`no`" in parameter["description"]
         seed_reference()
         make_manager()
@@ -269,9 +272,11 @@ class TestDescriptions:
     def test_every_operation_has_a_description_naming_who_may_call_it(self) -> None:
         for op_id, (_m, _p, operation) in OPERATIONS.items():
             assert operation["description"].strip(), op_id
-            assert ("Roles:" in operation["description"]
-                    or "Any valid API key" in operation["description"]
-                    or "no API key" in operation["description"]), op_id
+            assert (
+                "Roles:" in operation["description"]
+                or "Any valid API key" in operation["description"]
+                or "no API key" in operation["description"]
+            ), op_id
         assert "`viewer`" not in OPERATIONS["incidents_create"][2]["description"]
 
     def test_info_and_servers(self) -> None:
@@ -295,6 +300,10 @@ class TestMethodNotAllowed:
         response = client.request(method, path)
         assert response.status_code == 405
         assert response.headers["Allow"] == allow
-        declared = {m.upper() for m in DOC["paths"][path.replace(
-            "00000000-0000-4000-8000-000000000000", "{incident_id}")]}
+        declared = {
+            m.upper()
+            for m in DOC["paths"][
+                path.replace("00000000-0000-4000-8000-000000000000", "{incident_id}")
+            ]
+        }
         assert set(allow.split(", ")) == declared

@@ -44,15 +44,15 @@ def test_oversized_pool_is_named(oversized_pool: None, is_postgres: bool) -> Non
         assert warning is None
         return
     assert warning is not None
-    assert "3 worker process(es) × (KOKOMA_DB_POOL_SIZE 40 + KOKOMA_DB_MAX_OVERFLOW 10) = 150" \
+    assert (
+        "3 worker process(es) × (KOKOMA_DB_POOL_SIZE 40 + KOKOMA_DB_MAX_OVERFLOW 10) = 150"
         in warning
+    )
     assert "max_connections" in warning and "PgBouncer" in warning
     assert connection_budget_warning(get_engine(), get_settings(), 1) is None  # 50 fits
 
 
-def test_readyz_reports_the_warning(
-    oversized_pool: None, client: Any, is_postgres: bool
-) -> None:
+def test_readyz_reports_the_warning(oversized_pool: None, client: Any, is_postgres: bool) -> None:
     response = client.get("/readyz")
     assert response.status_code == 200  # ready: the advice does not take it out of service
     warnings = response.json()["warnings"]

@@ -52,7 +52,8 @@ def test_contact_columns_are_marked() -> None:
         f"{table.name}.{column.name}"
         for table in metadata.sorted_tables
         for column in table.columns
-        if CONTACT_NAME.search(column.name) and INFO_KEY not in column.info
+        if CONTACT_NAME.search(column.name)
+        and INFO_KEY not in column.info
         # a flag named after a channel (``manager.notify_by_email``) holds no contact data
         and not isinstance(column.type, Boolean)
     )
@@ -62,8 +63,11 @@ def test_contact_columns_are_marked() -> None:
 def test_the_core_fields_are_covered() -> None:
     """The fields DESIGN §4 protects are marked (a guard against removing a mark)."""
     assert {
-        ("incident", "reporter_name"), ("incident", "reporter_contact"),
-        ("manager", "email"), ("manager", "phone"), ("manager", "display_name"),
+        ("incident", "reporter_name"),
+        ("incident", "reporter_contact"),
+        ("manager", "email"),
+        ("manager", "phone"),
+        ("manager", "display_name"),
     } <= set(marked_columns())
 
 

@@ -31,12 +31,14 @@ EXAMPLES = int(os.environ.get("KOKOMA_POSITIVE_EXAMPLES", "3"))
 schema = schemathesis.openapi.from_asgi(
     "/openapi.json",
     app,
-    config=SchemathesisConfig.from_dict({
-        # NUL (\u0000) in text is refused everywhere (422, stated in the document's description):
-        # a rule for every string, which the schemas do not repeat per property.
-        "generation": {"mode": "positive", "allow-x00": False},
-        "phases": {"coverage": {"enabled": False}, "stateful": {"enabled": False}},
-    }),
+    config=SchemathesisConfig.from_dict(
+        {
+            # NUL (\u0000) in text is refused everywhere (422, stated in the document's description):
+            # a rule for every string, which the schemas do not repeat per property.
+            "generation": {"mode": "positive", "allow-x00": False},
+            "phases": {"coverage": {"enabled": False}, "stateful": {"enabled": False}},
+        }
+    ),
 )
 
 #: Refusals of well-formed input that are business rules, not shape: the status codes a schema
@@ -57,8 +59,11 @@ CROSS_FIELD_RULES = {
     (("body", "competences"), "Value error, competence listed more than once"),
     (("body", "competences"), "Value error, expires_on must not be before certified_on"),
     (("body", "boundary", "coordinates"), "Value error, each position is [lon, lat]"),
-    (("body", "email"), "value is not a valid email address: The part after the @-sign is a "
-     "special-use or reserved name"),
+    (
+        ("body", "email"),
+        "value is not a valid email address: The part after the @-sign is a "
+        "special-use or reserved name",
+    ),
 }
 #: Problem types about the *content* of a body the schema types as text (CSV/NDJSON imports).
 BUSINESS_TYPES = {"/problems/unreadable-import"}
@@ -67,7 +72,8 @@ BUSINESS_TYPES = {"/problems/unreadable-import"}
 def _business_error(error: dict[str, Any]) -> bool:
     return error.get("type") in BUSINESS_422 or (
         any(
-            tuple(error.get("loc") or ())[: len(loc)] == loc and str(error.get("msg", "")).startswith(msg)
+            tuple(error.get("loc") or ())[: len(loc)] == loc
+            and str(error.get("msg", "")).startswith(msg)
             for loc, msg in CROSS_FIELD_RULES
         )
     )
@@ -102,6 +108,5 @@ def test_schema_valid_requests_are_accepted(case: schemathesis.Case, world: Worl
     response = case.call(headers={**world.headers["admin"], "X-Request-ID": "positive"})
     problem = _refused_for_shape(response)
     assert problem is None, (
-        f"{case.operation.label} refused schema-valid input: {problem}\n"
-        f"{case.as_curl_command()}"
+        f"{case.operation.label} refused schema-valid input: {problem}\n{case.as_curl_command()}"
     )

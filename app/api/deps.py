@@ -81,9 +81,7 @@ def get_session(
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
 
-async def in_unit_of_work(
-    work: Callable[[Session], T], *, write: bool = False
-) -> T:
+async def in_unit_of_work(work: Callable[[Session], T], *, write: bool = False) -> T:
     """Run ``work(session)`` as one unit of work in ONE worker-thread hop (commit on success).
 
     For hot ``async def`` read routes: a sync route with ``SessionDep`` takes four thread hops
@@ -105,8 +103,9 @@ def json_response(body: BaseModel, headers: dict[str, str] | None = None) -> Res
     would dump it, validate it again and serialise it again (≈ 0.9 ms for a page of 50; the
     bytes are the same — bench/README.md). The route's return annotation still documents the
     schema."""
-    return Response(body.model_dump_json(by_alias=True), media_type="application/json",
-                    headers=headers)
+    return Response(
+        body.model_dump_json(by_alias=True), media_type="application/json", headers=headers
+    )
 
 
 def loop_reads(request: Request) -> Reads | None:
@@ -131,8 +130,13 @@ async def reject_nul_parameters(request: Request) -> None:
             if isinstance(value, str) and "\x00" in value:
                 raise Unprocessable(
                     "Parameters may not contain NUL characters.",
-                    errors=[{"loc": [where, name], "msg": "contains a NUL character",
-                             "type": "string_nul"}],
+                    errors=[
+                        {
+                            "loc": [where, name],
+                            "msg": "contains a NUL character",
+                            "type": "string_nul",
+                        }
+                    ],
                 )
 
 
@@ -289,7 +293,7 @@ async def get_if_match(
         return None
     value = value.removeprefix("W/").strip('"')
     if not value.isdigit():
-        raise PreconditionFailed("If-Match must be the ETag of a version, e.g. \"3\".")
+        raise PreconditionFailed('If-Match must be the ETag of a version, e.g. "3".')
     return int(value)
 
 

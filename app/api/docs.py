@@ -41,30 +41,35 @@ def content_security_policy(html: str, extra_origins: tuple[str, ...] = ()) -> s
         for script in _INLINE_SCRIPT.findall(html)
     )
     connect = " ".join(("'self'", *extra_origins))
-    return "; ".join((
-        "default-src 'none'",
-        f"script-src 'self' {hashes}".rstrip(),
-        # Swagger UI sets style attributes and ReDoc injects <style> elements.
-        "style-src 'self' 'unsafe-inline'",
-        "img-src 'self' data:",
-        "font-src 'self' data:",
-        f"connect-src {connect}",
-        # ReDoc's search index runs in a worker it creates from a blob.
-        "worker-src 'self' blob:",
-        "base-uri 'none'",
-        "form-action 'self'",
-        "frame-ancestors 'none'",
-    ))
+    return "; ".join(
+        (
+            "default-src 'none'",
+            f"script-src 'self' {hashes}".rstrip(),
+            # Swagger UI sets style attributes and ReDoc injects <style> elements.
+            "style-src 'self' 'unsafe-inline'",
+            "img-src 'self' data:",
+            "font-src 'self' data:",
+            f"connect-src {connect}",
+            # ReDoc's search index runs in a worker it creates from a blob.
+            "worker-src 'self' blob:",
+            "base-uri 'none'",
+            "form-action 'self'",
+            "frame-ancestors 'none'",
+        )
+    )
 
 
 def _page(html: HTMLResponse, extra_origins: tuple[str, ...]) -> HTMLResponse:
     body = bytes(html.body).decode()
-    return HTMLResponse(body, headers={
-        "Content-Security-Policy": content_security_policy(body, extra_origins),
-        "X-Content-Type-Options": "nosniff",
-        "Referrer-Policy": "no-referrer",
-        "Cache-Control": "no-cache",
-    })
+    return HTMLResponse(
+        body,
+        headers={
+            "Content-Security-Policy": content_security_policy(body, extra_origins),
+            "X-Content-Type-Options": "nosniff",
+            "Referrer-Policy": "no-referrer",
+            "Cache-Control": "no-cache",
+        },
+    )
 
 
 def _origin(url: str) -> str:
@@ -77,24 +82,30 @@ def install_docs(app: FastAPI, settings: Settings) -> None:
     ``redoc_url=None``)."""
     openapi_url = app.openapi_url or "/openapi.json"
     redirect_url = app.swagger_ui_oauth2_redirect_url or "/docs/oauth2-redirect"
-    sign_in = (_origin(settings.oidc_issuer),) \
-        if settings.oidc_issuer and settings.oidc_docs_client_id else ()
+    sign_in = (
+        (_origin(settings.oidc_issuer),)
+        if settings.oidc_issuer and settings.oidc_docs_client_id
+        else ()
+    )
     app.mount(ASSETS_URL, StaticFiles(directory=ASSETS_DIR), name="docs-assets")
 
     @app.get("/docs", include_in_schema=False)
     async def swagger_ui(request: Request) -> HTMLResponse:
         root = request.scope.get("root_path", "")
-        return _page(get_swagger_ui_html(
-            openapi_url=f"{root}{openapi_url}",
-            title=f"{app.title} — Swagger UI",
-            oauth2_redirect_url=f"{root}{redirect_url}",
-            init_oauth=app.swagger_ui_init_oauth,
-            swagger_js_url=f"{root}{ASSETS_URL}/swagger-ui-bundle.js",
-            swagger_css_url=f"{root}{ASSETS_URL}/swagger-ui.css",
-            swagger_favicon_url=f"{root}{ASSETS_URL}/favicon.png",
-            # No validator badge: it would ask a public validation service about our document.
-            swagger_ui_parameters={**(app.swagger_ui_parameters or {}), "validatorUrl": None},
-        ), sign_in)
+        return _page(
+            get_swagger_ui_html(
+                openapi_url=f"{root}{openapi_url}",
+                title=f"{app.title} — Swagger UI",
+                oauth2_redirect_url=f"{root}{redirect_url}",
+                init_oauth=app.swagger_ui_init_oauth,
+                swagger_js_url=f"{root}{ASSETS_URL}/swagger-ui-bundle.js",
+                swagger_css_url=f"{root}{ASSETS_URL}/swagger-ui.css",
+                swagger_favicon_url=f"{root}{ASSETS_URL}/favicon.png",
+                # No validator badge: it would ask a public validation service about our document.
+                swagger_ui_parameters={**(app.swagger_ui_parameters or {}), "validatorUrl": None},
+            ),
+            sign_in,
+        )
 
     @app.get(redirect_url, include_in_schema=False)
     async def swagger_ui_redirect() -> HTMLResponse:
@@ -103,10 +114,13 @@ def install_docs(app: FastAPI, settings: Settings) -> None:
     @app.get("/redoc", include_in_schema=False)
     async def redoc(request: Request) -> HTMLResponse:
         root = request.scope.get("root_path", "")
-        return _page(get_redoc_html(
-            openapi_url=f"{root}{openapi_url}",
-            title=f"{app.title} — ReDoc",
-            redoc_js_url=f"{root}{ASSETS_URL}/redoc.standalone.js",
-            redoc_favicon_url=f"{root}{ASSETS_URL}/favicon.png",
-            with_google_fonts=False,
-        ), ())
+        return _page(
+            get_redoc_html(
+                openapi_url=f"{root}{openapi_url}",
+                title=f"{app.title} — ReDoc",
+                redoc_js_url=f"{root}{ASSETS_URL}/redoc.standalone.js",
+                redoc_favicon_url=f"{root}{ASSETS_URL}/favicon.png",
+                with_google_fonts=False,
+            ),
+            (),
+        )

@@ -49,7 +49,9 @@ def export_media_type(accept: str | None) -> str | None:
     return best[2]
 
 
-def export_response(media_type: str, flt: IncidentFilter, principal: Principal) -> StreamingResponse:
+def export_response(
+    media_type: str, flt: IncidentFilter, principal: Principal
+) -> StreamingResponse:
     if media_type == CSV_MEDIA_TYPE:
         return StreamingResponse(
             stream_csv(flt, principal),

@@ -37,37 +37,61 @@ OIDC_SCHEME = "oidc"
 API_PREFIX = "/api/v1"
 
 TAGS: list[dict[str, str]] = [
-    {"name": "incidents", "description": "Conflicts reported in a district: register, triage, "
-     "edit, the status lifecycle, timeline and notes; the list also exports CSV and GeoJSON."},
-    {"name": "dispatch", "description": "Explainable matching of conflict managers to an "
-     "incident: candidates, offers, the manager's answer, completion and automatic dispatch."},
-    {"name": "managers", "description": "The roster of trained volunteer conflict managers: "
-     "profiles, competences, districts, absences and status."},
-    {"name": "recommendations", "description": "The steering group's recommendations to the "
-     "city administration, their lifecycle and the printable report."},
-    {"name": "reference", "description": "Reference data: districts (with neighbours and "
-     "boundaries), competences and partner organisations."},
+    {
+        "name": "incidents",
+        "description": "Conflicts reported in a district: register, triage, "
+        "edit, the status lifecycle, timeline and notes; the list also exports CSV and GeoJSON.",
+    },
+    {
+        "name": "dispatch",
+        "description": "Explainable matching of conflict managers to an "
+        "incident: candidates, offers, the manager's answer, completion and automatic dispatch.",
+    },
+    {
+        "name": "managers",
+        "description": "The roster of trained volunteer conflict managers: "
+        "profiles, competences, districts, absences and status.",
+    },
+    {
+        "name": "recommendations",
+        "description": "The steering group's recommendations to the "
+        "city administration, their lifecycle and the printable report.",
+    },
+    {
+        "name": "reference",
+        "description": "Reference data: districts (with neighbours and "
+        "boundaries), competences and partner organisations.",
+    },
     {"name": "stats", "description": "Aggregated figures; small counts are suppressed."},
     {"name": "imports", "description": "Bulk imports of incidents and managers (CSV or NDJSON)."},
-    {"name": "webhooks", "description": "Signed event deliveries (Standard Webhooks) to partner "
-     "systems."},
+    {
+        "name": "webhooks",
+        "description": "Signed event deliveries (Standard Webhooks) to partner systems.",
+    },
     {"name": "notifications", "description": "The record of e-mail notifications sent."},
-    {"name": "privacy", "description": "Data-protection duties: erasure of reporter and manager "
-     "data, the data-subject report."},
+    {
+        "name": "privacy",
+        "description": "Data-protection duties: erasure of reporter and manager "
+        "data, the data-subject report.",
+    },
     {"name": "admin", "description": "API keys and the audit trail (admins only)."},
-    {"name": "auth", "description": "The caller as the server sees it (API key or signed-in "
-     "person)."},
+    {
+        "name": "auth",
+        "description": "The caller as the server sees it (API key or signed-in person).",
+    },
     {"name": "health", "description": "Liveness and readiness; open, no key needed."},
 ]
 
 CONTACT = {"name": "kokoma maintainers (see the README)"}
 LICENSE = {"name": "AGPL-3.0-or-later", "identifier": "AGPL-3.0-or-later"}
-SERVERS = [{
-    "url": "/",
-    "description": "This deployment (local, staging or production): the host that serves this "
-    "document. The API is for the city's staff and its partner organisations' systems.",
-    "x-internal": False,
-}]
+SERVERS = [
+    {
+        "url": "/",
+        "description": "This deployment (local, staging or production): the host that serves this "
+        "document. The API is for the city's staff and its partner organisations' systems.",
+        "x-internal": False,
+    }
+]
 
 HEADERS: dict[str, dict[str, Any]] = {
     "X-Request-ID": {
@@ -98,9 +122,9 @@ HEADERS: dict[str, dict[str, Any]] = {
 def sends(*headers: str, status: int = 200) -> Callable[[F], F]:
     """Declare the headers a route sets on its success response (``ETag``, ``Location``)::
 
-        @router.post("", status_code=201, ...)
-        @sends("ETag", "Location", status=201)
-        def incidents_create(...): ...
+    @router.post("", status_code=201, ...)
+    @sends("ETag", "Location", status=201)
+    def incidents_create(...): ...
     """
     unknown = set(headers) - set(HEADERS)
     if unknown:
@@ -172,10 +196,13 @@ def _integer_formats(node: Any) -> None:
 
 
 def _add_server_error(operation: dict[str, Any]) -> None:
-    operation["responses"].setdefault("500", {
-        "description": for_status(500).description,
-        "content": {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}},
-    })
+    operation["responses"].setdefault(
+        "500",
+        {
+            "description": for_status(500).description,
+            "content": {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+        },
+    )
 
 
 def _add_response_headers(method: str, operation: dict[str, Any], sent: dict[str, Any]) -> None:

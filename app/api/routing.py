@@ -38,8 +38,9 @@ def backoff_seconds(attempt: int, base: float) -> float:
     return random.uniform(0, base * (2**attempt))
 
 
-async def _run_once(handler: Callable[[Request], Awaitable[Response]], request: Request
-                    ) -> Response:
+async def _run_once(
+    handler: Callable[[Request], Awaitable[Response]], request: Request
+) -> Response:
     """One run of the route with its own stack of function-scoped dependencies.
 
     FastAPI opens that stack (where :func:`app.api.deps.get_session` commits or rolls back and
@@ -70,8 +71,11 @@ class UnitOfWorkRoute(APIRoute):
                 try:
                     return await _run_once(handler, request)
                 except Exception as exc:
-                    if not is_transient(exc) or attempt + 1 >= settings.db_retry_attempts \
-                            or not _replayable(request):
+                    if (
+                        not is_transient(exc)
+                        or attempt + 1 >= settings.db_retry_attempts
+                        or not _replayable(request)
+                    ):
                         raise
                     log.warning(
                         "transient database failure, running the request again",

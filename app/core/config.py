@@ -10,7 +10,9 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator, model_vali
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: A serialised origin as browsers send it: lower-case scheme and host, an optional port.
-_ORIGIN_RE = re.compile(r"^https?://(?:[a-z0-9-]+(?:\.[a-z0-9-]+)*|\[[0-9a-f:.]+\])(?::[0-9]{1,5})?$")
+_ORIGIN_RE = re.compile(
+    r"^https?://(?:[a-z0-9-]+(?:\.[a-z0-9-]+)*|\[[0-9a-f:.]+\])(?::[0-9]{1,5})?$"
+)
 
 
 class Settings(BaseSettings):
@@ -155,9 +157,12 @@ class Settings(BaseSettings):
 
     @property
     def coordinator_addresses(self) -> list[str]:
-        return list(dict.fromkeys(
-            a.strip().lower() for a in self.coordinator_emails.split(",") if a.strip()
-        ))
+        return list(
+            dict.fromkeys(
+                a.strip().lower() for a in self.coordinator_emails.split(",") if a.strip()
+            )
+        )
+
     host: str = "127.0.0.1"
     port: int = 8000
 

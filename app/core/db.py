@@ -105,13 +105,17 @@ def connection_budget_warning(engine: Engine, settings: Settings, workers: int) 
     if engine.dialect.name != "postgresql":
         return None
     with engine.connect() as conn:
-        settings_rows = dict(conn.exec_driver_sql(
-            "SELECT name, setting FROM pg_settings WHERE name IN "
-            "('max_connections', 'superuser_reserved_connections', 'reserved_connections')"
-        ).all())
+        settings_rows = dict(
+            conn.exec_driver_sql(
+                "SELECT name, setting FROM pg_settings WHERE name IN "
+                "('max_connections', 'superuser_reserved_connections', 'reserved_connections')"
+            ).all()
+        )
     maximum = int(settings_rows["max_connections"])
-    reserved = sum(int(settings_rows.get(name, 0)) for name in
-                   ("superuser_reserved_connections", "reserved_connections"))
+    reserved = sum(
+        int(settings_rows.get(name, 0))
+        for name in ("superuser_reserved_connections", "reserved_connections")
+    )
     per_process = settings.db_pool_size + settings.db_max_overflow
     needed = workers * per_process
     if needed <= maximum - reserved:

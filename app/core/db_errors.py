@@ -76,8 +76,9 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, DBAPIError) and sqlstate(exc) in TRANSIENT_SQLSTATES
 
 
-def _unavailable(type_: ProblemType, detail: str, state: str | None,
-                 retry_after: int = 5) -> DatabaseProblem:
+def _unavailable(
+    type_: ProblemType, detail: str, state: str | None, retry_after: int = 5
+) -> DatabaseProblem:
     return DatabaseProblem(type_, detail, state, retry_after)
 
 
@@ -86,7 +87,9 @@ def classify(exc: BaseException) -> DatabaseProblem | None:
     if isinstance(exc, PoolTimeout):
         return _unavailable(
             ProblemType.DATABASE_BUSY,
-            "Every database connection of this server is in use; try again shortly.", None, 2,
+            "Every database connection of this server is in use; try again shortly.",
+            None,
+            2,
         )
     if not isinstance(exc, DBAPIError):
         return None
@@ -96,49 +99,72 @@ def classify(exc: BaseException) -> DatabaseProblem | None:
         return DatabaseProblem(
             ProblemType.CONFLICT,
             "The change conflicts with the stored data (a constraint refused it); nothing was "
-            "written.", state,
+            "written.",
+            state,
         )
     if state == "40P01" or "deadlock" in message:
         return _unavailable(
             ProblemType.DATABASE_DEADLOCK,
             "The request collided with concurrent ones (deadlock) and was retried without "
-            "success; nothing was written. Try again.", state, 1,
+            "success; nothing was written. Try again.",
+            state,
+            1,
         )
     if state == "40001":
         return _unavailable(
             ProblemType.DATABASE_SERIALIZATION_FAILURE,
             "The request collided with concurrent ones and was retried without success; nothing "
-            "was written. Try again.", state, 1,
+            "was written. Try again.",
+            state,
+            1,
         )
-    if state in ("53300", "53400") or "too many connections" in message \
-            or "too many clients" in message:
+    if (
+        state in ("53300", "53400")
+        or "too many connections" in message
+        or "too many clients" in message
+    ):
         return _unavailable(
             ProblemType.DATABASE_OVERLOADED,
-            "The database accepts no more connections; try again shortly.", state,
+            "The database accepts no more connections; try again shortly.",
+            state,
         )
-    if state in ("55P03", "57014") or "lock timeout" in message \
-            or "statement timeout" in message or "database is locked" in message:
+    if (
+        state in ("55P03", "57014")
+        or "lock timeout" in message
+        or "statement timeout" in message
+        or "database is locked" in message
+    ):
         return _unavailable(
             ProblemType.DATABASE_TIMEOUT,
             "The database did not answer in time (a lock or statement timeout); nothing was "
-            "written. Try again.", state, 2,
+            "written. Try again.",
+            state,
+            2,
         )
     if state == "42P01" or "no such table" in message:
         return _unavailable(
             ProblemType.DATABASE_NOT_MIGRATED,
-            "The database is not migrated: run `kokoma migrate`.", state, 30,
+            "The database is not migrated: run `kokoma migrate`.",
+            state,
+            30,
         )
-    if state in ("25006", "53100", "58030") or "read-only" in message \
-            or ("disk" in message and "full" in message):
+    if (
+        state in ("25006", "53100", "58030")
+        or "read-only" in message
+        or ("disk" in message and "full" in message)
+    ):
         return _unavailable(
             ProblemType.DATABASE_UNWRITABLE,
-            "The database cannot store the change now (read-only or out of space).", state, 30,
+            "The database cannot store the change now (read-only or out of space).",
+            state,
+            30,
         )
     if (state is None and isinstance(exc, OperationalError | InterfaceError)) or (
         state is not None and state.startswith(("08", "57P"))
     ):
         return _unavailable(
             ProblemType.SERVICE_UNAVAILABLE,
-            "The database is not reachable; try again shortly.", state,
+            "The database is not reachable; try again shortly.",
+            state,
         )
     return None

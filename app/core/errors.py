@@ -97,9 +97,7 @@ class Unprocessable(AppError):
     problem = ProblemType.VALIDATION_ERROR
 
     @classmethod
-    def for_field(
-        cls, field: str, message: str, type_: str = "unknown_reference"
-    ) -> Unprocessable:
+    def for_field(cls, field: str, message: str, type_: str = "unknown_reference") -> Unprocessable:
         """A 422 about one body field (``errors: [{loc: ["body", field], msg, type}]``)."""
         return cls(message, errors=[{"loc": ["body", field], "msg": message, "type": type_}])
 
@@ -214,9 +212,7 @@ def install_error_handlers(app: FastAPI) -> None:
         detail = exc.detail if isinstance(exc.detail, str) else phrase
         if status == 404 and detail == "Not Found":
             detail = f"No route matches {request.method} {request.url.path}."
-        return problem_response(
-            request, for_status(status), detail, headers=headers
-        )
+        return problem_response(request, for_status(status), detail, headers=headers)
 
     from sqlalchemy.exc import DBAPIError
     from sqlalchemy.exc import TimeoutError as PoolTimeout
@@ -229,7 +225,10 @@ def install_error_handlers(app: FastAPI) -> None:
             return await _unexpected(request, exc)
         level = logging.ERROR if problem.status >= 500 else logging.WARNING
         log.log(
-            level, "database error on %s %s: %s", request.method, request.url.path,
+            level,
+            "database error on %s %s: %s",
+            request.method,
+            request.url.path,
             problem.type_.value,
             extra={"sqlstate": problem.sqlstate, "error": type(exc).__name__},
         )
@@ -252,7 +251,9 @@ def install_error_handlers(app: FastAPI) -> None:
         from app.core.db_errors import sqlstate
 
         log.exception(
-            "unhandled error on %s %s", request.method, request.url.path,
+            "unhandled error on %s %s",
+            request.method,
+            request.url.path,
             extra={"sqlstate": sqlstate(exc), "error": type(exc).__name__},
         )
         return problem_response(

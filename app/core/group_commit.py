@@ -32,8 +32,14 @@ CommitBatch = Callable[[Sequence[dict[str, Any]]], None]
 
 
 class GroupCommitWriter:
-    def __init__(self, commit: CommitBatch, *, max_rows: int = 1000, max_wait: float = 0.0,
-                 name: str = "kokoma-group-commit") -> None:
+    def __init__(
+        self,
+        commit: CommitBatch,
+        *,
+        max_rows: int = 1000,
+        max_wait: float = 0.0,
+        name: str = "kokoma-group-commit",
+    ) -> None:
         self._commit = commit
         self.max_rows = max_rows
         self.max_wait = max_wait
@@ -103,8 +109,9 @@ class GroupCommitWriter:
             self.batches += 1
             self.rows += sum(len(rows) for rows, _, _ in batch)
         except BaseException as exc:  # handed to every waiting request
-            log.warning("group commit failed", extra={"error": type(exc).__name__,
-                                                      "requests": len(batch)})
+            log.warning(
+                "group commit failed", extra={"error": type(exc).__name__, "requests": len(batch)}
+            )
             error = exc
         for _, loop, done in batch:
             with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more

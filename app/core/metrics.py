@@ -91,32 +91,49 @@ def queue_depths() -> dict[str, int]:
     now = get_clock().now()
     result: dict[str, int] = {}
     with get_engine().connect() as conn:
-        result["outbox"] = conn.scalar(
-            select(func.count()).select_from(OutboxEvent).where(
-                col(OutboxEvent.fanned_out_at).is_(None)
+        result["outbox"] = (
+            conn.scalar(
+                select(func.count())
+                .select_from(OutboxEvent)
+                .where(col(OutboxEvent.fanned_out_at).is_(None))
             )
-        ) or 0
-        result["offers_due"] = conn.scalar(
-            select(func.count()).select_from(Assignment).where(
-                col(Assignment.status) == AssignmentStatus.offered,
-                col(Assignment.expires_at) <= now,
+            or 0
+        )
+        result["offers_due"] = (
+            conn.scalar(
+                select(func.count())
+                .select_from(Assignment)
+                .where(
+                    col(Assignment.status) == AssignmentStatus.offered,
+                    col(Assignment.expires_at) <= now,
+                )
             )
-        ) or 0
+            or 0
+        )
         mail = metadata.tables.get("notification")
         if mail is not None:
-            result["mail"] = conn.scalar(
-                select(func.count()).select_from(mail).where(
-                    mail.c.status == "pending", mail.c.next_attempt_at <= now,
-                    mail.c.digest_id.is_(None),
+            result["mail"] = (
+                conn.scalar(
+                    select(func.count())
+                    .select_from(mail)
+                    .where(
+                        mail.c.status == "pending",
+                        mail.c.next_attempt_at <= now,
+                        mail.c.digest_id.is_(None),
+                    )
                 )
-            ) or 0
+                or 0
+            )
         deliveries = metadata.tables.get("webhook_delivery")
         if deliveries is not None and "status" in deliveries.c:
-            result["webhook_deliveries"] = conn.scalar(
-                select(func.count()).select_from(deliveries).where(
-                    deliveries.c.status == "pending"
+            result["webhook_deliveries"] = (
+                conn.scalar(
+                    select(func.count())
+                    .select_from(deliveries)
+                    .where(deliveries.c.status == "pending")
                 )
-            ) or 0
+                or 0
+            )
     return result
 
 

@@ -55,8 +55,12 @@ def database_label(url: str) -> str:
 def sqlite_file_missing(url: str) -> bool:
     """A SQLite file database whose file does not exist (opening it would create it empty)."""
     parsed = make_url(url)
-    return (parsed.drivername.startswith("sqlite") and bool(parsed.database)
-            and parsed.database != ":memory:" and not Path(parsed.database).exists())
+    return (
+        parsed.drivername.startswith("sqlite")
+        and bool(parsed.database)
+        and parsed.database != ":memory:"
+        and not Path(parsed.database).exists()
+    )
 
 
 def not_migrated_reason(url: str, engine: Engine) -> str | None:
@@ -67,18 +71,24 @@ def not_migrated_reason(url: str, engine: Engine) -> str | None:
     """
     label = database_label(url)
     if sqlite_file_missing(url):
-        return (f"database {label} is not migrated: run `kokoma migrate` (the file does not "
-                "exist yet; DATABASE_URL chooses another database)")
+        return (
+            f"database {label} is not migrated: run `kokoma migrate` (the file does not "
+            "exist yet; DATABASE_URL chooses another database)"
+        )
     current, head = current_and_head(engine)
     if current == head:
         return None
     if current is None:
         return f"database {label} is not migrated: run `kokoma migrate`"
     if not _is_known(current):
-        return (f"database {label} is at schema revision {current}, which this kokoma does not "
-                f"know (newest here: {head}): run the kokoma version that migrated it")
-    return (f"database {label} is not migrated to this kokoma's schema (at {current}, newest "
-            f"{head}): run `kokoma migrate`")
+        return (
+            f"database {label} is at schema revision {current}, which this kokoma does not "
+            f"know (newest here: {head}): run the kokoma version that migrated it"
+        )
+    return (
+        f"database {label} is not migrated to this kokoma's schema (at {current}, newest "
+        f"{head}): run `kokoma migrate`"
+    )
 
 
 def _is_known(revision: str) -> bool:

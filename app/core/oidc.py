@@ -334,7 +334,11 @@ def binding_from_claims(claims: Mapping[str, Any], settings: Settings) -> Bindin
         return Binding(role, organisation_id=organisation_id)
     if role is Role.manager:
         email = claims.get("email")
-        if not isinstance(email, str) or not email.strip() or claims.get("email_verified") is not True:
+        if (
+            not isinstance(email, str)
+            or not email.strip()
+            or claims.get("email_verified") is not True
+        ):
             raise Forbidden(
                 "A manager's token needs a verified e-mail (claims 'email' and "
                 "'email_verified': true).",
@@ -381,8 +385,10 @@ def principal_from_claims(
                 type_=ProblemType.UNKNOWN_MANAGER,
             )
         if rows[0].status == ManagerStatus.retired:
-            raise Forbidden("The manager with the token's e-mail address is retired.",
-                            type_=ProblemType.RETIRED_MANAGER)
+            raise Forbidden(
+                "The manager with the token's e-mail address is retired.",
+                type_=ProblemType.RETIRED_MANAGER,
+            )
         manager_id = rows[0].id
     return Principal(
         key_id=None,

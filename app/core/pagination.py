@@ -60,8 +60,9 @@ def decode_cursor(cursor: str, arity: int) -> list[Any]:
 
 
 def invalid_cursor() -> BadRequest:
-    return BadRequest("The cursor is not valid; start again without it.",
-                      type_=ProblemType.INVALID_CURSOR)
+    return BadRequest(
+        "The cursor is not valid; start again without it.", type_=ProblemType.INVALID_CURSOR
+    )
 
 
 #: Any SELECT, whatever its columns.

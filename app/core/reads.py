@@ -57,8 +57,9 @@ class ReadStatement:
 class Reads(Protocol):
     dialect: str
 
-    async def all(self, statement: ReadStatement, params: dict[str, Any]) -> list[tuple[Any, ...]]:
-        ...
+    async def all(
+        self, statement: ReadStatement, params: dict[str, Any]
+    ) -> list[tuple[Any, ...]]: ...
 
     def bind_uuid(self, value: uuid.UUID) -> Any: ...
 
@@ -84,8 +85,11 @@ class SQLiteReads:
         if self._conn is None or self._generation != engine_generation():
             self._discard()
             conn = sqlite3.connect(
-                self._path, check_same_thread=False, isolation_level=None,
-                timeout=self._busy_timeout, cached_statements=256,
+                self._path,
+                check_same_thread=False,
+                isolation_level=None,
+                timeout=self._busy_timeout,
+                cached_statements=256,
             )
             conn.execute("PRAGMA query_only=ON")
             self._conn, self._generation = conn, engine_generation()
@@ -134,8 +138,11 @@ class PostgresReads:
             max_size=size,
             open=False,
             timeout=max(2.0, 2 * connect_timeout),  # waiting for a connection (then 503)
-            kwargs={"autocommit": True, "options": "-c TimeZone=UTC",
-                    "connect_timeout": max(1, int(connect_timeout))},
+            kwargs={
+                "autocommit": True,
+                "options": "-c TimeZone=UTC",
+                "connect_timeout": max(1, int(connect_timeout)),
+            },
             configure=_configure_pg,
             name="kokoma-reads",
         )
@@ -167,7 +174,8 @@ class PostgresReads:
 
         try:
             probe = await psycopg.AsyncConnection.connect(
-                self._conninfo, connect_timeout=self._connect_timeout, autocommit=True)
+                self._conninfo, connect_timeout=self._connect_timeout, autocommit=True
+            )
         except psycopg.OperationalError as exc:
             raise DBAPIError.instance(statement.postgresql, None, exc, psycopg.Error) from exc
         await probe.close()
@@ -216,8 +224,11 @@ def _pg_conninfo(settings: Settings) -> str:
 async def open_reads(settings: Settings) -> Reads:
     """The reader for the configured database (opened by the app's lifespan)."""
     if settings.is_sqlite:
-        path = settings.database_url.split("///", 1)[1] if "///" in settings.database_url \
+        path = (
+            settings.database_url.split("///", 1)[1]
+            if "///" in settings.database_url
             else ":memory:"
+        )
         return SQLiteReads(path, settings.sqlite_busy_timeout_seconds)
     reads = PostgresReads(
         _pg_conninfo(settings),

@@ -78,9 +78,7 @@ class Principal:
 
 
 #: The CLI and the worker act as this principal (audited as ``system``).
-SYSTEM_PRINCIPAL = Principal(
-    key_id=None, role=Role.admin, name="system", kind=PrincipalKind.system
-)
+SYSTEM_PRINCIPAL = Principal(key_id=None, role=Role.admin, name="system", kind=PrincipalKind.system)
 
 
 class Action(StrEnum):

@@ -50,7 +50,9 @@ class AutoDispatchRequest(RequestModel):
         max_length=5000,
         description="The incidents to dispatch; omitted = every triaged incident",
     )
-    dry_run: StrictBool = Field(default=False, description="Plan only: return the plan, write nothing")
+    dry_run: StrictBool = Field(
+        default=False, description="Plan only: return the plan, write nothing"
+    )
 
 
 # --- responses ---------------------------------------------------------------------------------
@@ -115,7 +117,9 @@ class CandidatesResponse(ResponseModel):
     incident_id: uuid.UUID
     candidates: list[CandidatePublic]
     excluded: ExcludedCounts
-    fallback_used: bool = Field(description="Whether managers of neighbouring districts were admitted")
+    fallback_used: bool = Field(
+        description="Whether managers of neighbouring districts were admitted"
+    )
 
 
 class PlannedAssignmentPublic(ResponseModel):

@@ -25,9 +25,7 @@ T = TypeVar("T")
 
 SLUG_RE = re.compile(r"^[a-z0-9]+(?:[-_][a-z0-9]+)*$")
 
-Slug = Annotated[
-    str, StringConstraints(min_length=1, max_length=64, pattern=SLUG_RE.pattern)
-]
+Slug = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=SLUG_RE.pattern)]
 #: The slug pattern, either case: district codes are matched case-insensitively.
 DISTRICT_CODE_PATTERN = r"^[A-Za-z0-9]+(?:[-_][A-Za-z0-9]+)*$"
 
@@ -45,7 +43,9 @@ DistrictCode = Annotated[
 ]
 #: A district code in a query filter or a path: matched case-insensitively (no shape check — a
 #: filter naming no district finds nothing, a path naming none is 404).
-DistrictFilter = Annotated[str, StringConstraints(min_length=1, max_length=64), AfterValidator(_lower)]
+DistrictFilter = Annotated[
+    str, StringConstraints(min_length=1, max_length=64), AfterValidator(_lower)
+]
 ShortText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 LongText = Annotated[str, StringConstraints(max_length=20_000)]
 Note = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=5_000)]
@@ -169,4 +169,3 @@ class Page(BaseModel, Generic[T]):
 
     items: list[T]
     next_cursor: str | None = Field(default=None, description="Pass as ?cursor= for the next page")
-

@@ -127,9 +127,7 @@ class Incident(SQLModel, table=True):
     )
     has_reporter: bool = Field(default=False)
     reporter_name: str | None = Field(default=None, max_length=200, sa_column_kwargs=personal())
-    reporter_contact: str | None = Field(
-        default=None, max_length=320, sa_column_kwargs=personal()
-    )
+    reporter_contact: str | None = Field(default=None, max_length=320, sa_column_kwargs=personal())
     reporter_anonymous: bool = Field(default=False)
     #: When the reporter's name and contact were last erased (on request or by retention).
     reporter_erased_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
@@ -302,7 +300,7 @@ class IncidentPublic(ResponseModel):
     open_slots: list[Literal["lead", "co"]] = PField(
         default_factory=list,
         description="While dispatched or in progress: the slots no manager holds (offered, "
-        "accepted or completed) — e.g. [\"co\"] for a tandem incident whose co slot found "
+        'accepted or completed) — e.g. ["co"] for a tandem incident whose co slot found '
         "nobody; empty otherwise",
     )
     version: int

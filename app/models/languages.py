@@ -9,9 +9,7 @@ import pycountry
 
 @lru_cache(maxsize=1)
 def iso639_1_codes() -> frozenset[str]:
-    return frozenset(
-        lang.alpha_2 for lang in pycountry.languages if getattr(lang, "alpha_2", None)
-    )
+    return frozenset(lang.alpha_2 for lang in pycountry.languages if getattr(lang, "alpha_2", None))
 
 
 def validate_language_codes(codes: list[str]) -> list[str]:

@@ -38,9 +38,7 @@ class Manager(SQLModel, table=True):
         CheckConstraint("max_open_assignments >= 1", name="max_open_positive"),
         CheckConstraint("open_assignments >= 0", name="open_non_negative"),
         # The last line of defence under app/services/dispatch/slots.py: never overbooked.
-        CheckConstraint(
-            "open_assignments <= max_open_assignments", name="open_within_capacity"
-        ),
+        CheckConstraint("open_assignments <= max_open_assignments", name="open_within_capacity"),
         Index("ix_manager_created_at_id", "created_at", "id"),
     )
 

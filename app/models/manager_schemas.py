@@ -57,7 +57,9 @@ Phone = Annotated[
 Email = Annotated[
     EmailStr,
     AfterValidator(lambda value: value.lower()),
-    PField(description="An e-mail address; special-use domains (e.g. .local, .invalid) are refused"),
+    PField(
+        description="An e-mail address; special-use domains (e.g. .local, .invalid) are refused"
+    ),
 ]
 
 
@@ -160,7 +162,9 @@ class ManagerUpdate(RequestModel):
     phone: Phone | None = None
     organisation_id: uuid.UUID | None = None
     home_district: Annotated[DistrictCode | None, NotNull()] = None
-    districts: Annotated[list[DistrictCode] | None, NotNull()] = PField(default=None, max_length=100)
+    districts: Annotated[list[DistrictCode] | None, NotNull()] = PField(
+        default=None, max_length=100
+    )
     languages: Annotated[list[LanguageCode] | None, NotNull()] = PField(default=None, max_length=20)
     max_open_assignments: Annotated[int | None, NotNull()] = PField(default=None, ge=1, le=100)
     competences: Annotated[list[CompetenceHoldingIn] | None, NotNull()] = PField(

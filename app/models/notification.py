@@ -44,14 +44,19 @@ class NotificationKind(StrEnum):
     coordinator_digest = "coordinator_digest"
 
 
-MANAGER_KINDS = frozenset({NotificationKind.offer, NotificationKind.offer_reminder,
-                           NotificationKind.offer_withdrawn})
+MANAGER_KINDS = frozenset(
+    {NotificationKind.offer, NotificationKind.offer_reminder, NotificationKind.offer_withdrawn}
+)
 #: Coordinator events: collected into a digest when KOKOMA_COORDINATOR_DIGEST_MINUTES is set.
-COORDINATOR_EVENT_KINDS = frozenset({
-    NotificationKind.no_candidate, NotificationKind.offer_expired_unfilled,
-    NotificationKind.tandem_slot_open, NotificationKind.coordinator_pick_required,
-    NotificationKind.triage_overdue,
-})
+COORDINATOR_EVENT_KINDS = frozenset(
+    {
+        NotificationKind.no_candidate,
+        NotificationKind.offer_expired_unfilled,
+        NotificationKind.tandem_slot_open,
+        NotificationKind.coordinator_pick_required,
+        NotificationKind.triage_overdue,
+    }
+)
 
 
 class Notification(SQLModel, table=True):

@@ -102,7 +102,9 @@ class WebhookAttempt(SQLModel, table=True):
     id: uuid.UUID = Field(default_factory=new_id, primary_key=True)
     delivery_id: uuid.UUID = Field(
         sa_column=Column(
-            SAUuid, ForeignKey("webhook_delivery.id", ondelete="CASCADE"), nullable=False,
+            SAUuid,
+            ForeignKey("webhook_delivery.id", ondelete="CASCADE"),
+            nullable=False,
             index=True,
         )
     )
@@ -150,7 +152,9 @@ class WebhookCreate(RequestModel):
 
 class WebhookUpdate(RequestModel):
     url: Annotated[WebhookUrl | None, NotNull()] = None
-    events: Annotated[list[WebhookEventType] | None, NotNull()] = PField(default=None, min_length=1, max_length=20)
+    events: Annotated[list[WebhookEventType] | None, NotNull()] = PField(
+        default=None, min_length=1, max_length=20
+    )
     active: Annotated[StrictBool | None, NotNull()] = None
 
     _events = field_validator("events")(_unique_events)

@@ -78,6 +78,7 @@ def table_writer(
     quoted = ", ".join(f'"{column.name}"' for column in (*varying, *fixed))
     dialect = session.get_bind().dialect
     if dialect.name != "postgresql":
+
         def processor(column: Any) -> Callable[[Any], Any] | None:
             if _is_json(column.type):
                 return _to_json_text
@@ -86,13 +87,19 @@ def table_writer(
 
         processors = [processor(column) for column in varying]
         fixed_params = tuple(
-            process(constants[c.name]) if (process := processor(c)) is not None
+            process(constants[c.name])
+            if (process := processor(c)) is not None
             else constants[c.name]
             for c in fixed
         )
         params = [
-            (*(proc(value) if proc is not None else value
-               for proc, value in zip(processors, row, strict=True)), *fixed_params)
+            (
+                *(
+                    proc(value) if proc is not None else value
+                    for proc, value in zip(processors, row, strict=True)
+                ),
+                *fixed_params,
+            )
             for row in rows
         ]
         placeholders = ", ".join("?" for _ in range(len(varying) + len(fixed)))
@@ -132,10 +139,12 @@ def table_writer(
     formatters = [formatter(column) for column in varying]
     tail = "".join("\t" + formatter(c)(constants[c.name]) for c in fixed) + "\n"
     # the COPY text of the whole batch in one pass (no per-row driver formatting), one write
-    text_ = "".join([
-        "\t".join([fmt(value) for fmt, value in zip(formatters, row, strict=True)]) + tail
-        for row in rows
-    ])
+    text_ = "".join(
+        [
+            "\t".join([fmt(value) for fmt, value in zip(formatters, row, strict=True)]) + tail
+            for row in rows
+        ]
+    )
     copy_sql = f'COPY "{table.name}" ({quoted}) FROM STDIN'
 
     def copy() -> None:
@@ -191,7 +200,10 @@ def _copy_cell(value: Any) -> str:
 def _copy_formatter(type_: Any) -> Callable[[Any], str]:
     """The cell formatter for a column type (fast paths for the common Python types)."""
     for kind, formatter in (
-        (String, _copy_str), (Uuid, copy_uuid), (Boolean, _copy_bool), (Integer, _copy_int),
+        (String, _copy_str),
+        (Uuid, copy_uuid),
+        (Boolean, _copy_bool),
+        (Integer, _copy_int),
         (Float, _copy_float),
     ):
         if isinstance(type_, kind):

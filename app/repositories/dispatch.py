@@ -97,7 +97,9 @@ class DispatchRepository:
         # Uncorrelated IN subqueries, each computed once (SQLite builds an ephemeral index,
         # PostgreSQL a hashed subplan), instead of one lookup per manager and constraint.
         absent = col(Manager.id).in_(
-            select(col(Absence.manager_id)).where(col(Absence.starts_on) <= today, col(Absence.ends_on) >= today)
+            select(col(Absence.manager_id)).where(
+                col(Absence.starts_on) <= today, col(Absence.ends_on) >= today
+            )
         )
         serves = or_(
             col(Manager.home_district).in_(districts),
@@ -131,7 +133,9 @@ class DispatchRepository:
         whens.append((not_(serves), "wrong_district"))
         # MATERIALIZED: the verdict is computed once per manager, not once per reference to it.
         screened = (
-            select(case(*whens, else_=PLAUSIBLE).label("verdict"), col(Manager.id).label("manager_id"))
+            select(
+                case(*whens, else_=PLAUSIBLE).label("verdict"), col(Manager.id).label("manager_id")
+            )
             .cte("screened")
             .prefix_with("MATERIALIZED")
         )
@@ -238,7 +242,9 @@ class DispatchRepository:
             result[manager_id].append(CompetenceHolding(code, certified_on, expires_on))
         return result
 
-    def served_districts(self, manager_ids: Iterable[uuid.UUID] | None) -> dict[uuid.UUID, set[str]]:
+    def served_districts(
+        self, manager_ids: Iterable[uuid.UUID] | None
+    ) -> dict[uuid.UUID, set[str]]:
         stmt = select(col(ManagerDistrict.manager_id), col(ManagerDistrict.district_code))
         if manager_ids is not None:
             stmt = stmt.where(col(ManagerDistrict.manager_id).in_(list(manager_ids)))
@@ -288,7 +294,9 @@ class DispatchRepository:
     def available_roster(self, today: date) -> list[Any]:
         """Managers that may take an offer today at all: active, not absent, a free slot."""
         absent = exists().where(
-            col(Absence.manager_id) == col(Manager.id), col(Absence.starts_on) <= today, col(Absence.ends_on) >= today
+            col(Absence.manager_id) == col(Manager.id),
+            col(Absence.starts_on) <= today,
+            col(Absence.ends_on) >= today,
         )
         return list(
             self._rows(
@@ -316,9 +324,9 @@ class DispatchRepository:
         if not incident_ids:
             return []
         rows = self._rows(
-            select(col(Assignment.incident_id), col(Assignment.manager_id), col(Assignment.status)).where(
-                col(Assignment.incident_id).in_(list(incident_ids))
-            )
+            select(
+                col(Assignment.incident_id), col(Assignment.manager_id), col(Assignment.status)
+            ).where(col(Assignment.incident_id).in_(list(incident_ids)))
         )
         return [(i, m, s) for i, m, s in rows]
 
@@ -355,7 +363,10 @@ class DispatchRepository:
         return list(
             self.session.scalars(
                 select(Assignment)
-                .where(col(Assignment.incident_id) == incident_id, col(Assignment.status).in_(OPEN_STATUSES))
+                .where(
+                    col(Assignment.incident_id) == incident_id,
+                    col(Assignment.status).in_(OPEN_STATUSES),
+                )
                 .order_by(col(Assignment.created_at), col(Assignment.id))
             )
         )
@@ -378,7 +389,10 @@ class DispatchRepository:
         """Incidents holding an offer past its ``expires_at`` (oldest first)."""
         rows = self.session.execute(
             select(col(Assignment.incident_id), func.min(col(Assignment.expires_at)).label("due"))
-            .where(col(Assignment.status) == AssignmentStatus.offered, col(Assignment.expires_at) <= now)
+            .where(
+                col(Assignment.status) == AssignmentStatus.offered,
+                col(Assignment.expires_at) <= now,
+            )
             .group_by(col(Assignment.incident_id))
             .order_by("due", col(Assignment.incident_id))
             .limit(limit)
@@ -441,6 +455,8 @@ class DispatchRepository:
             conditions.append(col(Assignment.status).in_(list(flt.statuses)))
         if conditions:
             stmt = stmt.where(and_(*conditions))
-        stmt = keyset(stmt, [col(Assignment.created_at), col(Assignment.id)], params, descending=True)
+        stmt = keyset(
+            stmt, [col(Assignment.created_at), col(Assignment.id)], params, descending=True
+        )
         rows = [(a, name) for a, name in self.session.execute(stmt)]
         return page_slice(rows, params.limit, lambda r: [r[0].created_at, r[0].id])

@@ -56,9 +56,15 @@ _LIST_CACHE: dict[tuple[object, ...], ReadStatement] = {}
 
 def _list_statement(flt: ListFilter, after: bool) -> ReadStatement:
     shape = (
-        flt.scope_organisation_id is not None, bool(flt.district), len(flt.statuses),
-        bool(flt.category), flt.min_escalation is not None, flt.reported_after is not None,
-        flt.reported_before is not None, flt.organisation_id is not None, after,
+        flt.scope_organisation_id is not None,
+        bool(flt.district),
+        len(flt.statuses),
+        bool(flt.category),
+        flt.min_escalation is not None,
+        flt.reported_after is not None,
+        flt.reported_before is not None,
+        flt.organisation_id is not None,
+        after,
     )
     statement = _LIST_CACHE.get(shape)
     if statement is None:
@@ -157,10 +163,33 @@ def _open_slots(status: str, escalation_level: int, held: str | None) -> list[st
 
 def incident_json(row: tuple[Any, ...], with_reporter: bool) -> dict[str, Any]:
     """One row as the API's incident object (``reporter`` only when ``with_reporter``)."""
-    (id_, reference, title, description, district, lat, lon, category, escalation_level,
-     competences, languages, status, occurred_at, reported_at, source, external_id,
-     organisation_id, has_reporter, reporter_name, reporter_contact, reporter_anonymous,
-     version, created_at, updated_at, held_roles) = row
+    (
+        id_,
+        reference,
+        title,
+        description,
+        district,
+        lat,
+        lon,
+        category,
+        escalation_level,
+        competences,
+        languages,
+        status,
+        occurred_at,
+        reported_at,
+        source,
+        external_id,
+        organisation_id,
+        has_reporter,
+        reporter_name,
+        reporter_contact,
+        reporter_anonymous,
+        version,
+        created_at,
+        updated_at,
+        held_roles,
+    ) = row
     return {
         "id": uuid_text(id_),
         "reference": reference,
@@ -182,7 +211,9 @@ def incident_json(row: tuple[Any, ...], with_reporter: bool) -> dict[str, Any]:
             "name": reporter_name,
             "contact": reporter_contact,
             "anonymous": bool(reporter_anonymous),
-        } if with_reporter and has_reporter else None,
+        }
+        if with_reporter and has_reporter
+        else None,
         "open_slots": _open_slots(status, escalation_level, held_roles),
         "version": version,
         "created_at": time_text(created_at),

@@ -33,11 +33,14 @@ _ASSIGNMENT_TABLE = table_of(Assignment)
 _HELD_ROLES = (
     select(_ASSIGNMENT_TABLE.c.incident_id, _ASSIGNMENT_TABLE.c.role)
     .where(_ASSIGNMENT_TABLE.c.incident_id.in_(bindparam("ids", expanding=True)))
-    .where(_ASSIGNMENT_TABLE.c.status.in_(
-        [AssignmentStatus.offered, AssignmentStatus.accepted, AssignmentStatus.completed]
-    ))
+    .where(
+        _ASSIGNMENT_TABLE.c.status.in_(
+            [AssignmentStatus.offered, AssignmentStatus.accepted, AssignmentStatus.completed]
+        )
+    )
     .distinct()
 )
+
 
 @dataclass(frozen=True, slots=True)
 class IncidentFilter:
@@ -103,7 +106,10 @@ class IncidentRepository(Repository[Incident]):
         """Plain rows (SQLAlchemy Core, attribute access like the model): a read path needs no
         identity map or change tracking, which cost more than the query (bench/README.md)."""
         stmt = keyset(
-            self.filtered(flt), [col(Incident.created_at), col(Incident.id)], params, descending=True
+            self.filtered(flt),
+            [col(Incident.created_at), col(Incident.id)],
+            params,
+            descending=True,
         ).with_only_columns(*_INCIDENT_TABLE.columns)
         rows = self._core().execute(stmt).all()
         return page_slice(rows, params.limit, lambda i: [i.created_at, i.id])
@@ -152,19 +158,24 @@ class IncidentRepository(Repository[Incident]):
 
     def by_external_id(self, source: str, external_id: str) -> Incident | None:
         return self.session.scalars(
-            select(Incident).where(col(Incident.source) == source, col(Incident.external_id) == external_id)
+            select(Incident).where(
+                col(Incident.source) == source, col(Incident.external_id) == external_id
+            )
         ).first()
 
     def is_assigned(self, incident_id: uuid.UUID, manager_id: uuid.UUID) -> bool:
-        return self.session.scalar(
-            select(
-                exists().where(
-                    col(Assignment.incident_id) == incident_id,
-                    col(Assignment.manager_id) == manager_id,
-                    col(Assignment.status).in_(_OPEN),
+        return (
+            self.session.scalar(
+                select(
+                    exists().where(
+                        col(Assignment.incident_id) == incident_id,
+                        col(Assignment.manager_id) == manager_id,
+                        col(Assignment.status).in_(_OPEN),
+                    )
                 )
             )
-        ) is True
+            is True
+        )
 
     def accepted_incidents(
         self,
@@ -194,7 +205,9 @@ class IncidentRepository(Repository[Incident]):
         return list(
             self.session.scalars(
                 select(Assignment)
-                .where(col(Assignment.incident_id) == incident_id, col(Assignment.status).in_(_OPEN))
+                .where(
+                    col(Assignment.incident_id) == incident_id, col(Assignment.status).in_(_OPEN)
+                )
                 .order_by(col(Assignment.created_at))
             )
         )

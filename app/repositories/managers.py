@@ -43,7 +43,9 @@ class ManagerFilter:
 def absent_clause(today: date) -> ColumnElement[bool]:
     """An absence of the (outer) manager covers ``today`` (both bounds inclusive)."""
     return exists().where(
-        col(Absence.manager_id) == col(Manager.id), col(Absence.starts_on) <= today, col(Absence.ends_on) >= today
+        col(Absence.manager_id) == col(Manager.id),
+        col(Absence.starts_on) <= today,
+        col(Absence.ends_on) >= today,
     )
 
 
@@ -57,7 +59,9 @@ def valid_competence_clause(code: str, today: date) -> ColumnElement[bool]:
         col(ManagerCompetence.manager_id) == col(Manager.id),
         col(ManagerCompetence.competence_code) == code,
         col(ManagerCompetence.certified_on) <= today,
-        or_(col(ManagerCompetence.expires_on).is_(None), col(ManagerCompetence.expires_on) >= today),
+        or_(
+            col(ManagerCompetence.expires_on).is_(None), col(ManagerCompetence.expires_on) >= today
+        ),
     )
 
 
@@ -65,7 +69,8 @@ def serves_clause(district: str) -> ColumnElement[bool]:
     return or_(
         col(Manager.home_district) == district,
         exists().where(
-            col(ManagerDistrict.manager_id) == col(Manager.id), col(ManagerDistrict.district_code) == district
+            col(ManagerDistrict.manager_id) == col(Manager.id),
+            col(ManagerDistrict.district_code) == district,
         ),
     )
 
@@ -126,7 +131,9 @@ class ManagerRepository(Repository[Manager]):
         return set(
             self.session.scalars(
                 select(col(Absence.manager_id)).where(
-                    col(Absence.manager_id).in_(ids), col(Absence.starts_on) <= today, col(Absence.ends_on) >= today
+                    col(Absence.manager_id).in_(ids),
+                    col(Absence.starts_on) <= today,
+                    col(Absence.ends_on) >= today,
                 )
             )
         )
@@ -164,7 +171,9 @@ class ManagerRepository(Repository[Manager]):
         return result
 
     def set_districts(self, manager_id: uuid.UUID, codes: Iterable[str]) -> None:
-        self.session.execute(delete(ManagerDistrict).where(col(ManagerDistrict.manager_id) == manager_id))
+        self.session.execute(
+            delete(ManagerDistrict).where(col(ManagerDistrict.manager_id) == manager_id)
+        )
         for code in sorted(set(codes)):
             self.session.add(ManagerDistrict(manager_id=manager_id, district_code=code))
 
@@ -191,7 +200,9 @@ class ManagerRepository(Repository[Manager]):
 
     def absence(self, manager_id: uuid.UUID, absence_id: uuid.UUID) -> Absence | None:
         return self.session.scalars(
-            select(Absence).where(col(Absence.id) == absence_id, col(Absence.manager_id) == manager_id)
+            select(Absence).where(
+                col(Absence.id) == absence_id, col(Absence.manager_id) == manager_id
+            )
         ).first()
 
     def absences_page(
@@ -207,6 +218,8 @@ class ManagerRepository(Repository[Manager]):
                     and_(col(Absence.starts_on) == starts_on, col(Absence.id) > last_id),
                 )
             )
-        stmt = keyset(stmt, [col(Absence.starts_on), col(Absence.id)], PageParams(params.limit, None))
+        stmt = keyset(
+            stmt, [col(Absence.starts_on), col(Absence.id)], PageParams(params.limit, None)
+        )
         rows = self.session.scalars(stmt).all()
         return page_slice(rows, params.limit, lambda a: [a.starts_on.isoformat(), a.id])

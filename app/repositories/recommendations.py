@@ -98,7 +98,10 @@ class RecommendationRepository(Repository[Recommendation]):
         if not wanted:
             return result
         rows = self.session.execute(
-            select(col(RecommendationDistrict.recommendation_id), col(RecommendationDistrict.district_code))
+            select(
+                col(RecommendationDistrict.recommendation_id),
+                col(RecommendationDistrict.district_code),
+            )
             .where(col(RecommendationDistrict.recommendation_id).in_(wanted))
             .order_by(col(RecommendationDistrict.district_code))
         )
@@ -153,7 +156,9 @@ class RecommendationRepository(Repository[Recommendation]):
         wanted = list(set(ids))
         if not wanted:
             return set()
-        return set(self.session.scalars(select(col(Incident.id)).where(col(Incident.id).in_(wanted))))
+        return set(
+            self.session.scalars(select(col(Incident.id)).where(col(Incident.id).in_(wanted)))
+        )
 
     def by_title(self, title: str) -> Recommendation | None:
         return self.session.scalars(
@@ -227,7 +232,9 @@ class RecommendationRepository(Repository[Recommendation]):
                 func.sum(col(Recommendation.progress)).label("progress_sum"),
             )
             .join(Organisation, col(Organisation.id) == col(Recommendation.addressee))
-            .group_by(col(Recommendation.addressee), col(Organisation.name), col(Recommendation.status))
+            .group_by(
+                col(Recommendation.addressee), col(Organisation.name), col(Recommendation.status)
+            )
             .order_by(col(Organisation.name), col(Recommendation.addressee))
         )
         return list(self.session.execute(stmt))
@@ -252,4 +259,3 @@ class RecommendationRepository(Repository[Recommendation]):
             .order_by(col(Recommendation.reference))
         )
         return list(self.session.execute(stmt))
-

@@ -17,7 +17,9 @@ from app.repositories.base import Repository
 class DistrictRepository(Repository[District]):
     model = District
 
-    def page(self, params: PageParams, city: str | None = None) -> tuple[list[District], str | None]:
+    def page(
+        self, params: PageParams, city: str | None = None
+    ) -> tuple[list[District], str | None]:
         stmt = select(District)
         if city:
             stmt = stmt.where(col(District.city) == city)
@@ -28,7 +30,9 @@ class DistrictRepository(Repository[District]):
         wanted = set(codes)
         if not wanted:
             return set()
-        return set(self.session.scalars(select(col(District.code)).where(col(District.code).in_(wanted))))
+        return set(
+            self.session.scalars(select(col(District.code)).where(col(District.code).in_(wanted)))
+        )
 
     def neighbours_of(self, codes: Iterable[str]) -> dict[str, list[str]]:
         wanted = list(set(codes))
@@ -64,7 +68,9 @@ class CompetenceRepository(Repository[Competence]):
     model = Competence
 
     def page(self, params: PageParams) -> tuple[list[Competence], str | None]:
-        rows = self.session.scalars(keyset(select(Competence), [col(Competence.code)], params)).all()
+        rows = self.session.scalars(
+            keyset(select(Competence), [col(Competence.code)], params)
+        ).all()
         return page_slice(rows, params.limit, lambda c: [c.code])
 
     def existing_codes(self, codes: Iterable[str]) -> set[str]:
@@ -72,7 +78,9 @@ class CompetenceRepository(Repository[Competence]):
         if not wanted:
             return set()
         return set(
-            self.session.scalars(select(col(Competence.code)).where(col(Competence.code).in_(wanted)))
+            self.session.scalars(
+                select(col(Competence.code)).where(col(Competence.code).in_(wanted))
+            )
         )
 
 
@@ -80,10 +88,11 @@ class OrganisationRepository(Repository[Organisation]):
     model = Organisation
 
     def page(self, params: PageParams) -> tuple[list[Organisation], str | None]:
-        stmt = keyset(select(Organisation), [col(Organisation.created_at), col(Organisation.id)], params)
+        stmt = keyset(
+            select(Organisation), [col(Organisation.created_at), col(Organisation.id)], params
+        )
         rows = self.session.scalars(stmt).all()
         return page_slice(rows, params.limit, lambda o: [o.created_at, o.id])
 
     def exists(self, organisation_id: uuid.UUID) -> bool:
         return self.session.get(Organisation, organisation_id) is not None
-

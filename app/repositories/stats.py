@@ -66,7 +66,9 @@ def accepted_ever() -> ColumnElement[bool]:
     """The offer was accepted at some point: accepted, completed, or withdrawn after accepting
     (``responded_at`` is set by accept/decline only; declined ones have their own status)."""
     return or_(
-        col(Assignment.status).in_([AssignmentStatus.accepted.value, AssignmentStatus.completed.value]),
+        col(Assignment.status).in_(
+            [AssignmentStatus.accepted.value, AssignmentStatus.completed.value]
+        ),
         and_(
             col(Assignment.status) == AssignmentStatus.withdrawn.value,
             col(Assignment.responded_at).is_not(None),
@@ -79,7 +81,9 @@ def valid_competence(today: date) -> ColumnElement[bool]:
     the same rule as dispatch."""
     return and_(
         col(ManagerCompetence.certified_on) <= today,
-        or_(col(ManagerCompetence.expires_on).is_(None), col(ManagerCompetence.expires_on) >= today),
+        or_(
+            col(ManagerCompetence.expires_on).is_(None), col(ManagerCompetence.expires_on) >= today
+        ),
     )
 
 
@@ -99,7 +103,9 @@ class StatsRepository:
     # --- incidents -----------------------------------------------------------------------------
 
     def reported_range(self, scope: IncidentScope) -> tuple[datetime | None, datetime | None]:
-        stmt = scope.apply(select(func.min(col(Incident.reported_at)), func.max(col(Incident.reported_at))))
+        stmt = scope.apply(
+            select(func.min(col(Incident.reported_at)), func.max(col(Incident.reported_at)))
+        )
         low, high = self.session.execute(stmt).one()
         return _aware(low), _aware(high)
 
@@ -152,24 +158,33 @@ class StatsRepository:
         )
         seconds = self._seconds_between(col(Incident.reported_at), first.c.first_at)
         stmt = scope.apply(
-            select(seconds.label("s")).select_from(Incident).join(
-                first, first.c.incident_id == col(Incident.id)
-            )
+            select(seconds.label("s"))
+            .select_from(Incident)
+            .join(first, first.c.incident_id == col(Incident.id))
         )
         return [float(s) for s in self.session.scalars(stmt)]
 
     def offer_outcomes(self, scope: IncidentScope) -> list[tuple[str, int]]:
         outcome = case(
             (accepted_ever(), literal("accepted", String())),
-            (col(Assignment.status) == AssignmentStatus.declined.value, literal("declined", String())),
-            (col(Assignment.status) == AssignmentStatus.expired.value, literal("expired", String())),
-            (col(Assignment.status) == AssignmentStatus.withdrawn.value, literal("withdrawn", String())),
+            (
+                col(Assignment.status) == AssignmentStatus.declined.value,
+                literal("declined", String()),
+            ),
+            (
+                col(Assignment.status) == AssignmentStatus.expired.value,
+                literal("expired", String()),
+            ),
+            (
+                col(Assignment.status) == AssignmentStatus.withdrawn.value,
+                literal("withdrawn", String()),
+            ),
             else_=literal("open", String()),
         )
         inner = scope.apply(
-            select(outcome.label("k")).select_from(Assignment).join(
-                Incident, col(Incident.id) == col(Assignment.incident_id)
-            )
+            select(outcome.label("k"))
+            .select_from(Assignment)
+            .join(Incident, col(Incident.id) == col(Assignment.incident_id))
         ).subquery()
         rows = self.session.execute(select(inner.c.k, func.count()).group_by(inner.c.k))
         return [(str(k), int(n)) for k, n in rows]
@@ -206,7 +221,9 @@ class StatsRepository:
                     col(Assignment.status).in_(_OPEN_ASSIGNMENT),
                 ),
             )
-            .where(col(Manager.status).in_([ManagerStatus.active.value, ManagerStatus.paused.value]))
+            .where(
+                col(Manager.status).in_([ManagerStatus.active.value, ManagerStatus.paused.value])
+            )
             .group_by(col(Manager.id), col(Manager.display_name), col(Manager.max_open_assignments))
             .subquery()
         )
@@ -233,7 +250,9 @@ class StatsRepository:
     def _serving(self) -> Any:
         """``(manager_id, district)``: home district and served districts (UNION: distinct)."""
         return union(
-            select(col(Manager.id).label("manager_id"), col(Manager.home_district).label("district")),
+            select(
+                col(Manager.id).label("manager_id"), col(Manager.home_district).label("district")
+            ),
             select(
                 col(ManagerDistrict.manager_id).label("manager_id"),
                 col(ManagerDistrict.district_code).label("district"),
@@ -245,7 +264,9 @@ class StatsRepository:
         serving the district with the competence valid today."""
         serving = self._serving()
         absent = exists().where(
-            col(Absence.manager_id) == col(Manager.id), col(Absence.starts_on) <= today, col(Absence.ends_on) >= today
+            col(Absence.manager_id) == col(Manager.id),
+            col(Absence.starts_on) <= today,
+            col(Absence.ends_on) >= today,
         )
         stmt = (
             select(
@@ -256,7 +277,9 @@ class StatsRepository:
             .select_from(Manager)
             .join(serving, serving.c.manager_id == col(Manager.id))
             .join(ManagerCompetence, col(ManagerCompetence.manager_id) == col(Manager.id))
-            .where(col(Manager.status) == ManagerStatus.active.value, ~absent, valid_competence(today))
+            .where(
+                col(Manager.status) == ManagerStatus.active.value, ~absent, valid_competence(today)
+            )
             .group_by(serving.c.district, col(ManagerCompetence.competence_code))
         )
         if district is not None:
@@ -309,5 +332,3 @@ def _aware(value: datetime | None) -> datetime | None:
     if isinstance(value, str):  # SQLite aggregate over a TypeDecorator column returns raw text
         value = datetime.fromisoformat(value)
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-

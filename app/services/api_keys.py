@@ -25,14 +25,24 @@ class ApiKeyService:
         if body.organisation_id and self.session.get(Organisation, body.organisation_id) is None:
             raise Unprocessable(
                 "Unknown organisation_id.",
-                errors=[{"loc": ["body", "organisation_id"], "msg": "unknown organisation",
-                         "type": "unknown_reference"}],
+                errors=[
+                    {
+                        "loc": ["body", "organisation_id"],
+                        "msg": "unknown organisation",
+                        "type": "unknown_reference",
+                    }
+                ],
             )
         if body.manager_id and self.session.get(Manager, body.manager_id) is None:
             raise Unprocessable(
                 "Unknown manager_id.",
-                errors=[{"loc": ["body", "manager_id"], "msg": "unknown manager",
-                         "type": "unknown_reference"}],
+                errors=[
+                    {
+                        "loc": ["body", "manager_id"],
+                        "msg": "unknown manager",
+                        "type": "unknown_reference",
+                    }
+                ],
             )
         secret = generate_key()
         key = ApiKey(

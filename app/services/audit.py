@@ -27,7 +27,10 @@ def principal_columns(principal: Principal) -> dict[str, Any]:
 
 
 def entry_columns(
-    principal: Principal, at: datetime, action: str, resource: str,
+    principal: Principal,
+    at: datetime,
+    action: str,
+    resource: str,
     kind: AuditKind = AuditKind.write,
 ) -> dict[str, Any]:
     """An audit entry's columns but for the resource id and the field names (one place for the

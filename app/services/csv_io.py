@@ -147,8 +147,10 @@ class LineSplitter:
             ready = [part + "\n" for part in parts]
             if len(block) > self.max_line_bytes:
                 limit = self.max_line_bytes
-                ready = [p if len(p) <= limit // 4 or len(p.encode()) <= limit else _TOO_LONG
-                         for p in ready]
+                ready = [
+                    p if len(p) <= limit // 4 or len(p.encode()) <= limit else _TOO_LONG
+                    for p in ready
+                ]
         self._ready = ready
 
     def _decode(self, raw: bytes) -> str:
@@ -231,14 +233,16 @@ def read_csv(
         if not name:
             errors.append({"loc": loc, "msg": "empty column name", "type": "empty"})
         elif name in seen:
-            errors.append({"loc": loc, "msg": f"column '{name[:64]}' appears twice",
-                           "type": "duplicate"})
+            errors.append(
+                {"loc": loc, "msg": f"column '{name[:64]}' appears twice", "type": "duplicate"}
+            )
         elif name not in allowed_set:
             errors.append({"loc": loc, "msg": f"unknown column '{name[:64]}'", "type": "unknown"})
         seen.add(name)
     for name in sorted(required_set - seen):
-        errors.append({"loc": ["header"], "msg": f"required column '{name}' is missing",
-                       "type": "missing"})
+        errors.append(
+            {"loc": ["header"], "msg": f"required column '{name}' is missing", "type": "missing"}
+        )
     if errors:
         raise UnreadableBody(
             "The first line must be a header row naming the documented columns; see errors.",

@@ -37,10 +37,29 @@ CSV_MEDIA_TYPE = "text/csv"
 GEOJSON_MEDIA_TYPE = "application/geo+json"
 
 _SELECTED = (
-    "id", "reference", "title", "description", "district", "lat", "lon", "category",
-    "escalation_level", "languages", "status", "occurred_at", "reported_at", "source",
-    "external_id", "organisation_id", "has_reporter", "reporter_name", "reporter_contact",
-    "reporter_anonymous", "version", "created_at", "updated_at",
+    "id",
+    "reference",
+    "title",
+    "description",
+    "district",
+    "lat",
+    "lon",
+    "category",
+    "escalation_level",
+    "languages",
+    "status",
+    "occurred_at",
+    "reported_at",
+    "source",
+    "external_id",
+    "organisation_id",
+    "has_reporter",
+    "reporter_name",
+    "reporter_contact",
+    "reporter_anonymous",
+    "version",
+    "created_at",
+    "updated_at",
 )
 
 
@@ -78,10 +97,15 @@ def _batches(
             facts = cast(Sequence[visibility.IncidentFacts], rows)
             visible = visibility.reporter_visible(session, facts, principal)
             log_reporter_access(
-                session, principal,
-                [(row.id, row.reporter_name, row.reporter_contact)
-                 for row in rows if row.id in visible and row.has_reporter],
-                action="export", separate=True,
+                session,
+                principal,
+                [
+                    (row.id, row.reporter_name, row.reporter_contact)
+                    for row in rows
+                    if row.id in visible and row.has_reporter
+                ],
+                action="export",
+                separate=True,
             )
             yield rows, competences, visible, session
             if len(rows) < BATCH_ROWS:
@@ -138,9 +162,12 @@ def stream_geojson(flt: IncidentFilter, principal: Principal) -> Iterator[bytes]
         slots = open_slots_of(IncidentRepository(session), rows)
         parts = []
         for row in rows:
-            public = visibility.incident_view(row, competences.get(row.id, []),
-                                             sees_reporter=row.id in visible,
-                                             open_slots=slots.get(row.id, ()))
+            public = visibility.incident_view(
+                row,
+                competences.get(row.id, []),
+                sees_reporter=row.id in visible,
+                open_slots=slots.get(row.id, ()),
+            )
             properties = public.model_dump(mode="json")
             properties.pop("location", None)
             feature = {

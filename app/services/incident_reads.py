@@ -57,8 +57,11 @@ def _sees(principal: Principal, row: tuple[Any, ...]) -> bool:
 
 
 def _reporter_reads(rows: list[tuple[Any, ...]]) -> list[tuple[str, str | None, str | None]]:
-    return [(str(uuid.UUID(r[ID])), r[REPORTER_NAME], r[REPORTER_CONTACT])
-            for r in rows if r[HAS_REPORTER]]
+    return [
+        (str(uuid.UUID(r[ID])), r[REPORTER_NAME], r[REPORTER_CONTACT])
+        for r in rows
+        if r[HAS_REPORTER]
+    ]
 
 
 async def get(reads: Reads, incident_id: uuid.UUID, principal: Principal) -> tuple[bytes, int]:

@@ -24,9 +24,25 @@ REPORTER_COLUMNS = ("reporter_name", "reporter_contact", "reporter_anonymous")
 #: The columns of a new incident that differ per incident, in the order of
 #: :func:`new_incident_row`; the rest are :func:`new_incident_constants`.
 NEW_INCIDENT_COLUMNS = (
-    "id", "reference", "title", "description", "district", "lat", "lon", "category",
-    "escalation_level", "languages", "status", "occurred_at", "reported_at", "source",
-    "external_id", "organisation_id", "has_reporter", "reporter_name", "reporter_contact",
+    "id",
+    "reference",
+    "title",
+    "description",
+    "district",
+    "lat",
+    "lon",
+    "category",
+    "escalation_level",
+    "languages",
+    "status",
+    "occurred_at",
+    "reported_at",
+    "source",
+    "external_id",
+    "organisation_id",
+    "has_reporter",
+    "reporter_name",
+    "reporter_contact",
     "reporter_anonymous",
 )
 _REPORTED = IncidentStatus.reported.value
@@ -39,12 +55,26 @@ def new_incident_row(
     incident's own fields by column name (``status`` ``None``: reported; ``reported_at``
     ``None``: now)."""
     return (
-        incident_id, reference, fields["title"], fields["description"], fields["district"],
-        fields["lat"], fields["lon"], fields["category"], fields["escalation_level"],
-        fields["languages"], fields["status"] or _REPORTED, fields["occurred_at"],
-        fields["reported_at"] or now, fields["source"], fields["external_id"],
-        fields["organisation_id"], fields["has_reporter"], fields["reporter_name"],
-        fields["reporter_contact"], fields["reporter_anonymous"],
+        incident_id,
+        reference,
+        fields["title"],
+        fields["description"],
+        fields["district"],
+        fields["lat"],
+        fields["lon"],
+        fields["category"],
+        fields["escalation_level"],
+        fields["languages"],
+        fields["status"] or _REPORTED,
+        fields["occurred_at"],
+        fields["reported_at"] or now,
+        fields["source"],
+        fields["external_id"],
+        fields["organisation_id"],
+        fields["has_reporter"],
+        fields["reporter_name"],
+        fields["reporter_contact"],
+        fields["reporter_anonymous"],
     )
 
 
@@ -58,8 +88,13 @@ def new_incident(
 ) -> Incident:
     """The model of a new incident (the API's path), from the same builders as the import's."""
     return Incident(
-        **dict(zip(NEW_INCIDENT_COLUMNS, new_incident_row(incident_id, reference, fields, now),
-                   strict=True)),
+        **dict(
+            zip(
+                NEW_INCIDENT_COLUMNS,
+                new_incident_row(incident_id, reference, fields, now),
+                strict=True,
+            )
+        ),
         **new_incident_constants(now),
     )
 
@@ -97,8 +132,9 @@ def _plain(value: Any) -> Any:
     return value.value if hasattr(value, "value") else value  # an enum member → its value
 
 
-def incident_webhook_view(get: Callable[[str], Any], competences: list[str],
-                          open_slots: Sequence[str] = ()) -> dict[str, Any]:
+def incident_webhook_view(
+    get: Callable[[str], Any], competences: list[str], open_slots: Sequence[str] = ()
+) -> dict[str, Any]:
     """The incident as webhooks carry it (never reporter data), JSON-ready. ``open_slots``: see
     :func:`app.services.incidents.open_slots_of` (none for a new incident).
 

@@ -69,8 +69,9 @@ def record_event(
     """Append one entry to the incident's timeline (every change is one)."""
     event = IncidentEvent(
         incident_id=incident.id,
-        **entry_fields(type_, principal, from_status=from_status, to_status=to_status,
-                       note=note, data=data),
+        **entry_fields(
+            type_, principal, from_status=from_status, to_status=to_status, note=note, data=data
+        ),
     )
     session.add(event)
     return event
@@ -101,16 +102,21 @@ def change_status(
         data=data,
     )
     audit.record(session, principal, "status", "incident", incident.id, ["status"])
-    emit_incident_event(session, incident, "incident.status_changed",
-                        {"from_status": from_status, "to_status": to_status})
+    emit_incident_event(
+        session,
+        incident,
+        "incident.status_changed",
+        {"from_status": from_status, "to_status": to_status},
+    )
 
 
 #: Statuses in which an incident holds (or waits for) managers in its slots.
 _STAFFED = frozenset({IncidentStatus.dispatched, IncidentStatus.in_progress})
 
 
-def open_slots_of(repo: IncidentRepository, incidents: Sequence[Incident]
-                  ) -> dict[uuid.UUID, list[str]]:
+def open_slots_of(
+    repo: IncidentRepository, incidents: Sequence[Incident]
+) -> dict[uuid.UUID, list[str]]:
     """Per dispatched or in-progress incident, the slots it needs that nobody holds: the lead,
     and the co for a tandem incident (escalation ≥ KOKOMA_TANDEM_FROM_LEVEL). One query."""
     staffed = [i for i in incidents if i.status in _STAFFED]
@@ -153,8 +159,9 @@ class IncidentService:
 
     # --- visibility (the rules: app.services.visibility) --------------------------------------
 
-    def load(self, incident_id: uuid.UUID, principal: Principal, *, for_update: bool = False
-             ) -> Incident:
+    def load(
+        self, incident_id: uuid.UUID, principal: Principal, *, for_update: bool = False
+    ) -> Incident:
         """The incident if the caller may see it; otherwise 404 (existence is not leaked)."""
         incident = self.repo.get(incident_id, for_update=for_update)
         if incident is None or not visibility.may_see_incident(self.session, incident, principal):
@@ -168,8 +175,9 @@ class IncidentService:
             raise NotFound(f"No incident {incident_id}.")
         return self.public_one(incident, principal, log_access=True)
 
-    def to_public(self, incidents: Sequence[Incident], principal: Principal, *,
-                  log_access: bool = False) -> list[IncidentPublic]:
+    def to_public(
+        self, incidents: Sequence[Incident], principal: Principal, *, log_access: bool = False
+    ) -> list[IncidentPublic]:
         """Public views in one pass: competences batched, the reporter redacted where the role
         may not see it (:func:`app.services.visibility.reporter_visible`).
 
@@ -184,27 +192,41 @@ class IncidentService:
             from app.services.privacy.access_log import log_reporter_access
 
             log_reporter_access(
-                self.session, principal,
-                [(i.id, i.reporter_name, i.reporter_contact)
-                 for i in incidents if i.id in seen and i.has_reporter],
+                self.session,
+                principal,
+                [
+                    (i.id, i.reporter_name, i.reporter_contact)
+                    for i in incidents
+                    if i.id in seen and i.has_reporter
+                ],
             )
         slots = open_slots_of(self.repo, incidents)
         return [
-            visibility.incident_view(i, competences.get(i.id, []), sees_reporter=i.id in seen,
-                                     open_slots=slots.get(i.id, ()))
+            visibility.incident_view(
+                i,
+                competences.get(i.id, []),
+                sees_reporter=i.id in seen,
+                open_slots=slots.get(i.id, ()),
+            )
             for i in incidents
         ]
 
     @staticmethod
-    def _public(incident: Incident, competences: list[str], with_reporter: bool,
-                open_slots: Sequence[str] = ()) -> IncidentPublic:
+    def _public(
+        incident: Incident,
+        competences: list[str],
+        with_reporter: bool,
+        open_slots: Sequence[str] = (),
+    ) -> IncidentPublic:
         """:func:`app.services.visibility.incident_view` under its former name (the batch
         dispatch builds its webhook payloads with it)."""
-        return visibility.incident_view(incident, competences, sees_reporter=with_reporter,
-                                        open_slots=open_slots)
+        return visibility.incident_view(
+            incident, competences, sees_reporter=with_reporter, open_slots=open_slots
+        )
 
-    def public_one(self, incident: Incident, principal: Principal, *, log_access: bool = False
-                   ) -> IncidentPublic:
+    def public_one(
+        self, incident: Incident, principal: Principal, *, log_access: bool = False
+    ) -> IncidentPublic:
         return self.to_public([incident], principal, log_access=log_access)[0]
 
     # --- reads ---------------------------------------------------------------------------------
@@ -238,7 +260,9 @@ class IncidentService:
         if organisation_id is not None and not OrganisationRepository(self.session).exists(
             organisation_id
         ):
-            raise Unprocessable.for_field("organisation_id", f"Unknown organisation {organisation_id}.")
+            raise Unprocessable.for_field(
+                "organisation_id", f"Unknown organisation {organisation_id}."
+            )
 
     def create(self, body: IncidentCreate, principal: Principal) -> IncidentPublic:
         organisation_id = body.organisation_id
@@ -291,15 +315,23 @@ class IncidentService:
             if not is_unique_violation(exc):
                 raise  # another constraint or a trigger: the generic 409 (app.core.db_errors)
             raise Conflict(
-                "An incident with this source and external_id exists already.", type_=ProblemType.DUPLICATE
+                "An incident with this source and external_id exists already.",
+                type_=ProblemType.DUPLICATE,
             ) from None
         self.repo.set_competences(incident.id, body.required_competences)
-        self.session.add(IncidentEvent(
-            incident_id=incident.id, to_status=incident.status,
-            **created_event_columns(principal, now),
-        ))
+        self.session.add(
+            IncidentEvent(
+                incident_id=incident.id,
+                to_status=incident.status,
+                **created_event_columns(principal, now),
+            )
+        )
         audit.record(
-            self.session, principal, "create", "incident", incident.id,
+            self.session,
+            principal,
+            "create",
+            "incident",
+            incident.id,
             public_incident_fields(body.model_fields_set),
         )
         emit_incident_event(self.session, incident, "incident.created")
@@ -327,8 +359,15 @@ class IncidentService:
         )
         changes: dict[str, Any] = body.model_dump(
             include=fields
-            & {"title", "description", "district", "category", "escalation_level", "occurred_at",
-               "external_id"}
+            & {
+                "title",
+                "description",
+                "district",
+                "category",
+                "escalation_level",
+                "occurred_at",
+                "external_id",
+            }
         )
         if "description" in changes and changes["description"] is None:
             changes["description"] = ""
@@ -348,7 +387,9 @@ class IncidentService:
         if "external_id" in changes and changes["external_id"] is not None:
             other = self.repo.by_external_id(incident.source, changes["external_id"])
             if other is not None and other.id != incident.id:
-                raise Conflict("Another incident has this external_id.", type_=ProblemType.DUPLICATE)
+                raise Conflict(
+                    "Another incident has this external_id.", type_=ProblemType.DUPLICATE
+                )
         changed = apply_changes(incident, changes)
         if "required_competences" in fields:
             current = self.repo.competences_of([incident.id]).get(incident.id, [])
@@ -358,13 +399,13 @@ class IncidentService:
                 changed.append("required_competences")
         if changed:
             public_names = sorted(
-                {"reporter" if n in REPORTER_FIELDS else n for n in changed}
-                - {"lat", "lon"}
+                {"reporter" if n in REPORTER_FIELDS else n for n in changed} - {"lat", "lon"}
                 | ({"location"} if {"lat", "lon"} & set(changed) else set())
             )
             bump(self.session, incident)
-            record_event(self.session, incident, "updated", principal,
-                         data={"fields": public_names})
+            record_event(
+                self.session, incident, "updated", principal, data={"fields": public_names}
+            )
             audit.record(self.session, principal, "update", "incident", incident.id, public_names)
         self.session.flush()
         return self.public_one(incident, principal)
@@ -416,8 +457,13 @@ class IncidentService:
         else:
             to_end = []
         for assignment in to_end:
-            if end_assignment(self.session, assignment, AssignmentStatus.withdrawn, now,
-                              reason=f"incident {target}"):
+            if end_assignment(
+                self.session,
+                assignment,
+                AssignmentStatus.withdrawn,
+                now,
+                reason=f"incident {target}",
+            ):
                 ended.append(assignment.id)
         change_status(
             self.session,
@@ -453,7 +499,9 @@ class IncidentService:
         )
         self.session.add(note)
         self.session.flush()
-        record_event(self.session, incident, "note_added", principal, data={"note_id": str(note.id)})
+        record_event(
+            self.session, incident, "note_added", principal, data={"note_id": str(note.id)}
+        )
         audit.record(self.session, principal, "create", "incident_note", note.id, ["text"])
         self.session.flush()
         return IncidentNotePublic.model_validate(note)
@@ -468,4 +516,3 @@ class IncidentService:
             )
         rows, cursor = self.repo.notes_page(incident.id, params)
         return [IncidentNotePublic.model_validate(n) for n in rows], cursor
-

@@ -97,8 +97,16 @@ def available_on(status: str, absences: Iterable[tuple[date, date]], day: date) 
 
 #: Fields a manager key may change on its own record.
 SELF_EDITABLE = frozenset({"languages", "notify_by_email"})
-_NOT_NULL = ("display_name", "email", "home_district", "districts", "languages",
-             "max_open_assignments", "competences", "notify_by_email")
+_NOT_NULL = (
+    "display_name",
+    "email",
+    "home_district",
+    "districts",
+    "languages",
+    "max_open_assignments",
+    "competences",
+    "notify_by_email",
+)
 
 
 def _holdings(body: Sequence[CompetenceHoldingIn]) -> list[tuple[str, date, date | None]]:
@@ -195,7 +203,9 @@ class ManagerService:
         from app.services.privacy.access_log import log_access, manager_contact_fields
 
         log_access(
-            self.session, principal, "manager",
+            self.session,
+            principal,
+            "manager",
             [(v.id, manager_contact_fields(v.email, v.phone)) for v in views],
         )
         return views
@@ -216,15 +226,21 @@ class ManagerService:
         wanted = set(districts)
         missing = wanted - district_repo.existing_codes(wanted)
         if missing:
-            raise Unprocessable.for_field("districts", f"Unknown district(s): {', '.join(sorted(missing))}.")
+            raise Unprocessable.for_field(
+                "districts", f"Unknown district(s): {', '.join(sorted(missing))}."
+            )
         wanted = set(competences)
         missing = wanted - CompetenceRepository(self.session).existing_codes(wanted)
         if missing:
-            raise Unprocessable.for_field("competences", f"Unknown competence(s): {', '.join(sorted(missing))}.")
+            raise Unprocessable.for_field(
+                "competences", f"Unknown competence(s): {', '.join(sorted(missing))}."
+            )
         if organisation_id is not None and not OrganisationRepository(self.session).exists(
             organisation_id
         ):
-            raise Unprocessable.for_field("organisation_id", f"Unknown organisation {organisation_id}.")
+            raise Unprocessable.for_field(
+                "organisation_id", f"Unknown organisation {organisation_id}."
+            )
 
     def _check_email_free(self, email: str, manager_id: uuid.UUID | None = None) -> None:
         other = self.repo.by_email(email)
@@ -274,9 +290,7 @@ class ManagerService:
         self.session.flush()
         return self._full_view(manager, principal)
 
-    def _check_may_edit(
-        self, manager: Manager, fields: set[str], principal: Principal
-    ) -> None:
+    def _check_may_edit(self, manager: Manager, fields: set[str], principal: Principal) -> None:
         if principal.is_staff:
             return
         if principal.role != Role.manager or principal.manager_id != manager.id:
@@ -322,8 +336,16 @@ class ManagerService:
             )
         changes: dict[str, Any] = body.model_dump(
             include=fields
-            & {"display_name", "email", "phone", "organisation_id", "home_district",
-               "languages", "max_open_assignments", "notify_by_email"}
+            & {
+                "display_name",
+                "email",
+                "phone",
+                "organisation_id",
+                "home_district",
+                "languages",
+                "max_open_assignments",
+                "notify_by_email",
+            }
         )
         changed = apply_changes(manager, changes)
         current_districts = self.repo.districts_of([manager.id]).get(manager.id, [])
@@ -354,7 +376,9 @@ class ManagerService:
         try:
             target = ManagerStatus(to_status)
         except ValueError:
-            raise Unprocessable.for_field("status", f"Unknown status '{to_status}'.", "enum") from None
+            raise Unprocessable.for_field(
+                "status", f"Unknown status '{to_status}'.", "enum"
+            ) from None
         manager = self.load(manager_id, for_update=True)
         current = ManagerStatus(manager.status)
         if target not in MANAGER_TRANSITIONS[current]:

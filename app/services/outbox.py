@@ -48,12 +48,9 @@ def listening(session: Session, event_type: str) -> bool:
     starts after the write has committed, like any subscription that starts after an event.
     """
     if session.connection().dialect.name == "postgresql":
-        session.execute(text("SELECT pg_advisory_xact_lock_shared(:key)"),
-                        {"key": _LISTENERS_LOCK})
+        session.execute(text("SELECT pg_advisory_xact_lock_shared(:key)"), {"key": _LISTENERS_LOCK})
     subscribed = session.scalars(
-        select(col(WebhookSubscription.events)).where(
-            col(WebhookSubscription.active).is_(True)
-        )
+        select(col(WebhookSubscription.events)).where(col(WebhookSubscription.active).is_(True))
     )
     return any(event_type in events for events in subscribed)
 

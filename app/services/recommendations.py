@@ -83,8 +83,9 @@ def record_event(
     event = RecommendationEvent(
         recommendation_id=rec.id,
         seq=RecommendationRepository(session).next_event_seq(rec.id),
-        **entry_fields(type_, principal, from_status=from_status, to_status=to_status,
-                       note=note, data=data),
+        **entry_fields(
+            type_, principal, from_status=from_status, to_status=to_status, note=note, data=data
+        ),
     )
     session.add(event)
     return event
@@ -165,7 +166,9 @@ class RecommendationService:
         wanted = set(districts)
         missing = wanted - DistrictRepository(self.session).existing_codes(wanted)
         if missing:
-            raise Unprocessable.for_field("districts", f"Unknown district(s): {', '.join(sorted(missing))}.")
+            raise Unprocessable.for_field(
+                "districts", f"Unknown district(s): {', '.join(sorted(missing))}."
+            )
         wanted_ids = set(incident_ids)
         missing_ids = wanted_ids - self.repo.existing_incident_ids(wanted_ids)
         if missing_ids:
@@ -315,7 +318,9 @@ class RecommendationService:
         try:
             target = RecommendationStatus(to_status)
         except ValueError:
-            raise Unprocessable.for_field("status", f"Unknown status '{to_status}'.", "enum") from None
+            raise Unprocessable.for_field(
+                "status", f"Unknown status '{to_status}'.", "enum"
+            ) from None
         rec = self.load(rec_id, for_update=True)
         current = RecommendationStatus(rec.status)
         if target not in RECOMMENDATION_TRANSITIONS[current]:
@@ -442,9 +447,7 @@ def _progress_requires_implemented() -> Conflict:
 
 # --- Markdown rendering --------------------------------------------------------------------------
 
-_MD_SPECIAL = str.maketrans(
-    {c: "\\" + c for c in "\\|*_`[]<>#"} | {"\n": " ", "\r": " "}
-)
+_MD_SPECIAL = str.maketrans({c: "\\" + c for c in "\\|*_`[]<>#"} | {"\n": " ", "\r": " "})
 
 
 def _md(text: str) -> str:
@@ -468,8 +471,13 @@ def render_markdown(report: RecommendationReport) -> str:
         "",
     ]
     if report.by_addressee:
-        head = ["Addressee", *(_status_label(s) for s in STATUS_ORDER), "total", "overdue",
-                "Ø progress"]
+        head = [
+            "Addressee",
+            *(_status_label(s) for s in STATUS_ORDER),
+            "total",
+            "overdue",
+            "Ø progress",
+        ]
         out.append("| " + " | ".join(head) + " |")
         out.append("|---|" + "---:|" * (len(head) - 1))
         for summary in report.by_addressee:

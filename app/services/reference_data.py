@@ -48,9 +48,7 @@ class DistrictService:
     def public(self, district: District, neighbours: list[str] | None = None) -> DistrictPublic:
         if neighbours is None:
             neighbours = self.repo.neighbours_of([district.code]).get(district.code, [])
-        return DistrictPublic.model_validate(
-            {**district.model_dump(), "neighbours": neighbours}
-        )
+        return DistrictPublic.model_validate({**district.model_dump(), "neighbours": neighbours})
 
     def page(self, params: PageParams, city: str | None) -> tuple[list[DistrictPublic], str | None]:
         rows, cursor = self.repo.page(params, city)
@@ -83,7 +81,9 @@ class DistrictService:
         self.repo.add(district)
         self.session.flush()
         self.repo.set_neighbours(body.code, body.neighbours)
-        audit.record(self.session, principal, "create", "district", body.code, body.model_fields_set)
+        audit.record(
+            self.session, principal, "create", "district", body.code, body.model_fields_set
+        )
         return self.public(district)
 
     def update(
@@ -131,7 +131,9 @@ class CompetenceService:
             raise Conflict(f"Competence '{body.code}' exists already.", type_=ProblemType.DUPLICATE)
         competence = self.repo.add(Competence(**body.model_dump()))
         self.session.flush()
-        audit.record(self.session, principal, "create", "competence", body.code, body.model_fields_set)
+        audit.record(
+            self.session, principal, "create", "competence", body.code, body.model_fields_set
+        )
         return CompetencePublic.model_validate(competence)
 
     def update(
@@ -165,7 +167,12 @@ class OrganisationService:
         organisation = self.repo.add(Organisation(name=body.name, kind=body.kind))
         self.session.flush()
         audit.record(
-            self.session, principal, "create", "organisation", organisation.id, body.model_fields_set
+            self.session,
+            principal,
+            "create",
+            "organisation",
+            organisation.id,
+            body.model_fields_set,
         )
         return OrganisationPublic.model_validate(organisation)
 

@@ -75,9 +75,18 @@ class ReferenceBlocks:
         if bind.dialect.name != "postgresql":
             raise_counter(self.session, bind.dialect.name, scope, year, n)
             return
-        before, after = self._connection().execute(_RAISE_RETURNING_BEFORE, {
-            "scope": scope, "year": year, "n": n,
-        }).one()
+        before, after = (
+            self._connection()
+            .execute(
+                _RAISE_RETURNING_BEFORE,
+                {
+                    "scope": scope,
+                    "year": year,
+                    "n": n,
+                },
+            )
+            .one()
+        )
         if before is None or after > before:
             self._held.append((scope, year, before or 0, after))
 
@@ -119,7 +128,9 @@ class ReferenceBlocks:
         self._held.clear()
         if self._apart is not None:
             try:
-                self._apart.exec_driver_sql("RESET synchronous_commit")  # back to the pool as it was
+                self._apart.exec_driver_sql(
+                    "RESET synchronous_commit"
+                )  # back to the pool as it was
             finally:
                 self._apart.close()
                 self._apart = None
@@ -151,10 +162,12 @@ def raise_counter(on: Session | Connection, dialect: str, scope: str, year: int,
     insert = pg_insert if dialect == "postgresql" else sqlite_insert
     stmt = insert(ReferenceCounter).values(scope=scope, year=year, value=n)
     greatest = func.greatest if dialect == "postgresql" else func.max
-    on.execute(stmt.on_conflict_do_update(
-        index_elements=["scope", "year"],
-        set_={"value": greatest(ReferenceCounter.value, stmt.excluded.value)},
-    ))
+    on.execute(
+        stmt.on_conflict_do_update(
+            index_elements=["scope", "year"],
+            set_={"value": greatest(ReferenceCounter.value, stmt.excluded.value)},
+        )
+    )
 
 
 #: :func:`raise_counter` on PostgreSQL, also returning the value before (``NULL``: no row yet); the

@@ -242,8 +242,9 @@ def suppress_count(count: int, *, restricted: bool) -> StatCount:
     return StatCount(count=count, suppressed=False)
 
 
-def merge_rare(cells: Sequence[tuple[str, int]], label: str = RARE_REASONS
-               ) -> list[tuple[str, int]]:
+def merge_rare(
+    cells: Sequence[tuple[str, int]], label: str = RARE_REASONS
+) -> list[tuple[str, int]]:
     """Keep keys given at least 3 times; merge the rest into one ``label`` bucket (its key would
     otherwise disclose free text written by one or two people)."""
     frequent = [(k, n) for k, n in cells if n >= 3]
@@ -276,8 +277,13 @@ def month_starts(first: datetime, last: datetime, tz: object) -> list[tuple[date
             raise Unprocessable(
                 f"The incidents span more than {MAX_MONTHS} months; narrow the range with "
                 "reported_after / reported_before.",
-                errors=[{"loc": ["query", "reported_after"], "msg": "range too long",
-                         "type": "value_error"}],
+                errors=[
+                    {
+                        "loc": ["query", "reported_after"],
+                        "msg": "range too long",
+                        "type": "value_error",
+                    }
+                ],
             )
     return out
 
@@ -294,8 +300,13 @@ class StatsService:
         if code is not None and self.session.get(District, code) is None:
             raise Unprocessable(
                 f"Unknown district '{code}'.",
-                errors=[{"loc": ["query", "district"], "msg": "unknown district",
-                         "type": "unknown_reference"}],
+                errors=[
+                    {
+                        "loc": ["query", "district"],
+                        "msg": "unknown district",
+                        "type": "unknown_reference",
+                    }
+                ],
             )
 
     def _counts(self, group_by: str, scope: IncidentScope) -> list[tuple[str, int]]:
@@ -307,8 +318,7 @@ class StatsService:
             starts = month_starts(low, high, get_clock().tz)
         return self.repo.incident_counts(group_by, scope, starts)
 
-    def incidents(self, group_by: str, scope: IncidentScope, principal: Principal
-                  ) -> IncidentStats:
+    def incidents(self, group_by: str, scope: IncidentScope, principal: Principal) -> IncidentStats:
         self._check_district(scope.district)
         table = suppress_table(self._counts(group_by, scope), restricted=not principal.is_staff)
         return IncidentStats(group_by=group_by, items=table.items, total=table.total)
@@ -380,14 +390,16 @@ class StatsService:
             for c in competences:
                 cell = suppress_count(counts.get((d, c), 0), restricted=restricted)
                 items.append(
-                    CoverageCell(district=d, competence=c, count=cell.count,
-                                 suppressed=cell.suppressed)
+                    CoverageCell(
+                        district=d, competence=c, count=cell.count, suppressed=cell.suppressed
+                    )
                 )
         gaps = []
         for d, c, n in self.repo.gaps(today, IncidentScope(district=district)):
             cell = suppress_count(int(n), restricted=restricted)
-            gaps.append(GapCell(district=d, competence=c, incidents=cell.count,
-                                suppressed=cell.suppressed))
+            gaps.append(
+                GapCell(district=d, competence=c, incidents=cell.count, suppressed=cell.suppressed)
+            )
         return CoverageStats(today=today, items=items, gaps=gaps)
 
     def district_profile(self, code: str, principal: Principal) -> DistrictProfile:
@@ -397,8 +409,10 @@ class StatsService:
         restricted = not principal.is_staff
         scope = IncidentScope(district=code)
         tables, shared = suppress_linked(
-            {group: self._counts(group, scope) for group in ("category", "escalation_level",
-                                                              "month")},
+            {
+                group: self._counts(group, scope)
+                for group in ("category", "escalation_level", "month")
+            },
             restricted=restricted,
         )
         coverage = self.coverage(code, principal)
@@ -414,19 +428,26 @@ class StatsService:
                 by_month=tables["month"],
             ),
             coverage=[
-                DistrictCoverageCell(competence=c.competence, count=c.count,
-                                     suppressed=c.suppressed)
+                DistrictCoverageCell(
+                    competence=c.competence, count=c.count, suppressed=c.suppressed
+                )
                 for c in coverage.items
             ],
             gaps=[
-                DistrictGapCell(competence=g.competence, incidents=g.incidents,
-                                suppressed=g.suppressed)
+                DistrictGapCell(
+                    competence=g.competence, incidents=g.incidents, suppressed=g.suppressed
+                )
                 for g in coverage.gaps
             ],
             recommendations=[
                 DistrictRecommendation(
-                    id=r.id, reference=r.reference, title=r.title, status=r.status,
-                    progress=r.progress, due_on=r.due_on, overdue=bool(r.overdue),
+                    id=r.id,
+                    reference=r.reference,
+                    title=r.title,
+                    status=r.status,
+                    progress=r.progress,
+                    due_on=r.due_on,
+                    overdue=bool(r.overdue),
                 )
                 for r in recs
             ],

@@ -53,9 +53,23 @@ _NOBODY = uuid.UUID(int=0)
 
 #: The incident columns every view carries (the reporter is added by :func:`incident_view`).
 _PUBLIC_COLUMNS = (
-    "id", "reference", "title", "description", "district", "category", "escalation_level",
-    "languages", "status", "occurred_at", "reported_at", "source", "external_id",
-    "organisation_id", "version", "created_at", "updated_at",
+    "id",
+    "reference",
+    "title",
+    "description",
+    "district",
+    "category",
+    "escalation_level",
+    "languages",
+    "status",
+    "occurred_at",
+    "reported_at",
+    "source",
+    "external_id",
+    "organisation_id",
+    "version",
+    "created_at",
+    "updated_at",
 )
 
 
@@ -150,7 +164,10 @@ def sees_notes(session: Session, incident: IncidentFacts, principal: Principal) 
 
 
 def incident_view(
-    incident: Any, competences: list[str], *, sees_reporter: bool,
+    incident: Any,
+    competences: list[str],
+    *,
+    sees_reporter: bool,
     open_slots: Sequence[str] = (),
 ) -> IncidentPublic:
     """The incident as the caller sees it: :class:`IncidentPublic` with its reporter, or the
@@ -177,8 +194,9 @@ def incident_view(
     return IncidentPublic.model_validate({**fields, "reporter": reporter})
 
 
-def webhook_incident_view(get: Callable[[str], Any], competences: list[str],
-                          open_slots: Sequence[str] = ()) -> dict[str, Any]:
+def webhook_incident_view(
+    get: Callable[[str], Any], competences: list[str], open_slots: Sequence[str] = ()
+) -> dict[str, Any]:
     """The incident as webhook payloads carry it — the redacted view (``reporter`` null), as
     JSON; ``get(column)`` reads the incident's columns (see
     :func:`app.services.incident_records.incident_webhook_view`, the one builder the API and the

@@ -49,16 +49,23 @@ class TestAuditTrail:
     def test_every_write_is_audited_with_field_names_only(self, client, admin) -> None:
         admin_id = str(key_id_of(admin))
         reporter = {"name": NAME, "contact": EMAIL, "anonymous": False}
-        incident = client.post(f"{API}/incidents", json=incident_body(reporter=reporter),
-                               headers=admin).json()
+        incident = client.post(
+            f"{API}/incidents", json=incident_body(reporter=reporter), headers=admin
+        ).json()
         incident_id = incident["id"]
         steps = [
-            ("PATCH", f"/incidents/{incident_id}",
-             {"title": "New title", "reporter": {"name": NEW_NAME, "contact": NEW_EMAIL}}),
+            (
+                "PATCH",
+                f"/incidents/{incident_id}",
+                {"title": "New title", "reporter": {"name": NEW_NAME, "contact": NEW_EMAIL}},
+            ),
             ("POST", f"/incidents/{incident_id}/status", {"status": "triaged"}),
             ("POST", f"/incidents/{incident_id}/notes", {"text": "Spoke to the caretaker."}),
-            ("POST", "/districts", {"code": "omega", "name": "Omega", "city": "T",
-                                    "neighbours": ["alpha"]}),
+            (
+                "POST",
+                "/districts",
+                {"code": "omega", "name": "Omega", "city": "T", "neighbours": ["alpha"]},
+            ),
             ("PATCH", "/districts/omega", {"name": "Omega Süd"}),
             ("POST", "/competences", {"code": "first_aid", "name": "First aid"}),
             ("PATCH", "/competences/first_aid", {"description": "Basics"}),
@@ -71,8 +78,12 @@ class TestAuditTrail:
             assert response.status_code in (200, 201), response.text
             responses[path] = response.json()
         organisation_id = responses["/organisations"]["id"]
-        assert client.patch(f"{API}/organisations/{organisation_id}", json={"name": "Verein 2"},
-                            headers=admin).status_code == 200
+        assert (
+            client.patch(
+                f"{API}/organisations/{organisation_id}", json={"name": "Verein 2"}, headers=admin
+            ).status_code
+            == 200
+        )
         created_key = responses["/api-keys"]["id"]
         assert client.delete(f"{API}/api-keys/{created_key}", headers=admin).status_code == 204
 
@@ -114,8 +125,9 @@ class TestAuditTrail:
 
     def test_refused_write_leaves_no_audit_row(self, client, admin) -> None:
         before = table_counts()["audit_event"]
-        response = client.post(f"{API}/incidents", json=incident_body(district="atlantis"),
-                               headers=admin)
+        response = client.post(
+            f"{API}/incidents", json=incident_body(district="atlantis"), headers=admin
+        )
         assert response.status_code == 422
         assert table_counts()["audit_event"] == before
 
@@ -134,8 +146,13 @@ class TestAuditTrail:
 
     @pytest.mark.parametrize(
         "params",
-        [{"after": "2026-01-01T00:00:00"}, {"after": "soon"}, {"kind": "everything"},
-         {"principal_id": "me"}, {"limit": 0}],
+        [
+            {"after": "2026-01-01T00:00:00"},
+            {"after": "soon"},
+            {"kind": "everything"},
+            {"principal_id": "me"},
+            {"limit": 0},
+        ],
         ids=str,
     )
     def test_bad_filters(self, client, admin, params) -> None:

@@ -156,7 +156,11 @@ def _route_path(template: str) -> str:
     return template
 
 
-_PROBLEM_TYPES = {401: "/problems/unauthorized", 403: "/problems/forbidden", 404: "/problems/not-found"}
+_PROBLEM_TYPES = {
+    401: "/problems/unauthorized",
+    403: "/problems/forbidden",
+    404: "/problems/not-found",
+}
 
 
 @dataclass
@@ -214,7 +218,9 @@ def _snapshot() -> tuple[dict[str, int], list[Any]]:
 
     with session_scope(write=False) as session:
         versions = [
-            sorted((str(i.id), i.version, i.status, i.title) for i in session.scalars(select(Incident))),
+            sorted(
+                (str(i.id), i.version, i.status, i.title) for i in session.scalars(select(Incident))
+            ),
             sorted((d.code, d.version) for d in session.scalars(select(District))),
             sorted((c.code, c.version) for c in session.scalars(select(Competence))),
             sorted((str(o.id), o.version) for o in session.scalars(select(Organisation))),
@@ -309,17 +315,29 @@ UNKNOWN_ID = "0b6f7f8e-5c1d-4e2a-8f00-000000000000"
 
 class TestCreateApiKey:
     def test_key_is_shown_once(self, client, admin) -> None:
-        response = client.post(f"{API}/api-keys", json={"name": "reporting", "role": "coordinator"},
-                               headers=admin)
+        response = client.post(
+            f"{API}/api-keys", json={"name": "reporting", "role": "coordinator"}, headers=admin
+        )
         assert response.status_code == 201, response.text
         created = response.json()
         secret = created["key"]
         assert secret.startswith("kok_") and len(secret) >= 40
-        assert set(created) == {"id", "name", "role", "organisation_id", "manager_id",
-                                "created_at", "key"}
+        assert set(created) == {
+            "id",
+            "name",
+            "role",
+            "organisation_id",
+            "manager_id",
+            "created_at",
+            "key",
+        }
         # the key works, with its role
-        assert client.get(f"{API}/incidents", headers={"Authorization": f"Bearer {secret}"}
-                          ).status_code == 200
+        assert (
+            client.get(
+                f"{API}/incidents", headers={"Authorization": f"Bearer {secret}"}
+            ).status_code
+            == 200
+        )
         # lists never show it, nor does the database hold it
         listing = client.get(f"{API}/api-keys", headers=admin)
         assert listing.status_code == 200
@@ -364,7 +382,8 @@ class TestCreateApiKey:
     def test_manager_key(self, client, admin) -> None:
         manager = make_manager()
         response = client.post(
-            f"{API}/api-keys", json={"name": "m", "role": "manager", "manager_id": str(manager)},
+            f"{API}/api-keys",
+            json={"name": "m", "role": "manager", "manager_id": str(manager)},
             headers=admin,
         )
         assert response.status_code == 201
@@ -373,8 +392,9 @@ class TestCreateApiKey:
 
 class TestRevokeApiKey:
     def test_revoked_key_gets_401_at_once(self, client, admin) -> None:
-        created = client.post(f"{API}/api-keys", json={"name": "temp", "role": "viewer"},
-                              headers=admin).json()
+        created = client.post(
+            f"{API}/api-keys", json={"name": "temp", "role": "viewer"}, headers=admin
+        ).json()
         headers = {"Authorization": f"Bearer {created['key']}"}
         # used once, so the key sits in the in-process cache
         assert client.get(f"{API}/districts", headers=headers).status_code == 200
@@ -391,8 +411,9 @@ class TestRevokeApiKey:
         from app.core.security import SYSTEM_PRINCIPAL
         from app.services.api_keys import ApiKeyService
 
-        created = client.post(f"{API}/api-keys", json={"name": "temp", "role": "viewer"},
-                              headers=admin).json()
+        created = client.post(
+            f"{API}/api-keys", json={"name": "temp", "role": "viewer"}, headers=admin
+        ).json()
         headers = {"Authorization": f"Bearer {created['key']}"}
         with session_scope() as session:
             ApiKeyService(session).revoke(uuid.UUID(created["id"]), SYSTEM_PRINCIPAL)
@@ -402,11 +423,13 @@ class TestRevokeApiKey:
         assert client.get(f"{API}/districts", headers=headers).status_code == 401
 
     def test_revoke_twice(self, client, admin) -> None:
-        created = client.post(f"{API}/api-keys", json={"name": "temp", "role": "viewer"},
-                              headers=admin).json()
+        created = client.post(
+            f"{API}/api-keys", json={"name": "temp", "role": "viewer"}, headers=admin
+        ).json()
         for _ in range(2):
-            assert client.delete(f"{API}/api-keys/{created['id']}",
-                                 headers=admin).status_code == 204
+            assert (
+                client.delete(f"{API}/api-keys/{created['id']}", headers=admin).status_code == 204
+            )
 
     def test_unknown(self, client, admin) -> None:
         response = client.delete(f"{API}/api-keys/{uuid.uuid4()}", headers=admin)

@@ -39,13 +39,20 @@ def _cors_headers(response: httpx.Response) -> set[str]:
     return {name for name in response.headers if name.lower().startswith("access-control-")}
 
 
-def _preflight(client: Any, origin: str, method: str = "POST",
-               headers: str = "authorization, content-type, idempotency-key") -> Any:
-    return client.options("/api/v1/incidents", headers={
-        "Origin": origin,
-        "Access-Control-Request-Method": method,
-        "Access-Control-Request-Headers": headers,
-    })
+def _preflight(
+    client: Any,
+    origin: str,
+    method: str = "POST",
+    headers: str = "authorization, content-type, idempotency-key",
+) -> Any:
+    return client.options(
+        "/api/v1/incidents",
+        headers={
+            "Origin": origin,
+            "Access-Control-Request-Method": method,
+            "Access-Control-Request-Headers": headers,
+        },
+    )
 
 
 class TestPreflight:
@@ -55,8 +62,9 @@ class TestPreflight:
         assert response.headers["access-control-allow-origin"] == SPA
         allowed = {m.strip() for m in response.headers["access-control-allow-methods"].split(",")}
         assert {"GET", "POST", "PATCH", "DELETE"} <= allowed
-        requested = {h.strip().lower()
-                     for h in response.headers["access-control-allow-headers"].split(",")}
+        requested = {
+            h.strip().lower() for h in response.headers["access-control-allow-headers"].split(",")
+        }
         assert {"authorization", "content-type", "idempotency-key", "if-match"} <= requested
         assert "access-control-allow-credentials" not in response.headers
         assert int(response.headers["access-control-max-age"]) > 0
@@ -73,7 +81,12 @@ class TestPreflight:
         assert response.status_code >= 400
 
     def test_origin_is_matched_exactly(self, cors_client: Any) -> None:
-        for origin in (SPA + ":443", SPA + "/", "http://spa.example.org", "https://sub.spa.example.org"):
+        for origin in (
+            SPA + ":443",
+            SPA + "/",
+            "http://spa.example.org",
+            "https://sub.spa.example.org",
+        ):
             assert _cors_headers(_preflight(cors_client, origin)) == set(), origin
 
     def test_header_not_allowed(self, cors_client: Any) -> None:
@@ -89,8 +102,9 @@ class TestRealRequests:
         response = cors_client.post("/api/v1/incidents", json=incident_body(), headers=headers)
         assert response.status_code == 201, response.text
         assert response.headers["access-control-allow-origin"] == SPA
-        exposed = {h.strip().lower()
-                   for h in response.headers["access-control-expose-headers"].split(",")}
+        exposed = {
+            h.strip().lower() for h in response.headers["access-control-expose-headers"].split(",")
+        }
         assert exposed >= EXPOSED
         assert "access-control-allow-credentials" not in response.headers
         assert response.headers["etag"] and response.headers["location"]
@@ -127,8 +141,10 @@ def test_no_origins_by_default(client: Any) -> None:
     assert _cors_headers(listed) == set()
 
 
-@pytest.mark.parametrize("value", ["*", "https://spa.example.org/", "spa.example.org",
-                                   "https://spa.example.org/app", "null"])
+@pytest.mark.parametrize(
+    "value",
+    ["*", "https://spa.example.org/", "spa.example.org", "https://spa.example.org/app", "null"],
+)
 def test_setting_refuses_what_is_not_an_origin(value: str) -> None:
     with pytest.raises(ValidationError, match="KOKOMA_CORS_ORIGINS"):
         Settings(cors_origins=value)
@@ -137,18 +153,24 @@ def test_setting_refuses_what_is_not_an_origin(value: str) -> None:
 def test_live_preflight_and_request(live_server: LiveServer) -> None:  # noqa: F811
     seed_reference()
     url = live_server(env={"KOKOMA_CORS_ORIGINS": SPA})
-    preflight = httpx.options(f"{url}/api/v1/incidents", headers={
-        "Origin": SPA, "Access-Control-Request-Method": "GET",
-        "Access-Control-Request-Headers": "authorization",
-    })
+    preflight = httpx.options(
+        f"{url}/api/v1/incidents",
+        headers={
+            "Origin": SPA,
+            "Access-Control-Request-Method": "GET",
+            "Access-Control-Request-Headers": "authorization",
+        },
+    )
     assert preflight.status_code == 200
     assert preflight.headers["access-control-allow-origin"] == SPA
-    response = httpx.get(f"{url}/api/v1/incidents",
-                         headers={**make_key("coordinator"), "Origin": SPA})
+    response = httpx.get(
+        f"{url}/api/v1/incidents", headers={**make_key("coordinator"), "Origin": SPA}
+    )
     assert response.status_code == 200
     assert response.headers["access-control-allow-origin"] == SPA
     assert "x-request-id" in response.headers["access-control-expose-headers"].lower()
-    other = httpx.get(f"{url}/api/v1/incidents",
-                      headers={**make_key("coordinator"), "Origin": OTHER})
+    other = httpx.get(
+        f"{url}/api/v1/incidents", headers={**make_key("coordinator"), "Origin": OTHER}
+    )
     assert other.status_code == 200
     assert _cors_headers(other) == set()

@@ -36,9 +36,14 @@ def statuses() -> dict[uuid.UUID, str]:
 
 def open_assignments() -> list[tuple[uuid.UUID, uuid.UUID, str]]:
     with session_scope(write=False) as session:
-        return [tuple(r) for r in session.execute(  # type: ignore[misc]
-            select(Assignment.incident_id, Assignment.manager_id, Assignment.role).where(
-                Assignment.status == "offered"))]
+        return [
+            tuple(r)
+            for r in session.execute(  # type: ignore[misc]
+                select(Assignment.incident_id, Assignment.manager_id, Assignment.role).where(
+                    Assignment.status == "offered"
+                )
+            )
+        ]
 
 
 class TestAutoDispatch:
@@ -50,8 +55,9 @@ class TestAutoDispatch:
         assert response.status_code == 200, response.text
         body = response.json()
         assert body["dry_run"] is True
-        assert [(a["incident_id"], a["manager_id"], a["role"], a["status"])
-                for a in body["assignments"]] == [(str(incident), str(manager), "lead", "planned")]
+        assert [
+            (a["incident_id"], a["manager_id"], a["role"], a["status"]) for a in body["assignments"]
+        ] == [(str(incident), str(manager), "lead", "planned")]
         assert body["assignments"][0]["reasons"]
         assert body["unassigned"] == []
         assert body["optimal"] is True
@@ -69,8 +75,13 @@ class TestAutoDispatch:
         make_dispatch_manager(home_district="delta")  # one only: the tandem in delta cannot fill
         candidates = client.get(f"/api/v1/incidents/{single}/candidates", headers=staff).json()
 
-        response = client.post(URL, headers=staff, json={
-            "incident_ids": [str(i) for i in (single, tandem, above, nobody, lonely, reported)]})
+        response = client.post(
+            URL,
+            headers=staff,
+            json={
+                "incident_ids": [str(i) for i in (single, tandem, above, nobody, lonely, reported)]
+            },
+        )
         assert response.status_code == 200, response.text
         body = response.json()
         assert body["dry_run"] is False
@@ -122,8 +133,9 @@ class TestAutoDispatch:
         known = make_triaged_incident()
         make_dispatch_manager()
         before = table_counts()
-        response = client.post(URL, headers=staff, json={
-            "incident_ids": [str(known), str(uuid.uuid4())]})
+        response = client.post(
+            URL, headers=staff, json={"incident_ids": [str(known), str(uuid.uuid4())]}
+        )
         assert response.status_code == 422
         problem = response.json()
         assert problem["errors"][0]["loc"] == ["body", "incident_ids", 1]
@@ -152,13 +164,18 @@ class TestAutoDispatch:
         got = client.get(f"/api/v1/incidents/{incident}", headers=staff).json()
         assert got["status"] == "dispatched" and got["version"] == version + 1
         with session_scope(write=False) as session:
-            events = Counter(session.scalars(select(IncidentEvent.type).where(
-                IncidentEvent.incident_id == incident)))
+            events = Counter(
+                session.scalars(
+                    select(IncidentEvent.type).where(IncidentEvent.incident_id == incident)
+                )
+            )
             outbox = Counter(session.scalars(select(OutboxEvent.event_type)))
             payloads = list(session.scalars(select(OutboxEvent.payload)))
             audits = Counter(session.execute(select(AuditEvent.resource, AuditEvent.action)).all())
-            counts = {m: session.get(Manager, m).open_assignments  # type: ignore[union-attr]
-                      for m in (lead, co)}
+            counts = {
+                m: session.get(Manager, m).open_assignments  # type: ignore[union-attr]
+                for m in (lead, co)
+            }
         assert events["assignment_offered"] == 2 and events["status_changed"] == 2
         assert outbox["assignment.offered"] == 2
         assert outbox["incident.status_changed"] == 2  # triaged (factory) and dispatched

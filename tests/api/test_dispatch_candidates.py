@@ -21,8 +21,13 @@ from tests.factories import (
 )
 
 ZERO = {
-    "not_active": 0, "absent": 0, "at_capacity": 0, "missing_competence": 0,
-    "wrong_district": 0, "language": 0, "already_involved": 0,
+    "not_active": 0,
+    "absent": 0,
+    "at_capacity": 0,
+    "missing_competence": 0,
+    "wrong_district": 0,
+    "language": 0,
+    "already_involved": 0,
 }
 
 
@@ -37,17 +42,20 @@ def _roster(incident_id: uuid.UUID) -> dict[str, uuid.UUID]:
     other = make_triaged_incident(district="delta", required_competences=[])
     roster = {
         "home": make_dispatch_manager(display_name="Home"),
-        "served": make_dispatch_manager(display_name="Served", home_district="gamma",
-                                        districts=["alpha"]),
+        "served": make_dispatch_manager(
+            display_name="Served", home_district="gamma", districts=["alpha"]
+        ),
         "paused": make_dispatch_manager(status="paused"),
         "retired": make_dispatch_manager(status="retired"),
         "training": make_dispatch_manager(status="in_training"),
         "absent": make_dispatch_manager(absences=[(date(2026, 6, 14), date(2026, 6, 15))]),
-        "full": make_dispatch_manager(max_open_assignments=1, home_district="delta",
-                                      districts=["alpha"]),
+        "full": make_dispatch_manager(
+            max_open_assignments=1, home_district="delta", districts=["alpha"]
+        ),
         "no_competence": make_dispatch_manager(competences=["youth_work"]),
         "expired_competence": make_dispatch_manager(
-            competences=[("mediation", date(2024, 1, 1), date(2026, 6, 14))]),
+            competences=[("mediation", date(2024, 1, 1), date(2026, 6, 14))]
+        ),
         "far": make_dispatch_manager(home_district="delta"),
         "neighbour": make_dispatch_manager(home_district="beta"),
         "language": make_dispatch_manager(languages=["en"]),
@@ -59,8 +67,13 @@ def _roster(incident_id: uuid.UUID) -> dict[str, uuid.UUID]:
 
 
 EXPECTED = {
-    "not_active": 3, "absent": 1, "at_capacity": 1, "missing_competence": 2,
-    "wrong_district": 2, "language": 1, "already_involved": 1,
+    "not_active": 3,
+    "absent": 1,
+    "at_capacity": 1,
+    "missing_competence": 2,
+    "wrong_district": 2,
+    "language": 1,
+    "already_involved": 1,
 }
 
 
@@ -80,16 +93,21 @@ class TestCandidates:
         assert first["district_match"] == "home"
         assert first["open_assignments"] == 0
         assert [r["factor"] for r in first["reasons"]] == [
-            "district", "load", "fairness", "competence_breadth", "continuity"]
+            "district",
+            "load",
+            "fairness",
+            "competence_breadth",
+            "continuity",
+        ]
         assert first["score"] == pytest.approx(
-            sum(r["weight"] * r["value"] for r in first["reasons"]), abs=1e-4)
+            sum(r["weight"] * r["value"] for r in first["reasons"]), abs=1e-4
+        )
         assert "email" not in first and "phone" not in first
 
     def test_limit_cuts_candidates_not_counts(self, client, staff) -> None:
         incident = make_triaged_incident()
         _roster(incident)
-        body = client.get(f"/api/v1/incidents/{incident}/candidates?limit=1",
-                          headers=staff).json()
+        body = client.get(f"/api/v1/incidents/{incident}/candidates?limit=1", headers=staff).json()
         assert len(body["candidates"]) == 1
         assert body["excluded"] == EXPECTED
 
@@ -102,8 +120,9 @@ class TestCandidates:
         assert body["candidates"][0]["district_match"] == "neighbour"
         assert body["fallback_used"] is True
         assert body["excluded"] == {**ZERO, "wrong_district": 1}
-        none = client.get(f"/api/v1/incidents/{incident}/candidates?fallback=none",
-                          headers=staff).json()
+        none = client.get(
+            f"/api/v1/incidents/{incident}/candidates?fallback=none", headers=staff
+        ).json()
         assert none["candidates"] == []
         assert none["excluded"] == {**ZERO, "wrong_district": 2}
         assert str(far) not in {c["manager_id"] for c in body["candidates"]}
@@ -136,7 +155,8 @@ class TestCandidates:
         with session_scope() as session:
             session.get(Manager, busy).last_assigned_at = None  # type: ignore[union-attr]
             session.get(Manager, idle).last_assigned_at = datetime(  # type: ignore[union-attr]
-                2026, 5, 31, 10, 0, tzinfo=UTC)  # 15 days: fairness 0.5
+                2026, 5, 31, 10, 0, tzinfo=UTC
+            )  # 15 days: fairness 0.5
         body = client.get(f"/api/v1/incidents/{incident}/candidates", headers=staff).json()
         # busy 0.35 + 0.5·0.25 + 1·0.15 + 0.3333·0.15 = idle 0.35 + 1·0.25 + 0.5·0.15 = 0.675
         assert [c["score"] for c in body["candidates"]] == [0.675, 0.675]
@@ -147,8 +167,9 @@ class TestCandidates:
         organisation = make_organisation()
         incident = make_triaged_incident(organisation_id=str(organisation))
         for role, kwargs in (("viewer", {}), ("partner", {"organisation_id": organisation})):
-            response = client.get(f"/api/v1/incidents/{incident}/candidates",
-                                  headers=make_key(role, **kwargs))
+            response = client.get(
+                f"/api/v1/incidents/{incident}/candidates", headers=make_key(role, **kwargs)
+            )
             assert response.status_code == 403
             assert response.json()["type"] == "/problems/forbidden"
 
@@ -159,8 +180,9 @@ class TestCandidates:
 
     def test_bad_fallback(self, client, staff) -> None:
         incident = make_triaged_incident()
-        response = client.get(f"/api/v1/incidents/{incident}/candidates?fallback=all",
-                              headers=staff)
+        response = client.get(
+            f"/api/v1/incidents/{incident}/candidates?fallback=all", headers=staff
+        )
         assert response.status_code == 422
 
 
@@ -183,8 +205,11 @@ class TestManualPickConstraints:
         incident = make_triaged_incident()
         roster = _roster(incident)
         before = table_counts()
-        response = client.post("/api/v1/assignments", headers=staff,
-                               json={"incident_id": str(incident), "manager_id": str(roster[who])})
+        response = client.post(
+            "/api/v1/assignments",
+            headers=staff,
+            json={"incident_id": str(incident), "manager_id": str(roster[who])},
+        )
         assert response.status_code == 409, response.text
         problem = response.json()
         expected_type = "at-capacity" if reason == "at_capacity" else "not-eligible"
@@ -196,8 +221,11 @@ class TestManualPickConstraints:
     def test_neighbour_always_allowed_by_hand(self, client, staff) -> None:
         incident = make_triaged_incident()
         roster = _roster(incident)
-        response = client.post("/api/v1/assignments", headers=staff, json={
-            "incident_id": str(incident), "manager_id": str(roster["neighbour"])})
+        response = client.post(
+            "/api/v1/assignments",
+            headers=staff,
+            json={"incident_id": str(incident), "manager_id": str(roster["neighbour"])},
+        )
         assert response.status_code == 201, response.text
         assert response.json()["reasons"][0]["detail"] == "neighbouring district"
 
@@ -205,8 +233,11 @@ class TestManualPickConstraints:
 def test_last_assigned_is_stamped(client, staff) -> None:
     incident = make_triaged_incident()
     manager = make_dispatch_manager()
-    client.post("/api/v1/assignments", headers=staff,
-                json={"incident_id": str(incident), "manager_id": str(manager)})
+    client.post(
+        "/api/v1/assignments",
+        headers=staff,
+        json={"incident_id": str(incident), "manager_id": str(manager)},
+    )
     with session_scope(write=False) as session:
         stamped = session.scalar(select(Manager.last_assigned_at).where(Manager.id == manager))
     assert stamped == datetime(2026, 6, 15, 10, 0, tzinfo=UTC)

@@ -36,16 +36,23 @@ def advance(to: datetime) -> None:
 
 def rows(incident_id: uuid.UUID) -> list[tuple[uuid.UUID, str]]:
     with session_scope(write=False) as session:
-        return [(m, s) for m, s in session.execute(
-            select(Assignment.manager_id, Assignment.status)
-            .where(Assignment.incident_id == incident_id)
-            .order_by(Assignment.created_at, Assignment.id))]
+        return [
+            (m, s)
+            for m, s in session.execute(
+                select(Assignment.manager_id, Assignment.status)
+                .where(Assignment.incident_id == incident_id)
+                .order_by(Assignment.created_at, Assignment.id)
+            )
+        ]
 
 
 def assert_counters_consistent() -> None:
     with session_scope(write=False) as session:
-        counted = Counter(session.scalars(select(Assignment.manager_id).where(
-            Assignment.status.in_(("offered", "accepted")))))
+        counted = Counter(
+            session.scalars(
+                select(Assignment.manager_id).where(Assignment.status.in_(("offered", "accepted")))
+            )
+        )
         for manager in session.scalars(select(Manager)):
             assert manager.open_assignments == counted.get(manager.id, 0)
             assert manager.open_assignments <= manager.max_open_assignments
@@ -56,16 +63,22 @@ class TestExpiry:
         incident = make_triaged_incident()
         first = make_dispatch_manager()
         second = make_dispatch_manager(home_district="gamma", districts=["alpha"])
-        offered = client.post("/api/v1/assignments", headers=staff, json={
-            "incident_id": str(incident), "manager_id": str(first)}).json()
+        offered = client.post(
+            "/api/v1/assignments",
+            headers=staff,
+            json={"incident_id": str(incident), "manager_id": str(first)},
+        ).json()
         advance(NOW + timedelta(hours=47))
         assert expire_due_offers() == 0  # not due yet
         advance(LATER)
         assert expire_due_offers() == 1
         assert rows(incident) == [(first, "expired"), (second, "offered")]
         with session_scope(write=False) as session:
-            types = list(session.scalars(select(IncidentEvent.type).where(
-                IncidentEvent.incident_id == incident)))
+            types = list(
+                session.scalars(
+                    select(IncidentEvent.type).where(IncidentEvent.incident_id == incident)
+                )
+            )
             outbox = list(session.scalars(select(OutboxEvent.event_type)))
             expired = session.get(Assignment, uuid.UUID(offered["id"]))
             assert expired is not None and expired.ended_at == LATER
@@ -81,8 +94,11 @@ class TestExpiry:
         incident = make_triaged_incident(escalation_level=4)
         lead, co = make_dispatch_manager(), make_dispatch_manager()
         for manager in (lead, co):
-            client.post("/api/v1/assignments", headers=staff,
-                        json={"incident_id": str(incident), "manager_id": str(manager)})
+            client.post(
+                "/api/v1/assignments",
+                headers=staff,
+                json={"incident_id": str(incident), "manager_id": str(manager)},
+            )
         advance(LATER)
         assert expire_due_offers() == 2
         assert sorted(s for _, s in rows(incident)) == ["expired", "expired"]
@@ -93,8 +109,11 @@ class TestExpiry:
     def test_registered_in_the_worker(self, client, staff) -> None:
         incident = make_triaged_incident()
         manager = make_dispatch_manager()
-        client.post("/api/v1/assignments", headers=staff,
-                    json={"incident_id": str(incident), "manager_id": str(manager)})
+        client.post(
+            "/api/v1/assignments",
+            headers=staff,
+            json={"incident_id": str(incident), "manager_id": str(manager)},
+        )
         advance(LATER)
         job = next(j for j in worker.JOBS if j.name == "offers.expire")
         assert worker.run_once([job]) == {"offers.expire": 1}
@@ -106,8 +125,11 @@ class TestExpiry:
         for _ in incidents:  # the spare managers the freed slots go to
             make_dispatch_manager(max_open_assignments=1)
         for incident, manager in zip(incidents, firsts, strict=True):
-            response = client.post("/api/v1/assignments", headers=staff, json={
-                "incident_id": str(incident), "manager_id": str(manager)})
+            response = client.post(
+                "/api/v1/assignments",
+                headers=staff,
+                json={"incident_id": str(incident), "manager_id": str(manager)},
+            )
             assert response.status_code == 201
         advance(LATER)
         barrier = threading.Barrier(2)
@@ -133,8 +155,11 @@ class TestExpiry:
             assert statuses.count("expired") == 1
             assert statuses.count("offered") == 1  # the next candidate, exactly once
             with session_scope(write=False) as session:
-                events = list(session.scalars(select(IncidentEvent.type).where(
-                    IncidentEvent.incident_id == incident)))
+                events = list(
+                    session.scalars(
+                        select(IncidentEvent.type).where(IncidentEvent.incident_id == incident)
+                    )
+                )
             assert events.count("assignment_expired") == 1
         offered_to = Counter(m for i in incidents for m, s in rows(i) if s == "offered")
         assert all(count == 1 for count in offered_to.values())

@@ -36,8 +36,14 @@ def staff(fixed_clock: object) -> dict[str, str]:
     return make_key("coordinator")
 
 
-def offer(client: Any, headers: dict[str, str], incident: uuid.UUID, manager: uuid.UUID | None = None,
-          role: str | None = None, status: int = 201) -> dict[str, Any]:
+def offer(
+    client: Any,
+    headers: dict[str, str],
+    incident: uuid.UUID,
+    manager: uuid.UUID | None = None,
+    role: str | None = None,
+    status: int = 201,
+) -> dict[str, Any]:
     body: dict[str, Any] = {"incident_id": str(incident)}
     if manager is not None:
         body["manager_id"] = str(manager)
@@ -48,10 +54,17 @@ def offer(client: Any, headers: dict[str, str], incident: uuid.UUID, manager: uu
     return response.json()
 
 
-def answer(client: Any, headers: dict[str, str], assignment_id: str, action: str,
-           body: dict[str, Any] | None = None, status: int = 200) -> dict[str, Any]:
-    response = client.post(f"/api/v1/assignments/{assignment_id}/{action}", headers=headers,
-                           json=body)
+def answer(
+    client: Any,
+    headers: dict[str, str],
+    assignment_id: str,
+    action: str,
+    body: dict[str, Any] | None = None,
+    status: int = 200,
+) -> dict[str, Any]:
+    response = client.post(
+        f"/api/v1/assignments/{assignment_id}/{action}", headers=headers, json=body
+    )
     assert response.status_code == status, response.text
     return response.json()
 
@@ -63,14 +76,22 @@ def incident_status(incident_id: uuid.UUID) -> str:
 
 def events(incident_id: uuid.UUID) -> list[str]:
     with session_scope(write=False) as session:
-        return list(session.scalars(select(IncidentEvent.type).where(
-            IncidentEvent.incident_id == incident_id)))
+        return list(
+            session.scalars(
+                select(IncidentEvent.type).where(IncidentEvent.incident_id == incident_id)
+            )
+        )
 
 
 def assignments(incident_id: uuid.UUID) -> list[Assignment]:
     with session_scope(write=False) as session:
-        return list(session.scalars(select(Assignment).where(
-            Assignment.incident_id == incident_id).order_by(Assignment.created_at, Assignment.id)))
+        return list(
+            session.scalars(
+                select(Assignment)
+                .where(Assignment.incident_id == incident_id)
+                .order_by(Assignment.created_at, Assignment.id)
+            )
+        )
 
 
 def open_count(manager_id: uuid.UUID) -> int:
@@ -80,8 +101,9 @@ def open_count(manager_id: uuid.UUID) -> int:
 
 def outbox_types() -> list[str]:
     with session_scope(write=False) as session:
-        return list(session.scalars(select(OutboxEvent.event_type).order_by(
-            OutboxEvent.created_at)))
+        return list(
+            session.scalars(select(OutboxEvent.event_type).order_by(OutboxEvent.created_at))
+        )
 
 
 def manager_key(manager_id: uuid.UUID) -> dict[str, str]:
@@ -106,10 +128,14 @@ class TestCreateAssignment:
         assert "assignment.offered" in outbox_types()
         assert open_count(manager) == 1
         with session_scope(write=False) as session:
-            payload = session.scalars(select(OutboxEvent.payload).where(
-                OutboxEvent.event_type == "assignment.offered")).one()
-            audited = session.scalar(select(func.count()).select_from(AuditEvent).where(
-                AuditEvent.resource == "assignment", AuditEvent.action == "offer"))
+            payload = session.scalars(
+                select(OutboxEvent.payload).where(OutboxEvent.event_type == "assignment.offered")
+            ).one()
+            audited = session.scalar(
+                select(func.count())
+                .select_from(AuditEvent)
+                .where(AuditEvent.resource == "assignment", AuditEvent.action == "offer")
+            )
         assert payload["assignment"]["id"] == body["id"]
         assert "@" not in str(payload)
         assert audited == 1
@@ -120,8 +146,12 @@ class TestCreateAssignment:
         best = make_dispatch_manager()
         body = offer(client, staff, incident)
         assert body["manager_id"] == str(best)
-        assert body["reasons"][0] == {"factor": "district", "value": 1.0, "weight": 0.35,
-                                      "detail": "home district"}
+        assert body["reasons"][0] == {
+            "factor": "district",
+            "value": 1.0,
+            "weight": 0.35,
+            "detail": "home district",
+        }
 
     def test_auto_pick_refused_above_volunteer_level(self, client, staff) -> None:
         incident = make_triaged_incident(escalation_level=7)
@@ -154,8 +184,9 @@ class TestCreateAssignment:
 
     def test_unknown_field(self, client, staff) -> None:
         incident = make_triaged_incident()
-        response = client.post("/api/v1/assignments", headers=staff,
-                               json={"incident_id": str(incident), "priority": 1})
+        response = client.post(
+            "/api/v1/assignments", headers=staff, json={"incident_id": str(incident), "priority": 1}
+        )
         assert response.status_code == 422
 
     def test_slots(self, client, staff) -> None:
@@ -163,10 +194,14 @@ class TestCreateAssignment:
         first, second = make_dispatch_manager(), make_dispatch_manager()
         offer(client, staff, incident, first)
         assert offer(client, staff, incident, second, status=409)["type"] == "/problems/slot-taken"
-        assert offer(client, staff, incident, second, role="lead",
-                     status=409)["type"] == "/problems/slot-taken"
-        assert offer(client, staff, incident, second, role="co",
-                     status=409)["type"] == "/problems/not-tandem"
+        assert (
+            offer(client, staff, incident, second, role="lead", status=409)["type"]
+            == "/problems/slot-taken"
+        )
+        assert (
+            offer(client, staff, incident, second, role="co", status=409)["type"]
+            == "/problems/not-tandem"
+        )
         assert open_count(second) == 0
 
     def test_tandem_default_roles(self, client, staff) -> None:
@@ -175,22 +210,28 @@ class TestCreateAssignment:
         assert offer(client, staff, incident, managers[0])["role"] == "lead"
         assert offer(client, staff, incident, managers[1])["role"] == "co"
         assert offer(client, staff, incident, managers[2], status=409)["type"] == (
-            "/problems/slot-taken")
+            "/problems/slot-taken"
+        )
 
     def test_roles(self, client, staff) -> None:
         incident = make_triaged_incident()
         manager = make_dispatch_manager()
-        for headers in (make_key("viewer"), manager_key(manager),
-                        make_key("partner", organisation_id=make_organisation())):
-            response = client.post("/api/v1/assignments", headers=headers,
-                                   json={"incident_id": str(incident)})
+        for headers in (
+            make_key("viewer"),
+            manager_key(manager),
+            make_key("partner", organisation_id=make_organisation()),
+        ):
+            response = client.post(
+                "/api/v1/assignments", headers=headers, json={"incident_id": str(incident)}
+            )
             assert response.status_code == 403
         assert incident_status(incident) == "triaged"
 
     def test_dispatched_by_hand_is_refused(self, client, staff) -> None:
         incident = make_triaged_incident()
-        response = client.post(f"/api/v1/incidents/{incident}/status", headers=staff,
-                               json={"status": "dispatched"})
+        response = client.post(
+            f"/api/v1/incidents/{incident}/status", headers=staff, json={"status": "dispatched"}
+        )
         assert response.status_code == 409
 
 
@@ -207,8 +248,14 @@ class TestAccept:
         again = answer(client, manager_key(manager), created["id"], "accept")
         assert again == accepted  # idempotent
         assert events(incident).count("assignment_accepted") == 1
-        problem = answer(client, manager_key(manager), created["id"], "decline",
-                         {"reason": "changed my mind"}, status=409)
+        problem = answer(
+            client,
+            manager_key(manager),
+            created["id"],
+            "decline",
+            {"reason": "changed my mind"},
+            status=409,
+        )
         assert problem["type"] == "/problems/offer-not-open"
 
     def test_tandem_needs_both(self, client, staff) -> None:
@@ -235,8 +282,9 @@ class TestAccept:
         incident = make_triaged_incident()
         manager = make_dispatch_manager()
         created = offer(client, staff, incident, manager)
-        clock_module.set_clock(clock_module.Clock(
-            tz=clock_module.get_clock().tz, fixed_now=NOW + timedelta(hours=49)))
+        clock_module.set_clock(
+            clock_module.Clock(tz=clock_module.get_clock().tz, fixed_now=NOW + timedelta(hours=49))
+        )
         problem = answer(client, manager_key(manager), created["id"], "accept", status=409)
         assert problem["type"] == "/problems/offer-not-open"
         assert assignments(incident)[0].status == "offered"  # the worker expires it
@@ -245,13 +293,16 @@ class TestAccept:
         incident = make_triaged_incident()
         manager, other = make_dispatch_manager(), make_dispatch_manager()
         created = offer(client, staff, incident, manager)
-        response = client.post(f"/api/v1/assignments/{created['id']}/accept",
-                               headers=manager_key(other))
+        response = client.post(
+            f"/api/v1/assignments/{created['id']}/accept", headers=manager_key(other)
+        )
         assert response.status_code == 404
         assert assignments(incident)[0].status == "offered"
         partner = make_key("partner", organisation_id=make_organisation())
-        assert client.post(f"/api/v1/assignments/{created['id']}/accept",
-                           headers=partner).status_code == 403
+        assert (
+            client.post(f"/api/v1/assignments/{created['id']}/accept", headers=partner).status_code
+            == 403
+        )
 
     def test_unknown(self, client, staff) -> None:
         response = client.post(f"/api/v1/assignments/{uuid.uuid4()}/accept", headers=staff)
@@ -264,13 +315,15 @@ class TestDecline:
         first = make_dispatch_manager()
         second = make_dispatch_manager(home_district="gamma", districts=["alpha"])
         created = offer(client, staff, incident, first)
-        declined = answer(client, manager_key(first), created["id"], "decline",
-                          {"reason": "on holiday"})
+        declined = answer(
+            client, manager_key(first), created["id"], "decline", {"reason": "on holiday"}
+        )
         assert declined["status"] == "declined"
         assert declined["decline_reason"] == "on holiday"
         rows = assignments(incident)
-        assert sorted((str(r.manager_id), r.status, r.role) for r in rows) == sorted([
-            (str(first), "declined", "lead"), (str(second), "offered", "lead")])
+        assert sorted((str(r.manager_id), r.status, r.role) for r in rows) == sorted(
+            [(str(first), "declined", "lead"), (str(second), "offered", "lead")]
+        )
         assert incident_status(incident) == "dispatched"
         assert open_count(first) == 0 and open_count(second) == 1
         assert "assignment.declined" in outbox_types()
@@ -299,7 +352,9 @@ class TestDecline:
         # nobody else: back to the queue, the accepted co is withdrawn
         assert incident_status(incident) == "triaged"
         assert {r.manager_id: r.status for r in assignments(incident)} == {
-            lead: "declined", co: "withdrawn"}
+            lead: "declined",
+            co: "withdrawn",
+        }
         assert open_count(co) == 0
 
     def test_co_gone_keeps_status(self, client, staff) -> None:
@@ -310,7 +365,9 @@ class TestDecline:
         answer(client, manager_key(co), co_offer["id"], "decline", {"reason": "ill"})
         assert incident_status(incident) == "dispatched"
         assert {r.manager_id: r.status for r in assignments(incident)} == {
-            lead: "offered", co: "declined"}
+            lead: "offered",
+            co: "declined",
+        }
 
     def test_glasl_gate_on_refill(self, client, staff) -> None:
         incident = make_triaged_incident(escalation_level=7)
@@ -335,16 +392,24 @@ class TestComplete:
         incident = make_triaged_incident()
         manager = make_dispatch_manager()
         created = offer(client, staff, incident, manager)
-        problem = answer(client, manager_key(manager), created["id"], "complete",
-                         {"outcome": "done"}, status=409)
+        problem = answer(
+            client, manager_key(manager), created["id"], "complete", {"outcome": "done"}, status=409
+        )
         assert problem["type"] == "/problems/assignment-not-accepted"
         answer(client, manager_key(manager), created["id"], "accept")
-        done = answer(client, manager_key(manager), created["id"], "complete",
-                      {"outcome": "agreement reached"})
+        done = answer(
+            client,
+            manager_key(manager),
+            created["id"],
+            "complete",
+            {"outcome": "agreement reached"},
+        )
         assert done["status"] == "completed" and done["outcome"] == "agreement reached"
         assert open_count(manager) == 0
-        assert answer(client, manager_key(manager), created["id"], "complete",
-                      {"outcome": "again"}) == done
+        assert (
+            answer(client, manager_key(manager), created["id"], "complete", {"outcome": "again"})
+            == done
+        )
         assert incident_status(incident) == "in_progress"
 
 
@@ -378,8 +443,9 @@ class TestWithdraw:
         incident = make_triaged_incident()
         manager = make_dispatch_manager()
         created = offer(client, staff, incident, manager)
-        response = client.post(f"/api/v1/assignments/{created['id']}/withdraw",
-                               headers=manager_key(manager), json={})
+        response = client.post(
+            f"/api/v1/assignments/{created['id']}/withdraw", headers=manager_key(manager), json={}
+        )
         assert response.status_code == 403
 
 
@@ -398,10 +464,13 @@ class TestRead:
 
         own = client.get("/api/v1/assignments", headers=manager_key(mine)).json()["items"]
         assert [i["id"] for i in own] == [a["id"]]
-        assert client.get(f"/api/v1/assignments/{b['id']}",
-                          headers=manager_key(mine)).status_code == 404
-        foreign = client.get(f"/api/v1/assignments?manager_id={other}",
-                             headers=manager_key(mine)).json()
+        assert (
+            client.get(f"/api/v1/assignments/{b['id']}", headers=manager_key(mine)).status_code
+            == 404
+        )
+        foreign = client.get(
+            f"/api/v1/assignments?manager_id={other}", headers=manager_key(mine)
+        ).json()
         assert foreign["items"] == []
 
         partner = make_key("partner", organisation_id=organisation)
@@ -420,16 +489,20 @@ class TestRead:
         answer(client, staff, made[0]["id"], "accept")
         accepted = client.get("/api/v1/assignments?status=accepted", headers=staff).json()
         assert [i["id"] for i in accepted["items"]] == [made[0]["id"]]
-        by_incident = client.get(f"/api/v1/assignments?incident_id={incidents[1]}",
-                                 headers=staff).json()
+        by_incident = client.get(
+            f"/api/v1/assignments?incident_id={incidents[1]}", headers=staff
+        ).json()
         assert [i["id"] for i in by_incident["items"]] == [made[1]["id"]]
         seen: list[str] = []
         url = "/api/v1/assignments?limit=2"
         while url:
             page = client.get(url, headers=staff).json()
             seen += [i["id"] for i in page["items"]]
-            url = f"/api/v1/assignments?limit=2&cursor={page['next_cursor']}" if page[
-                "next_cursor"] else ""
+            url = (
+                f"/api/v1/assignments?limit=2&cursor={page['next_cursor']}"
+                if page["next_cursor"]
+                else ""
+            )
         assert sorted(seen) == sorted(m["id"] for m in made)
         bad = client.get("/api/v1/assignments?status=lost", headers=staff)
         assert bad.status_code == 422

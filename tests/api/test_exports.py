@@ -47,27 +47,70 @@ def parse_csv(content: bytes) -> list[dict[str, str]]:
 
 def wipe_incidents() -> None:
     with session_scope() as session:
-        for table in ("incident_event", "incident_note", "incident_competence", "outbox_event",
-                      "audit_event", "assignment", "incident", "reference_counter"):
+        for table in (
+            "incident_event",
+            "incident_note",
+            "incident_competence",
+            "outbox_event",
+            "audit_event",
+            "assignment",
+            "incident",
+            "reference_counter",
+        ):
             session.execute(text(f'DELETE FROM "{table}"'))
 
 
 def varied_incidents(client: Any, admin: dict[str, str], organisation: Any) -> None:
-    create(client, admin, external_id="h-1", source="hotline",
-           title="=HYPERLINK(\"http://evil\")", description="Line one\nline \"two\"; three\r\n",
-           location={"lat": 50.978712345678, "lon": 11.02881}, languages=["de", "ar"],
-           required_competences=["youth_work", "mediation"],
-           occurred_at="2026-06-01T08:30:15.123456+02:00")
-    create(client, admin, external_id="w-1", source="web", title="-5 degrees and snow",
-           description="", reporter={"anonymous": True}, required_competences=[], languages=[],
-           district="beta", category="public_space", escalation_level=7)
-    create(client, admin, external_id="p-1", source="partner", organisation_id=str(organisation),
-           title="'quoted start", reporter=None, district="gamma", category="antisemitism",
-           reported_at="2026-05-30T12:00:00Z", description=" leading space, Straße ☂")
-    triaged = create(client, admin, external_id="h-2", source="hotline", title="@mention",
-                     reporter={"name": "Jo", "contact": "+49 361 1", "anonymous": False})
-    response = client.post(f"{URL}/{triaged['id']}/status", json={"status": "triaged"},
-                           headers=admin)
+    create(
+        client,
+        admin,
+        external_id="h-1",
+        source="hotline",
+        title='=HYPERLINK("http://evil")',
+        description='Line one\nline "two"; three\r\n',
+        location={"lat": 50.978712345678, "lon": 11.02881},
+        languages=["de", "ar"],
+        required_competences=["youth_work", "mediation"],
+        occurred_at="2026-06-01T08:30:15.123456+02:00",
+    )
+    create(
+        client,
+        admin,
+        external_id="w-1",
+        source="web",
+        title="-5 degrees and snow",
+        description="",
+        reporter={"anonymous": True},
+        required_competences=[],
+        languages=[],
+        district="beta",
+        category="public_space",
+        escalation_level=7,
+    )
+    create(
+        client,
+        admin,
+        external_id="p-1",
+        source="partner",
+        organisation_id=str(organisation),
+        title="'quoted start",
+        reporter=None,
+        district="gamma",
+        category="antisemitism",
+        reported_at="2026-05-30T12:00:00Z",
+        description=" leading space, Straße ☂",
+    )
+    triaged = create(
+        client,
+        admin,
+        external_id="h-2",
+        source="hotline",
+        title="@mention",
+        reporter={"name": "Jo", "contact": "+49 361 1", "anonymous": False},
+    )
+    response = client.post(
+        f"{URL}/{triaged['id']}/status", json={"status": "triaged"}, headers=admin
+    )
     assert response.status_code == 200
 
 
@@ -80,26 +123,35 @@ class TestCsvExport:
         assert first.headers["content-type"].startswith("text/csv")
         rows = parse_csv(first.content)
         assert list(rows[0]) == list(INCIDENT_COLUMNS) and len(rows) == 4
-        assert rows[0]["title"] == "'=HYPERLINK(\"http://evil\")"  # formula neutralised
+        assert rows[0]["title"] == '\'=HYPERLINK("http://evil")'  # formula neutralised
 
         wipe_incidents()
-        imported = client.post("/api/v1/imports/incidents", content=first.content,
-                               headers={**admin, "Content-Type": "text/csv"})
+        imported = client.post(
+            "/api/v1/imports/incidents",
+            content=first.content,
+            headers={**admin, "Content-Type": "text/csv"},
+        )
         assert imported.status_code == 200
         assert imported.json()["errors"] == [] and imported.json()["created"] == 4
 
         second = client.get(URL, headers={**admin, **AS_CSV})
         assert second.content == first.content
 
-        again = client.post("/api/v1/imports/incidents", content=second.content,
-                            headers={**admin, "Content-Type": "text/csv"}).json()
+        again = client.post(
+            "/api/v1/imports/incidents",
+            content=second.content,
+            headers={**admin, "Content-Type": "text/csv"},
+        ).json()
         assert (again["created"], again["updated"], again["unchanged"]) == (0, 0, 4)
 
     def test_every_row_in_reference_order_across_batches(self, client, admin) -> None:
         lines = ["external_id;title;district;category;escalation_level"]
         lines += [f"e-{n};Incident {n};alpha;other;{n % 9 + 1}" for n in range(2345)]
-        report = client.post("/api/v1/imports/incidents", content="\n".join(lines).encode(),
-                             headers={**admin, "Content-Type": "text/csv"}).json()
+        report = client.post(
+            "/api/v1/imports/incidents",
+            content="\n".join(lines).encode(),
+            headers={**admin, "Content-Type": "text/csv"},
+        ).json()
         assert report["created"] == 2345
         rows = parse_csv(client.get(URL, params={"limit": 5}, headers={**admin, **AS_CSV}).content)
         assert len(rows) == 2345  # limit does not apply
@@ -129,8 +181,11 @@ class TestCsvExport:
     def test_organisation_filter(self, client, admin) -> None:
         organisation = make_organisation()
         varied_incidents(client, admin, organisation)
-        rows = parse_csv(client.get(URL, params={"organisation_id": str(organisation)},
-                                    headers={**admin, **AS_CSV}).content)
+        rows = parse_csv(
+            client.get(
+                URL, params={"organisation_id": str(organisation)}, headers={**admin, **AS_CSV}
+            ).content
+        )
         assert [r["external_id"] for r in rows] == ["p-1"]
 
     def test_partner_sees_own_organisation_with_reporter(self, client, admin) -> None:
@@ -151,8 +206,10 @@ class TestCsvExport:
         make_assignment(uuid.UUID(offered["id"]), manager_id, status="offered")
         make_assignment(uuid.UUID(accepted["id"]), manager_id, status="accepted")
         manager = make_key("manager", manager_id=manager_id)
-        rows = {r["external_id"]: r for r in parse_csv(
-            client.get(URL, headers={**manager, **AS_CSV}).content)}
+        rows = {
+            r["external_id"]: r
+            for r in parse_csv(client.get(URL, headers={**manager, **AS_CSV}).content)
+        }
         assert set(rows) == {"a-1", "a-2"}
         assert rows["a-1"]["reporter_name"] == rows["a-1"]["reporter_contact"] == ""
         assert rows["a-1"]["reporter_anonymous"] == ""
@@ -167,10 +224,12 @@ class TestCsvExport:
         create(client, admin, external_id="l-2", reporter=None)
         client.get(URL, headers={**admin, **AS_CSV})
         with session_scope(write=False) as session:
-            entries = session.scalars(select(AuditEvent).where(
-                AuditEvent.kind == "access", AuditEvent.action == "export")).all()
+            entries = session.scalars(
+                select(AuditEvent).where(AuditEvent.kind == "access", AuditEvent.action == "export")
+            ).all()
         assert [(e.resource_id, e.fields) for e in entries] == [
-            (with_reporter["id"], ["reporter.contact", "reporter.name"])]
+            (with_reporter["id"], ["reporter.contact", "reporter.name"])
+        ]
 
     def test_coordinator_sees_reporter(self, client, admin) -> None:
         create(client, admin, external_id="c-1")
@@ -212,16 +271,20 @@ class TestGeoJsonExport:
         incident = create(client, admin, external_id="g-1", location={"lat": 50.98, "lon": 11.03})
         manager_id = make_manager()
         make_assignment(uuid.UUID(incident["id"]), manager_id, status="offered")
-        response = client.get(URL, headers={**make_key("manager", manager_id=manager_id),
-                                            **AS_GEOJSON})
+        response = client.get(
+            URL, headers={**make_key("manager", manager_id=manager_id), **AS_GEOJSON}
+        )
         [feature] = response.json()["features"]
         assert feature["properties"]["reporter"] is None
 
     def test_many_features_are_valid_json(self, client, admin) -> None:
         lines = ["external_id,title,district,category,escalation_level,lat,lon"]
         lines += [f"g-{n},T {n},alpha,other,2,50.{n:04d},11.{n:04d}" for n in range(1500)]
-        client.post("/api/v1/imports/incidents", content="\n".join(lines).encode(),
-                    headers={**admin, "Content-Type": "text/csv"})
+        client.post(
+            "/api/v1/imports/incidents",
+            content="\n".join(lines).encode(),
+            headers={**admin, "Content-Type": "text/csv"},
+        )
         collection = client.get(URL, headers={**admin, **AS_GEOJSON}).json()
         assert len(collection["features"]) == 1500
 
@@ -258,13 +321,27 @@ class TestApiCreatedRoundTrip:
     the reference — found again in the same database, restored with that reference elsewhere."""
 
     def _incidents(self, client: Any, admin: dict[str, str]) -> None:
-        create(client, admin, title="No external id, reporter",
-               location={"lat": 50.97, "lon": 11.03})
+        create(
+            client, admin, title="No external id, reporter", location={"lat": 50.97, "lon": 11.03}
+        )
         create(client, admin, external_id="h-9", source="hotline", title="With external id")
-        create(client, admin, title="Anonymous", reporter={"anonymous": True},
-               description="=1+1", required_competences=[], district="beta")
-        create(client, admin, title="No reporter", reporter=None, source="web",
-               occurred_at="2026-06-01T08:30:15.5+02:00")
+        create(
+            client,
+            admin,
+            title="Anonymous",
+            reporter={"anonymous": True},
+            description="=1+1",
+            required_competences=[],
+            district="beta",
+        )
+        create(
+            client,
+            admin,
+            title="No reporter",
+            reporter=None,
+            source="web",
+            occurred_at="2026-06-01T08:30:15.5+02:00",
+        )
 
     def test_csv_export_reimports_losslessly(self, client, admin) -> None:
         self._incidents(client, admin)
@@ -273,41 +350,62 @@ class TestApiCreatedRoundTrip:
         assert [row["external_id"] for row in rows] == ["", "h-9", "", ""]
         csv_headers = {**admin, "Content-Type": "text/csv"}
 
-        same = client.post("/api/v1/imports/incidents", content=first.content,
-                           headers=csv_headers).json()
+        same = client.post(
+            "/api/v1/imports/incidents", content=first.content, headers=csv_headers
+        ).json()
         assert (same["created"], same["updated"], same["unchanged"], same["errors"]) == (
-            0, 0, 4, [])
+            0,
+            0,
+            4,
+            [],
+        )
 
         wipe_incidents()
-        restored = client.post("/api/v1/imports/incidents", content=first.content,
-                               headers=csv_headers).json()
+        restored = client.post(
+            "/api/v1/imports/incidents", content=first.content, headers=csv_headers
+        ).json()
         assert (restored["created"], restored["errors"]) == (4, [])
         second = client.get(URL, headers={**admin, **AS_CSV})
         assert second.content == first.content  # references kept, every field the same
-        again = client.post("/api/v1/imports/incidents", content=second.content,
-                            headers=csv_headers).json()
+        again = client.post(
+            "/api/v1/imports/incidents", content=second.content, headers=csv_headers
+        ).json()
         assert (again["created"], again["updated"], again["unchanged"]) == (0, 0, 4)
         assert create(client, admin)["reference"] == "KOK-2026-00005"  # after the restored ones
 
     def test_restored_references_are_never_allocated_twice(self, client, admin) -> None:
-        body = ("external_id;reference;title;district;category;escalation_level\r\n"
-                ";KOK-2026-00002;Restored;alpha;other;2\r\n"
-                "x-1;;Allocated;alpha;other;2\r\n")
-        report = client.post("/api/v1/imports/incidents", content=body.encode(),
-                             headers={**admin, "Content-Type": "text/csv"}).json()
+        body = (
+            "external_id;reference;title;district;category;escalation_level\r\n"
+            ";KOK-2026-00002;Restored;alpha;other;2\r\n"
+            "x-1;;Allocated;alpha;other;2\r\n"
+        )
+        report = client.post(
+            "/api/v1/imports/incidents",
+            content=body.encode(),
+            headers={**admin, "Content-Type": "text/csv"},
+        ).json()
         assert (report["created"], report["errors"]) == (2, [])
-        rows = {row["title"]: row["reference"]
-                for row in parse_csv(client.get(URL, headers={**admin, **AS_CSV}).content)}
+        rows = {
+            row["title"]: row["reference"]
+            for row in parse_csv(client.get(URL, headers={**admin, **AS_CSV}).content)
+        }
         assert rows == {"Restored": "KOK-2026-00002", "Allocated": "KOK-2026-00003"}
 
     def test_a_row_needs_an_external_id_or_a_valid_reference(self, client, admin) -> None:
-        body = ("external_id;reference;title;district;category;escalation_level\r\n"
-                ";;Neither;alpha;other;2\r\n"
-                ";KOK-26-1;Bad reference;alpha;other;2\r\n")
-        report = client.post("/api/v1/imports/incidents", content=body.encode(),
-                             headers={**admin, "Content-Type": "text/csv"}).json()
+        body = (
+            "external_id;reference;title;district;category;escalation_level\r\n"
+            ";;Neither;alpha;other;2\r\n"
+            ";KOK-26-1;Bad reference;alpha;other;2\r\n"
+        )
+        report = client.post(
+            "/api/v1/imports/incidents",
+            content=body.encode(),
+            headers={**admin, "Content-Type": "text/csv"},
+        ).json()
         assert [(e["row"], e["field"]) for e in report["errors"]] == [
-            (1, "external_id"), (2, "reference")]
+            (1, "external_id"),
+            (2, "reference"),
+        ]
         assert report["created"] == 0
 
     def test_json_items_reimport_as_ndjson(self, client, admin) -> None:
@@ -322,15 +420,22 @@ class TestApiCreatedRoundTrip:
         assert response.status_code == 200, response.text
         same = response.json()
         assert (same["created"], same["updated"], same["unchanged"], same["errors"]) == (
-            0, 0, 4, [])
+            0,
+            0,
+            4,
+            [],
+        )
         wipe_incidents()
-        restored = client.post("/api/v1/imports/incidents", content=body,
-                               headers=ndjson_headers).json()
+        restored = client.post(
+            "/api/v1/imports/incidents", content=body, headers=ndjson_headers
+        ).json()
         assert (restored["created"], restored["errors"]) == (4, [])
         second = client.get(URL, headers=admin, params={"limit": 50}).json()["items"]
 
         def comparable(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-            return sorted(({k: v for k, v in item.items() if k != "id"} for item in items),
-                          key=lambda item: item["reference"])
+            return sorted(
+                ({k: v for k, v in item.items() if k != "id"} for item in items),
+                key=lambda item: item["reference"],
+            )
 
         assert comparable(second) == comparable(first)  # only the ids are new

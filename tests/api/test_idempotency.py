@@ -65,8 +65,11 @@ class TestIdempotencyKey:
     def test_keys_are_scoped_to_the_api_key(self, client, admin) -> None:
         other = make_key("coordinator")
         first = client.post(URL, json=incident_body(), headers={**admin, "Idempotency-Key": "same"})
-        second = client.post(URL, json=incident_body(title="Other caller"),
-                             headers={**other, "Idempotency-Key": "same"})
+        second = client.post(
+            URL,
+            json=incident_body(title="Other caller"),
+            headers={**other, "Idempotency-Key": "same"},
+        )
         assert (first.status_code, second.status_code) == (201, 201)
         assert first.json()["id"] != second.json()["id"]
         assert count(Incident) == 2
@@ -100,10 +103,12 @@ class TestIdempotencyKey:
 
     def test_api_key_creation_shows_the_same_secret_once_stored(self, client, admin) -> None:
         headers = {**admin, "Idempotency-Key": "key-1"}
-        first = client.post("/api/v1/api-keys", json={"name": "n", "role": "viewer"},
-                            headers=headers)
-        second = client.post("/api/v1/api-keys", json={"name": "n", "role": "viewer"},
-                             headers=headers)
+        first = client.post(
+            "/api/v1/api-keys", json={"name": "n", "role": "viewer"}, headers=headers
+        )
+        second = client.post(
+            "/api/v1/api-keys", json={"name": "n", "role": "viewer"}, headers=headers
+        )
         assert first.status_code == second.status_code == 201
         assert first.json()["id"] == second.json()["id"]
         assert count(ApiKey) == 2  # the admin's and this one
@@ -140,8 +145,13 @@ class TestConcurrentIdempotency:
 
         def create(i: int) -> None:
             barrier.wait()
-            results.append(client.post(URL, json=incident_body(title=f"p{i}"),
-                                       headers={**admin, "Idempotency-Key": f"p-{i}"}))
+            results.append(
+                client.post(
+                    URL,
+                    json=incident_body(title=f"p{i}"),
+                    headers={**admin, "Idempotency-Key": f"p-{i}"},
+                )
+            )
 
         threads = [threading.Thread(target=create, args=(i,)) for i in range(16)]
         for thread in threads:
@@ -158,8 +168,9 @@ class TestConcurrentIdempotency:
 
         def create() -> None:
             barrier.wait()
-            results.append(client.post(URL, json=incident_body(),
-                                       headers={**admin, "Idempotency-Key": "race"}))
+            results.append(
+                client.post(URL, json=incident_body(), headers={**admin, "Idempotency-Key": "race"})
+            )
 
         threads = [threading.Thread(target=create) for _ in range(6)]
         for thread in threads:

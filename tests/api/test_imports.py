@@ -26,9 +26,11 @@ MANAGERS_URL = "/api/v1/imports/managers"
 CSV = {"Content-Type": "text/csv"}
 NDJSON = {"Content-Type": "application/x-ndjson"}
 
-HEADER = ("external_id;source;title;description;district;lat;lon;category;escalation_level;"
-          "required_competences;languages;occurred_at;reporter_name;reporter_contact;"
-          "reporter_anonymous")
+HEADER = (
+    "external_id;source;title;description;district;lat;lon;category;escalation_level;"
+    "required_competences;languages;occurred_at;reporter_name;reporter_contact;"
+    "reporter_anonymous"
+)
 
 
 def incident_line(external_id: str, **overrides: str) -> str:
@@ -36,7 +38,7 @@ def incident_line(external_id: str, **overrides: str) -> str:
         "external_id": external_id,
         "source": "hotline",
         "title": f"Incident {external_id}",
-        "description": "Graffiti; \"quoted\" words",
+        "description": 'Graffiti; "quoted" words',
         "district": "alpha",
         "lat": "50,9787",
         "lon": "11.0328",
@@ -53,7 +55,9 @@ def incident_line(external_id: str, **overrides: str) -> str:
     cells = []
     for name in HEADER.split(";"):
         value = values[name]
-        cells.append('"' + value.replace('"', '""') + '"' if any(c in value for c in ';"\n') else value)
+        cells.append(
+            '"' + value.replace('"', '""') + '"' if any(c in value for c in ';"\n') else value
+        )
     return ";".join(cells)
 
 
@@ -73,14 +77,24 @@ def count(model: Any) -> int:
         return session.scalar(select(func.count()).select_from(model)) or 0
 
 
-def post(client: Any, headers: dict[str, str], body: Any, *, url: str = URL,
-         content_type: dict[str, str] = CSV, **params: Any) -> Any:
+def post(
+    client: Any,
+    headers: dict[str, str],
+    body: Any,
+    *,
+    url: str = URL,
+    content_type: dict[str, str] = CSV,
+    **params: Any,
+) -> Any:
     return client.post(url, content=body, headers={**headers, **content_type}, params=params)
 
 
 def listen(client: Any, headers: dict[str, str], events: list[str], **extra: Any) -> None:
-    response = client.post("/api/v1/webhooks", headers=headers,
-                           json={"url": "https://93.184.216.34/hooks", "events": events, **extra})
+    response = client.post(
+        "/api/v1/webhooks",
+        headers=headers,
+        json={"url": "https://93.184.216.34/hooks", "events": events, **extra},
+    )
     assert response.status_code == 201, response.text
 
 
@@ -94,8 +108,11 @@ class TestImportIdempotency:
         first = post(client, headers, body)
         assert (first.status_code, first.json()["created"]) == (200, 2)
         with session_scope() as session:  # a change in between: a re-import would update h-1
-            session.execute(update(Incident).where(Incident.external_id == "h-1")
-                            .values(title="Changed meanwhile"))
+            session.execute(
+                update(Incident)
+                .where(Incident.external_id == "h-1")
+                .values(title="Changed meanwhile")
+            )
         before = table_counts()
         again = post(client, headers, body)
         assert again.status_code == 200 and again.json() == first.json()
@@ -137,10 +154,15 @@ class TestImportOutbox:
         post(client, admin, csv_body(incident_line("h-1"), incident_line("h-2")))
         post(client, admin, csv_body(incident_line("h-1"), incident_line("h-3")))  # h-1 unchanged
         with session_scope(write=False) as session:
-            kinds = sorted((e.event_type, e.payload["incident"]["external_id"])
-                           for e in session.scalars(select(OutboxEvent)))
-        assert kinds == [("incident.created", "h-1"), ("incident.created", "h-2"),
-                         ("incident.created", "h-3")]
+            kinds = sorted(
+                (e.event_type, e.payload["incident"]["external_id"])
+                for e in session.scalars(select(OutboxEvent))
+            )
+        assert kinds == [
+            ("incident.created", "h-1"),
+            ("incident.created", "h-2"),
+            ("incident.created", "h-3"),
+        ]
 
     def test_a_new_listener_waits_for_a_running_import(self, client, admin) -> None:
         """Asking "is anybody listening?" holds until the asking transaction ends: a subscription
@@ -150,8 +172,11 @@ class TestImportOutbox:
 
         def create_subscription() -> None:
             started.set()
-            response = client.post("/api/v1/webhooks", headers=admin, json={
-                "url": "https://93.184.216.34/hooks", "events": ["incident.created"]})
+            response = client.post(
+                "/api/v1/webhooks",
+                headers=admin,
+                json={"url": "https://93.184.216.34/hooks", "events": ["incident.created"]},
+            )
             outcome.append(response.status_code)
             finished.set()
 
@@ -170,9 +195,11 @@ class TestImportOutbox:
 class TestImportIncidents:
     def test_valid_creates_with_references_timeline_outbox_and_audit(self, client, admin) -> None:
         listen(client, admin, ["incident.created"])
-        body = csv_body(incident_line("h-1"), incident_line("h-2", lat="", lon=""),
-                        incident_line("h-3", reporter_name="", reporter_contact="",
-                                      reporter_anonymous=""))
+        body = csv_body(
+            incident_line("h-1"),
+            incident_line("h-2", lat="", lon=""),
+            incident_line("h-3", reporter_name="", reporter_contact="", reporter_anonymous=""),
+        )
         response = post(client, admin, body)
         assert response.status_code == 200, response.text
         report = response.json()
@@ -181,7 +208,10 @@ class TestImportIncidents:
         with session_scope(write=False) as session:
             incidents = {i.external_id: i for i in session.scalars(select(Incident))}
             assert [incidents[k].reference for k in ("h-1", "h-2", "h-3")] == [
-                "KOK-2026-00001", "KOK-2026-00002", "KOK-2026-00003"]
+                "KOK-2026-00001",
+                "KOK-2026-00002",
+                "KOK-2026-00003",
+            ]
             first = incidents["h-1"]
             assert first.source == "hotline" and first.status == "reported"
             assert (first.lat, first.lon) == (50.9787, 11.0328)
@@ -191,19 +221,27 @@ class TestImportIncidents:
             assert first.has_reporter and first.reporter_contact == "erika@example.org"
             assert incidents["h-2"].lat is None
             assert not incidents["h-3"].has_reporter
-            assert sorted(session.scalars(
-                select(IncidentCompetence.competence_code)
-                .where(IncidentCompetence.incident_id == first.id))) == ["mediation", "youth_work"]
+            assert sorted(
+                session.scalars(
+                    select(IncidentCompetence.competence_code).where(
+                        IncidentCompetence.incident_id == first.id
+                    )
+                )
+            ) == ["mediation", "youth_work"]
             events = session.scalars(select(IncidentEvent).where(IncidentEvent.type == "created"))
             assert len(list(events)) == 3
-            outbox = {e.payload["incident"]["external_id"]: e
-                      for e in session.scalars(select(OutboxEvent))}
+            outbox = {
+                e.payload["incident"]["external_id"]: e
+                for e in session.scalars(select(OutboxEvent))
+            }
             assert set(outbox) == {"h-1", "h-2", "h-3"}
             # the bulk-built payload is exactly what the incidents service emits (no reporter)
             assert outbox["h-1"].payload == {"incident": webhook_view(session, first)}
             assert outbox["h-1"].payload["incident"]["reporter"] is None
             assert outbox["h-1"].event_type == "incident.created"
-            audits = list(session.scalars(select(AuditEvent).where(AuditEvent.resource == "incident")))
+            audits = list(
+                session.scalars(select(AuditEvent).where(AuditEvent.resource == "incident"))
+            )
             assert len(audits) == 3 and "reporter" in audits[0].fields
 
     def test_rerun_changes_nothing(self, client, admin) -> None:
@@ -216,25 +254,36 @@ class TestImportIncidents:
 
     def test_changed_rows_are_updated(self, client, admin) -> None:
         post(client, admin, csv_body(incident_line("h-1"), incident_line("h-2")))
-        body = csv_body(incident_line("h-1", title="New title", required_competences="mediation"),
-                        incident_line("h-2"))
+        body = csv_body(
+            incident_line("h-1", title="New title", required_competences="mediation"),
+            incident_line("h-2"),
+        )
         report = post(client, admin, body).json()
         assert (report["created"], report["updated"], report["unchanged"]) == (0, 1, 1)
         with session_scope(write=False) as session:
             incident = session.scalars(select(Incident).where(Incident.external_id == "h-1")).one()
             assert incident.title == "New title" and incident.version == 2
-            codes = list(session.scalars(select(IncidentCompetence.competence_code)
-                                         .where(IncidentCompetence.incident_id == incident.id)))
+            codes = list(
+                session.scalars(
+                    select(IncidentCompetence.competence_code).where(
+                        IncidentCompetence.incident_id == incident.id
+                    )
+                )
+            )
             assert codes == ["mediation"]
-            update = session.scalars(select(IncidentEvent).where(
-                IncidentEvent.incident_id == incident.id, IncidentEvent.type == "updated")).one()
+            update = session.scalars(
+                select(IncidentEvent).where(
+                    IncidentEvent.incident_id == incident.id, IncidentEvent.type == "updated"
+                )
+            ).one()
             assert update.data["fields"] == ["required_competences", "title"]
 
     def test_absent_columns_are_left_alone_on_update(self, client, admin) -> None:
         post(client, admin, csv_body(incident_line("h-1")))
         header = "external_id;source;title;district;category;escalation_level"
-        report = post(client, admin, csv_body("h-1;hotline;Incident h-1;alpha;hate_speech;3",
-                                              header=header)).json()
+        report = post(
+            client, admin, csv_body("h-1;hotline;Incident h-1;alpha;hate_speech;3", header=header)
+        ).json()
         assert report["unchanged"] == 1
         with session_scope(write=False) as session:
             incident = session.scalars(select(Incident)).one()
@@ -242,13 +291,15 @@ class TestImportIncidents:
 
     def test_one_bad_row_atomic_writes_nothing(self, client, admin) -> None:
         before = table_counts()
-        body = csv_body(incident_line("h-1"), incident_line("h-2", district="atlantis"),
-                        incident_line("h-3"))
+        body = csv_body(
+            incident_line("h-1"), incident_line("h-2", district="atlantis"), incident_line("h-3")
+        )
         response = post(client, admin, body)
         assert response.status_code == 200
         report = response.json()
         assert report["errors"] == [
-            {"row": 2, "field": "district", "message": "unknown district 'atlantis'"}]
+            {"row": 2, "field": "district", "message": "unknown district 'atlantis'"}
+        ]
         assert report["committed"] is False and (report["created"], report["updated"]) == (0, 0)
         assert table_counts() == before
         # the same file as a dry run says what the valid rows would do
@@ -256,8 +307,9 @@ class TestImportIncidents:
         assert (dry["created"], dry["committed"], dry["error_count"]) == (2, False, 1)
 
     def test_not_atomic_writes_the_valid_rows(self, client, admin) -> None:
-        body = csv_body(incident_line("h-1"), incident_line("h-2", category="fight"),
-                        incident_line("h-3"))
+        body = csv_body(
+            incident_line("h-1"), incident_line("h-2", category="fight"), incident_line("h-3")
+        )
         report = post(client, admin, body, atomic="false").json()
         assert report["committed"] is True and report["created"] == 2
         assert [(e["row"], e["field"]) for e in report["errors"]] == [(2, "category")]
@@ -285,9 +337,17 @@ class TestImportIncidents:
         report = post(client, admin, body).json()
         found = {(e["row"], e["field"]) for e in report["errors"]}
         assert found == {
-            (1, "category"), (2, "occurred_at"), (3, "escalation_level"), (4, "lat"),
-            (5, "required_competences"), (6, "languages"), (7, "external_id"), (7, "title"),
-            (8, "occurred_at"), (9, "reporter_anonymous"), (10, "source"),
+            (1, "category"),
+            (2, "occurred_at"),
+            (3, "escalation_level"),
+            (4, "lat"),
+            (5, "required_competences"),
+            (6, "languages"),
+            (7, "external_id"),
+            (7, "title"),
+            (8, "occurred_at"),
+            (9, "reporter_anonymous"),
+            (10, "source"),
         }
         assert report["error_count"] == 11 and count(Incident) == 0
         messages = {(e["row"], e["field"]): e["message"] for e in report["errors"]}
@@ -307,8 +367,12 @@ class TestImportIncidents:
 
     def test_source_defaults_to_import_and_status_for_legacy_data(self, client, admin) -> None:
         header = "external_id;title;district;category;escalation_level;status"
-        body = csv_body("a;Old case;beta;other;2;closed", "b;New case;beta;other;2;",
-                        "c;Dispatched;beta;other;2;dispatched", header=header)
+        body = csv_body(
+            "a;Old case;beta;other;2;closed",
+            "b;New case;beta;other;2;",
+            "c;Dispatched;beta;other;2;dispatched",
+            header=header,
+        )
         report = post(client, admin, body, atomic="false").json()
         assert [(e["row"], e["field"]) for e in report["errors"]] == [(3, "status")]
         with session_scope(write=False) as session:
@@ -359,7 +423,7 @@ class TestImportIncidents:
 
         def chunks() -> Iterator[bytes]:
             for start in range(0, len(body), 7):  # splits lines and multi-byte characters
-                yield body[start:start + 7]
+                yield body[start : start + 7]
 
         report = post(client, admin, chunks()).json()
         assert report["created"] == 30 and report["errors"] == []
@@ -374,8 +438,12 @@ class TestImportIncidents:
         with session_scope(write=False) as session:
             refs = sorted(session.scalars(select(Incident.reference)))
         assert refs == [f"KOK-2026-{n:05d}" for n in range(1, 11)]
-        body = csv_body(*(incident_line(f"b-{n}", title="changed" if n % 3 == 0 else f"Incident b-{n}")
-                          for n in range(12)))
+        body = csv_body(
+            *(
+                incident_line(f"b-{n}", title="changed" if n % 3 == 0 else f"Incident b-{n}")
+                for n in range(12)
+            )
+        )
         report = post(client, admin, body).json()
         assert (report["created"], report["updated"], report["unchanged"]) == (2, 4, 6)
 
@@ -383,8 +451,11 @@ class TestImportIncidents:
         # backslash, tab, newline and CR are escaped in the bulk COPY text (PostgreSQL)
         description = "C:\\temp\\x\tcol\nsecond line\r\nthird \\N"
         listen(client, admin, ["incident.created"])  # the JSON payload goes through COPY too
-        body = csv_body(incident_line("c-1", description=description,
-                                      title="Back\\slash \\N", reporter_name="Tab\tName"))
+        body = csv_body(
+            incident_line(
+                "c-1", description=description, title="Back\\slash \\N", reporter_name="Tab\tName"
+            )
+        )
         report = post(client, admin, body).json()
         assert report["created"] == 1, report
         with session_scope(write=False) as session:
@@ -398,8 +469,12 @@ class TestImportIncidents:
     def test_unusual_but_valid_cells_take_the_full_validation(self, client, admin) -> None:
         # cells the fast path does not recognise are validated in full, with the same outcome
         body = csv_body(
-            incident_line("u-1", escalation_level=" 3", languages="DE|de",
-                          required_competences="youth_work| mediation |youth_work"),
+            incident_line(
+                "u-1",
+                escalation_level=" 3",
+                languages="DE|de",
+                required_competences="youth_work| mediation |youth_work",
+            ),
             incident_line("u-2", escalation_level="+4", lat="", lon="", source=""),
             incident_line("u-3"),
         )
@@ -409,8 +484,13 @@ class TestImportIncidents:
             rows = {i.external_id: i for i in session.scalars(select(Incident))}
             assert rows["u-1"].escalation_level == 3 and rows["u-1"].languages == ["de"]
             assert rows["u-2"].escalation_level == 4 and rows["u-2"].source == "import"
-            codes = sorted(session.scalars(select(IncidentCompetence.competence_code).where(
-                IncidentCompetence.incident_id == rows["u-1"].id)))
+            codes = sorted(
+                session.scalars(
+                    select(IncidentCompetence.competence_code).where(
+                        IncidentCompetence.incident_id == rows["u-1"].id
+                    )
+                )
+            )
             assert codes == ["mediation", "youth_work"]
         report = post(client, admin, body).json()
         assert report["unchanged"] == 3, report
@@ -421,7 +501,9 @@ class TestImportIncidents:
         lines.append(incident_line("k-bad", languages="de|xx", occurred_at="yesterday"))
         report = post(client, admin, csv_body(*lines)).json()
         assert {(e["row"], e["field"]) for e in report["errors"]} == {
-            (6, "languages"), (6, "occurred_at")}
+            (6, "languages"),
+            (6, "occurred_at"),
+        }
         assert count(Incident) == 0
 
 
@@ -434,8 +516,12 @@ class TestImportMalformed:
         assert table_counts() == before
 
     def test_not_utf8_charset(self, client, admin) -> None:
-        response = post(client, admin, csv_body(incident_line("a")),
-                        content_type={"Content-Type": "text/csv; charset=iso-8859-1"})
+        response = post(
+            client,
+            admin,
+            csv_body(incident_line("a")),
+            content_type={"Content-Type": "text/csv; charset=iso-8859-1"},
+        )
         assert response.status_code == 415
 
     def test_empty_body(self, client, admin) -> None:
@@ -460,8 +546,12 @@ class TestImportMalformed:
         assert "UTF-16" in response.json()["detail"]
 
     def test_latin1_row_is_a_row_error(self, client, admin) -> None:
-        body = csv_body(incident_line("a"), bom=False) + incident_line(
-            "b", title="Überfall").encode("latin-1") + b"\r\n" + incident_line("c").encode()
+        body = (
+            csv_body(incident_line("a"), bom=False)
+            + incident_line("b", title="Überfall").encode("latin-1")
+            + b"\r\n"
+            + incident_line("c").encode()
+        )
         report = post(client, admin, body, atomic="false").json()
         assert [(e["row"], e["field"]) for e in report["errors"]] == [(2, None)]
         assert "UTF-8" in report["errors"][0]["message"]
@@ -514,16 +604,35 @@ class TestImportMalformed:
 class TestImportNdjson:
     def test_valid_and_invalid_lines(self, client, admin) -> None:
         lines = [
-            {"external_id": "n-1", "title": "One", "district": "alpha", "category": "other",
-             "escalation_level": 2, "lat": 50.1, "lon": 11.2, "languages": ["de"],
-             "required_competences": "mediation", "reporter_anonymous": True},
-            {"external_id": "n-2", "title": "Two", "district": "beta", "category": "other",
-             "escalation_level": "x", "colour": "red"},
+            {
+                "external_id": "n-1",
+                "title": "One",
+                "district": "alpha",
+                "category": "other",
+                "escalation_level": 2,
+                "lat": 50.1,
+                "lon": 11.2,
+                "languages": ["de"],
+                "required_competences": "mediation",
+                "reporter_anonymous": True,
+            },
+            {
+                "external_id": "n-2",
+                "title": "Two",
+                "district": "beta",
+                "category": "other",
+                "escalation_level": "x",
+                "colour": "red",
+            },
         ]
         body = "\n".join(json.dumps(line) for line in lines) + "\n{not json}\n[1]\n\n"
         report = post(client, admin, body.encode(), content_type=NDJSON, atomic="false").json()
         assert {(e["row"], e["field"]) for e in report["errors"]} == {
-            (2, "escalation_level"), (2, "colour"), (3, None), (4, None)}
+            (2, "escalation_level"),
+            (2, "colour"),
+            (3, None),
+            (4, None),
+        }
         assert report["created"] == 1 and report["rows"] == 5
         with session_scope(write=False) as session:
             incident = session.scalars(select(Incident)).one()
@@ -533,12 +642,28 @@ class TestImportNdjson:
     def test_the_api_shape_is_accepted(self, client, admin) -> None:
         """Objects as the API writes them: nested location and reporter (or null for none)."""
         lines = [
-            {"external_id": "a-1", "title": "One", "district": "alpha", "category": "other",
-             "escalation_level": 2, "location": {"lat": 50.98, "lon": 11.03},
-             "reporter": {"name": "Erika Muster", "contact": "erika@example.org",
-                          "anonymous": False}},
-            {"external_id": "a-2", "title": "Two", "district": "alpha", "category": "other",
-             "escalation_level": 2, "location": None, "reporter": None},
+            {
+                "external_id": "a-1",
+                "title": "One",
+                "district": "alpha",
+                "category": "other",
+                "escalation_level": 2,
+                "location": {"lat": 50.98, "lon": 11.03},
+                "reporter": {
+                    "name": "Erika Muster",
+                    "contact": "erika@example.org",
+                    "anonymous": False,
+                },
+            },
+            {
+                "external_id": "a-2",
+                "title": "Two",
+                "district": "alpha",
+                "category": "other",
+                "escalation_level": 2,
+                "location": None,
+                "reporter": None,
+            },
         ]
         body = "\n".join(json.dumps(line) for line in lines) + "\n"
         report = post(client, admin, body.encode(), content_type=NDJSON).json()
@@ -562,7 +687,12 @@ class TestImportNdjson:
         before = table_counts()
         report = post(client, admin, body.encode(), content_type=NDJSON).json()
         assert [(e["row"], e["field"]) for e in report["errors"]] == [
-            (1, "location"), (2, "location"), (3, "reporter"), (4, "reporter"), (5, "lat")]
+            (1, "location"),
+            (2, "location"),
+            (3, "reporter"),
+            (4, "reporter"),
+            (5, "lat"),
+        ]
         assert report["committed"] is False and table_counts() == before
 
     def test_over_long_line(self, client, admin) -> None:
@@ -594,8 +724,10 @@ class TestImportAuth:
         assert response.status_code == 200 and response.json()["created"] == 1
 
 
-MANAGER_HEADER = ("email;display_name;phone;organisation_id;status;home_district;districts;"
-                  "languages;max_open_assignments;competences")
+MANAGER_HEADER = (
+    "email;display_name;phone;organisation_id;status;home_district;districts;"
+    "languages;max_open_assignments;competences"
+)
 
 
 class TestImportManagers:
@@ -611,21 +743,34 @@ class TestImportManagers:
         assert (report["created"], report["errors"]) == (2, [])
         with session_scope(write=False) as session:
             mara = session.scalars(select(Manager).where(Manager.email == "mara@example.org")).one()
-            assert (mara.status, mara.max_open_assignments, mara.languages) == ("active", 3,
-                                                                                 ["de", "en"])
-            assert sorted(session.scalars(select(ManagerDistrict.district_code)
-                                          .where(ManagerDistrict.manager_id == mara.id))) == [
-                "beta", "gamma"]
-            holdings = session.execute(select(ManagerCompetence.competence_code,
-                                              ManagerCompetence.expires_on)
-                                       .where(ManagerCompetence.manager_id == mara.id)).all()
+            assert (mara.status, mara.max_open_assignments, mara.languages) == (
+                "active",
+                3,
+                ["de", "en"],
+            )
+            assert sorted(
+                session.scalars(
+                    select(ManagerDistrict.district_code).where(
+                        ManagerDistrict.manager_id == mara.id
+                    )
+                )
+            ) == ["beta", "gamma"]
+            holdings = session.execute(
+                select(ManagerCompetence.competence_code, ManagerCompetence.expires_on).where(
+                    ManagerCompetence.manager_id == mara.id
+                )
+            ).all()
             assert {h[0]: h[1] and h[1].isoformat() for h in holdings} == {
-                "mediation": "2027-01-01", "youth_work": None}
+                "mediation": "2027-01-01",
+                "youth_work": None,
+            }
             jo = session.scalars(select(Manager).where(Manager.email == "jo@example.org")).one()
             assert (jo.status, jo.max_open_assignments) == ("in_training", 2)
         assert post(client, admin, body, url=MANAGERS_URL).json()["unchanged"] == 2
         rows[1] = "JO@example.org;Jo;+49 30 2;;;beta;alpha;;;"
-        report = post(client, admin, csv_body(*rows, header=MANAGER_HEADER), url=MANAGERS_URL).json()
+        report = post(
+            client, admin, csv_body(*rows, header=MANAGER_HEADER), url=MANAGERS_URL
+        ).json()
         assert (report["updated"], report["unchanged"]) == (1, 1)
         with session_scope(write=False) as session:
             jo = session.scalars(select(Manager).where(Manager.email == "jo@example.org")).one()
@@ -644,15 +789,25 @@ class TestImportManagers:
         )
         report = post(client, admin, body, url=MANAGERS_URL).json()
         assert {(e["row"], e["field"]) for e in report["errors"]} == {
-            (1, "email"), (2, "home_district"), (3, "status"), (4, "competences"),
-            (5, "max_open_assignments"), (6, "email")}
+            (1, "email"),
+            (2, "home_district"),
+            (3, "status"),
+            (4, "competences"),
+            (5, "max_open_assignments"),
+            (6, "email"),
+        }
         assert table_counts() == before
 
     def test_ndjson(self, client, admin) -> None:
-        line = {"email": "n@example.org", "display_name": "N", "home_district": "alpha",
-                "competences": [{"code": "mediation", "certified_on": "2025-01-01"}]}
-        report = post(client, admin, json.dumps(line).encode(), url=MANAGERS_URL,
-                      content_type=NDJSON).json()
+        line = {
+            "email": "n@example.org",
+            "display_name": "N",
+            "home_district": "alpha",
+            "competences": [{"code": "mediation", "certified_on": "2025-01-01"}],
+        }
+        report = post(
+            client, admin, json.dumps(line).encode(), url=MANAGERS_URL, content_type=NDJSON
+        ).json()
         assert report["created"] == 1, report
         assert count(ManagerCompetence) == 1
 
@@ -667,29 +822,42 @@ class TestUnstorableCells:
 
     @staticmethod
     def _record(external_id: str, **overrides: Any) -> dict[str, Any]:
-        return {"external_id": external_id, "title": f"Incident {external_id}",
-                "district": "alpha", "category": "hate_speech", "escalation_level": 3,
-                **overrides}
+        return {
+            "external_id": external_id,
+            "title": f"Incident {external_id}",
+            "district": "alpha",
+            "category": "hate_speech",
+            "escalation_level": 3,
+            **overrides,
+        }
 
     def test_csv_nul_is_a_row_error_and_changes_nothing(self, client, admin) -> None:
         before = table_counts()
-        body = csv_body(incident_line("n-1"), incident_line("n-2", title="Bad\x00title"),
-                        incident_line("n-3", description="a\x00b"),
-                        incident_line("n-4", reporter_name="\x00"),
-                        incident_line("x\x00y", title="Fine"))
+        body = csv_body(
+            incident_line("n-1"),
+            incident_line("n-2", title="Bad\x00title"),
+            incident_line("n-3", description="a\x00b"),
+            incident_line("n-4", reporter_name="\x00"),
+            incident_line("x\x00y", title="Fine"),
+        )
         for params in ({}, {"dry_run": "true"}):
             response = post(client, admin, body, **params)
             assert response.status_code == 200, response.text
             report = response.json()
             assert [(e["row"], e["field"]) for e in report["errors"]] == [
-                (2, "title"), (3, "description"), (4, "reporter_name"), (5, "external_id")]
+                (2, "title"),
+                (3, "description"),
+                (4, "reporter_name"),
+                (5, "external_id"),
+            ]
             assert all("NUL" in e["message"] for e in report["errors"])
             assert report["committed"] is False
         assert table_counts() == before
 
     def test_csv_not_atomic_writes_the_valid_rows(self, client, admin) -> None:
-        body = csv_body(incident_line("n-1"), incident_line("n-2", title="Bad\x00title"),
-                        incident_line("n-3"))
+        body = csv_body(
+            incident_line("n-1"), incident_line("n-2", title="Bad\x00title"), incident_line("n-3")
+        )
         report = post(client, admin, body, atomic="false").json()
         assert (report["created"], report["error_count"]) == (2, 1)
         with session_scope(write=False) as session:
@@ -702,8 +870,8 @@ class TestUnstorableCells:
             self._record("j-2", title="lone \ud800 surrogate"),
             self._record("j-3", description="nul \u0000 here"),
             self._record("j-4", reporter={"name": "\udfff", "contact": None}),
-            self._record("j-5", location={"lat": 10 ** 400, "lon": 1}),
-            self._record("j-6", escalation_level=10 ** 30),
+            self._record("j-5", location={"lat": 10**400, "lon": 1}),
+            self._record("j-6", escalation_level=10**30),
             self._record("e" * 201, title="Long key"),
             {**self._record("j-8"), "\udcff": 1},
         )
@@ -711,9 +879,15 @@ class TestUnstorableCells:
             response = post(client, admin, body, content_type=NDJSON, **params)
             assert response.status_code == 200, response.text
             errors = [(e["row"], e["field"]) for e in response.json()["errors"]]
-            assert errors == [(2, "title"), (3, "description"), (4, "reporter_name"),
-                              (5, "lat"), (6, "escalation_level"), (7, "external_id"),
-                              (8, "\\udcff")], errors
+            assert errors == [
+                (2, "title"),
+                (3, "description"),
+                (4, "reporter_name"),
+                (5, "lat"),
+                (6, "escalation_level"),
+                (7, "external_id"),
+                (8, "\\udcff"),
+            ], errors
         assert table_counts() == before
         report = post(client, admin, body, content_type=NDJSON, atomic="false").json()
         assert (report["created"], report["error_count"]) == (1, 7)
@@ -722,15 +896,23 @@ class TestUnstorableCells:
 
     def test_manager_cells(self, client, admin) -> None:
         before = table_counts()
-        lines = [json.dumps({"email": "m@example.org", "display_name": "M\u0000",
-                             "home_district": "alpha"}),
-                 json.dumps({"email": "s@example.org", "display_name": "\ud800",
-                             "home_district": "alpha"}),
-                 "{\"email\": \"z@example.org\", \"display_name\": \"Z\", \"home_district\": 7}"]
-        report = post(client, admin, "\n".join(lines).encode(), url=MANAGERS_URL,
-                      content_type=NDJSON).json()
+        lines = [
+            json.dumps(
+                {"email": "m@example.org", "display_name": "M\u0000", "home_district": "alpha"}
+            ),
+            json.dumps(
+                {"email": "s@example.org", "display_name": "\ud800", "home_district": "alpha"}
+            ),
+            '{"email": "z@example.org", "display_name": "Z", "home_district": 7}',
+        ]
+        report = post(
+            client, admin, "\n".join(lines).encode(), url=MANAGERS_URL, content_type=NDJSON
+        ).json()
         assert [(e["row"], e["field"]) for e in report["errors"]] == [
-            (1, "display_name"), (2, "display_name"), (3, "home_district")]
+            (1, "display_name"),
+            (2, "display_name"),
+            (3, "home_district"),
+        ]
         assert table_counts() == before
 
 
@@ -740,15 +922,24 @@ class TestRejectedImportReferences:
 
     def test_rejected_imports_leave_the_sequence_alone(self, client, admin, monkeypatch) -> None:
         monkeypatch.setattr(get_settings(), "import_batch_rows", 2)  # blocks reserved, then a fail
-        bad = csv_body(*(incident_line(f"r-{n}") for n in range(7)),
-                       incident_line("r-bad", district="atlantis"))
+        bad = csv_body(
+            *(incident_line(f"r-{n}") for n in range(7)),
+            incident_line("r-bad", district="atlantis"),
+        )
         for _ in range(2):
             report = post(client, admin, bad).json()
             assert (report["committed"], report["error_count"]) == (False, 1)
         assert count(Incident) == 0
-        created = client.post("/api/v1/incidents", headers=admin, json={
-            "title": "After two rejected imports", "district": "alpha",
-            "category": "hate_speech", "escalation_level": 2})
+        created = client.post(
+            "/api/v1/incidents",
+            headers=admin,
+            json={
+                "title": "After two rejected imports",
+                "district": "alpha",
+                "category": "hate_speech",
+                "escalation_level": 2,
+            },
+        )
         assert created.status_code == 201, created.text
         assert created.json()["reference"] == "KOK-2026-00001"
         good = csv_body(*(incident_line(f"g-{n}") for n in range(3)))
@@ -759,8 +950,10 @@ class TestRejectedImportReferences:
 
     def test_a_not_atomic_import_keeps_what_it_committed(self, client, admin, monkeypatch) -> None:
         monkeypatch.setattr(get_settings(), "import_batch_rows", 2)
-        body = csv_body(*(incident_line(f"k-{n}") for n in range(5)),
-                        incident_line("k-bad", district="atlantis"))
+        body = csv_body(
+            *(incident_line(f"k-{n}") for n in range(5)),
+            incident_line("k-bad", district="atlantis"),
+        )
         report = post(client, admin, body, atomic="false").json()
         assert (report["created"], report["error_count"]) == (5, 1)
         assert post(client, admin, csv_body(incident_line("k-9"))).json()["created"] == 1
@@ -772,13 +965,22 @@ class TestRejectedImportReferences:
         self, client, admin, monkeypatch
     ) -> None:
         monkeypatch.setattr(get_settings(), "import_batch_rows", 2)  # raised, then a fail
-        body = ("external_id;reference;title;district;category;escalation_level\r\n"
-                ";KOK-2026-00040;Restored;alpha;other;2\r\n"
-                "x-1;;Allocated;alpha;other;2\r\n"
-                "x-2;;Bad;atlantis;other;2\r\n")
+        body = (
+            "external_id;reference;title;district;category;escalation_level\r\n"
+            ";KOK-2026-00040;Restored;alpha;other;2\r\n"
+            "x-1;;Allocated;alpha;other;2\r\n"
+            "x-2;;Bad;atlantis;other;2\r\n"
+        )
         report = post(client, admin, body.encode()).json()
         assert (report["committed"], report["error_count"]) == (False, 1)
-        created = client.post("/api/v1/incidents", headers=admin, json={
-            "title": "After a rejected restore", "district": "alpha",
-            "category": "hate_speech", "escalation_level": 2})
+        created = client.post(
+            "/api/v1/incidents",
+            headers=admin,
+            json={
+                "title": "After a rejected restore",
+                "district": "alpha",
+                "category": "hate_speech",
+                "escalation_level": 2,
+            },
+        )
         assert created.json()["reference"] == "KOK-2026-00001"

@@ -110,9 +110,7 @@ class TestCreateIncident:
     def test_partner_may_not_create_for_another_organisation(self, client, admin) -> None:
         partner = make_key("partner", organisation_id=make_organisation("Own"))
         other = make_organisation("Other")
-        response = client.post(
-            URL, json=incident_body(organisation_id=str(other)), headers=partner
-        )
+        response = client.post(URL, json=incident_body(organisation_id=str(other)), headers=partner)
         assert response.status_code == 403
         assert problem_type(response) == "/problems/forbidden"
         assert count(Incident) == 0
@@ -177,14 +175,29 @@ class TestListIncidents:
     def spread(self, admin) -> dict[str, Any]:
         organisation = make_organisation()
         ids = {
-            "a": make_incident(title="Graffiti 100% real", district="alpha", category="hate_speech",
-                               escalation_level=2, reported_at="2026-01-10T10:00:00Z").id,
-            "b": make_incident(title="Park fight", district="beta", category="youth_conflict",
-                               escalation_level=5, reported_at="2026-03-10T10:00:00Z",
-                               organisation_id=str(organisation)).id,
-            "c": make_incident(title="Noise", description="Loud music at night", district="beta",
-                               category="neighbourhood_dispute", escalation_level=7,
-                               reported_at="2026-05-10T10:00:00Z").id,
+            "a": make_incident(
+                title="Graffiti 100% real",
+                district="alpha",
+                category="hate_speech",
+                escalation_level=2,
+                reported_at="2026-01-10T10:00:00Z",
+            ).id,
+            "b": make_incident(
+                title="Park fight",
+                district="beta",
+                category="youth_conflict",
+                escalation_level=5,
+                reported_at="2026-03-10T10:00:00Z",
+                organisation_id=str(organisation),
+            ).id,
+            "c": make_incident(
+                title="Noise",
+                description="Loud music at night",
+                district="beta",
+                category="neighbourhood_dispute",
+                escalation_level=7,
+                reported_at="2026-05-10T10:00:00Z",
+            ).id,
         }
         set_status_in_db(ids["c"], "triaged")
         return {"ids": ids, "organisation": organisation}
@@ -203,14 +216,14 @@ class TestListIncidents:
         assert self.listed(client, admin, category="hate_speech") == {ids["a"]}
         assert self.listed(client, admin, min_escalation=5) == {ids["b"], ids["c"]}
         assert self.listed(client, admin, reported_after="2026-02-01T00:00:00Z") == {
-            ids["b"], ids["c"]
+            ids["b"],
+            ids["c"],
         }
         assert self.listed(client, admin, reported_before="2026-04-01T00:00:00Z") == {
-            ids["a"], ids["b"]
+            ids["a"],
+            ids["b"],
         }
-        assert self.listed(client, admin, organisation_id=str(spread["organisation"])) == {
-            ids["b"]
-        }
+        assert self.listed(client, admin, organisation_id=str(spread["organisation"])) == {ids["b"]}
         assert self.listed(client, admin, q="loud MUSIC") == {ids["c"]}
         assert self.listed(client, admin, q="100%") == {ids["a"]}
         assert self.listed(client, admin, q="_") == set()
@@ -257,8 +270,11 @@ class TestUpdateIncident:
         incident = make_incident()
         response = client.patch(
             f"{URL}/{incident.id}",
-            json={"title": "New title", "required_competences": ["youth_work"],
-                  "location": {"lat": 1.5, "lon": 2.5}},
+            json={
+                "title": "New title",
+                "required_competences": ["youth_work"],
+                "location": {"lat": 1.5, "lon": 2.5},
+            },
             headers={**admin, "If-Match": '"1"'},
         )
         assert response.status_code == 200, response.text
@@ -272,17 +288,21 @@ class TestUpdateIncident:
 
     def test_no_change_keeps_version(self, client, admin) -> None:
         incident = make_incident()
-        response = client.patch(f"{URL}/{incident.id}", json={"title": incident.title},
-                                headers=admin)
+        response = client.patch(
+            f"{URL}/{incident.id}", json={"title": incident.title}, headers=admin
+        )
         assert response.status_code == 200
         assert response.json()["version"] == 1
 
     def test_stale_if_match(self, client, admin) -> None:
         incident = make_incident()
-        assert client.patch(f"{URL}/{incident.id}", json={"title": "v2"},
-                            headers=admin).status_code == 200
+        assert (
+            client.patch(f"{URL}/{incident.id}", json={"title": "v2"}, headers=admin).status_code
+            == 200
+        )
         response = client.patch(
-            f"{URL}/{incident.id}", json={"title": "lost update"},
+            f"{URL}/{incident.id}",
+            json={"title": "lost update"},
             headers={**admin, "If-Match": '"1"'},
         )
         assert response.status_code == 412
@@ -306,8 +326,7 @@ class TestUpdateIncident:
 
     def test_unknown_district(self, client, admin) -> None:
         incident = make_incident()
-        response = client.patch(f"{URL}/{incident.id}", json={"district": "nowhere"},
-                                headers=admin)
+        response = client.patch(f"{URL}/{incident.id}", json={"district": "nowhere"}, headers=admin)
         assert response.status_code == 422
         assert incident_row(incident.id).district == "alpha"
 
@@ -344,12 +363,15 @@ REPORTER_VISIBILITY: dict[str, dict[str, Any]] = {
 def reporter_world(admin) -> dict[str, Any]:
     own = make_organisation("Own")
     other = make_organisation("Other")
-    a = make_incident(organisation_id=str(own), title="A",
-                      reporter={"name": NAME_A, "contact": EMAIL_A}).id
-    b = make_incident(organisation_id=str(own), title="B",
-                      reporter={"name": NAME_B, "contact": EMAIL_B}).id
-    c = make_incident(organisation_id=str(own), title="C",
-                      reporter={"name": NAME_C, "contact": EMAIL_C}).id
+    a = make_incident(
+        organisation_id=str(own), title="A", reporter={"name": NAME_A, "contact": EMAIL_A}
+    ).id
+    b = make_incident(
+        organisation_id=str(own), title="B", reporter={"name": NAME_B, "contact": EMAIL_B}
+    ).id
+    c = make_incident(
+        organisation_id=str(own), title="C", reporter={"name": NAME_C, "contact": EMAIL_C}
+    ).id
     m1, m2, m3 = (make_manager(display_name=n) for n in ("M1", "M2", "M3"))
     make_assignment(a, m1, role="lead", status="accepted")
     make_assignment(a, m2, role="co", status="accepted")
@@ -474,7 +496,9 @@ def test_lifecycle_table_matches_design() -> None:
 
 
 class TestStatusTransitions:
-    @pytest.mark.parametrize(("current", "target"), ALL_PAIRS, ids=[f"{a}->{b}" for a, b in ALL_PAIRS])
+    @pytest.mark.parametrize(
+        ("current", "target"), ALL_PAIRS, ids=[f"{a}->{b}" for a, b in ALL_PAIRS]
+    )
     def test_pair(self, client, admin, current, target) -> None:
         coordinator = make_key("coordinator")
         incident = make_incident()
@@ -492,10 +516,10 @@ class TestStatusTransitions:
             assert response.json()["status"] == target
             assert (row.status, row.version) == (target, 2)
             new = [e for e in events if e not in before_events]
-            assert [(e["type"], e["from_status"], e["to_status"], e["note"], e["actor_role"])
-                    for e in new] == [
-                ("status_changed", current, target, "checked by phone", "coordinator")
-            ]
+            assert [
+                (e["type"], e["from_status"], e["to_status"], e["note"], e["actor_role"])
+                for e in new
+            ] == [("status_changed", current, target, "checked by phone", "coordinator")]
         else:
             assert response.status_code == 409, response.text
             assert problem_type(response) == "/problems/invalid-transition"
@@ -504,8 +528,9 @@ class TestStatusTransitions:
 
     def test_unknown_status(self, client, admin) -> None:
         incident = make_incident()
-        response = client.post(f"{URL}/{incident.id}/status", json={"status": "lost"},
-                               headers=admin)
+        response = client.post(
+            f"{URL}/{incident.id}/status", json={"status": "lost"}, headers=admin
+        )
         assert response.status_code == 422
         assert problem_type(response) == "/problems/validation-error"
         assert incident_row(incident.id).status == "reported"
@@ -514,12 +539,14 @@ class TestStatusTransitions:
         organisation = make_organisation()
         incident = make_incident(organisation_id=str(organisation))
         partner = make_key("partner", organisation_id=organisation)
-        response = client.post(f"{URL}/{incident.id}/status", json={"status": "triaged"},
-                               headers=partner)
+        response = client.post(
+            f"{URL}/{incident.id}/status", json={"status": "triaged"}, headers=partner
+        )
         assert response.status_code == 403
         assert incident_row(incident.id).status == "reported"
-        response = client.post(f"{URL}/{incident.id}/status", json={"status": "withdrawn"},
-                               headers=partner)
+        response = client.post(
+            f"{URL}/{incident.id}/status", json={"status": "withdrawn"}, headers=partner
+        )
         assert response.status_code == 200
         assert incident_row(incident.id).status == "withdrawn"
 
@@ -546,8 +573,9 @@ class TestStatusAndAssignments:
         status = "offered" if current == S.dispatched else "accepted"
         assignment = make_assignment(incident.id, manager, status=status)
         set_status_in_db(incident.id, current)
-        response = client.post(f"{URL}/{incident.id}/status", json={"status": "triaged"},
-                               headers=admin)
+        response = client.post(
+            f"{URL}/{incident.id}/status", json={"status": "triaged"}, headers=admin
+        )
         assert response.status_code == 409
         assert problem_type(response).startswith("/problems/")
         assert incident_row(incident.id).status == current
@@ -559,15 +587,20 @@ class TestStatusAndAssignments:
         incident = make_incident()
         make_assignment(incident.id, make_manager(), status="declined")
         set_status_in_db(incident.id, current)
-        response = client.post(f"{URL}/{incident.id}/status", json={"status": "triaged"},
-                               headers=admin)
+        response = client.post(
+            f"{URL}/{incident.id}/status", json={"status": "triaged"}, headers=admin
+        )
         assert response.status_code == 200, response.text
         assert incident_row(incident.id).status == "triaged"
 
     @pytest.mark.parametrize(
         ("current", "target"),
-        [(S.triaged, S.withdrawn), (S.reported, S.referred), (S.dispatched, S.referred),
-         (S.in_progress, S.referred)],
+        [
+            (S.triaged, S.withdrawn),
+            (S.reported, S.referred),
+            (S.dispatched, S.referred),
+            (S.in_progress, S.referred),
+        ],
     )
     def test_referred_or_withdrawn_ends_every_open_assignment(
         self, client, admin, current, target
@@ -582,8 +615,9 @@ class TestStatusAndAssignments:
         set_status_in_db(incident.id, current)
         assert (open_count(lead), open_count(co), open_count(declined)) == (2, 1, 0)
 
-        response = client.post(f"{URL}/{incident.id}/status", json={"status": target},
-                               headers=admin)
+        response = client.post(
+            f"{URL}/{incident.id}/status", json={"status": target}, headers=admin
+        )
         assert response.status_code == 200, response.text
         assert assignment_status(lead_id) == "withdrawn"
         assert assignment_status(co_id) == "withdrawn"
@@ -601,8 +635,9 @@ class TestStatusAndAssignments:
         lead_id = make_assignment(incident.id, lead, role="lead", status="accepted")
         co_id = make_assignment(incident.id, co, role="co", status="offered")
         set_status_in_db(incident.id, S.in_progress)
-        response = client.post(f"{URL}/{incident.id}/status", json={"status": "resolved"},
-                               headers=admin)
+        response = client.post(
+            f"{URL}/{incident.id}/status", json={"status": "resolved"}, headers=admin
+        )
         assert response.status_code == 200, response.text
         assert assignment_status(lead_id) == "accepted"
         assert assignment_status(co_id) == "withdrawn"
@@ -612,17 +647,16 @@ class TestStatusAndAssignments:
 class TestNotes:
     def test_add_and_list(self, client, admin) -> None:
         incident = make_incident()
-        response = client.post(f"{URL}/{incident.id}/notes", json={"text": "  Called back.  "},
-                               headers=admin)
+        response = client.post(
+            f"{URL}/{incident.id}/notes", json={"text": "  Called back.  "}, headers=admin
+        )
         assert response.status_code == 201, response.text
         note = response.json()
         assert (note["text"], note["author_role"]) == ("Called back.", "admin")
         listed = client.get(f"{URL}/{incident.id}/notes", headers=admin).json()["items"]
         assert [n["id"] for n in listed] == [note["id"]]
         events = events_of(client, incident.id, admin)
-        assert [e["data"] for e in events if e["type"] == "note_added"] == [
-            {"note_id": note["id"]}
-        ]
+        assert [e["data"] for e in events if e["type"] == "note_added"] == [{"note_id": note["id"]}]
 
     def test_empty_note(self, client, admin) -> None:
         incident = make_incident()
@@ -635,8 +669,9 @@ class TestNotes:
         manager = make_manager()
         make_assignment(incident.id, manager)
         headers = make_key("manager", manager_id=manager)
-        response = client.post(f"{URL}/{incident.id}/notes", json={"text": "On my way."},
-                               headers=headers)
+        response = client.post(
+            f"{URL}/{incident.id}/notes", json={"text": "On my way."}, headers=headers
+        )
         assert response.status_code == 201
         assert response.json()["author_role"] == "manager"
 

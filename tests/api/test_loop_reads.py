@@ -61,26 +61,42 @@ def unit_of_work_path(client: Any) -> Iterator[None]:
 
 def access_count() -> int:
     with session_scope(write=False) as session:
-        return session.scalar(
-            select(func.count()).select_from(AuditEvent).where(AuditEvent.kind == "access")
-        ) or 0
+        return (
+            session.scalar(
+                select(func.count()).select_from(AuditEvent).where(AuditEvent.kind == "access")
+            )
+            or 0
+        )
 
 
 def varied_incidents(organisation: uuid.UUID, external_id: str = "ext-1") -> list[Any]:
     return [
         make_incident(),
         make_incident(
-            title="Ümlaut \"quoted\" \\ title", description="Zeile 1\nZeile 2 — ✓",
-            location={"lat": 50.97871, "lon": 11.0328}, languages=["de", "en", "ar"],
+            title='Ümlaut "quoted" \\ title',
+            description="Zeile 1\nZeile 2 — ✓",
+            location={"lat": 50.97871, "lon": 11.0328},
+            languages=["de", "en", "ar"],
             required_competences=["youth_work", "mediation", "anti_discrimination"],
-            occurred_at="2026-03-01T10:15:00.120000Z", reported_at="2026-03-01T11:00:00Z",
-            organisation_id=str(organisation), external_id=external_id, source="partner",
+            occurred_at="2026-03-01T10:15:00.120000Z",
+            reported_at="2026-03-01T11:00:00Z",
+            organisation_id=str(organisation),
+            external_id=external_id,
+            source="partner",
         ),
-        make_incident(reporter=None, required_competences=[], languages=[], district="beta",
-                      category="hate_speech", escalation_level=6,
-                      organisation_id=str(organisation)),
-        make_incident(reporter={"name": None, "contact": "kai@example.org", "anonymous": True},
-                      occurred_at="2026-01-02T03:04:05.000001Z"),
+        make_incident(
+            reporter=None,
+            required_competences=[],
+            languages=[],
+            district="beta",
+            category="hate_speech",
+            escalation_level=6,
+            organisation_id=str(organisation),
+        ),
+        make_incident(
+            reporter={"name": None, "contact": "kai@example.org", "anonymous": True},
+            occurred_at="2026-01-02T03:04:05.000001Z",
+        ),
     ]
 
 
@@ -101,8 +117,7 @@ class TestSameAnswers:
             assert fast.headers["content-type"] == slow.headers["content-type"]
             assert fast.json() == slow.json()
         # the partner sees its organisation's incidents only (404 for the others, both paths)
-        statuses = {client.get(f"{API}/{i.id}", headers=world[role]).status_code
-                    for i in incidents}
+        statuses = {client.get(f"{API}/{i.id}", headers=world[role]).status_code for i in incidents}
         assert statuses == ({200} if role == "admin" else {200, 404})
 
     def test_open_slots(self, client, world) -> None:
@@ -124,7 +139,8 @@ class TestSameAnswers:
         assert answers == {tandem.id: ["co"], single.id: ["lead"]}
         listed = client.get(API, params={"status": "dispatched"}, headers=world["admin"]).json()
         assert {i["id"]: i["open_slots"] for i in listed["items"]} == {
-            str(k): v for k, v in answers.items()}
+            str(k): v for k, v in answers.items()
+        }
 
     def test_unknown_incident_is_404_problem(self, client, world) -> None:
         response = client.get(f"{API}/{uuid.uuid4()}", headers=world["admin"])
@@ -133,11 +149,16 @@ class TestSameAnswers:
         assert response.json()["type"] == "/problems/not-found"
 
     @pytest.mark.parametrize("role", ["coordinator", "partner"])
-    @pytest.mark.parametrize("query", [
-        {}, {"district": "alpha"}, {"status": ["reported", "triaged"]},
-        {"category": "hate_speech", "min_escalation": 5},
-        {"reported_after": "2026-03-01T10:59:59Z", "reported_before": "2026-03-01T11:00:01Z"},
-    ])
+    @pytest.mark.parametrize(
+        "query",
+        [
+            {},
+            {"district": "alpha"},
+            {"status": ["reported", "triaged"]},
+            {"category": "hate_speech", "min_escalation": 5},
+            {"reported_after": "2026-03-01T10:59:59Z", "reported_before": "2026-03-01T11:00:01Z"},
+        ],
+    )
     def test_list_pages(self, client, world, role, query) -> None:
         varied_incidents(world["organisation"], "ext-1")
         varied_incidents(world["organisation"], "ext-2")
@@ -171,13 +192,16 @@ class TestSameAnswers:
 
 
 class TestStoredText:
-    @pytest.mark.parametrize(("stored", "api"), [
-        ("2026-03-01 10:15:00.000000", "2026-03-01T10:15:00Z"),
-        ("2026-03-01 10:15:00.120000", "2026-03-01T10:15:00.120000Z"),
-        ("2026-03-01 10:15:00+00", "2026-03-01T10:15:00Z"),
-        ("2026-03-01 10:15:00.12+00", "2026-03-01T10:15:00.120000Z"),
-        ("2026-03-01 10:15:00.000001+00", "2026-03-01T10:15:00.000001Z"),
-    ])
+    @pytest.mark.parametrize(
+        ("stored", "api"),
+        [
+            ("2026-03-01 10:15:00.000000", "2026-03-01T10:15:00Z"),
+            ("2026-03-01 10:15:00.120000", "2026-03-01T10:15:00.120000Z"),
+            ("2026-03-01 10:15:00+00", "2026-03-01T10:15:00Z"),
+            ("2026-03-01 10:15:00.12+00", "2026-03-01T10:15:00.120000Z"),
+            ("2026-03-01 10:15:00.000001+00", "2026-03-01T10:15:00.000001Z"),
+        ],
+    )
     def test_timestamps(self, stored, api) -> None:
         assert time_text(stored) == api
 
@@ -232,7 +256,8 @@ class TestAccessLogGroupCommit:
 
             def read(incident_id: uuid.UUID) -> None:
                 results.append(
-                    client.get(f"{API}/{incident_id}", headers=world["admin"]).status_code)
+                    client.get(f"{API}/{incident_id}", headers=world["admin"]).status_code
+                )
 
             threads = [threading.Thread(target=read, args=(i.id,)) for i in incidents]
             for thread in threads:

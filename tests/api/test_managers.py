@@ -30,13 +30,34 @@ API = "/api/v1/managers"
 TODAY = date(2026, 6, 15)  # the fixed_clock's date in Berlin
 PROBLEM = "application/problem+json"
 PUBLIC_FIELDS = {
-    "id", "display_name", "email", "phone", "organisation_id", "status", "home_district",
-    "districts", "languages", "max_open_assignments", "competences", "available_today",
-    "open_assignments", "expiring_competences", "version", "created_at", "updated_at",
+    "id",
+    "display_name",
+    "email",
+    "phone",
+    "organisation_id",
+    "status",
+    "home_district",
+    "districts",
+    "languages",
+    "max_open_assignments",
+    "competences",
+    "available_today",
+    "open_assignments",
+    "expiring_competences",
+    "version",
+    "created_at",
+    "updated_at",
     "notify_by_email",
 }
 REDACTED_FIELDS = {
-    "id", "display_name", "email", "phone", "status", "home_district", "districts", "languages",
+    "id",
+    "display_name",
+    "email",
+    "phone",
+    "status",
+    "home_district",
+    "districts",
+    "languages",
     "available_today",
 }
 
@@ -73,8 +94,11 @@ def audit_rows(resource: str, resource_id: Any) -> list[AuditEvent]:
         return list(
             session.scalars(
                 select(AuditEvent)
-                .where(AuditEvent.resource == resource, AuditEvent.resource_id == str(resource_id),
-                       AuditEvent.kind == "write")  # reads of contact data log "access" entries
+                .where(
+                    AuditEvent.resource == resource,
+                    AuditEvent.resource_id == str(resource_id),
+                    AuditEvent.kind == "write",
+                )  # reads of contact data log "access" entries
                 .order_by(AuditEvent.at)
             )
         )
@@ -82,8 +106,9 @@ def audit_rows(resource: str, resource_id: Any) -> list[AuditEvent]:
 
 def manager_audit_rows() -> int:
     with session_scope(write=False) as session:
-        query = select(func.count()).where(AuditEvent.resource == "manager",
-                                           AuditEvent.kind == "write")
+        query = select(func.count()).where(
+            AuditEvent.resource == "manager", AuditEvent.kind == "write"
+        )
         return session.scalar(query) or 0
 
 
@@ -208,7 +233,9 @@ class TestCreateManager:
     def test_missing_required_fields(self, client, admin) -> None:
         body = manager_body()
         del body["email"], body["home_district"]
-        problem = assert_problem(client.post(API, json=body, headers=admin), 422, "validation-error")
+        problem = assert_problem(
+            client.post(API, json=body, headers=admin), 422, "validation-error"
+        )
         assert {tuple(e["loc"]) for e in problem["errors"]} == {
             ("body", "email"),
             ("body", "home_district"),
@@ -309,7 +336,9 @@ class TestContactVisibility:
         filtered_lists = [
             client.get(API, headers=headers),
             client.get(API, params={"district": "gamma"}, headers=headers),
-            client.get(API, params={"competence": "mediation", "available": "true"}, headers=headers),
+            client.get(
+                API, params={"competence": "mediation", "available": "true"}, headers=headers
+            ),
             client.get(API, params={"language": "de", "status": "active"}, headers=headers),
         ]
         for listed in filtered_lists:
@@ -353,10 +382,12 @@ class TestListManagers:
         assert keys == sorted(keys)
 
     def test_invalid_cursor_and_limit(self, client, admin) -> None:
-        assert_problem(client.get(API, params={"cursor": "garbage"}, headers=admin), 400,
-                       "invalid-cursor")
-        assert_problem(client.get(API, params={"limit": 501}, headers=admin), 422,
-                       "validation-error")
+        assert_problem(
+            client.get(API, params={"cursor": "garbage"}, headers=admin), 400, "invalid-cursor"
+        )
+        assert_problem(
+            client.get(API, params={"limit": 501}, headers=admin), 422, "validation-error"
+        )
 
     @pytest.mark.parametrize(
         "params",
@@ -385,8 +416,9 @@ class TestListManagers:
         ).id
         one = ids(client.get(API, params={"competence": "mediation"}, headers=admin))
         assert set(one) == {str(both), str(mediation_only)}
-        two = client.get(API, params=[("competence", "mediation"), ("competence", "youth_work")],
-                         headers=admin)
+        two = client.get(
+            API, params=[("competence", "mediation"), ("competence", "youth_work")], headers=admin
+        )
         assert ids(two) == [str(both)]
 
     def test_status_repeatable_and_language(self, client, admin) -> None:
@@ -402,8 +434,9 @@ class TestListManagers:
             str(paused),
         }
         assert ids(client.get(API, params={"language": "ar"}, headers=admin)) == [str(trainee)]
-        assert_problem(client.get(API, params={"language": "AR"}, headers=admin), 422,
-                       "validation-error")
+        assert_problem(
+            client.get(API, params={"language": "AR"}, headers=admin), 422, "validation-error"
+        )
         combined = client.get(API, params={"language": "de", "status": "paused"}, headers=admin)
         assert ids(combined) == [str(paused)]
 
@@ -412,9 +445,7 @@ class TestListManagers:
         absent = make_roster_manager(status="active").id
         trainee = make_roster_manager().id
         make_absence(absent, TODAY - timedelta(days=2), TODAY + timedelta(days=2))
-        assert ids(client.get(API, params={"available": "true"}, headers=admin)) == [
-            str(available)
-        ]
+        assert ids(client.get(API, params={"available": "true"}, headers=admin)) == [str(available)]
         assert set(ids(client.get(API, params={"available": "false"}, headers=admin))) == {
             str(absent),
             str(trainee),
@@ -558,7 +589,11 @@ class TestUpdateManager:
         entry = audit_rows("manager", manager.id)[-1]
         assert entry.action == "update"
         assert set(entry.fields) == {
-            "display_name", "phone", "districts", "competences", "max_open_assignments",
+            "display_name",
+            "phone",
+            "districts",
+            "competences",
+            "max_open_assignments",
         }
 
     def test_no_change_keeps_the_version(self, client, admin) -> None:
@@ -571,8 +606,9 @@ class TestUpdateManager:
 
     def test_new_home_district_leaves_the_served_list(self, client, admin) -> None:
         manager = make_roster_manager(home_district="alpha", districts=["beta", "gamma"])
-        response = client.patch(f"{API}/{manager.id}", json={"home_district": "beta"},
-                                headers=admin)
+        response = client.patch(
+            f"{API}/{manager.id}", json={"home_district": "beta"}, headers=admin
+        )
         assert response.json()["home_district"] == "beta"
         assert response.json()["districts"] == ["gamma"]
 
@@ -628,8 +664,9 @@ class TestUpdateManager:
     def test_duplicate_email(self, client, admin) -> None:
         make_roster_manager(email="taken@example.org")
         manager = make_roster_manager()
-        response = client.patch(f"{API}/{manager.id}", json={"email": "Taken@example.org"},
-                                headers=admin)
+        response = client.patch(
+            f"{API}/{manager.id}", json={"email": "Taken@example.org"}, headers=admin
+        )
         assert_problem(response, 409, "duplicate")
         assert stored(manager.id).email == manager.email
 
@@ -639,8 +676,9 @@ class TestUpdateManager:
             session.execute(
                 update(Manager).where(Manager.id == manager.id).values(open_assignments=2)
             )
-        response = client.patch(f"{API}/{manager.id}", json={"max_open_assignments": 1},
-                                headers=admin)
+        response = client.patch(
+            f"{API}/{manager.id}", json={"max_open_assignments": 1}, headers=admin
+        )
         assert_problem(response, 409, "capacity-in-use")
         assert stored(manager.id).max_open_assignments == 3
         view = client.get(f"{API}/{manager.id}", headers=admin).json()
@@ -649,8 +687,7 @@ class TestUpdateManager:
         assert ok.status_code == 200
 
     def test_unknown_manager(self, client, admin) -> None:
-        response = client.patch(f"{API}/{uuid.uuid4()}", json={"display_name": "X"},
-                                headers=admin)
+        response = client.patch(f"{API}/{uuid.uuid4()}", json={"display_name": "X"}, headers=admin)
         assert_problem(response, 404, "not-found")
 
 
@@ -666,7 +703,9 @@ class TestSelfService:
         assert response.json()["email"] == "me@example.org"
         entry = audit_rows("manager", roster.me["id"])[-1]
         assert (entry.action, entry.principal_role, entry.fields) == (
-            "update", "manager", ["languages"],
+            "update",
+            "manager",
+            ["languages"],
         )
 
     @pytest.mark.parametrize(
@@ -732,22 +771,23 @@ class TestManagerStatus:
         for status in path:
             client.post(f"{API}/{manager.id}/status", json={"status": status}, headers=admin)
         before = stored(manager.id)
-        response = client.post(f"{API}/{manager.id}/status", json={"status": target},
-                               headers=admin)
+        response = client.post(f"{API}/{manager.id}/status", json={"status": target}, headers=admin)
         assert_problem(response, 409, "invalid-transition")
         after = stored(manager.id)
         assert (after.status, after.version) == (before.status, before.version)
 
     def test_unknown_status(self, client, admin) -> None:
         manager = make_roster_manager()
-        response = client.post(f"{API}/{manager.id}/status", json={"status": "sleeping"},
-                               headers=admin)
+        response = client.post(
+            f"{API}/{manager.id}/status", json={"status": "sleeping"}, headers=admin
+        )
         assert_problem(response, 422, "validation-error")
         assert stored(manager.id).status == "in_training"
 
     def test_unknown_manager(self, client, admin) -> None:
-        response = client.post(f"{API}/{uuid.uuid4()}/status", json={"status": "active"},
-                               headers=admin)
+        response = client.post(
+            f"{API}/{uuid.uuid4()}/status", json={"status": "active"}, headers=admin
+        )
         assert_problem(response, 404, "not-found")
 
 
@@ -759,17 +799,21 @@ class TestAbsences:
         manager = make_roster_manager(status="active")
         url = f"{API}/{manager.id}/absences"
         created = client.post(
-            url, json={"starts_on": "2026-07-01", "ends_on": "2026-07-14", "reason": "holiday"},
+            url,
+            json={"starts_on": "2026-07-01", "ends_on": "2026-07-14", "reason": "holiday"},
             headers=admin,
         )
         assert created.status_code == 201, created.text
         absence = created.json()
         assert set(absence) == {"id", "starts_on", "ends_on", "reason"}
         assert (absence["starts_on"], absence["ends_on"], absence["reason"]) == (
-            "2026-07-01", "2026-07-14", "holiday",
+            "2026-07-01",
+            "2026-07-14",
+            "holiday",
         )
-        one_day = client.post(url, json={"starts_on": "2026-06-01", "ends_on": "2026-06-01"},
-                              headers=admin)
+        one_day = client.post(
+            url, json={"starts_on": "2026-06-01", "ends_on": "2026-06-01"}, headers=admin
+        )
         assert one_day.status_code == 201
         listed = client.get(url, headers=admin).json()
         assert [a["id"] for a in listed["items"]] == [one_day.json()["id"], absence["id"]]
@@ -830,8 +874,9 @@ class TestAbsences:
         days = [a["starts_on"] for a in first["items"] + second["items"]]
         assert days == ["2026-07-01", "2026-07-02", "2026-07-03"]
         assert sorted(a["id"] for a in first["items"] + second["items"]) == sorted(map(str, made))
-        assert_problem(client.get(url, params={"cursor": "bm9wZQ"}, headers=admin), 400,
-                       "invalid-cursor")
+        assert_problem(
+            client.get(url, params={"cursor": "bm9wZQ"}, headers=admin), 400, "invalid-cursor"
+        )
 
     def test_an_absence_makes_the_manager_unavailable(self, client, admin, fixed_clock) -> None:
         manager = make_roster_manager(status="active")
@@ -868,7 +913,10 @@ OPERATIONS: dict[str, tuple[str, str, dict[str, Any] | None, dict[str, int]]] = 
     "get": ("GET", API + "/{me}", None, _statuses(200, EVERYONE)),
     "create": ("POST", API, {}, _statuses(201, STAFF)),
     "update_languages": (
-        "PATCH", API + "/{me}", {"languages": ["de", "fr"]}, _statuses(200, STAFF_AND_SELF)
+        "PATCH",
+        API + "/{me}",
+        {"languages": ["de", "fr"]},
+        _statuses(200, STAFF_AND_SELF),
     ),
     "update_phone": ("PATCH", API + "/{me}", {"phone": "+49 3333"}, _statuses(200, STAFF)),
     "status": ("POST", API + "/{me}/status", {"status": "paused"}, _statuses(200, STAFF)),
@@ -880,7 +928,10 @@ OPERATIONS: dict[str, tuple[str, str, dict[str, Any] | None, dict[str, int]]] = 
     ),
     "absence_list": ("GET", API + "/{me}/absences", None, _statuses(200, STAFF_AND_SELF)),
     "absence_delete": (
-        "DELETE", API + "/{me}/absences/{absence}", None, _statuses(204, STAFF_AND_SELF)
+        "DELETE",
+        API + "/{me}/absences/{absence}",
+        None,
+        _statuses(204, STAFF_AND_SELF),
     ),
 }
 MATRIX = [(op, role, spec[3][role]) for op, spec in OPERATIONS.items() for role in ROLES]
@@ -895,8 +946,10 @@ def matrix_world(roster: Roster) -> Iterator[dict[str, str]]:
 def _state() -> list[Any]:
     with session_scope(write=False) as session:
         return [
-            sorted((str(m.id), m.version, m.status, tuple(m.languages), m.phone)
-                   for m in session.scalars(select(Manager))),
+            sorted(
+                (str(m.id), m.version, m.status, tuple(m.languages), m.phone)
+                for m in session.scalars(select(Manager))
+            ),
             sorted(str(a.id) for a in session.scalars(select(Absence))),
             session.scalar(select(func.count()).select_from(AuditEvent)),
         ]
@@ -918,8 +971,9 @@ def test_every_route_is_in_the_matrix(client) -> None:
     assert routes == covered
 
 
-@pytest.mark.parametrize(("operation", "role", "expected"), MATRIX,
-                         ids=[f"{op} as {role}" for op, role, _ in MATRIX])
+@pytest.mark.parametrize(
+    ("operation", "role", "expected"), MATRIX, ids=[f"{op} as {role}" for op, role, _ in MATRIX]
+)
 def test_role_matrix(
     client, roster: Roster, matrix_world: dict[str, str], operation: str, role: str, expected: int
 ) -> None:

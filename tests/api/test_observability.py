@@ -79,9 +79,7 @@ class TestAccessLog:
         admin = make_key("admin")
         incident = make_incident()
         access_log.clear()
-        response = client.get(
-            f"{API}/{incident.id}", headers={**admin, "X-Request-ID": "req-42"}
-        )
+        response = client.get(f"{API}/{incident.id}", headers={**admin, "X-Request-ID": "req-42"})
         assert response.status_code == 200
         [line] = _access_lines(access_log)
         assert line["request_id"] == "req-42"
@@ -181,15 +179,22 @@ class TestMetrics:
         admin = make_key("admin")
         manager = make_manager()
         incident = make_incident(required_competences=[], escalation_level=2)
-        triaged = client.post(f"{API}/{incident.id}/status", json={"status": "triaged"},
-                              headers=admin)
+        triaged = client.post(
+            f"{API}/{incident.id}/status", json={"status": "triaged"}, headers=admin
+        )
         assert triaged.status_code == 200, triaged.text
         before = {o: OFFERS.labels(outcome=o)._value.get() for o in ("offered", "declined")}
-        offer = client.post("/api/v1/assignments", headers=admin,
-                            json={"incident_id": str(incident.id), "manager_id": str(manager)})
+        offer = client.post(
+            "/api/v1/assignments",
+            headers=admin,
+            json={"incident_id": str(incident.id), "manager_id": str(manager)},
+        )
         assert offer.status_code == 201, offer.text
-        declined = client.post(f"/api/v1/assignments/{offer.json()['id']}/decline",
-                               json={"reason": "on holiday"}, headers=admin)
+        declined = client.post(
+            f"/api/v1/assignments/{offer.json()['id']}/decline",
+            json={"reason": "on holiday"},
+            headers=admin,
+        )
         assert declined.status_code == 200, declined.text
         text = _scrape(client)
         assert _sample(text, "kokoma_dispatch_offers_total", outcome="offered") == (

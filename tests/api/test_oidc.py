@@ -77,8 +77,12 @@ class TestSignIn:
         me = client.get(f"{API}/me", headers=bearer(token))
         assert me.status_code == 200, me.text
         assert me.json() == {
-            "kind": "oidc", "subject": f"oidc:{sub}", "display_name": PERSON, "role": "admin",
-            "organisation_id": None, "manager_id": None,
+            "kind": "oidc",
+            "subject": f"oidc:{sub}",
+            "display_name": PERSON,
+            "role": "admin",
+            "organisation_id": None,
+            "manager_id": None,
         }
         assert client.get(f"{API}/api-keys", headers=bearer(token)).status_code == 200
 
@@ -91,8 +95,10 @@ class TestSignIn:
         assert me.json()["role"] == "viewer"
 
     def test_keycloak_realm_roles_by_dotted_path(self, client, oidc_provider) -> None:
-        claims = {"realm_access": {"roles": ["offline_access", "kokoma-coordinator"]},
-                  "preferred_username": "emuster"}
+        claims = {
+            "realm_access": {"roles": ["offline_access", "kokoma-coordinator"]},
+            "preferred_username": "emuster",
+        }
         token, _ = oidc_provider.token_for(claims)
         with oidc_settings(oidc_provider.issuer, KOKOMA_OIDC_ROLES_CLAIM="realm_access.roles"):
             me = client.get(f"{API}/me", headers=bearer(token))
@@ -105,14 +111,15 @@ class TestSignIn:
         assert client.get(f"{API}/me", headers=bearer(token)).json()["role"] == "coordinator"
 
     def test_no_kokoma_role_is_403_naming_the_claim(self, client, oidc_provider) -> None:
-        token, _ = oidc_provider.token_for({"roles": ["other-app-admin"],
-                                            "groups": ["kokoma-admin"]})
+        token, _ = oidc_provider.token_for(
+            {"roles": ["other-app-admin"], "groups": ["kokoma-admin"]}
+        )
         with oidc_settings(oidc_provider.issuer, KOKOMA_OIDC_ROLES_CLAIM="groups.none"):
-            assert_forbidden(client.get(f"{API}/me", headers=bearer(token)), "no-role",
-                             "'groups.none'")
+            assert_forbidden(
+                client.get(f"{API}/me", headers=bearer(token)), "no-role", "'groups.none'"
+            )
         with oidc_settings(oidc_provider.issuer):
-            assert_forbidden(client.get(f"{API}/me", headers=bearer(token)), "no-role",
-                             "'roles'")
+            assert_forbidden(client.get(f"{API}/me", headers=bearer(token)), "no-role", "'roles'")
 
     def test_role_rules_hold_for_a_person(self, client, oidc) -> None:
         seed_reference()
@@ -166,8 +173,7 @@ class TestPartner:
 
     def test_organisation_claim_is_configurable(self, client, oidc_provider) -> None:
         own = make_organisation("Own")
-        token, _ = oidc_provider.token_for({"roles": ["kokoma-partner"],
-                                            "org": {"id": str(own)}})
+        token, _ = oidc_provider.token_for({"roles": ["kokoma-partner"], "org": {"id": str(own)}})
         with oidc_settings(oidc_provider.issuer, KOKOMA_OIDC_ORGANISATION_CLAIM="org.id"):
             me = client.get(f"{API}/me", headers=bearer(token))
         assert me.status_code == 200, me.text
@@ -182,23 +188,28 @@ class TestManager:
     def test_manager_by_verified_email(self, client, oidc) -> None:
         manager_id = make_manager(email="Volunteer@Example.org")
         other = make_manager()
-        token, _ = oidc.token_for({"roles": ["kokoma-manager"], "email": "volunteer@example.org",
-                                   "email_verified": True})
+        token, _ = oidc.token_for(
+            {"roles": ["kokoma-manager"], "email": "volunteer@example.org", "email_verified": True}
+        )
         me = client.get(f"{API}/me", headers=bearer(token))
         assert me.status_code == 200, me.text
         assert me.json()["manager_id"] == str(manager_id)
         assert client.get(f"{API}/managers/{manager_id}", headers=bearer(token)).status_code == 200
         # a manager edits only their own profile
-        response = client.patch(f"{API}/managers/{other}", json={"phone": "+49 1"},
-                                headers=bearer(token))
+        response = client.patch(
+            f"{API}/managers/{other}", json={"phone": "+49 1"}, headers=bearer(token)
+        )
         assert response.status_code in (403, 404)
 
-    @pytest.mark.parametrize("claims", [
-        {"email": "volunteer@example.org", "email_verified": False},
-        {"email": "volunteer@example.org"},
-        {"email_verified": True},
-        {"email": "nobody@example.org", "email_verified": True},
-    ])
+    @pytest.mark.parametrize(
+        "claims",
+        [
+            {"email": "volunteer@example.org", "email_verified": False},
+            {"email": "volunteer@example.org"},
+            {"email_verified": True},
+            {"email": "nobody@example.org", "email_verified": True},
+        ],
+    )
     def test_unverified_or_unknown_email_is_403(self, client, oidc, claims) -> None:
         make_manager(email="volunteer@example.org")
         token, _ = oidc.token_for({"roles": ["kokoma-manager"], **claims})
@@ -206,8 +217,9 @@ class TestManager:
 
     def test_retired_manager_is_403(self, client, oidc) -> None:
         make_manager(email="volunteer@example.org", status="retired")
-        token, _ = oidc.token_for({"roles": ["kokoma-manager"], "email": "volunteer@example.org",
-                                   "email_verified": True})
+        token, _ = oidc.token_for(
+            {"roles": ["kokoma-manager"], "email": "volunteer@example.org", "email_verified": True}
+        )
         assert_forbidden(client.get(f"{API}/me", headers=bearer(token)), "retired-manager")
 
 
@@ -244,10 +256,20 @@ class TestRefused:
     def test_missing_audience_and_subject(self, client, oidc) -> None:
         for drop in ("aud", "sub", "exp"):
             token = jwt.encode(
-                {k: v for k, v in {"iss": oidc.issuer, "aud": AUDIENCE, "sub": "x",
-                                   "exp": int(time.time()) + 60,
-                                   "roles": ["kokoma-admin"]}.items() if k != drop},
-                oidc.keys.rsa, algorithm="RS256", headers={"kid": oidc.keys.rsa_kid},
+                {
+                    k: v
+                    for k, v in {
+                        "iss": oidc.issuer,
+                        "aud": AUDIENCE,
+                        "sub": "x",
+                        "exp": int(time.time()) + 60,
+                        "roles": ["kokoma-admin"],
+                    }.items()
+                    if k != drop
+                },
+                oidc.keys.rsa,
+                algorithm="RS256",
+                headers={"kid": oidc.keys.rsa_kid},
             )
             assert_invalid_token(client.get(f"{API}/me", headers=bearer(token)))
 
@@ -278,8 +300,15 @@ class TestRefused:
 
     def test_alg_none(self, client, oidc) -> None:
         header = b64url_json({"alg": "none", "typ": "JWT", "kid": oidc.keys.rsa_kid})
-        payload = b64url_json({"iss": oidc.issuer, "aud": AUDIENCE, "sub": "x",
-                               "exp": int(time.time()) + 60, "roles": ["kokoma-admin"]})
+        payload = b64url_json(
+            {
+                "iss": oidc.issuer,
+                "aud": AUDIENCE,
+                "sub": "x",
+                "exp": int(time.time()) + 60,
+                "roles": ["kokoma-admin"],
+            }
+        )
         for token in (f"{header}.{payload}.", f"{header}.{payload}.c2ln"):
             assert_invalid_token(client.get(f"{API}/me", headers=bearer(token)), "none")
 
@@ -289,8 +318,15 @@ class TestRefused:
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         )
         header = b64url_json({"alg": "HS256", "typ": "JWT", "kid": oidc.keys.rsa_kid})
-        payload = b64url_json({"iss": oidc.issuer, "aud": AUDIENCE, "sub": "x",
-                               "exp": int(time.time()) + 60, "roles": ["kokoma-admin"]})
+        payload = b64url_json(
+            {
+                "iss": oidc.issuer,
+                "aud": AUDIENCE,
+                "sub": "x",
+                "exp": int(time.time()) + 60,
+                "roles": ["kokoma-admin"],
+            }
+        )
         signature = hmac.new(public_pem, f"{header}.{payload}".encode(), hashlib.sha256).digest()
         token = f"{header}.{payload}.{b64url(signature)}"
         assert_invalid_token(client.get(f"{API}/me", headers=bearer(token)), "HS256")
@@ -322,9 +358,17 @@ class TestRefused:
     def test_unreachable_provider_is_503(self, client, oidc_provider) -> None:
         token, _ = oidc_provider.token_for({"roles": ["kokoma-admin"]})
         with oidc_settings("http://127.0.0.1:9"):  # nothing listens on the discard port
-            forged = jwt.encode({"iss": "http://127.0.0.1:9", "aud": AUDIENCE, "sub": "x",
-                                 "exp": int(time.time()) + 60}, oidc_provider.keys.rsa,
-                                algorithm="RS256", headers={"kid": "k"})
+            forged = jwt.encode(
+                {
+                    "iss": "http://127.0.0.1:9",
+                    "aud": AUDIENCE,
+                    "sub": "x",
+                    "exp": int(time.time()) + 60,
+                },
+                oidc_provider.keys.rsa,
+                algorithm="RS256",
+                headers={"kid": "k"},
+            )
             for value in (token, forged):
                 response = client.get(f"{API}/me", headers=bearer(value))
                 assert response.status_code == 503, response.text
@@ -338,8 +382,11 @@ class TestKeyRotation:
     def test_rotation_at_the_provider_is_picked_up_without_restart(self, client) -> None:
         provider = OidcProvider().start()
         try:
-            with oidc_settings(provider.issuer, KOKOMA_OIDC_JWKS_MIN_REFRESH_SECONDS="1",
-                               KOKOMA_API_KEY_CACHE_SECONDS="0"):
+            with oidc_settings(
+                provider.issuer,
+                KOKOMA_OIDC_JWKS_MIN_REFRESH_SECONDS="1",
+                KOKOMA_API_KEY_CACHE_SECONDS="0",
+            ):
                 old, _ = provider.token_for({"roles": ["kokoma-admin"]})
                 assert client.get(f"{API}/me", headers=bearer(old)).status_code == 200
                 old_kid = provider.keys.rsa_kid
@@ -374,8 +421,9 @@ class TestRecord:
         assert first["actor_id"] is None and first["actor_role"] == "coordinator"
 
         admin = make_key("admin")
-        audit = client.get(f"{API}/audit", params={"principal_subject": f"oidc:{sub}"},
-                           headers=admin).json()["items"]
+        audit = client.get(
+            f"{API}/audit", params={"principal_subject": f"oidc:{sub}"}, headers=admin
+        ).json()["items"]
         assert {(e["action"], e["resource"]) for e in audit} >= {("create", "incident")}
         assert all(e["principal_name"] == PERSON and e["principal_id"] is None for e in audit)
 
@@ -388,11 +436,13 @@ class TestRecord:
         assert response.json()["reporter"]["name"] == "Erika Muster"
         with session_scope(write=False) as session:
             entries = session.scalars(
-                select(AuditEvent).where(AuditEvent.kind == "access",
-                                         AuditEvent.resource_id == str(incident.id))
+                select(AuditEvent).where(
+                    AuditEvent.kind == "access", AuditEvent.resource_id == str(incident.id)
+                )
             ).all()
-            assert [(e.principal_subject, e.principal_name, e.principal_role) for e in entries] \
-                == [(f"oidc:{sub}", PERSON, "coordinator")]
+            assert [(e.principal_subject, e.principal_name, e.principal_role) for e in entries] == [
+                (f"oidc:{sub}", PERSON, "coordinator")
+            ]
 
     def test_api_key_entries_name_the_key(self, client) -> None:
         seed_reference()
@@ -400,29 +450,39 @@ class TestRecord:
         created = client.post(f"{API}/incidents", json=incident_body(), headers=headers)
         key_subject = client.get(f"{API}/me", headers=headers).json()["subject"]
         with session_scope(write=False) as session:
-            event = session.scalars(select(IncidentEvent).where(
-                IncidentEvent.incident_id == uuid.UUID(created.json()["id"]))).first()
+            event = session.scalars(
+                select(IncidentEvent).where(
+                    IncidentEvent.incident_id == uuid.UUID(created.json()["id"])
+                )
+            ).first()
             assert (event.actor_subject, event.actor_name) == (key_subject, "test coordinator")
 
     def test_erasure_and_subject_access_by_a_person(self, client, oidc) -> None:
         seed_reference()
         incident = make_incident()
         admin, sub = oidc.token_for({"roles": ["kokoma-admin"], "name": PERSON})
-        report = client.get(f"{API}/data-subject", params={"email": "erika@example.org"},
-                            headers=bearer(admin))
+        report = client.get(
+            f"{API}/data-subject", params={"email": "erika@example.org"}, headers=bearer(admin)
+        )
         assert report.status_code == 200, report.text
         assert [i["id"] for i in report.json()["incidents"]] == [str(incident.id)]
-        erased = client.post(f"{API}/incidents/{incident.id}/reporter/erase",
-                             headers=bearer(admin))
+        erased = client.post(f"{API}/incidents/{incident.id}/reporter/erase", headers=bearer(admin))
         assert erased.status_code == 200, erased.text
         with session_scope(write=False) as session:
             assert session.get(Incident, incident.id).reporter_name is None
-            event = session.scalars(select(IncidentEvent).where(
-                IncidentEvent.incident_id == incident.id,
-                IncidentEvent.type == "reporter_erased")).one()
+            event = session.scalars(
+                select(IncidentEvent).where(
+                    IncidentEvent.incident_id == incident.id,
+                    IncidentEvent.type == "reporter_erased",
+                )
+            ).one()
             assert (event.actor_subject, event.actor_name) == (f"oidc:{sub}", PERSON)
-            actions = {(e.action, e.principal_subject) for e in session.scalars(
-                select(AuditEvent).where(AuditEvent.resource_id == str(incident.id)))}
+            actions = {
+                (e.action, e.principal_subject)
+                for e in session.scalars(
+                    select(AuditEvent).where(AuditEvent.resource_id == str(incident.id))
+                )
+            }
         assert {("subject_access", f"oidc:{sub}"), ("erase_reporter", f"oidc:{sub}")} <= actions
 
 
@@ -441,8 +501,11 @@ class TestDocs:
                 schema = test_client.get("/openapi.json").json()
                 docs = test_client.get("/docs").text
         scheme = schema["components"]["securitySchemes"]["oidc"]
-        assert scheme == {**scheme, "type": "openIdConnect", "openIdConnectUrl":
-                          f"{oidc_provider.issuer}/.well-known/openid-configuration"}
+        assert scheme == {
+            **scheme,
+            "type": "openIdConnect",
+            "openIdConnectUrl": f"{oidc_provider.issuer}/.well-known/openid-configuration",
+        }
         me = schema["paths"]["/api/v1/me"]["get"]
         assert me["security"] == [{"bearer": []}, {"oidc": []}]
         assert schema["paths"]["/healthz"]["get"]["security"] == []
@@ -461,16 +524,27 @@ class TestManagerErasure:
     def test_erasure_pseudonymises_the_managers_own_entries(self, client, oidc) -> None:
         seed_reference()
         manager_id = make_manager(display_name="Vera Volunteer", email="vera@example.org")
-        token, sub = oidc.token_for({"roles": ["kokoma-manager"], "name": "Vera Volunteer",
-                                     "email": "vera@example.org", "email_verified": True})
+        token, sub = oidc.token_for(
+            {
+                "roles": ["kokoma-manager"],
+                "name": "Vera Volunteer",
+                "email": "vera@example.org",
+                "email_verified": True,
+            }
+        )
         coordinator, _ = oidc.token_for({"roles": ["kokoma-coordinator"], "name": PERSON})
         own = client.get(f"{API}/managers/{manager_id}", headers=bearer(token))
         assert own.status_code == 200 and own.json()["email"] == "vera@example.org"
-        assert client.get(f"{API}/managers/{manager_id}",
-                          headers=bearer(coordinator)).status_code == 200
+        assert (
+            client.get(f"{API}/managers/{manager_id}", headers=bearer(coordinator)).status_code
+            == 200
+        )
 
-        retired = client.post(f"{API}/managers/{manager_id}/status", json={"status": "retired"},
-                              headers=bearer(coordinator))
+        retired = client.post(
+            f"{API}/managers/{manager_id}/status",
+            json={"status": "retired"},
+            headers=bearer(coordinator),
+        )
         assert retired.status_code == 200, retired.text
         # a retired manager's token no longer signs in (after the principal cache expires)
         key_cache.clear()
@@ -478,11 +552,14 @@ class TestManagerErasure:
 
         admin = make_key("admin")
         assert client.post(f"{API}/managers/{manager_id}/erase", headers=admin).status_code == 200
-        pseudonym = client.get(f"{API}/managers/{manager_id}", headers=admin).json()[
-            "display_name"]
+        pseudonym = client.get(f"{API}/managers/{manager_id}", headers=admin).json()["display_name"]
         with session_scope(write=False) as session:
-            names = {(e.principal_subject, e.principal_name) for e in session.scalars(
-                select(AuditEvent).where(AuditEvent.resource_id == str(manager_id)))}
+            names = {
+                (e.principal_subject, e.principal_name)
+                for e in session.scalars(
+                    select(AuditEvent).where(AuditEvent.resource_id == str(manager_id))
+                )
+            }
         assert (f"oidc:{sub}", pseudonym) in names
         assert not any(name == "Vera Volunteer" for _, name in names)
         assert any(name == PERSON for _, name in names)  # the coordinator stays named
@@ -495,17 +572,20 @@ class TestIdempotency:
         first, renewed = oidc.token(person), oidc.token(person)
         assert first != renewed
         key = {"Idempotency-Key": "create-once"}
-        created = client.post(f"{API}/incidents", json=incident_body(),
-                              headers={**bearer(first), **key})
+        created = client.post(
+            f"{API}/incidents", json=incident_body(), headers={**bearer(first), **key}
+        )
         assert created.status_code == 201, created.text
-        again = client.post(f"{API}/incidents", json=incident_body(),
-                            headers={**bearer(renewed), **key})
+        again = client.post(
+            f"{API}/incidents", json=incident_body(), headers={**bearer(renewed), **key}
+        )
         assert again.status_code == 201
         assert again.json()["id"] == created.json()["id"]
         # someone else's records are their own
         other, _ = oidc.token_for({"roles": ["kokoma-coordinator"]})
-        theirs = client.post(f"{API}/incidents", json=incident_body(),
-                             headers={**bearer(other), **key})
+        theirs = client.post(
+            f"{API}/incidents", json=incident_body(), headers={**bearer(other), **key}
+        )
         assert theirs.status_code == 201 and theirs.json()["id"] != created.json()["id"]
         assert table_counts()["incident"] == 2
 
@@ -513,10 +593,15 @@ class TestIdempotency:
         seed_reference()
         token, _ = oidc.token_for({"roles": ["kokoma-coordinator"]})
         key = {"Idempotency-Key": "k1"}
-        assert client.post(f"{API}/incidents", json=incident_body(),
-                           headers={**bearer(token), **key}).status_code == 201
+        assert (
+            client.post(
+                f"{API}/incidents", json=incident_body(), headers={**bearer(token), **key}
+            ).status_code
+            == 201
+        )
         header, payload, signature = token.split(".")
         forged = f"{header}.{payload}.{signature[:-4]}AAAA"
-        response = client.post(f"{API}/incidents", json=incident_body(),
-                               headers={**bearer(forged), **key})
+        response = client.post(
+            f"{API}/incidents", json=incident_body(), headers={**bearer(forged), **key}
+        )
         assert_invalid_token(response)

@@ -25,8 +25,13 @@ def staff(fixed_clock: object) -> dict[str, str]:
     return make_key("coordinator")
 
 
-def offer(client: Any, headers: dict[str, str], incident: uuid.UUID, manager: uuid.UUID,
-          role: str | None = None) -> dict[str, Any]:
+def offer(
+    client: Any,
+    headers: dict[str, str],
+    incident: uuid.UUID,
+    manager: uuid.UUID,
+    role: str | None = None,
+) -> dict[str, Any]:
     body: dict[str, Any] = {"incident_id": str(incident), "manager_id": str(manager)}
     if role:
         body["role"] = role
@@ -35,10 +40,16 @@ def offer(client: Any, headers: dict[str, str], incident: uuid.UUID, manager: uu
     return response.json()
 
 
-def act(client: Any, headers: dict[str, str], assignment: dict[str, Any], action: str,
-        body: dict[str, Any] | None = None) -> None:
-    response = client.post(f"/api/v1/assignments/{assignment['id']}/{action}", headers=headers,
-                           json=body)
+def act(
+    client: Any,
+    headers: dict[str, str],
+    assignment: dict[str, Any],
+    action: str,
+    body: dict[str, Any] | None = None,
+) -> None:
+    response = client.post(
+        f"/api/v1/assignments/{assignment['id']}/{action}", headers=headers, json=body
+    )
     assert response.status_code == 200, response.text
 
 
@@ -80,8 +91,7 @@ def test_co_slot_that_found_nobody(client: Any, staff: dict[str, str]) -> None:
     assert view["status"] == "dispatched"
     assert view["open_slots"] == ["co"]
     listed = client.get("/api/v1/incidents", headers=staff, params={"status": "dispatched"})
-    assert [(i["id"], i["open_slots"]) for i in listed.json()["items"]] == \
-        [(str(incident), ["co"])]
+    assert [(i["id"], i["open_slots"]) for i in listed.json()["items"]] == [(str(incident), ["co"])]
     events = client.get(f"/api/v1/incidents/{incident}/events", headers=staff).json()["items"]
     slot_events = [e for e in events if e["type"] == "no_candidate"]
     assert len(slot_events) == 1
@@ -95,8 +105,7 @@ def test_co_slot_that_found_nobody(client: Any, staff: dict[str, str]) -> None:
     assert read(client, staff, incident)["open_slots"] == []
 
 
-def test_lead_that_found_nobody_goes_back_to_the_queue(client: Any,
-                                                      staff: dict[str, str]) -> None:
+def test_lead_that_found_nobody_goes_back_to_the_queue(client: Any, staff: dict[str, str]) -> None:
     incident = make_triaged_incident(escalation_level=2)
     lead = offer(client, staff, incident, make_dispatch_manager())
     act(client, staff, lead, "decline", {"reason": "no time"})

@@ -18,8 +18,9 @@ URL = "/api/v1/incidents"
 BASE = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
 
-def bulk_incidents(n: int, *, start: int = 0, district: str = "alpha",
-                   ties: int = 3) -> list[uuid.UUID]:
+def bulk_incidents(
+    n: int, *, start: int = 0, district: str = "alpha", ties: int = 3
+) -> list[uuid.UUID]:
     """``n`` incidents in one transaction; every ``ties`` of them share a ``created_at``."""
     rows = []
     for i in range(start, start + n):
@@ -42,8 +43,9 @@ def bulk_incidents(n: int, *, start: int = 0, district: str = "alpha",
     return [row.id for row in rows]
 
 
-def walk(client: Any, headers: dict[str, str], params: dict[str, Any],
-         between_pages: Any = None) -> list[dict[str, Any]]:
+def walk(
+    client: Any, headers: dict[str, str], params: dict[str, Any], between_pages: Any = None
+) -> list[dict[str, Any]]:
     items: list[dict[str, Any]] = []
     cursor = None
     pages = 0
@@ -82,16 +84,25 @@ class TestWalk:
 
         def insert_more(page_number: int, page: dict[str, Any]) -> None:
             # a newer incident through the API ...
-            response = client.post(URL, json=incident_body(title=f"new {page_number}"),
-                                   headers=admin)
+            response = client.post(
+                URL, json=incident_body(title=f"new {page_number}"), headers=admin
+            )
             assert response.status_code == 201
             created_during.append(uuid.UUID(response.json()["id"]))
             # ... and one sharing the created_at of the page's last row (a keyset tie)
             last = page["items"][-1]
             at = datetime.fromisoformat(last["created_at"])
-            row = Incident(reference=f"KOK-2024-{page_number:05d}", title="tie",
-                           district="beta", category="other", escalation_level=1,
-                           reported_at=at, status_changed_at=at, created_at=at, updated_at=at)
+            row = Incident(
+                reference=f"KOK-2024-{page_number:05d}",
+                title="tie",
+                district="beta",
+                category="other",
+                escalation_level=1,
+                reported_at=at,
+                status_changed_at=at,
+                created_at=at,
+                updated_at=at,
+            )
             with session_scope() as session:
                 session.add(row)
             tied_during.append(row.id)
@@ -133,8 +144,9 @@ class TestWalk:
     def test_exact_multiple_ends_without_empty_page(self, client, admin) -> None:
         bulk_incidents(20)
         first = client.get(URL, params={"limit": 10}, headers=admin).json()
-        second = client.get(URL, params={"limit": 10, "cursor": first["next_cursor"]},
-                            headers=admin).json()
+        second = client.get(
+            URL, params={"limit": 10, "cursor": first["next_cursor"]}, headers=admin
+        ).json()
         assert len(second["items"]) == 10
         assert second["next_cursor"] is None
 

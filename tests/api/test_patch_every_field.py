@@ -79,8 +79,10 @@ CASES = _patch_cases()
 
 def _resolve(schema: dict[str, Any]) -> dict[str, Any]:
     while "$ref" in schema:
-        schema = {**SCHEMAS[schema["$ref"].rsplit("/", 1)[-1]],
-                  **{k: v for k, v in schema.items() if k != "$ref"}}
+        schema = {
+            **SCHEMAS[schema["$ref"].rsplit("/", 1)[-1]],
+            **{k: v for k, v in schema.items() if k != "$ref"},
+        }
     return schema
 
 
@@ -105,10 +107,14 @@ class Context:
 
     def __init__(self, own_district: str | None) -> None:
         self.own_district = own_district
-        self.organisations = [make_organisation("Other NGO"), make_organisation("City office",
-                                                                                "city_department")]
-        self.incidents = [make_incident(title="Evidence one").id,
-                          make_incident(title="Evidence two").id]
+        self.organisations = [
+            make_organisation("Other NGO"),
+            make_organisation("City office", "city_department"),
+        ]
+        self.incidents = [
+            make_incident(title="Evidence one").id,
+            make_incident(title="Evidence two").id,
+        ]
 
     def uuid_for(self, field: str) -> str:
         if field in {"organisation_id", "issued_by", "addressee"}:
@@ -180,8 +186,9 @@ def _string(schema: dict[str, Any], field: str, current: Any, ctx: Context) -> s
     if pattern is not None:
         raise Uncoverable(f"string pattern {pattern!r} of {field!r}")
     text = f"Changed {field}"
-    return text[: int(schema.get("maxLength", len(text)))].ljust(int(schema.get("minLength", 0)),
-                                                                 "x")
+    return text[: int(schema.get("maxLength", len(text)))].ljust(
+        int(schema.get("minLength", 0)), "x"
+    )
 
 
 def _district(current: Any, ctx: Context, taken: tuple[str, ...] = ()) -> str:
@@ -243,22 +250,31 @@ def normalise(value: Any, schema: dict[str, Any]) -> Any:
 
 
 def _create_district(client: Any, headers: dict[str, str]) -> str:
-    response = client.post("/api/v1/districts", headers=headers,
-                           json={"code": "omega", "name": "Omega", "city": "Teststadt"})
+    response = client.post(
+        "/api/v1/districts",
+        headers=headers,
+        json={"code": "omega", "name": "Omega", "city": "Teststadt"},
+    )
     assert response.status_code == 201, response.text
     return "/api/v1/districts/omega"
 
 
 def _create_competence(client: Any, headers: dict[str, str]) -> str:
-    response = client.post("/api/v1/competences", headers=headers,
-                           json={"code": "conflict_coaching", "name": "Conflict coaching"})
+    response = client.post(
+        "/api/v1/competences",
+        headers=headers,
+        json={"code": "conflict_coaching", "name": "Conflict coaching"},
+    )
     assert response.status_code == 201, response.text
     return "/api/v1/competences/conflict_coaching"
 
 
 def _create_webhook(client: Any, headers: dict[str, str]) -> str:
-    response = client.post("/api/v1/webhooks", headers=headers,
-                           json={"url": PUBLIC_TARGET, "events": ["incident.created"]})
+    response = client.post(
+        "/api/v1/webhooks",
+        headers=headers,
+        json={"url": PUBLIC_TARGET, "events": ["incident.created"]},
+    )
     assert response.status_code == 201, response.text
     return f"/api/v1/webhooks/{response.json()['id']}"
 
@@ -298,8 +314,9 @@ def _get(client: Any, path: str, headers: dict[str, str]) -> Any:
     return response
 
 
-@pytest.mark.parametrize(("path", "schema_name", "field"), CASES,
-                         ids=[f"{name}.{field}" for _, name, field in CASES])
+@pytest.mark.parametrize(
+    ("path", "schema_name", "field"), CASES, ids=[f"{name}.{field}" for _, name, field in CASES]
+)
 def test_patch_field_reads_back(client: Any, path: str, schema_name: str, field: str) -> None:
     seed_reference()
     headers = make_key("admin")
@@ -315,8 +332,9 @@ def test_patch_field_reads_back(client: Any, path: str, schema_name: str, field:
     current = before.json().get(field)
     value = generate(schema, field, current, ctx)
     assert normalise(value, schema) != normalise(current, schema), (field, value, current)
-    response = client.patch(resource, json={field: value},
-                            headers={**headers, "If-Match": before.headers["ETag"]})
+    response = client.patch(
+        resource, json={field: value}, headers={**headers, "If-Match": before.headers["ETag"]}
+    )
     assert response.status_code == 200, (field, value, response.text)
 
     after = _get(client, resource, headers).json()
@@ -326,14 +344,18 @@ def test_patch_field_reads_back(client: Any, path: str, schema_name: str, field:
     assert response.json()[field] == after[field]
 
 
-def _check_reset_note(client: Any, resource: str, headers: dict[str, str],
-                      schema: dict[str, Any], ctx: Context) -> None:
+def _check_reset_note(
+    client: Any, resource: str, headers: dict[str, str], schema: dict[str, Any], ctx: Context
+) -> None:
     """``reset_note`` only goes with a lower progress; it is the note of the reset event."""
     raised = client.patch(resource, json={"progress": 60}, headers=headers)
     assert raised.status_code == 200, raised.text
     note = generate(schema, "reset_note", None, ctx)
-    response = client.patch(resource, json={"progress": 20, "reset_note": note},
-                            headers={**headers, "If-Match": raised.headers["ETag"]})
+    response = client.patch(
+        resource,
+        json={"progress": 20, "reset_note": note},
+        headers={**headers, "If-Match": raised.headers["ETag"]},
+    )
     assert response.status_code == 200, response.text
     assert _get(client, resource, headers).json()["progress"] == 20
     events = _get(client, f"{resource}/events", headers).json()["items"]
@@ -379,8 +401,9 @@ def _nullable(schema: dict[str, Any]) -> bool:
     return any(branch.get("type") == "null" for branch in schema.get("anyOf", ()))
 
 
-@pytest.mark.parametrize(("path", "schema_name", "field"), CASES,
-                         ids=[f"{name}.{field}" for _, name, field in CASES])
+@pytest.mark.parametrize(
+    ("path", "schema_name", "field"), CASES, ids=[f"{name}.{field}" for _, name, field in CASES]
+)
 def test_patch_field_with_null(client: Any, path: str, schema_name: str, field: str) -> None:
     seed_reference()
     headers = make_key("admin")

@@ -95,10 +95,13 @@ def stored_incident(incident_id: Any) -> Incident:
 
 def timeline(incident_id: Any) -> list[IncidentEvent]:
     with session_scope(write=False) as session:
-        return list(session.scalars(
-            select(IncidentEvent).where(IncidentEvent.incident_id == uuid.UUID(str(incident_id)))
-            .order_by(IncidentEvent.at, IncidentEvent.id)
-        ))
+        return list(
+            session.scalars(
+                select(IncidentEvent)
+                .where(IncidentEvent.incident_id == uuid.UUID(str(incident_id)))
+                .order_by(IncidentEvent.at, IncidentEvent.id)
+            )
+        )
 
 
 def erase(client: Any, headers: dict[str, str], incident_id: Any) -> Any:
@@ -134,17 +137,26 @@ class TestEraseReporter:
 
         admin, coordinator = world["admin"], world["coordinator"]
         monkeypatch.setattr(get_settings(), "webhooks_allow_private", True)
-        subscription = client.post(f"{API}/webhooks", headers=admin, json={
-            "url": "http://127.0.0.1:9/hook",
-            "events": ["incident.created", "incident.status_changed", "assignment.offered",
-                       "assignment.declined"],
-        })
+        subscription = client.post(
+            f"{API}/webhooks",
+            headers=admin,
+            json={
+                "url": "http://127.0.0.1:9/hook",
+                "events": [
+                    "incident.created",
+                    "incident.status_changed",
+                    "assignment.offered",
+                    "assignment.declined",
+                ],
+            },
+        )
         assert subscription.status_code == 201, subscription.text
         created = client.post(
             f"{API}/incidents",
             headers={**world["partner"], "Idempotency-Key": "create-1"},
             json=incident_body(
-                reporter=REPORTER, description=f"{NAME} ({EMAIL}) saw the stickers.",
+                reporter=REPORTER,
+                description=f"{NAME} ({EMAIL}) saw the stickers.",
                 title=f"Stickers reported by {NAME}",
             ),
         )
@@ -153,8 +165,11 @@ class TestEraseReporter:
         reference = created.json()["reference"]
         old_contact = EMAIL
         new_contact = "j.ae@example.net"
-        patched = client.patch(f"{API}/incidents/{incident_id}", headers=coordinator,
-                               json={"reporter": {**REPORTER, "contact": new_contact}})
+        patched = client.patch(
+            f"{API}/incidents/{incident_id}",
+            headers=coordinator,
+            json={"reporter": {**REPORTER, "contact": new_contact}},
+        )
         assert patched.status_code == 200, patched.text
         status = client.post(
             f"{API}/incidents/{incident_id}/status",
@@ -169,18 +184,28 @@ class TestEraseReporter:
         )
         assert note.status_code == 201, note.text
         manager = make_dispatch_manager(competences=("mediation",))
-        offered = client.post(f"{API}/assignments", headers=coordinator,
-                              json={"incident_id": incident_id, "manager_id": str(manager)})
+        offered = client.post(
+            f"{API}/assignments",
+            headers=coordinator,
+            json={"incident_id": incident_id, "manager_id": str(manager)},
+        )
         assert offered.status_code == 201, offered.text
-        declined = client.post(f"{API}/assignments/{offered.json()['id']}/decline",
-                               headers=coordinator, json={"reason": f"I know {NAME} privately"})
+        declined = client.post(
+            f"{API}/assignments/{offered.json()['id']}/decline",
+            headers=coordinator,
+            json={"reason": f"I know {NAME} privately"},
+        )
         assert declined.status_code == 200, declined.text
         assert fan_out_pending() > 0
         deliver_due()
         export = client.get(f"{API}/incidents", headers={**coordinator, "Accept": "text/csv"})
         assert export.status_code == 200 and NAME in export.text
-        assert client.get(f"{API}/incidents/{incident_id}", headers=coordinator).json()[
-            "reporter"]["contact"] == new_contact
+        assert (
+            client.get(f"{API}/incidents/{incident_id}", headers=coordinator).json()["reporter"][
+                "contact"
+            ]
+            == new_contact
+        )
         with session_scope(write=False) as session:
             assert session.scalar(select(func.count()).select_from(WebhookDelivery)) > 0
             assert session.scalar(select(func.count()).select_from(IdempotencyRecord)) >= 3
@@ -200,22 +225,32 @@ class TestEraseReporter:
         # the incident, its timeline and its statistics stay
         events = timeline(incident_id)
         assert {"created", "updated", "status_changed", "note_added", "assignment_declined"} <= {
-            e.type for e in events}
+            e.type for e in events
+        }
         (erased,) = [e for e in events if e.type == "reporter_erased"]
         assert erased.actor_id == key_id(coordinator) and erased.actor_role == "coordinator"
         assert erased.data["fields"] == ["reporter.contact", "reporter.name"]
         assert erased.data["reason"] == "request"
-        assert {"title", "description", "notes", "timeline", "assignments", "webhook_outbox",
-                "idempotency_records"} <= set(erased.data["redacted_in"])
-        stats = client.get(f"{API}/stats/incidents", params={"group_by": "category"},
-                           headers=coordinator)
+        assert {
+            "title",
+            "description",
+            "notes",
+            "timeline",
+            "assignments",
+            "webhook_outbox",
+            "idempotency_records",
+        } <= set(erased.data["redacted_in"])
+        stats = client.get(
+            f"{API}/stats/incidents", params={"group_by": "category"}, headers=coordinator
+        )
         assert stats.status_code == 200 and stats.json()["total"] == 1
         # a replayed request returns the scrubbed response
         replay = client.post(
             f"{API}/incidents",
             headers={**world["partner"], "Idempotency-Key": "create-1"},
             json=incident_body(
-                reporter=REPORTER, description=f"{NAME} ({EMAIL}) saw the stickers.",
+                reporter=REPORTER,
+                description=f"{NAME} ({EMAIL}) saw the stickers.",
                 title=f"Stickers reported by {NAME}",
             ),
         )
@@ -235,12 +270,16 @@ class TestEraseReporter:
         assert second.json() == first.json()
         assert [e.type for e in timeline(incident.id)].count("reporter_erased") == 1
         with session_scope(write=False) as session:
-            entries = list(session.scalars(select(AuditEvent).where(
-                AuditEvent.action == "erase_reporter")))
+            entries = list(
+                session.scalars(select(AuditEvent).where(AuditEvent.action == "erase_reporter"))
+            )
         assert len(entries) == 1
         (entry,) = entries
         assert (entry.kind, entry.resource, entry.resource_id) == (
-            "write", "incident", str(incident.id))
+            "write",
+            "incident",
+            str(incident.id),
+        )
         assert entry.principal_id == key_id(world["admin"])
         assert entry.fields == ["reporter.contact", "reporter.name"]
         stored = stored_incident(incident.id)
@@ -277,7 +316,8 @@ class TestEraseReporter:
         eraser = ValueEraser(["Li", "Anna Berg", "+49 361 1234"])
         text = "Anna Berg (anna berg, Annaberg) called from +49 361 1234; Li likes lilies."
         assert eraser.text(text) == (
-            "[erased] ([erased], Annaberg) called from [erased]; Li likes lilies.")
+            "[erased] ([erased], Annaberg) called from [erased]; Li likes lilies."
+        )
 
 
 # --- retention -------------------------------------------------------------------------------
@@ -287,8 +327,11 @@ def closed_incident(status: str, changed_at: datetime, **overrides: Any) -> uuid
     """An incident in ``status`` since ``changed_at`` (written directly: fixture data)."""
     incident = make_incident(**overrides)
     with session_scope() as session:
-        session.execute(update(Incident).where(Incident.id == incident.id).values(
-            status=status, status_changed_at=changed_at))
+        session.execute(
+            update(Incident)
+            .where(Incident.id == incident.id)
+            .values(status=status, status_changed_at=changed_at)
+        )
     return incident.id
 
 
@@ -306,8 +349,10 @@ class TestRetention:
         return {
             "closed_0614": closed_incident("closed", late, reporter=REPORTER),
             "withdrawn_0615": closed_incident(
-                "withdrawn", after_midnight,
-                reporter={"name": "Kai Beispiel", "contact": "kai@example.org"}),
+                "withdrawn",
+                after_midnight,
+                reporter={"name": "Kai Beispiel", "contact": "kai@example.org"},
+            ),
             "referred_old": closed_incident("referred", long_ago, reporter=REPORTER),
             "resolved_old": closed_incident("resolved", long_ago, reporter=REPORTER),
             "open_old": closed_incident("triaged", long_ago, reporter=REPORTER),
@@ -317,7 +362,8 @@ class TestRetention:
     @staticmethod
     def kept(incidents: dict[str, uuid.UUID]) -> set[str]:
         return {
-            name for name, incident_id in incidents.items()
+            name
+            for name, incident_id in incidents.items()
             if stored_incident(incident_id).reporter_contact is not None
         }
 
@@ -326,8 +372,7 @@ class TestRetention:
         # 2026-06-14: the 0614 closing is 365 days ago — not *longer* ago: kept
         pin(datetime(2026, 6, 14, 21, 59, tzinfo=UTC))  # 23:59 in Berlin
         assert worker.run_once([job]) == {"privacy.retention": 1}
-        assert self.kept(incidents) == {"closed_0614", "withdrawn_0615", "resolved_old",
-                                        "open_old"}
+        assert self.kept(incidents) == {"closed_0614", "withdrawn_0615", "resolved_old", "open_old"}
         # 2026-06-15 00:00 in Berlin: 366 days — erased; the 0615 withdrawal is kept
         pin(datetime(2026, 6, 14, 22, 0, tzinfo=UTC))
         assert worker.run_once([job]) == {"privacy.retention": 1}
@@ -339,16 +384,15 @@ class TestRetention:
         assert self.kept(incidents) == {"resolved_old", "open_old"}
         erased = [e for e in timeline(incidents["closed_0614"]) if e.type == "reporter_erased"]
         assert [(e.actor_id, e.actor_role, e.data["reason"]) for e in erased] == [
-            (None, "admin", "retention")]
+            (None, "admin", "retention")
+        ]
         assert_nowhere("kai@example.org", "kai beispiel")
 
     def test_cutoff_is_the_start_of_the_local_day(self) -> None:
         from datetime import date
 
-        assert retention_cutoff(date(2026, 6, 15), 365) == datetime(2025, 6, 14, 22, 0,
-                                                                     tzinfo=UTC)
-        assert retention_cutoff(date(2026, 1, 15), 30) == datetime(2025, 12, 15, 23, 0,
-                                                                    tzinfo=UTC)
+        assert retention_cutoff(date(2026, 6, 15), 365) == datetime(2025, 6, 14, 22, 0, tzinfo=UTC)
+        assert retention_cutoff(date(2026, 1, 15), 30) == datetime(2025, 12, 15, 23, 0, tzinfo=UTC)
 
     def test_cli_dry_run_then_run(self, incidents, monkeypatch) -> None:
         from app.cli import cli
@@ -378,7 +422,8 @@ class TestRetention:
     def test_everything_erased_after_retention(self, client, world) -> None:
         """Retention reaches the copies too: idempotency responses and the timeline."""
         created = client.post(
-            f"{API}/incidents", headers={**world["coordinator"], "Idempotency-Key": "k-1"},
+            f"{API}/incidents",
+            headers={**world["coordinator"], "Idempotency-Key": "k-1"},
             json=incident_body(reporter=REPORTER, description=f"Reported by {NAME}."),
         )
         incident_id = created.json()["id"]
@@ -392,8 +437,9 @@ class TestRetention:
         # 20 days later (the idempotency records would expire after 24 h — keep them, to see
         # that retention scrubs them rather than relying on the purge)
         with session_scope() as session:
-            session.execute(update(IdempotencyRecord).values(
-                expires_at=datetime(2030, 1, 1, tzinfo=UTC)))
+            session.execute(
+                update(IdempotencyRecord).values(expires_at=datetime(2030, 1, 1, tzinfo=UTC))
+            )
         pin(datetime(2026, 7, 5, BERLIN_NOON, tzinfo=UTC))
         from app.services.privacy import run_retention
 
@@ -405,14 +451,19 @@ class TestRetention:
         (erased,) = [e for e in timeline(incident_id) if e.type == "reporter_erased"]
         assert erased.data["reason"] == "retention"
         assert {"description", "timeline", "webhook_outbox", "idempotency_records"} <= set(
-            erased.data["redacted_in"])
+            erased.data["redacted_in"]
+        )
 
     def test_purges_expired_idempotency_records(self, client, world) -> None:
-        client.post(f"{API}/incidents", headers={**world["coordinator"], "Idempotency-Key": "a"},
-                    json=incident_body(reporter=REPORTER))
+        client.post(
+            f"{API}/incidents",
+            headers={**world["coordinator"], "Idempotency-Key": "a"},
+            json=incident_body(reporter=REPORTER),
+        )
         pin(datetime(2026, 6, 16, 10, 0, 1, tzinfo=UTC))  # 24 h and 1 s later
-        assert worker.run_once([next(j for j in worker.JOBS if j.name == "privacy.retention")]
-                               ) == {"privacy.retention": 1}
+        assert worker.run_once([next(j for j in worker.JOBS if j.name == "privacy.retention")]) == {
+            "privacy.retention": 1
+        }
         with session_scope(write=False) as session:
             assert session.scalar(select(func.count()).select_from(IdempotencyRecord)) == 0
 
@@ -434,15 +485,20 @@ class TestAccessLog:
         assert entry.principal_id == key_id(world["coordinator"])
         assert entry.principal_role == "coordinator"
         assert (entry.action, entry.resource, entry.resource_id) == (
-            "read", "incident", str(incident.id))
+            "read",
+            "incident",
+            str(incident.id),
+        )
         assert entry.fields == ["reporter.contact", "reporter.name"]
         assert entry.at == clock_module.get_clock().now()
         assert "example.org" not in str(entry.model_dump()).lower()
         assert "jördis" not in str(entry.model_dump()).lower()
 
     def test_list_logs_each_incident_with_personal_data(self, client, world) -> None:
-        with_data = [make_incident(reporter=REPORTER), make_incident(
-            reporter={"name": None, "contact": "kai@example.org"})]
+        with_data = [
+            make_incident(reporter=REPORTER),
+            make_incident(reporter={"name": None, "contact": "kai@example.org"}),
+        ]
         make_incident(reporter=None)
         make_incident(reporter={"anonymous": True})
         response = client.get(f"{API}/incidents", headers=world["admin"])
@@ -458,11 +514,16 @@ class TestAccessLog:
         offered = make_manager()
         make_assignment(incident.id, offered, role="lead", status="offered")
         manager = make_key("manager", manager_id=offered)
-        assert client.get(f"{API}/incidents/{incident.id}", headers=manager).json()[
-            "reporter"] is None
+        assert (
+            client.get(f"{API}/incidents/{incident.id}", headers=manager).json()["reporter"] is None
+        )
         assert access_entries() == []
-        assert client.get(f"{API}/incidents/{incident.id}", headers=world["partner"]).json()[
-            "reporter"]["name"] == NAME
+        assert (
+            client.get(f"{API}/incidents/{incident.id}", headers=world["partner"]).json()[
+                "reporter"
+            ]["name"]
+            == NAME
+        )
         (entry,) = access_entries()
         assert entry.principal_role == "partner"
 
@@ -482,8 +543,9 @@ class TestAccessLog:
         assert response.status_code == 200 and NAME in response.text
         (entry,) = access_entries()
         assert (entry.action, entry.resource_id) == ("export", str(first.id))
-        geo = client.get(f"{API}/incidents",
-                         headers={**world["admin"], "Accept": "application/geo+json"})
+        geo = client.get(
+            f"{API}/incidents", headers={**world["admin"], "Accept": "application/geo+json"}
+        )
         assert geo.status_code == 200
         assert len(access_entries()) == 1  # no incident has a location: nothing else was shown
         make_incident(reporter=REPORTER, location={"lat": 50.98, "lon": 11.03})
@@ -491,8 +553,9 @@ class TestAccessLog:
         assert [e.action for e in access_entries()] == ["export", "export"]
 
     def test_writes_are_audited_as_writes_not_accesses(self, client, world) -> None:
-        response = client.post(f"{API}/incidents", headers=world["coordinator"],
-                               json=incident_body(reporter=REPORTER))
+        response = client.post(
+            f"{API}/incidents", headers=world["coordinator"], json=incident_body(reporter=REPORTER)
+        )
         assert response.status_code == 201
         assert access_entries() == []
 
@@ -507,8 +570,11 @@ class TestAccessLog:
         assert NAME not in listed.text and EMAIL not in listed.text
         writes = client.get(f"{API}/audit", params={"kind": "write"}, headers=world["admin"])
         assert all(i["kind"] == "write" for i in writes.json()["items"])
-        assert_problem(client.get(f"{API}/audit", params={"kind": "access"},
-                                  headers=world["coordinator"]), 403, "forbidden")
+        assert_problem(
+            client.get(f"{API}/audit", params={"kind": "access"}, headers=world["coordinator"]),
+            403,
+            "forbidden",
+        )
 
 
 # --- subject access --------------------------------------------------------------------------
@@ -516,32 +582,40 @@ class TestAccessLog:
 
 class TestSubjectAccess:
     def test_every_record_with_the_address(self, client, world) -> None:
-        closed = closed_incident("closed", datetime(2026, 1, 10, 12, tzinfo=UTC),
-                                 reporter={"name": NAME, "contact": EMAIL.upper()})
+        closed = closed_incident(
+            "closed",
+            datetime(2026, 1, 10, 12, tzinfo=UTC),
+            reporter={"name": NAME, "contact": EMAIL.upper()},
+        )
         open_ = make_incident(reporter=REPORTER)
         make_incident(reporter={"name": NAME, "contact": "other@example.org"})
         manager = make_manager(email=EMAIL, display_name=NAME)
         absence = make_absence(manager, "2026-07-01", "2026-07-03", reason="Kur")
         assignment = make_assignment(open_.id, manager, role="lead", status="offered")
         manager_key = make_key("manager", manager_id=manager)
-        response = client.get(f"{API}/data-subject", params={"email": f" {EMAIL.title()} "},
-                              headers=world["admin"])
+        response = client.get(
+            f"{API}/data-subject", params={"email": f" {EMAIL.title()} "}, headers=world["admin"]
+        )
         assert response.status_code == 200, response.text
         body = response.json()
         assert body["email"] == EMAIL.title()
         assert [i["id"] for i in body["incidents"]] == sorted(
-            [str(closed), str(open_.id)],
-            key=lambda i: stored_incident(i).reference)
+            [str(closed), str(open_.id)], key=lambda i: stored_incident(i).reference
+        )
         by_id = {i["id"]: i for i in body["incidents"]}
         assert by_id[str(closed)]["reporter"] == {
-            "name": NAME, "contact": EMAIL.upper(), "anonymous": False}
+            "name": NAME,
+            "contact": EMAIL.upper(),
+            "anonymous": False,
+        }
         assert by_id[str(closed)]["retention_ends_on"] == "2027-01-11"
         assert by_id[str(open_.id)]["retention_ends_on"] is None
         (entry,) = body["managers"]
         assert entry["manager"]["id"] == str(manager) and entry["manager"]["email"] == EMAIL
         assert [(a["id"], a["reason"]) for a in entry["absences"]] == [(str(absence), "Kur")]
         assert [(a["id"], a["incident_reference"]) for a in entry["assignments"]] == [
-            (str(assignment), open_.reference)]
+            (str(assignment), open_.reference)
+        ]
         assert [k["id"] for k in entry["api_keys"]] == [str(key_id(manager_key))]
         assert "incident.description" in body["not_searched"]
         logged = {(e.resource, e.resource_id, e.action) for e in access_entries()}
@@ -553,23 +627,24 @@ class TestSubjectAccess:
         assert EMAIL not in str([e.model_dump() for e in access_entries()]).lower()
 
     def test_nothing_found(self, client, world) -> None:
-        response = client.get(f"{API}/data-subject", params={"email": "nobody@example.org"},
-                              headers=world["admin"])
+        response = client.get(
+            f"{API}/data-subject", params={"email": "nobody@example.org"}, headers=world["admin"]
+        )
         assert response.status_code == 200
         assert (response.json()["incidents"], response.json()["managers"]) == ([], [])
         assert access_entries() == []
 
     @pytest.mark.parametrize("email", ["not-an-address", "a b@example.org", "x" * 321 + "@x"])
     def test_invalid_address(self, client, world, email: str) -> None:
-        response = client.get(f"{API}/data-subject", params={"email": email},
-                              headers=world["admin"])
+        response = client.get(
+            f"{API}/data-subject", params={"email": email}, headers=world["admin"]
+        )
         assert_problem(response, 422, "validation-error")
 
     @pytest.mark.parametrize("role", ["coordinator", "partner", "viewer"])
     def test_admins_only(self, client, world, role: str) -> None:
         make_incident(reporter=REPORTER)
-        response = client.get(f"{API}/data-subject", params={"email": EMAIL},
-                              headers=world[role])
+        response = client.get(f"{API}/data-subject", params={"email": EMAIL}, headers=world[role])
         assert_problem(response, 403, "forbidden")
         assert access_entries() == []
 
@@ -581,18 +656,27 @@ class TestEraseManager:
     @pytest.fixture
     def retired(self, client, world) -> dict[str, Any]:
         created = client.post(
-            f"{API}/managers", headers={**world["admin"], "Idempotency-Key": "m-1"},
-            json={"display_name": "Mara Beispiel", "email": "mara.beispiel@example.org",
-                  "phone": "+49 361 555 0101", "home_district": "alpha", "languages": ["de"],
-                  "competences": [{"code": "mediation", "certified_on": "2025-01-01"}]},
+            f"{API}/managers",
+            headers={**world["admin"], "Idempotency-Key": "m-1"},
+            json={
+                "display_name": "Mara Beispiel",
+                "email": "mara.beispiel@example.org",
+                "phone": "+49 361 555 0101",
+                "home_district": "alpha",
+                "languages": ["de"],
+                "competences": [{"code": "mediation", "certified_on": "2025-01-01"}],
+            },
         )
         assert created.status_code == 201, created.text
         manager_id = uuid.UUID(created.json()["id"])
         headers = make_key("manager", manager_id=manager_id)
         absence = make_absence(manager_id, "2026-07-01", "2026-07-02", reason="Arzttermin")
         for status in ("active", "retired"):
-            response = client.post(f"{API}/managers/{manager_id}/status", headers=world["admin"],
-                                   json={"status": status})
+            response = client.post(
+                f"{API}/managers/{manager_id}/status",
+                headers=world["admin"],
+                json={"status": status},
+            )
             assert response.status_code == 200, response.text
         incident = make_incident(reporter=None)
         make_assignment(incident.id, manager_id, role="lead", status="completed")
@@ -600,8 +684,10 @@ class TestEraseManager:
 
     def test_pseudonymised(self, client, world, retired) -> None:
         manager_id = retired["id"]
-        assert client.get(f"{API}/managers/{manager_id}", headers=retired["headers"]
-                          ).status_code == 200
+        assert (
+            client.get(f"{API}/managers/{manager_id}", headers=retired["headers"]).status_code
+            == 200
+        )
         response = client.post(f"{API}/managers/{manager_id}/erase", headers=world["admin"])
         assert response.status_code == 200, response.text
         body = response.json()
@@ -611,8 +697,14 @@ class TestEraseManager:
         assert body["status"] == "retired" and body["home_district"] == "alpha"
         assert_nowhere("mara beispiel", "mara.beispiel@example.org", "555 0101", "arzttermin")
         with session_scope(write=False) as session:
-            assert session.scalar(select(func.count()).select_from(Assignment).where(
-                Assignment.manager_id == manager_id)) == 1
+            assert (
+                session.scalar(
+                    select(func.count())
+                    .select_from(Assignment)
+                    .where(Assignment.manager_id == manager_id)
+                )
+                == 1
+            )
             absence = session.get(Absence, retired["absence"])
             assert absence is not None and absence.reason is None
             keys = list(session.scalars(select(ApiKey).where(ApiKey.manager_id == manager_id)))
@@ -620,8 +712,11 @@ class TestEraseManager:
             (entry,) = session.scalars(select(AuditEvent).where(AuditEvent.action == "erase"))
         assert (entry.resource, entry.resource_id) == ("manager", str(manager_id))
         assert entry.fields == ["absences.reason", "display_name", "email", "phone"]
-        assert_problem(client.get(f"{API}/managers/{manager_id}", headers=retired["headers"]),
-                       401, "unauthorized")
+        assert_problem(
+            client.get(f"{API}/managers/{manager_id}", headers=retired["headers"]),
+            401,
+            "unauthorized",
+        )
         again = client.post(f"{API}/managers/{manager_id}/erase", headers=world["admin"])
         assert again.status_code == 200 and again.json() == body
         with session_scope(write=False) as session:
@@ -643,8 +738,11 @@ class TestEraseManager:
             assert session.get(Manager, manager).display_name == "Retired One"  # type: ignore[union-attr]
 
     def test_unknown(self, client, world) -> None:
-        assert_problem(client.post(f"{API}/managers/{uuid.uuid4()}/erase",
-                                   headers=world["admin"]), 404, "not-found")
+        assert_problem(
+            client.post(f"{API}/managers/{uuid.uuid4()}/erase", headers=world["admin"]),
+            404,
+            "not-found",
+        )
 
     def test_contact_reads_are_logged(self, client, world) -> None:
         manager = make_manager(phone=None)
@@ -652,7 +750,9 @@ class TestEraseManager:
         client.get(f"{API}/managers", headers=world["viewer"])  # the redacted view: nothing to log
         (entry,) = access_entries("manager")
         assert (entry.resource_id, entry.fields, entry.principal_role) == (
-            str(manager), ["email"], "coordinator")
+            str(manager),
+            ["email"],
+            "coordinator",
+        )
         client.get(f"{API}/managers", headers=world["admin"])
         assert len(access_entries("manager")) == 2
-

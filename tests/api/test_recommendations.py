@@ -36,11 +36,16 @@ PATHS: dict[str, list[str]] = {
     "withdrawn": ["withdrawn"],
 }
 ALLOWED = {
-    ("draft", "submitted"), ("draft", "withdrawn"),
-    ("submitted", "accepted"), ("submitted", "rejected"), ("submitted", "withdrawn"),
-    ("accepted", "in_implementation"), ("accepted", "withdrawn"),
+    ("draft", "submitted"),
+    ("draft", "withdrawn"),
+    ("submitted", "accepted"),
+    ("submitted", "rejected"),
+    ("submitted", "withdrawn"),
+    ("accepted", "in_implementation"),
+    ("accepted", "withdrawn"),
     ("rejected", "withdrawn"),
-    ("in_implementation", "implemented"), ("in_implementation", "withdrawn"),
+    ("in_implementation", "implemented"),
+    ("in_implementation", "withdrawn"),
 }
 
 
@@ -118,16 +123,23 @@ class TestCreateRecommendation:
         assert rec["districts"] == ["alpha", "beta"]
         assert rec["incident_ids"] == [str(incident.id)]
         assert rec["evidence"] == [
-            {"incident_id": str(incident.id), "reference": incident.reference,
-             "title": "Threats at the youth club"}
+            {
+                "incident_id": str(incident.id),
+                "reference": incident.reference,
+                "title": "Threats at the youth club",
+            }
         ]
         assert response.headers["ETag"] == '"1"'
         assert response.headers["Location"] == f"{BASE}/{rec['id']}"
         events = _events(rec["id"])
         assert [e.type for e in events] == ["created"]
         assert events[0].actor_role == "coordinator" and events[0].actor_id is not None
-        assert _count(AuditEvent, AuditEvent.resource == "recommendation",
-                      AuditEvent.action == "create") == 1
+        assert (
+            _count(
+                AuditEvent, AuditEvent.resource == "recommendation", AuditEvent.action == "create"
+            )
+            == 1
+        )
 
     def test_references_count_up(self, client: Any, world: dict[str, Any]) -> None:
         refs = [
@@ -138,8 +150,7 @@ class TestCreateRecommendation:
         ]
         assert refs == ["REC-2026-001", "REC-2026-002", "REC-2026-003"]
 
-    def test_evidence_never_carries_reporter_data(self, client: Any, world: dict[str, Any]
-                                                  ) -> None:
+    def test_evidence_never_carries_reporter_data(self, client: Any, world: dict[str, Any]) -> None:
         incident = make_incident(
             reporter={"name": "Erika Muster", "contact": "erika@example.org", "anonymous": False}
         )
@@ -186,10 +197,17 @@ class TestListRecommendations:
     def test_filters(self, client: Any, world: dict[str, Any]) -> None:
         other = make_organisation("Ordnungsamt", "city_department")
         overdue = _make(world, title="late", due_on="2026-06-14", districts=["alpha"])
-        on_time = _make(world, ["submitted"], title="due today", due_on="2026-06-15",
-                        districts=["beta"], category="prevention")
-        done_late = _make(world, PATHS["implemented"], title="done", due_on="2026-01-01",
-                          districts=[])
+        on_time = _make(
+            world,
+            ["submitted"],
+            title="due today",
+            due_on="2026-06-15",
+            districts=["beta"],
+            category="prevention",
+        )
+        done_late = _make(
+            world, PATHS["implemented"], title="done", due_on="2026-01-01", districts=[]
+        )
         no_due = _make(world, ["submitted", "rejected"], title="no due", due_on=None)
         other_addr = make_recommendation(world["steering"], other, title="other", due_on=None)
         headers = world["viewer"]
@@ -212,8 +230,11 @@ class TestListRecommendations:
         assert listed[0]["overdue"] is True
 
     def test_unknown_status_filter(self, client: Any, world: dict[str, Any]) -> None:
-        _problem(client.get(BASE, params={"status": "lost"}, headers=world["admin"]),
-                 422, "validation-error")
+        _problem(
+            client.get(BASE, params={"status": "lost"}, headers=world["admin"]),
+            422,
+            "validation-error",
+        )
 
     def test_keyset_pagination(self, client: Any, world: dict[str, Any]) -> None:
         made = {str(_make(world, title=f"R {i}")) for i in range(5)}
@@ -231,8 +252,9 @@ class TestListRecommendations:
         assert len(seen) == 5 and set(seen) == made
 
     def test_bad_cursor(self, client: Any, world: dict[str, Any]) -> None:
-        _problem(client.get(BASE, params={"cursor": "!!"}, headers=world["admin"]),
-                 400, "invalid-cursor")
+        _problem(
+            client.get(BASE, params={"cursor": "!!"}, headers=world["admin"]), 400, "invalid-cursor"
+        )
 
 
 class TestGetRecommendation:
@@ -247,8 +269,9 @@ class TestGetRecommendation:
         _problem(client.get(f"{BASE}/{uuid.uuid4()}", headers=world["admin"]), 404, "not-found")
 
     def test_report_is_not_taken_for_an_id(self, client: Any, world: dict[str, Any]) -> None:
-        response = client.get(f"{BASE}/report", headers={**world["admin"],
-                                                         "Accept": "application/json"})
+        response = client.get(
+            f"{BASE}/report", headers={**world["admin"], "Accept": "application/json"}
+        )
         assert response.status_code == 200
         assert response.json()["total"] == 0
 
@@ -259,8 +282,12 @@ class TestUpdateRecommendation:
         incident = make_incident()
         response = client.patch(
             f"{BASE}/{rec_id}",
-            json={"title": "Revised concept", "districts": ["gamma"],
-                  "incident_ids": [str(incident.id)], "due_on": None},
+            json={
+                "title": "Revised concept",
+                "districts": ["gamma"],
+                "incident_ids": [str(incident.id)],
+                "due_on": None,
+            },
             headers={**world["coordinator"], "If-Match": '"1"'},
         )
         assert response.status_code == 200, response.text
@@ -272,49 +299,60 @@ class TestUpdateRecommendation:
         assert rec["version"] == 2 and response.headers["ETag"] == '"2"'
         updated = [e for e in _events(rec_id) if e.type == "updated"]
         assert updated[0].data == {"fields": ["districts", "due_on", "incident_ids", "title"]}
-        assert _count(AuditEvent, AuditEvent.resource == "recommendation",
-                      AuditEvent.action == "update") == 1
+        assert (
+            _count(
+                AuditEvent, AuditEvent.resource == "recommendation", AuditEvent.action == "update"
+            )
+            == 1
+        )
 
     def test_no_change_keeps_the_version(self, client: Any, world: dict[str, Any]) -> None:
         rec_id = _make(world)
-        response = client.patch(f"{BASE}/{rec_id}",
-                                json={"title": "Deployment concept for the conflict managers"},
-                                headers=world["admin"])
+        response = client.patch(
+            f"{BASE}/{rec_id}",
+            json={"title": "Deployment concept for the conflict managers"},
+            headers=world["admin"],
+        )
         assert response.status_code == 200
         assert response.json()["version"] == 1
 
     def test_stale_if_match(self, client: Any, world: dict[str, Any]) -> None:
         rec_id = _make(world)
-        response = client.patch(f"{BASE}/{rec_id}", json={"title": "x"},
-                                headers={**world["admin"], "If-Match": '"7"'})
+        response = client.patch(
+            f"{BASE}/{rec_id}", json={"title": "x"}, headers={**world["admin"], "If-Match": '"7"'}
+        )
         _problem(response, 412, "stale-version")
         assert _row(rec_id).title == "Deployment concept for the conflict managers"
 
     def test_status_is_read_only(self, client: Any, world: dict[str, Any]) -> None:
         rec_id = _make(world)
-        response = client.patch(f"{BASE}/{rec_id}", json={"status": "accepted"},
-                                headers=world["admin"])
+        response = client.patch(
+            f"{BASE}/{rec_id}", json={"status": "accepted"}, headers=world["admin"]
+        )
         _problem(response, 422, "validation-error")
         assert _row(rec_id).status == "draft"
 
     def test_null_for_required_field(self, client: Any, world: dict[str, Any]) -> None:
         rec_id = _make(world)
         for field in ("title", "category", "addressee", "issued_by", "progress"):
-            response = client.patch(f"{BASE}/{rec_id}", json={field: None},
-                                    headers=world["admin"])
+            response = client.patch(f"{BASE}/{rec_id}", json={field: None}, headers=world["admin"])
             _problem(response, 422, "validation-error")
         assert _row(rec_id).version == 1
 
     def test_unknown_district(self, client: Any, world: dict[str, Any]) -> None:
         rec_id = _make(world)
-        response = client.patch(f"{BASE}/{rec_id}", json={"districts": ["atlantis"]},
-                                headers=world["admin"])
+        response = client.patch(
+            f"{BASE}/{rec_id}", json={"districts": ["atlantis"]}, headers=world["admin"]
+        )
         _problem(response, 422, "validation-error")
         assert _row(rec_id).version == 1
 
     def test_unknown_id(self, client: Any, world: dict[str, Any]) -> None:
-        _problem(client.patch(f"{BASE}/{uuid.uuid4()}", json={"title": "x"},
-                              headers=world["admin"]), 404, "not-found")
+        _problem(
+            client.patch(f"{BASE}/{uuid.uuid4()}", json={"title": "x"}, headers=world["admin"]),
+            404,
+            "not-found",
+        )
 
 
 class TestProgress:
@@ -329,12 +367,16 @@ class TestProgress:
     def test_decrease_without_note_is_refused(self, client: Any, world: dict[str, Any]) -> None:
         rec_id = _make(world, PATHS["in_implementation"], progress=50)
         before = len(_events(rec_id))
-        response = client.patch(f"{BASE}/{rec_id}", json={"progress": 30, "title": "changed"},
-                                headers=world["admin"])
+        response = client.patch(
+            f"{BASE}/{rec_id}", json={"progress": 30, "title": "changed"}, headers=world["admin"]
+        )
         _problem(response, 409, "progress-decrease")
         row = _row(rec_id)
         assert (row.progress, row.title, row.version) == (
-            50, "Deployment concept for the conflict managers", 4)
+            50,
+            "Deployment concept for the conflict managers",
+            4,
+        )
         assert len(_events(rec_id)) == before
 
     def test_reset_with_note(self, client: Any, world: dict[str, Any]) -> None:
@@ -354,34 +396,48 @@ class TestProgress:
 
     def test_reset_note_without_a_decrease(self, client: Any, world: dict[str, Any]) -> None:
         rec_id = _make(world, progress=50)
-        for body in ({"progress": 50, "reset_note": "why"}, {"progress": 60, "reset_note": "why"},
-                     {"reset_note": "why"}):
-            _problem(client.patch(f"{BASE}/{rec_id}", json=body, headers=world["admin"]),
-                     422, "validation-error")
+        for body in (
+            {"progress": 50, "reset_note": "why"},
+            {"progress": 60, "reset_note": "why"},
+            {"reset_note": "why"},
+        ):
+            _problem(
+                client.patch(f"{BASE}/{rec_id}", json=body, headers=world["admin"]),
+                422,
+                "validation-error",
+            )
         row = _row(rec_id)
         assert (row.progress, row.version) == (50, 1)
 
     def test_blank_reset_note(self, client: Any, world: dict[str, Any]) -> None:
         rec_id = _make(world, progress=50)
-        response = client.patch(f"{BASE}/{rec_id}", json={"progress": 10, "reset_note": "  "},
-                                headers=world["admin"])
+        response = client.patch(
+            f"{BASE}/{rec_id}", json={"progress": 10, "reset_note": "  "}, headers=world["admin"]
+        )
         _problem(response, 422, "validation-error")
         assert _row(rec_id).progress == 50
 
     def test_out_of_range(self, client: Any, world: dict[str, Any]) -> None:
         rec_id = _make(world)
         for value in (101, -5, 2.5, "ten"):
-            _problem(client.patch(f"{BASE}/{rec_id}", json={"progress": value},
-                                  headers=world["admin"]), 422, "validation-error")
+            _problem(
+                client.patch(f"{BASE}/{rec_id}", json={"progress": value}, headers=world["admin"]),
+                422,
+                "validation-error",
+            )
         assert _row(rec_id).progress == 0
 
     def test_100_only_by_implementing(self, client: Any, world: dict[str, Any]) -> None:
         rec_id = _make(world, PATHS["in_implementation"], progress=90)
-        _problem(client.patch(f"{BASE}/{rec_id}", json={"progress": 100},
-                              headers=world["admin"]), 409, "progress-requires-implemented")
+        _problem(
+            client.patch(f"{BASE}/{rec_id}", json={"progress": 100}, headers=world["admin"]),
+            409,
+            "progress-requires-implemented",
+        )
         assert _row(rec_id).progress == 90
-        response = client.post(f"{BASE}/{rec_id}/status", json={"status": "implemented"},
-                               headers=world["admin"])
+        response = client.post(
+            f"{BASE}/{rec_id}/status", json={"status": "implemented"}, headers=world["admin"]
+        )
         assert response.status_code == 200
         assert response.json()["progress"] == 100
         assert response.json()["implemented_at"] == "2026-06-15T10:00:00Z"
@@ -389,8 +445,11 @@ class TestProgress:
     def test_implemented_stays_at_100(self, client: Any, world: dict[str, Any]) -> None:
         rec_id = _make(world, PATHS["implemented"])
         for body in ({"progress": 80}, {"progress": 80, "reset_note": "reopen"}):
-            _problem(client.patch(f"{BASE}/{rec_id}", json=body, headers=world["admin"]),
-                     409, "progress-fixed-when-implemented")
+            _problem(
+                client.patch(f"{BASE}/{rec_id}", json=body, headers=world["admin"]),
+                409,
+                "progress-fixed-when-implemented",
+            )
         assert _row(rec_id).progress == 100
         ok = client.patch(f"{BASE}/{rec_id}", json={"progress": 100}, headers=world["admin"])
         assert ok.status_code == 200 and ok.json()["version"] == _row(rec_id).version
@@ -415,8 +474,9 @@ class TestStatusLifecycle:
                 rec_id = _make(world, PATHS[source])
                 version = _row(rec_id).version
                 outbox_before = _count(OutboxEvent)
-                response = client.post(f"{BASE}/{rec_id}/status", json={"status": target},
-                                       headers=world["coordinator"])
+                response = client.post(
+                    f"{BASE}/{rec_id}/status", json={"status": target}, headers=world["coordinator"]
+                )
                 if (source, target) in ALLOWED:
                     assert response.status_code == 200, (source, target, response.text)
                     assert response.json()["status"] == target
@@ -432,9 +492,11 @@ class TestStatusLifecycle:
     def test_timeline_outbox_and_audit(self, client: Any, world: dict[str, Any]) -> None:
         rec_id = _make(world)
         for status, note in (("submitted", "to the department"), ("accepted", None)):
-            response = client.post(f"{BASE}/{rec_id}/status",
-                                   json={"status": status, "note": note},
-                                   headers=world["coordinator"])
+            response = client.post(
+                f"{BASE}/{rec_id}/status",
+                json={"status": status, "note": note},
+                headers=world["coordinator"],
+            )
             assert response.status_code == 200
         timeline = client.get(f"{BASE}/{rec_id}/events", headers=world["viewer"]).json()
         items = timeline["items"]
@@ -448,35 +510,56 @@ class TestStatusLifecycle:
         assert items[1]["at"] == "2026-06-15T10:00:00Z"
         with session_scope(write=False) as session:
             events = session.scalars(
-                select(OutboxEvent).where(
-                    OutboxEvent.event_type == "recommendation.status_changed"
-                ).order_by(OutboxEvent.created_at, OutboxEvent.id)
+                select(OutboxEvent)
+                .where(OutboxEvent.event_type == "recommendation.status_changed")
+                .order_by(OutboxEvent.created_at, OutboxEvent.id)
             ).all()
             payloads = [e.payload for e in events]
         assert [(p["from_status"], p["to_status"]) for p in payloads] == [
-            ("draft", "submitted"), ("submitted", "accepted")]
+            ("draft", "submitted"),
+            ("submitted", "accepted"),
+        ]
         assert payloads[0]["recommendation"]["id"] == str(rec_id)
         assert "body" not in payloads[0]["recommendation"]
-        assert _count(AuditEvent, AuditEvent.resource == "recommendation",
-                      AuditEvent.action == "status") == 2
+        assert (
+            _count(
+                AuditEvent, AuditEvent.resource == "recommendation", AuditEvent.action == "status"
+            )
+            == 2
+        )
 
     def test_unknown_status(self, client: Any, world: dict[str, Any]) -> None:
         rec_id = _make(world)
-        _problem(client.post(f"{BASE}/{rec_id}/status", json={"status": "forgotten"},
-                             headers=world["admin"]), 422, "validation-error")
+        _problem(
+            client.post(
+                f"{BASE}/{rec_id}/status", json={"status": "forgotten"}, headers=world["admin"]
+            ),
+            422,
+            "validation-error",
+        )
         assert _row(rec_id).status == "draft"
 
     def test_unknown_recommendation(self, client: Any, world: dict[str, Any]) -> None:
-        _problem(client.post(f"{BASE}/{uuid.uuid4()}/status", json={"status": "submitted"},
-                             headers=world["admin"]), 404, "not-found")
+        _problem(
+            client.post(
+                f"{BASE}/{uuid.uuid4()}/status",
+                json={"status": "submitted"},
+                headers=world["admin"],
+            ),
+            404,
+            "not-found",
+        )
 
     def test_events_pagination(self, client: Any, world: dict[str, Any]) -> None:
         rec_id = _make(world, PATHS["implemented"])
-        first = client.get(f"{BASE}/{rec_id}/events", params={"limit": 3},
-                           headers=world["admin"]).json()
-        second = client.get(f"{BASE}/{rec_id}/events",
-                            params={"limit": 3, "cursor": first["next_cursor"]},
-                            headers=world["admin"]).json()
+        first = client.get(
+            f"{BASE}/{rec_id}/events", params={"limit": 3}, headers=world["admin"]
+        ).json()
+        second = client.get(
+            f"{BASE}/{rec_id}/events",
+            params={"limit": 3, "cursor": first["next_cursor"]},
+            headers=world["admin"],
+        ).json()
         assert len(first["items"]) == 3 and len(second["items"]) == 2
         assert second["next_cursor"] is None
         assert second["items"][-1]["data"] == {"progress_from": 0, "progress_to": 100}
@@ -486,36 +569,48 @@ class TestReport:
     @pytest.fixture
     def reported(self, world: dict[str, Any]) -> dict[str, Any]:
         incidents = [make_incident(title=f"Incident {i}") for i in range(3)]
-        late = _make(world, ["submitted", "accepted", "in_implementation"],
-                     title="Protect | civil society", due_on="2026-05-01", progress=30,
-                     incident_ids=[str(i.id) for i in incidents], districts=["alpha", "beta"])
+        late = _make(
+            world,
+            ["submitted", "accepted", "in_implementation"],
+            title="Protect | civil society",
+            due_on="2026-05-01",
+            progress=30,
+            incident_ids=[str(i.id) for i in incidents],
+            districts=["alpha", "beta"],
+        )
         _make(world, PATHS["implemented"], title="Training done", due_on="2026-01-01")
         _make(world, ["submitted"], title="Network", due_on=None, progress=20)
         return {"late": late, **world}
 
     def test_markdown(self, client: Any, reported: dict[str, Any]) -> None:
-        response = client.get(f"{BASE}/report",
-                              headers={**reported["viewer"], "Accept": "text/markdown"})
+        response = client.get(
+            f"{BASE}/report", headers={**reported["viewer"], "Accept": "text/markdown"}
+        )
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/markdown")
         text = response.text
         assert text.startswith("# Recommendations of the steering group")
         assert "3 recommendation(s) · 1 overdue" in text
-        assert ("| Addressee | draft | submitted | accepted | rejected | in implementation | "
-                "implemented | withdrawn | total | overdue | Ø progress |") in text
+        assert (
+            "| Addressee | draft | submitted | accepted | rejected | in implementation | "
+            "implemented | withdrawn | total | overdue | Ø progress |"
+        ) in text
         # Amt für Soziales: 1 submitted, 1 in implementation, 1 implemented; mean of 20, 30, 100
         assert "| Amt für Soziales | 0 | 1 | 0 | 0 | 1 | 1 | 0 | 3 | 1 | 50 % |" in text
         overdue = text.split("## Overdue")[1].split("## Progress and evidence")[0]
         late_ref = _row(reported["late"]).reference
-        assert f"| {late_ref} | Protect \\| civil society | Amt für Soziales | 2026-05-01 | 45 |" \
+        assert (
+            f"| {late_ref} | Protect \\| civil society | Amt für Soziales | 2026-05-01 | 45 |"
             in overdue
+        )
         assert "Training done" not in overdue
         evidence = text.split("## Progress and evidence")[1]
         assert "███░░░░░░░ 30 % | 2026-05-01 (overdue) | 3 | alpha, beta |" in evidence
 
     def test_json_has_the_same_data(self, client: Any, reported: dict[str, Any]) -> None:
-        response = client.get(f"{BASE}/report",
-                              headers={**reported["admin"], "Accept": "application/json"})
+        response = client.get(
+            f"{BASE}/report", headers={**reported["admin"], "Accept": "application/json"}
+        )
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("application/json")
         report = response.json()
@@ -545,8 +640,9 @@ class TestReport:
             _problem(response, 406, "not-acceptable")
 
     def test_empty(self, client: Any, world: dict[str, Any]) -> None:
-        response = client.get(f"{BASE}/report",
-                              headers={**world["admin"], "Accept": "text/markdown"})
+        response = client.get(
+            f"{BASE}/report", headers={**world["admin"], "Accept": "text/markdown"}
+        )
         assert "_No recommendation is overdue._" in response.text
 
 
@@ -557,8 +653,7 @@ class TestRoles:
             for path in (BASE, f"{BASE}/{rec_id}", f"{BASE}/{rec_id}/events", f"{BASE}/report"):
                 assert client.get(path, headers=world[role]).status_code == 200, (role, path)
 
-    def test_partner_and_manager_keys_do_not_read(self, client: Any, world: dict[str, Any]
-                                                  ) -> None:
+    def test_partner_and_manager_keys_do_not_read(self, client: Any, world: dict[str, Any]) -> None:
         # DESIGN §4 grants recommendations to coordinators and viewers (and admins) only
         from tests.factories import make_manager
 
@@ -572,20 +667,29 @@ class TestRoles:
         rec_id = _make(world)
         headers = world[role]
         _problem(client.post(BASE, json=_body(world), headers=headers), 403, "forbidden")
-        _problem(client.patch(f"{BASE}/{rec_id}", json={"title": "x"}, headers=headers),
-                 403, "forbidden")
-        _problem(client.post(f"{BASE}/{rec_id}/status", json={"status": "submitted"},
-                             headers=headers), 403, "forbidden")
+        _problem(
+            client.patch(f"{BASE}/{rec_id}", json={"title": "x"}, headers=headers), 403, "forbidden"
+        )
+        _problem(
+            client.post(f"{BASE}/{rec_id}/status", json={"status": "submitted"}, headers=headers),
+            403,
+            "forbidden",
+        )
         row = _row(rec_id)
         assert (row.status, row.version) == ("draft", 1)
         assert _count(Recommendation) == 1
 
     def test_no_key(self, client: Any, world: dict[str, Any]) -> None:
         rec_id = _make(world)
-        for method, path in (("GET", BASE), ("POST", BASE), ("GET", f"{BASE}/{rec_id}"),
-                             ("PATCH", f"{BASE}/{rec_id}"), ("GET", f"{BASE}/report"),
-                             ("POST", f"{BASE}/{rec_id}/status"),
-                             ("GET", f"{BASE}/{rec_id}/events")):
+        for method, path in (
+            ("GET", BASE),
+            ("POST", BASE),
+            ("GET", f"{BASE}/{rec_id}"),
+            ("PATCH", f"{BASE}/{rec_id}"),
+            ("GET", f"{BASE}/report"),
+            ("POST", f"{BASE}/{rec_id}/status"),
+            ("GET", f"{BASE}/{rec_id}/events"),
+        ):
             _problem(client.request(method, path, json={}), 401, "unauthorized")
 
 
@@ -600,8 +704,11 @@ class TestDemoSeed:
             categories = {r.category for r in recs}
             statuses = {r.status for r in recs}
         assert len(recs) == 3
-        assert categories == {"deployment_concept", "competence_building",
-                              "protection_of_civil_society"}
+        assert categories == {
+            "deployment_concept",
+            "competence_building",
+            "protection_of_civil_society",
+        }
         assert len(statuses) == 3
         headers = make_key("viewer")
         listed = client.get(BASE, headers=headers).json()["items"]

@@ -33,16 +33,22 @@ STATS = "/api/v1/stats"
 GROUPS = ("district", "category", "month", "escalation_level")
 BERLIN = ZoneInfo("Europe/Berlin")
 TODAY = date(2026, 6, 15)  # fixed_clock
-CATEGORIES = ["right_wing_extremism", "racism_discrimination", "hate_speech", "youth_conflict",
-              "neighbourhood_dispute", "other"]
+CATEGORIES = [
+    "right_wing_extremism",
+    "racism_discrimination",
+    "hate_speech",
+    "youth_conflict",
+    "neighbourhood_dispute",
+    "other",
+]
 STATUSES = ["reported", "triaged", "dispatched", "in_progress", "resolved", "closed", "withdrawn"]
 OPEN = {"reported", "triaged", "dispatched", "in_progress"}
 #: Instants right at Berlin month boundaries (UTC): the local month differs from the UTC one.
 BOUNDARIES = [
-    datetime(2026, 1, 31, 23, 30, tzinfo=UTC),   # 2026-02-01 00:30 CET
-    datetime(2026, 3, 31, 22, 30, tzinfo=UTC),   # 2026-04-01 00:30 CEST
-    datetime(2026, 3, 31, 21, 59, tzinfo=UTC),   # 2026-03-31 23:59 CEST
-    datetime(2025, 12, 31, 23, 0, tzinfo=UTC),   # 2026-01-01 00:00 CET
+    datetime(2026, 1, 31, 23, 30, tzinfo=UTC),  # 2026-02-01 00:30 CET
+    datetime(2026, 3, 31, 22, 30, tzinfo=UTC),  # 2026-04-01 00:30 CEST
+    datetime(2026, 3, 31, 21, 59, tzinfo=UTC),  # 2026-03-31 23:59 CEST
+    datetime(2025, 12, 31, 23, 0, tzinfo=UTC),  # 2026-01-01 00:00 CET
     datetime(2025, 10, 31, 22, 59, tzinfo=UTC),  # 2025-10-31 23:59 CET
 ]
 
@@ -61,7 +67,8 @@ def generate_incidents(rng: random.Random, n: int = 60) -> list[dict[str, Any]]:
     with session_scope() as session:
         for i in range(n):
             reported_at = (
-                BOUNDARIES[i % len(BOUNDARIES)] if i < 2 * len(BOUNDARIES)
+                BOUNDARIES[i % len(BOUNDARIES)]
+                if i < 2 * len(BOUNDARIES)
                 else start + timedelta(seconds=rng.uniform(0, span))
             )
             row = {
@@ -73,12 +80,18 @@ def generate_incidents(rng: random.Random, n: int = 60) -> list[dict[str, Any]]:
                 "reported_at": reported_at,
                 "competences": rng.sample(COMPETENCES, rng.randint(0, 2)),
             }
-            session.add(Incident(
-                id=row["id"], reference=f"KOK-2026-{i:05d}", title=f"Incident {i}",
-                district=row["district"], category=row["category"],
-                escalation_level=row["escalation_level"], status=row["status"],
-                reported_at=reported_at,
-            ))
+            session.add(
+                Incident(
+                    id=row["id"],
+                    reference=f"KOK-2026-{i:05d}",
+                    title=f"Incident {i}",
+                    district=row["district"],
+                    category=row["category"],
+                    escalation_level=row["escalation_level"],
+                    status=row["status"],
+                    reported_at=reported_at,
+                )
+            )
             session.flush()
             for code in row["competences"]:
                 session.add(IncidentCompetence(incident_id=row["id"], competence_code=code))
@@ -97,8 +110,9 @@ def generate_roster(rng: random.Random, n: int = 25) -> list[dict[str, Any]]:
             holdings = []
             for code in rng.sample(COMPETENCES, rng.randint(0, 3)):
                 certified = TODAY + timedelta(days=rng.choice([-400, -30, 0, 1, 20]))
-                expires = rng.choice([None, TODAY - timedelta(days=1), TODAY,
-                                      TODAY + timedelta(days=90)])
+                expires = rng.choice(
+                    [None, TODAY - timedelta(days=1), TODAY, TODAY + timedelta(days=90)]
+                )
                 if expires is not None and expires < certified:
                     expires = None
                 holdings.append((code, certified, expires))
@@ -109,30 +123,46 @@ def generate_roster(rng: random.Random, n: int = 25) -> list[dict[str, Any]]:
             row = {
                 "id": uuid.uuid4(),
                 "display_name": f"Manager {i:02d}",
-                "status": rng.choice(["active", "active", "active", "paused", "in_training",
-                                      "retired"]),
-                "home": home, "served": served, "holdings": holdings, "absences": absences,
+                "status": rng.choice(
+                    ["active", "active", "active", "paused", "in_training", "retired"]
+                ),
+                "home": home,
+                "served": served,
+                "holdings": holdings,
+                "absences": absences,
                 "max_open": rng.randint(1, 3),
             }
-            session.add(Manager(
-                id=row["id"], display_name=row["display_name"],
-                email=f"m{i}-{uuid.uuid4().hex[:6]}@example.org", status=row["status"],
-                home_district=home, max_open_assignments=row["max_open"],
-            ))
+            session.add(
+                Manager(
+                    id=row["id"],
+                    display_name=row["display_name"],
+                    email=f"m{i}-{uuid.uuid4().hex[:6]}@example.org",
+                    status=row["status"],
+                    home_district=home,
+                    max_open_assignments=row["max_open"],
+                )
+            )
             session.flush()
             for code in served:
                 session.add(ManagerDistrict(manager_id=row["id"], district_code=code))
             for code, certified, expires in holdings:
-                session.add(ManagerCompetence(manager_id=row["id"], competence_code=code,
-                                              certified_on=certified, expires_on=expires))
+                session.add(
+                    ManagerCompetence(
+                        manager_id=row["id"],
+                        competence_code=code,
+                        certified_on=certified,
+                        expires_on=expires,
+                    )
+                )
             for first, last in absences:
                 session.add(Absence(manager_id=row["id"], starts_on=first, ends_on=last))
             managers.append(row)
     return managers
 
 
-def generate_assignments(rng: random.Random, incidents: list[dict[str, Any]],
-                         managers: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def generate_assignments(
+    rng: random.Random, incidents: list[dict[str, Any]], managers: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
     """Offers with every outcome; at most one open offer per incident (the partial unique
     indexes) and per manager within capacity."""
     rows = []
@@ -144,8 +174,9 @@ def generate_assignments(rng: random.Random, incidents: list[dict[str, Any]],
             has_open = False
             for _ in range(rng.randint(0, 4)):
                 manager = rng.choice(candidates)
-                status = rng.choice(["offered", "accepted", "declined", "expired", "withdrawn",
-                                     "completed"])
+                status = rng.choice(
+                    ["offered", "accepted", "declined", "expired", "withdrawn", "completed"]
+                )
                 if status in ("offered", "accepted") and (
                     has_open or load[manager["id"]] >= manager["max_open"]
                 ):
@@ -157,19 +188,27 @@ def generate_assignments(rng: random.Random, incidents: list[dict[str, Any]],
                 ):
                     responded_at = offered_at + timedelta(minutes=rng.uniform(1, 3000))
                 row = {
-                    "incident": incident, "manager_id": manager["id"], "status": status,
+                    "incident": incident,
+                    "manager_id": manager["id"],
+                    "status": status,
                     "responded_at": responded_at,
                     "decline_reason": rng.choice(reasons) if status == "declined" else None,
                 }
                 if status in ("offered", "accepted"):
                     has_open = True
                     load[manager["id"]] += 1
-                session.add(Assignment(
-                    incident_id=incident["id"], manager_id=manager["id"], role="lead",
-                    status=status, offered_at=offered_at, responded_at=responded_at,
-                    expires_at=offered_at + timedelta(hours=48),
-                    decline_reason=row["decline_reason"],
-                ))
+                session.add(
+                    Assignment(
+                        incident_id=incident["id"],
+                        manager_id=manager["id"],
+                        role="lead",
+                        status=status,
+                        offered_at=offered_at,
+                        responded_at=responded_at,
+                        expires_at=offered_at + timedelta(hours=48),
+                        decline_reason=row["decline_reason"],
+                    )
+                )
                 rows.append(row)
     return rows
 
@@ -212,8 +251,11 @@ def generated(world: dict[str, Any]) -> dict[str, Any]:
 class TestIncidentStats:
     def test_equals_recount(self, client: Any, generated: dict[str, Any]) -> None:
         for group_by in GROUPS:
-            response = client.get(f"{STATS}/incidents", params={"group_by": group_by},
-                                  headers=generated["coordinator"])
+            response = client.get(
+                f"{STATS}/incidents",
+                params={"group_by": group_by},
+                headers=generated["coordinator"],
+            )
             assert response.status_code == 200, response.text
             body = response.json()
             assert body["group_by"] == group_by
@@ -227,43 +269,75 @@ class TestIncidentStats:
         after = datetime(2025, 12, 1, tzinfo=UTC)
         before = datetime(2026, 4, 1, tzinfo=UTC)
         for group_by, district in itertools.product(GROUPS, (None, "beta")):
-            params: dict[str, Any] = {"group_by": group_by,
-                                      "reported_after": "2025-12-01T00:00:00Z",
-                                      "reported_before": "2026-04-01T00:00:00Z"}
+            params: dict[str, Any] = {
+                "group_by": group_by,
+                "reported_after": "2025-12-01T00:00:00Z",
+                "reported_before": "2026-04-01T00:00:00Z",
+            }
             if district:
                 params["district"] = district
-            body = client.get(f"{STATS}/incidents", params=params,
-                              headers=generated["admin"]).json()
-            chosen = [i for i in generated["incidents"]
-                      if after <= i["reported_at"] < before
-                      and (district is None or i["district"] == district)]
+            body = client.get(
+                f"{STATS}/incidents", params=params, headers=generated["admin"]
+            ).json()
+            chosen = [
+                i
+                for i in generated["incidents"]
+                if after <= i["reported_at"] < before
+                and (district is None or i["district"] == district)
+            ]
             assert as_dict(body["items"]) == recount(chosen, group_by)
             assert body["total"] == len(chosen)
 
     def test_months_are_local(self, client: Any, world: dict[str, Any]) -> None:
         with session_scope() as session:
             for i, at in enumerate(BOUNDARIES):
-                session.add(Incident(reference=f"KOK-2026-9{i:04d}", title="t", district="alpha",
-                                     category="other", escalation_level=1, reported_at=at))
-        body = client.get(f"{STATS}/incidents", params={"group_by": "month"},
-                          headers=world["admin"]).json()
-        assert as_dict(body["items"]) == {"2025-10": 1, "2026-01": 1, "2026-02": 1,
-                                          "2026-03": 1, "2026-04": 1}
+                session.add(
+                    Incident(
+                        reference=f"KOK-2026-9{i:04d}",
+                        title="t",
+                        district="alpha",
+                        category="other",
+                        escalation_level=1,
+                        reported_at=at,
+                    )
+                )
+        body = client.get(
+            f"{STATS}/incidents", params={"group_by": "month"}, headers=world["admin"]
+        ).json()
+        assert as_dict(body["items"]) == {
+            "2025-10": 1,
+            "2026-01": 1,
+            "2026-02": 1,
+            "2026-03": 1,
+            "2026-04": 1,
+        }
 
     def test_empty(self, client: Any, world: dict[str, Any]) -> None:
         for group_by in ("month", "district"):
-            body = client.get(f"{STATS}/incidents", params={"group_by": group_by},
-                              headers=world["viewer"]).json()
+            body = client.get(
+                f"{STATS}/incidents", params={"group_by": group_by}, headers=world["viewer"]
+            ).json()
             assert body == {"group_by": group_by, "items": [], "total": 0}
 
     def test_bad_parameters(self, client: Any, world: dict[str, Any]) -> None:
         headers = world["admin"]
-        _problem(client.get(f"{STATS}/incidents", params={"group_by": "colour"},
-                            headers=headers), 422, "validation-error")
-        _problem(client.get(f"{STATS}/incidents", params={"district": "atlantis"},
-                            headers=headers), 422, "validation-error")
-        _problem(client.get(f"{STATS}/incidents", params={"reported_after": "2026-01-01T00:00"},
-                            headers=headers), 422, "validation-error")
+        _problem(
+            client.get(f"{STATS}/incidents", params={"group_by": "colour"}, headers=headers),
+            422,
+            "validation-error",
+        )
+        _problem(
+            client.get(f"{STATS}/incidents", params={"district": "atlantis"}, headers=headers),
+            422,
+            "validation-error",
+        )
+        _problem(
+            client.get(
+                f"{STATS}/incidents", params={"reported_after": "2026-01-01T00:00"}, headers=headers
+            ),
+            422,
+            "validation-error",
+        )
 
 
 class TestDispatchStats:
@@ -273,7 +347,8 @@ class TestDispatchStats:
 
         def accepted(row: dict[str, Any]) -> bool:
             return row["status"] in ("accepted", "completed") or (
-                row["status"] == "withdrawn" and row["responded_at"] is not None)
+                row["status"] == "withdrawn" and row["responded_at"] is not None
+            )
 
         first: dict[uuid.UUID, datetime] = {}
         for row in rows:
@@ -305,7 +380,8 @@ class TestDispatchStats:
 
         reasons = Counter(
             ((r["decline_reason"] or "").strip().lower() or "unspecified")
-            for r in rows if r["status"] == "declined"
+            for r in rows
+            if r["status"] == "declined"
         )
         assert as_dict(body["decline_reasons"]["items"]) == dict(reasons)
 
@@ -322,8 +398,9 @@ class TestDispatchStats:
         assert as_dict(body["open_load"]["distribution"]["items"]) == dict(distribution)
 
     def test_district_filter(self, client: Any, generated: dict[str, Any]) -> None:
-        body = client.get(f"{STATS}/dispatch", params={"district": "alpha"},
-                          headers=generated["admin"]).json()
+        body = client.get(
+            f"{STATS}/dispatch", params={"district": "alpha"}, headers=generated["admin"]
+        ).json()
         rows = [r for r in generated["assignments"] if r["incident"]["district"] == "alpha"]
         assert body["offers"]["total"] == len(rows)
 
@@ -363,16 +440,19 @@ class TestCoverage:
                         counts[(district, code)] += 1
         return counts
 
-    def expected_gaps(self, incidents: list[dict[str, Any]], managers: list[dict[str, Any]]
-                      ) -> dict[tuple[str, str], int]:
+    def expected_gaps(
+        self, incidents: list[dict[str, Any]], managers: list[dict[str, Any]]
+    ) -> dict[tuple[str, str], int]:
         gaps: dict[tuple[str, str], int] = defaultdict(int)
         for incident in incidents:
             for code in incident["competences"]:
                 held = any(
                     m["status"] == "active"
                     and incident["district"] in {m["home"], *m["served"]}
-                    and any(c == code and cert <= TODAY and (exp is None or exp >= TODAY)
-                            for c, cert, exp in m["holdings"])
+                    and any(
+                        c == code and cert <= TODAY and (exp is None or exp >= TODAY)
+                        for c, cert, exp in m["holdings"]
+                    )
                     for m in managers
                 )
                 if not held:
@@ -394,18 +474,25 @@ class TestCoverage:
         assert gaps == dict(self.expected_gaps(incidents, managers))
 
     def test_district_filter_and_unknown(self, client: Any, generated: dict[str, Any]) -> None:
-        body = client.get(f"{STATS}/coverage", params={"district": "gamma"},
-                          headers=generated["admin"]).json()
+        body = client.get(
+            f"{STATS}/coverage", params={"district": "gamma"}, headers=generated["admin"]
+        ).json()
         assert {c["district"] for c in body["items"]} == {"gamma"}
         assert all(g["district"] == "gamma" for g in body["gaps"])
-        _problem(client.get(f"{STATS}/coverage", params={"district": "atlantis"},
-                            headers=generated["admin"]), 422, "validation-error")
+        _problem(
+            client.get(
+                f"{STATS}/coverage", params={"district": "atlantis"}, headers=generated["admin"]
+            ),
+            422,
+            "validation-error",
+        )
 
     def test_viewer_small_counts_hidden(self, client: Any, generated: dict[str, Any]) -> None:
         staff = client.get(f"{STATS}/coverage", headers=generated["admin"]).json()
         viewer = client.get(f"{STATS}/coverage", headers=generated["viewer"]).json()
-        for mine, theirs in zip(staff["items"] + staff["gaps"], viewer["items"] + viewer["gaps"],
-                                strict=True):
+        for mine, theirs in zip(
+            staff["items"] + staff["gaps"], viewer["items"] + viewer["gaps"], strict=True
+        ):
             value = mine.get("count", mine.get("incidents"))
             shown = theirs.get("count", theirs.get("incidents"))
             assert theirs["suppressed"] == (1 <= value <= 2)
@@ -424,8 +511,14 @@ class TestSuppression:
     """For viewers and partners exactly the counts of 1 or 2 are hidden, and a total is withheld
     exactly when it would pin one of them down (DESIGN.md §3)."""
 
-    def check(self, staff: dict[str, Any], restricted: dict[str, Any], *, merged: bool = False,
-              shared_total: bool = False) -> None:
+    def check(
+        self,
+        staff: dict[str, Any],
+        restricted: dict[str, Any],
+        *,
+        merged: bool = False,
+        shared_total: bool = False,
+    ) -> None:
         """``shared_total``: the table is one of a profile's, whose one total is withheld when
         any of them would reveal a cell (checked by the caller)."""
         staff_items = {i["key"]: i["count"] for i in staff["items"]}
@@ -455,18 +548,25 @@ class TestSuppression:
         managers = generate_roster(rng, 15)
         generate_assignments(rng, incidents, managers)
         requests = [(f"{STATS}/incidents", {"group_by": g}, "incidents") for g in GROUPS]
-        requests += [(f"{STATS}/incidents", {"group_by": g, "district": "alpha"}, "incidents")
-                     for g in GROUPS]
+        requests += [
+            (f"{STATS}/incidents", {"group_by": g, "district": "alpha"}, "incidents")
+            for g in GROUPS
+        ]
         requests += [(f"{STATS}/dispatch", {}, "dispatch")]
         requests += [(f"/api/v1/districts/{d}/profile", {}, "profile") for d in DISTRICTS]
         hidden_seen = withheld_seen = 0
         for (path, params, kind), role in itertools.product(requests, ("viewer", "partner")):
             staff = client.get(path, params=params, headers=world["coordinator"]).json()
             restricted = client.get(path, params=params, headers=world[role]).json()
-            for i, (mine, theirs) in enumerate(zip(_tables(staff, kind), _tables(restricted, kind),
-                                                   strict=True)):
-                self.check(mine, theirs, merged=(kind == "dispatch" and i == 1),
-                           shared_total=(kind == "profile"))
+            for i, (mine, theirs) in enumerate(
+                zip(_tables(staff, kind), _tables(restricted, kind), strict=True)
+            ):
+                self.check(
+                    mine,
+                    theirs,
+                    merged=(kind == "dispatch" and i == 1),
+                    shared_total=(kind == "profile"),
+                )
                 hidden_seen += sum(1 for item in theirs["items"] if item["suppressed"])
                 withheld_seen += theirs.get("total", 0) is None
             if kind == "profile":
@@ -481,36 +581,51 @@ class TestSuppression:
 
     def test_example(self, client: Any, world: dict[str, Any]) -> None:
         with session_scope() as session:
-            for i, (category, n) in enumerate([("hate_speech", 5), ("other", 1),
-                                               ("youth_conflict", 4)]):
+            for i, (category, n) in enumerate(
+                [("hate_speech", 5), ("other", 1), ("youth_conflict", 4)]
+            ):
                 for j in range(n):
-                    session.add(Incident(reference=f"KOK-2026-{i}{j:04d}", title="t",
-                                         district="alpha", category=category,
-                                         escalation_level=2))
-        viewer = client.get(f"{STATS}/incidents", params={"group_by": "category"},
-                            headers=world["viewer"]).json()
-        assert viewer == {"group_by": "category", "total": None, "items": [
-            {"key": "hate_speech", "count": 5, "suppressed": False},
-            {"key": "other", "count": None, "suppressed": True},
-            {"key": "youth_conflict", "count": 4, "suppressed": False},
-        ]}
-        staff = client.get(f"{STATS}/incidents", params={"group_by": "category"},
-                           headers=world["coordinator"]).json()
+                    session.add(
+                        Incident(
+                            reference=f"KOK-2026-{i}{j:04d}",
+                            title="t",
+                            district="alpha",
+                            category=category,
+                            escalation_level=2,
+                        )
+                    )
+        viewer = client.get(
+            f"{STATS}/incidents", params={"group_by": "category"}, headers=world["viewer"]
+        ).json()
+        assert viewer == {
+            "group_by": "category",
+            "total": None,
+            "items": [
+                {"key": "hate_speech", "count": 5, "suppressed": False},
+                {"key": "other", "count": None, "suppressed": True},
+                {"key": "youth_conflict", "count": 4, "suppressed": False},
+            ],
+        }
+        staff = client.get(
+            f"{STATS}/incidents", params={"group_by": "category"}, headers=world["coordinator"]
+        ).json()
         assert [i["count"] for i in staff["items"]] == [5, 1, 4]
         assert staff["total"] == 10
         profile = client.get("/api/v1/districts/alpha/profile", headers=world["viewer"]).json()
         # the category table's total would give the 1 away: withheld for the whole profile
         assert profile["incidents"]["total"] is None
         assert profile["incidents"]["by_escalation_level"]["items"] == [
-            {"key": "2", "count": 10, "suppressed": False}]
+            {"key": "2", "count": 10, "suppressed": False}
+        ]
 
 
 class TestDistrictProfile:
     def test_profile(self, client: Any, generated: dict[str, Any]) -> None:
         steering = make_organisation("Lenkungsgruppe", "steering_group")
         city = make_organisation("Amt", "city_department")
-        late = make_recommendation(steering, city, title="late", due_on="2026-06-01",
-                                   districts=["beta", "alpha"])
+        late = make_recommendation(
+            steering, city, title="late", due_on="2026-06-01", districts=["beta", "alpha"]
+        )
         make_recommendation(steering, city, title="elsewhere", districts=["gamma"])
         response = client.get("/api/v1/districts/beta/profile", headers=generated["admin"])
         assert response.status_code == 200, response.text
@@ -519,29 +634,42 @@ class TestDistrictProfile:
         assert body["district"] == {"code": "beta", "name": "Beta", "city": "Teststadt"}
         incidents = body["incidents"]
         assert incidents["total"] == len(mine)
-        assert incidents["open"] == {"count": sum(i["status"] in OPEN for i in mine),
-                                     "suppressed": False}
+        assert incidents["open"] == {
+            "count": sum(i["status"] in OPEN for i in mine),
+            "suppressed": False,
+        }
         assert as_dict(incidents["by_category"]["items"]) == recount(mine, "category")
         assert as_dict(incidents["by_escalation_level"]["items"]) == recount(
-            mine, "escalation_level")
+            mine, "escalation_level"
+        )
         assert as_dict(incidents["by_month"]["items"]) == recount(mine, "month")
         coverage = TestCoverage().expected(generated["managers"])
         assert {c["competence"]: c["count"] for c in body["coverage"]} == {
-            code: coverage.get(("beta", code), 0) for code in COMPETENCES}
+            code: coverage.get(("beta", code), 0) for code in COMPETENCES
+        }
         gaps = TestCoverage().expected_gaps(generated["incidents"], generated["managers"])
         assert {g["competence"]: g["incidents"] for g in body["gaps"]} == {
-            code: n for (d, code), n in gaps.items() if d == "beta"}
-        assert [(r["id"], r["title"], r["status"], r["overdue"])
-                for r in body["recommendations"]] == [(str(late), "late", "draft", True)]
+            code: n for (d, code), n in gaps.items() if d == "beta"
+        }
+        assert [
+            (r["id"], r["title"], r["status"], r["overdue"]) for r in body["recommendations"]
+        ] == [(str(late), "late", "draft", True)]
 
     def test_unknown_district(self, client: Any, world: dict[str, Any]) -> None:
-        _problem(client.get("/api/v1/districts/atlantis/profile", headers=world["viewer"]),
-                 404, "not-found")
+        _problem(
+            client.get("/api/v1/districts/atlantis/profile", headers=world["viewer"]),
+            404,
+            "not-found",
+        )
 
 
 class TestRoles:
-    PATHS = (f"{STATS}/incidents", f"{STATS}/dispatch", f"{STATS}/coverage",
-             "/api/v1/districts/alpha/profile")
+    PATHS = (
+        f"{STATS}/incidents",
+        f"{STATS}/dispatch",
+        f"{STATS}/coverage",
+        "/api/v1/districts/alpha/profile",
+    )
 
     def test_staff_partners_and_viewers_read(self, client: Any, world: dict[str, Any]) -> None:
         for role in ("admin", "coordinator", "viewer", "partner"):
@@ -559,5 +687,6 @@ class TestRoles:
     def test_no_key(self, client: Any, world: dict[str, Any]) -> None:
         for path in self.PATHS:
             _problem(client.get(path), 401, "unauthorized")
-            _problem(client.get(path, headers={"Authorization": "Bearer kok_nope"}),
-                     401, "unauthorized")
+            _problem(
+                client.get(path, headers={"Authorization": "Bearer kok_nope"}), 401, "unauthorized"
+            )

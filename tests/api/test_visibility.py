@@ -73,13 +73,23 @@ def world(client: Any) -> dict[str, Any]:
         ids[name] = make_incident(
             organisation_id=str(own), reporter={"name": "Erika Muster", "contact": "e@example.org"}
         ).id
-        for path, body in (("notes", {"text": NOTE}),
-                           ("status", {"status": "triaged", "note": STATUS_NOTE})):
-            response = client.post(f"{API}/incidents/{ids[name]}/{path}", json=body,
-                                   headers=admin)
+        for path, body in (
+            ("notes", {"text": NOTE}),
+            ("status", {"status": "triaged", "note": STATUS_NOTE}),
+        ):
+            response = client.post(f"{API}/incidents/{ids[name]}/{path}", json=body, headers=admin)
             assert response.status_code in (200, 201), response.text
-    managers = {name: make_manager(display_name=name) for name in (
-        "accepted_lead", "accepted_co", "declined", "offered_lead", "offered_co", "other")}
+    managers = {
+        name: make_manager(display_name=name)
+        for name in (
+            "accepted_lead",
+            "accepted_co",
+            "declined",
+            "offered_lead",
+            "offered_co",
+            "other",
+        )
+    }
     make_assignment(ids["accepted"], managers["accepted_lead"], role="lead", status="accepted")
     make_assignment(ids["accepted"], managers["accepted_co"], role="co", status="accepted")
     make_assignment(ids["accepted"], managers["declined"], role="co", status="declined")
@@ -91,8 +101,10 @@ def world(client: Any) -> dict[str, Any]:
         "partner_own": make_key("partner", organisation_id=own),
         "partner_other": make_key("partner", organisation_id=other),
         "viewer": make_key("viewer"),
-        **{f"manager_{name}": make_key("manager", manager_id=manager_id)
-           for name, manager_id in managers.items()},
+        **{
+            f"manager_{name}": make_key("manager", manager_id=manager_id)
+            for name, manager_id in managers.items()
+        },
     }
     return {"ids": ids, "headers": headers}
 
@@ -115,8 +127,10 @@ def test_who_reads_the_notes(client: Any, world: dict[str, Any], caller: str) ->
         assert [n["text"] for n in notes.json()["items"]] == [NOTE]
     else:
         assert NOTE not in notes.text
-        assert _problem_type(notes) == {403: "/problems/forbidden",
-                                        404: "/problems/not-found"}[expected_status]
+        assert (
+            _problem_type(notes)
+            == {403: "/problems/forbidden", 404: "/problems/not-found"}[expected_status]
+        )
 
     events = client.get(f"{API}/incidents/{incident_id}/events", headers=headers)
     if timeline_note is None:
@@ -150,12 +164,19 @@ def test_notes_become_visible_on_accepting(client: Any, fixed_clock: object) -> 
     seed_reference()
     coordinator = make_key("coordinator")
     incident_id = make_triaged_incident()
-    assert client.post(f"{API}/incidents/{incident_id}/notes", json={"text": NOTE},
-                       headers=coordinator).status_code == 201
+    assert (
+        client.post(
+            f"{API}/incidents/{incident_id}/notes", json={"text": NOTE}, headers=coordinator
+        ).status_code
+        == 201
+    )
     manager_id = make_dispatch_manager()
     manager = make_key("manager", manager_id=manager_id)
-    offered = client.post(f"{API}/assignments", headers=coordinator, json={
-        "incident_id": str(incident_id), "manager_id": str(manager_id), "role": "lead"})
+    offered = client.post(
+        f"{API}/assignments",
+        headers=coordinator,
+        json={"incident_id": str(incident_id), "manager_id": str(manager_id), "role": "lead"},
+    )
     assert offered.status_code == 201, offered.text
     assert client.get(f"{API}/incidents/{incident_id}/notes", headers=manager).status_code == 403
 
@@ -170,9 +191,11 @@ def test_webhook_payload_is_the_redacted_view(client: Any) -> None:
     """Webhook payloads are built without a model pass; they must equal the redacted view the
     API gives a caller who may not see the reporter — and carry no reporter data."""
     seed_reference()
-    created = make_incident(reporter={"name": "Erika Muster", "contact": "e@example.org"},
-                            location={"lat": 50.98, "lon": 11.03},
-                            required_competences=["mediation"])
+    created = make_incident(
+        reporter={"name": "Erika Muster", "contact": "e@example.org"},
+        location={"lat": 50.98, "lon": 11.03},
+        required_competences=["mediation"],
+    )
     with session_scope(write=False) as session:
         incident = session.get(Incident, created.id)
         assert incident is not None

@@ -41,7 +41,9 @@ class TestCreateWebhook:
         assert created["active"] is True and created["version"] == 1
         assert response.headers["Location"] == f"/api/v1/webhooks/{created['id']}"
         with session_scope(write=False) as session:
-            audit = session.scalars(select(AuditEvent).where(AuditEvent.resource == "webhook")).one()
+            audit = session.scalars(
+                select(AuditEvent).where(AuditEvent.resource == "webhook")
+            ).one()
         assert "secret" in audit.fields and created["secret"] not in str(audit.fields)
 
     def test_secret_is_shown_only_once(self, client, admin) -> None:
@@ -123,8 +125,11 @@ class TestCreateWebhook:
 class TestUpdateWebhook:
     def test_valid(self, client, admin) -> None:
         created = subscribe(client, admin).json()
-        response = client.patch(f"{URL}/{created['id']}", headers={**admin, "If-Match": '"1"'},
-                                json={"events": ["assignment.offered"], "active": False})
+        response = client.patch(
+            f"{URL}/{created['id']}",
+            headers={**admin, "If-Match": '"1"'},
+            json={"events": ["assignment.offered"], "active": False},
+        )
         assert response.status_code == 200
         updated = response.json()
         assert updated["events"] == ["assignment.offered"] and updated["active"] is False
@@ -132,15 +137,17 @@ class TestUpdateWebhook:
 
     def test_stale_if_match(self, client, admin) -> None:
         created = subscribe(client, admin).json()
-        response = client.patch(f"{URL}/{created['id']}", headers={**admin, "If-Match": '"7"'},
-                                json={"active": False})
+        response = client.patch(
+            f"{URL}/{created['id']}", headers={**admin, "If-Match": '"7"'}, json={"active": False}
+        )
         assert response.status_code == 412
         assert client.get(f"{URL}/{created['id']}", headers=admin).json()["active"] is True
 
     def test_private_url_refused(self, client, admin) -> None:
         created = subscribe(client, admin).json()
-        response = client.patch(f"{URL}/{created['id']}", headers=admin,
-                                json={"url": "http://10.0.0.1/x"})
+        response = client.patch(
+            f"{URL}/{created['id']}", headers=admin, json={"url": "http://10.0.0.1/x"}
+        )
         assert response.status_code == 422
         assert client.get(f"{URL}/{created['id']}", headers=admin).json()["url"] == PUBLIC_TARGET
 
@@ -177,5 +184,4 @@ class TestListDeliveries:
     def test_empty(self, client, admin) -> None:
         created = subscribe(client, admin).json()
         response = client.get(f"{URL}/{created['id']}/deliveries", headers=admin)
-        assert response.status_code == 200 and response.json() == {"items": [],
-                                                                   "next_cursor": None}
+        assert response.status_code == 200 and response.json() == {"items": [], "next_cursor": None}

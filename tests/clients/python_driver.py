@@ -46,14 +46,17 @@ def main(base_url: str, admin_key: str) -> None:
     admin = AuthenticatedClient(base_url=base_url, token=admin_key, raise_on_unexpected_status=True)
 
     # 1. register an incident
-    created = incidents_create.sync(client=admin, body=IncidentCreate(
-        title=f"Threats at the youth club ({run})",
-        district="alpha",
-        category=IncidentCategory.RIGHT_WING_EXTREMISM,
-        escalation_level=3,
-        required_competences=["mediation"],
-        languages=[LanguageCode.DE],
-    ))
+    created = incidents_create.sync(
+        client=admin,
+        body=IncidentCreate(
+            title=f"Threats at the youth club ({run})",
+            district="alpha",
+            category=IncidentCategory.RIGHT_WING_EXTREMISM,
+            escalation_level=3,
+            required_competences=["mediation"],
+            languages=[LanguageCode.DE],
+        ),
+    )
     if created is None or isinstance(created, Problem):
         return fail("create incident", created)
     print("created", created.reference)
@@ -77,14 +80,19 @@ def main(base_url: str, admin_key: str) -> None:
     assert all(item.status is IncidentStatus.TRIAGED for item in page.items)
 
     # 4. a manager who fits, and the candidates
-    manager = managers_create.sync(client=admin, body=ManagerCreate(
-        display_name=f"Mara Beispiel {run}",
-        email=f"mara-{run}@example.org",
-        home_district="alpha",
-        status=InitialManagerStatus.ACTIVE,
-        languages=[LanguageCode.DE],
-        competences=[CompetenceHoldingIn(code="mediation", certified_on=datetime.date(2025, 1, 1))],
-    ))
+    manager = managers_create.sync(
+        client=admin,
+        body=ManagerCreate(
+            display_name=f"Mara Beispiel {run}",
+            email=f"mara-{run}@example.org",
+            home_district="alpha",
+            status=InitialManagerStatus.ACTIVE,
+            languages=[LanguageCode.DE],
+            competences=[
+                CompetenceHoldingIn(code="mediation", certified_on=datetime.date(2025, 1, 1))
+            ],
+        ),
+    )
     if manager is None or isinstance(manager, Problem):
         return fail("create manager", manager)
     candidates = dispatch_candidates.sync(created.id, client=admin, limit=50)
@@ -94,16 +102,20 @@ def main(base_url: str, admin_key: str) -> None:
     assert manager.id in ranked, ranked
 
     # 5. offer the lead slot to that manager
-    offer = assignments_create.sync(client=admin, body=AssignmentCreate(
-        incident_id=created.id, manager_id=manager.id, role=AssignmentRole.LEAD
-    ))
+    offer = assignments_create.sync(
+        client=admin,
+        body=AssignmentCreate(
+            incident_id=created.id, manager_id=manager.id, role=AssignmentRole.LEAD
+        ),
+    )
     if offer is None or isinstance(offer, Problem):
         return fail("offer", offer)
 
     # 6. the manager accepts, with a key of their own
-    key = api_keys_create.sync(client=admin, body=ApiKeyCreate(
-        name=f"manager {run}", role=Role.MANAGER, manager_id=manager.id
-    ))
+    key = api_keys_create.sync(
+        client=admin,
+        body=ApiKeyCreate(name=f"manager {run}", role=Role.MANAGER, manager_id=manager.id),
+    )
     if key is None or isinstance(key, Problem):
         return fail("manager key", key)
     as_manager = AuthenticatedClient(base_url=base_url, token=key.key)

@@ -82,9 +82,12 @@ def test_immediate_idempotent_repeat_is_replayed(
                 body = incident_body(title=f"Repeat {n}-{i}")
                 first = client.post(f"{API}/incidents", json=body, headers=headers)
                 again = client.post(f"{API}/incidents", json=body, headers=headers)
-                if first.status_code != 201 or again.status_code != 201 \
-                        or again.headers.get("Idempotent-Replayed") != "true" \
-                        or again.json()["id"] != first.json()["id"]:
+                if (
+                    first.status_code != 201
+                    or again.status_code != 201
+                    or again.headers.get("Idempotent-Replayed") != "true"
+                    or again.json()["id"] != first.json()["id"]
+                ):
                     failures.append(f"{first.status_code} then {again.status_code} {again.text}")
         return failures
 
@@ -110,8 +113,11 @@ def test_refused_commit_is_never_acknowledged(
         assert created.headers["content-type"] == PROBLEM
         assert created.json()["type"] == "/problems/conflict"
 
-        replayable = client.post(f"{API}/incidents", json=incident_body(title=REFUSED),
-                                 headers={"Idempotency-Key": f"refused-{workers}"})
+        replayable = client.post(
+            f"{API}/incidents",
+            json=incident_body(title=REFUSED),
+            headers={"Idempotency-Key": f"refused-{workers}"},
+        )
         assert replayable.status_code == 409, replayable.text
 
         updated = client.patch(f"{API}/incidents/{kept.json()['id']}", json={"title": REFUSED})

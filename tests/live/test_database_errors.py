@@ -38,8 +38,10 @@ def impatient_postgres_env(migrated_database: str) -> dict[str, str]:
     deadlock test (tests/live/test_pg_database_errors.py): one server start for both."""
     options = "-c lock_timeout=3000 -c deadlock_timeout=100"
     url = make_url(migrated_database).update_query_dict({"options": options})
-    return {"DATABASE_URL": url.render_as_string(hide_password=False),
-            "KOKOMA_DB_RETRY_ATTEMPTS": "1"}
+    return {
+        "DATABASE_URL": url.render_as_string(hide_password=False),
+        "KOKOMA_DB_RETRY_ATTEMPTS": "1",
+    }
 
 
 def assert_problem(response: httpx.Response, status: int, type_: str) -> dict[str, Any]:
@@ -52,8 +54,7 @@ def assert_problem(response: httpx.Response, status: int, type_: str) -> dict[st
     return body
 
 
-def logged_failure(url: str, response: httpx.Response, *, attempts: float = 5.0
-                   ) -> dict[str, Any]:
+def logged_failure(url: str, response: httpx.Response, *, attempts: float = 5.0) -> dict[str, Any]:
     """The server's error log line for ``response`` (matched by its X-Request-ID)."""
     request_id = response.headers["X-Request-ID"]
     deadline = time.monotonic() + attempts
@@ -64,8 +65,9 @@ def logged_failure(url: str, response: httpx.Response, *, attempts: float = 5.0
                 if entry.get("level") == "error" and entry.get("request_id") == request_id:
                     return entry
         if time.monotonic() > deadline:
-            raise AssertionError(f"no error log line with request id {request_id}:\n"
-                                 f"{server_output(url)[-3000:]}")
+            raise AssertionError(
+                f"no error log line with request id {request_id}:\n{server_output(url)[-3000:]}"
+            )
         time.sleep(0.1)
 
 
@@ -96,8 +98,9 @@ def test_unmigrated_database_says_so(
 ) -> None:
     url = live_server(env={"DATABASE_URL": unmigrated_database_url})
     try:
-        with httpx.Client(base_url=url, timeout=30,
-                          headers={"Authorization": "Bearer kok_whatever"}) as client:
+        with httpx.Client(
+            base_url=url, timeout=30, headers={"Authorization": "Bearer kok_whatever"}
+        ) as client:
             read = client.get(f"{API}/incidents")
             body = assert_problem(read, 503, "database-not-migrated")
             assert "kokoma migrate" in body["detail"]
@@ -114,7 +117,9 @@ def test_unmigrated_database_says_so(
 
 
 def test_lock_held_too_long_is_a_timeout(
-    live_server: LiveServer, admin_key: dict[str, str], migrated_database: str,
+    live_server: LiveServer,
+    admin_key: dict[str, str],
+    migrated_database: str,
     is_postgres: bool,
 ) -> None:
     if is_postgres:
@@ -152,8 +157,9 @@ def _row_lock_timeout_on_postgres(
     incident = make_incident()
     url = live_server(env=impatient_postgres_env(migrated_database))
     with get_engine().connect() as holder, holder.begin():
-        holder.execute(text("SELECT id FROM incident WHERE id = :id FOR UPDATE"),
-                       {"id": incident.id})
+        holder.execute(
+            text("SELECT id FROM incident WHERE id = :id FOR UPDATE"), {"id": incident.id}
+        )
         with httpx.Client(base_url=url, headers=admin_key, timeout=30) as client:
             updated = client.patch(f"{API}/incidents/{incident.id}", json={"title": "Changed"})
             assert_problem(updated, 503, "database-timeout")

@@ -37,8 +37,9 @@ CAPACITY = 30  # 12 × 30 = 360 slots for up to 400 open assignments: some offer
 
 @pytest.fixture
 def server(migrated_database: str, is_postgres: bool) -> Iterator[ServerProcess]:
-    process = ServerProcess(migrated_database, workers=3 if is_postgres else 1,
-                            env={"PYTHONUNBUFFERED": "1"})
+    process = ServerProcess(
+        migrated_database, workers=3 if is_postgres else 1, env={"PYTHONUNBUFFERED": "1"}
+    )
     try:
         yield process
     finally:
@@ -96,12 +97,18 @@ def test_withdrawals_and_offers_on_overlapping_managers(
     waiting = [make_triaged_incident() for _ in range(PER_KIND)]
 
     def withdraw(assignment_id: str) -> Callable[[httpx.Client], httpx.Response]:
-        return lambda client: client.post(f"{server.url}/api/v1/assignments/{assignment_id}/withdraw",
-                                          headers=staff, json={"reason": "reshuffle"})
+        return lambda client: client.post(
+            f"{server.url}/api/v1/assignments/{assignment_id}/withdraw",
+            headers=staff,
+            json={"reason": "reshuffle"},
+        )
 
     def offer(incident_id: uuid.UUID) -> Callable[[httpx.Client], httpx.Response]:
-        return lambda client: client.post(f"{server.url}/api/v1/assignments", headers=staff,
-                                          json={"incident_id": str(incident_id)})
+        return lambda client: client.post(
+            f"{server.url}/api/v1/assignments",
+            headers=staff,
+            json={"incident_id": str(incident_id)},
+        )
 
     calls: list[Callable[[httpx.Client], httpx.Response]] = []
     for assignment_id, incident_id in zip(offers, waiting, strict=True):
@@ -111,26 +118,41 @@ def test_withdrawals_and_offers_on_overlapping_managers(
     withdrawn = Counter(r.status_code for r in responses[0::2])
     offered = Counter(r.status_code for r in responses[1::2])
     retries = retries_logged(server)
-    print(f"\nwithdraw {dict(withdrawn)}, offer {dict(offered)}, "
-          f"runs again after a transient failure: {dict(retries)}")
+    print(
+        f"\nwithdraw {dict(withdrawn)}, offer {dict(offered)}, "
+        f"runs again after a transient failure: {dict(retries)}"
+    )
     assert all(r.status_code < 500 for r in responses), (withdrawn, offered, retries)
     assert withdrawn == {200: PER_KIND}
     assert set(offered) <= {201, 409}
     assert {r.json()["type"] for r in responses[1::2] if r.status_code == 409} <= {
-        "/problems/no-candidate"}
+        "/problems/no-candidate"
+    }
 
     with session_scope(write=False) as session:
-        open_rows = Counter(session.scalars(select(Assignment.manager_id).where(
-            Assignment.status.in_(("offered", "accepted")))))
-        counts = {m.id: (m.open_assignments, m.max_open_assignments)
-                  for m in session.scalars(select(Manager).where(Manager.id.in_(managers)))}
-        slots = Counter(session.execute(select(Assignment.incident_id, Assignment.role).where(
-            Assignment.status.in_(("offered", "accepted")))).all())
-        withdrawn_rows = session.scalar(select(func.count()).select_from(Assignment).where(
-            Assignment.status == "withdrawn"))
+        open_rows = Counter(
+            session.scalars(
+                select(Assignment.manager_id).where(Assignment.status.in_(("offered", "accepted")))
+            )
+        )
+        counts = {
+            m.id: (m.open_assignments, m.max_open_assignments)
+            for m in session.scalars(select(Manager).where(Manager.id.in_(managers)))
+        }
+        slots = Counter(
+            session.execute(
+                select(Assignment.incident_id, Assignment.role).where(
+                    Assignment.status.in_(("offered", "accepted"))
+                )
+            ).all()
+        )
+        withdrawn_rows = session.scalar(
+            select(func.count()).select_from(Assignment).where(Assignment.status == "withdrawn")
+        )
     # capacity held: every counter equals its open rows and stays within the maximum
     assert {m: open_ for m, (open_, _) in counts.items()} == {
-        m: open_rows.get(m, 0) for m in managers}
+        m: open_rows.get(m, 0) for m in managers
+    }
     assert all(open_ <= maximum for open_, maximum in counts.values())
     assert all(n == 1 for n in slots.values())  # never two open leads on one incident
     assert withdrawn_rows == PER_KIND

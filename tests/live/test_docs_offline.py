@@ -46,8 +46,13 @@ class TestPages:
         assert directives["default-src"] == "'none'"
         for name, sources in directives.items():
             for source in sources.split():
-                assert source in ("'self'", "'none'", "'unsafe-inline'", "data:", "blob:") \
-                    or source.startswith("'sha256-"), (name, source)
+                assert source in (
+                    "'self'",
+                    "'none'",
+                    "'unsafe-inline'",
+                    "data:",
+                    "blob:",
+                ) or source.startswith("'sha256-"), (name, source)
         assert "'unsafe-inline'" not in directives["script-src"]
 
     def test_inline_script_allowed_by_its_hash_only(self, client: Any) -> None:
@@ -56,8 +61,11 @@ class TestPages:
         assert "'sha256-" not in client.get("/redoc").headers["content-security-policy"]
 
     def test_assets_are_packaged(self, client: Any) -> None:
-        for name, kind in (("swagger-ui-bundle.js", "javascript"), ("swagger-ui.css", "css"),
-                           ("redoc.standalone.js", "javascript")):
+        for name, kind in (
+            ("swagger-ui-bundle.js", "javascript"),
+            ("swagger-ui.css", "css"),
+            ("redoc.standalone.js", "javascript"),
+        ):
             assert (ASSETS_DIR / name).is_file()
             response = client.get(f"/docs-assets/{name}")
             assert response.status_code == 200
@@ -72,12 +80,17 @@ def test_sign_in_on_docs_adds_the_identity_provider_only() -> None:
     from tests.conftest import oidc_settings
 
     issuer = "https://login.example-city.de/realms/kokoma"
-    with oidc_settings(issuer, KOKOMA_OIDC_DOCS_CLIENT_ID="kokoma-docs"), \
-            TestClient(create_app()) as client:
+    with (
+        oidc_settings(issuer, KOKOMA_OIDC_DOCS_CLIENT_ID="kokoma-docs"),
+        TestClient(create_app()) as client,
+    ):
         docs = client.get("/docs")
         redoc = client.get("/redoc")
-    connect = next(d for d in docs.headers["content-security-policy"].split("; ")
-                   if d.startswith("connect-src"))
+    connect = next(
+        d
+        for d in docs.headers["content-security-policy"].split("; ")
+        if d.startswith("connect-src")
+    )
     assert connect == "connect-src 'self' https://login.example-city.de"
     assert '"clientId": "kokoma-docs"' in docs.text
     assert "example-city" not in redoc.headers["content-security-policy"]
@@ -95,15 +108,31 @@ def _render(url: str, screenshot: Path) -> str:
     resolve to nothing but 127.0.0.1, and everything not on loopback goes to a closed proxy."""
     with tempfile.TemporaryDirectory(prefix="kokoma-chromium-") as profile:
         completed = subprocess.run(  # noqa: S603 - fixed argv
-            [_chromium(), "--headless", "--no-sandbox", "--disable-gpu",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             "--disable-default-apps", "--no-first-run", "--no-default-browser-check",
-             f"--user-data-dir={profile}",
-             "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
-             "--proxy-server=http://127.0.0.1:9", "--proxy-bypass-list=127.0.0.1",
-             "--virtual-time-budget=20000", "--window-size=1280,1600",
-             f"--screenshot={screenshot}", "--dump-dom", url],
-            capture_output=True, text=True, timeout=BROWSER_SECONDS, check=False,
+            [
+                _chromium(),
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--disable-default-apps",
+                "--no-first-run",
+                "--no-default-browser-check",
+                f"--user-data-dir={profile}",
+                "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+                "--proxy-server=http://127.0.0.1:9",
+                "--proxy-bypass-list=127.0.0.1",
+                "--virtual-time-budget=20000",
+                "--window-size=1280,1600",
+                f"--screenshot={screenshot}",
+                "--dump-dom",
+                url,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=BROWSER_SECONDS,
+            check=False,
         )
     assert completed.returncode == 0, completed.stderr[-3000:]
     return completed.stdout

@@ -33,8 +33,13 @@ TIMEOUT = 300  # generation and type checks on a loaded 2-core machine
 
 def _run(argv: list[str], *, cwd: Path, env: dict[str, str] | None = None) -> str:
     done = subprocess.run(  # noqa: S603 - fixed argv: tools of this checkout
-        argv, cwd=cwd, env={**os.environ, **(env or {})}, capture_output=True, text=True,
-        timeout=TIMEOUT, check=False,
+        argv,
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
     )
     assert done.returncode == 0, f"{' '.join(argv)} failed:\n{done.stdout}\n{done.stderr}"
     return done.stdout
@@ -47,14 +52,39 @@ def _admin_token() -> str:
 def test_python_client(live_server: LiveServer, tmp_path: Path) -> None:
     seed_reference()
     package = tmp_path / "kokoma_client"
-    _run([str(BIN / "openapi-python-client"), "generate", "--path", str(SPEC),
-          "--output-path", str(package), "--meta", "none"], cwd=tmp_path)
+    _run(
+        [
+            str(BIN / "openapi-python-client"),
+            "generate",
+            "--path",
+            str(SPEC),
+            "--output-path",
+            str(package),
+            "--meta",
+            "none",
+        ],
+        cwd=tmp_path,
+    )
     assert (package / "api" / "incidents" / "incidents_list.py").is_file()
     driver = ROOT / "tests" / "clients" / "python_driver.py"
-    _run([str(BIN / "mypy"), "--strict", "--no-incremental", "--cache-dir", str(tmp_path / "mypy"),
-          "kokoma_client", str(driver)], cwd=tmp_path, env={"MYPYPATH": str(tmp_path)})
-    output = _run([sys.executable, str(driver), live_server(), _admin_token()], cwd=tmp_path,
-                  env={"PYTHONPATH": str(tmp_path)})
+    _run(
+        [
+            str(BIN / "mypy"),
+            "--strict",
+            "--no-incremental",
+            "--cache-dir",
+            str(tmp_path / "mypy"),
+            "kokoma_client",
+            str(driver),
+        ],
+        cwd=tmp_path,
+        env={"MYPYPATH": str(tmp_path)},
+    )
+    output = _run(
+        [sys.executable, str(driver), live_server(), _admin_token()],
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(tmp_path)},
+    )
     assert "python client: ok" in output
     assert "exported 1 incident(s) as CSV" in output
 
@@ -66,11 +96,24 @@ def test_typescript_client(live_server: LiveServer) -> None:
         "ts-check/node_modules is missing: run scripts/check-ts-client.sh (npm ci)"
     )
     seed_reference()
-    _run([npx, "--no-install", "openapi-ts", "-i", str(SPEC), "-o", "generated/hey",
-          "-c", "@hey-api/client-fetch"], cwd=TS_DIR)
+    _run(
+        [
+            npx,
+            "--no-install",
+            "openapi-ts",
+            "-i",
+            str(SPEC),
+            "-o",
+            "generated/hey",
+            "-c",
+            "@hey-api/client-fetch",
+        ],
+        cwd=TS_DIR,
+    )
     _run([npx, "--no-install", "tsc", "--noEmit", "-p", "tsconfig.client.json"], cwd=TS_DIR)
-    output = _run([npx, "--no-install", "tsx", "src/driver.ts", live_server(), _admin_token()],
-                  cwd=TS_DIR)
+    output = _run(
+        [npx, "--no-install", "tsx", "src/driver.ts", live_server(), _admin_token()], cwd=TS_DIR
+    )
     assert "typescript client: ok" in output
     assert "exported 1 incident(s) as CSV" in output
 

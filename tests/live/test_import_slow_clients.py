@@ -34,7 +34,8 @@ def slow_upload(url: str, auth: str, statuses: list[bytes], started: threading.E
         sock.sendall(
             b"POST /api/v1/imports/incidents HTTP/1.1\r\n"
             + f"Host: {parts.netloc}\r\nAuthorization: {auth}\r\n".encode()
-            + b"Content-Type: text/csv\r\nContent-Length: 100000\r\n\r\n" + HEADER
+            + b"Content-Type: text/csv\r\nContent-Length: 100000\r\n\r\n"
+            + HEADER
         )
         started.set()
         deadline = time.monotonic() + BODY_TIMEOUT + 15
@@ -93,6 +94,7 @@ def test_slow_uploads_do_not_stall_other_requests(
         assert statuses == [b"HTTP/1.1 408 Request Timeout"] * SLOW_CLIENTS, statuses
         # the server is fine afterwards: an import that arrives in time is imported
         body = HEADER + b"slow-1;After the slow ones;alpha;hate_speech;2\r\n"
-        report = client.post("/api/v1/imports/incidents", content=body,
-                             headers={"Content-Type": "text/csv"})
+        report = client.post(
+            "/api/v1/imports/incidents", content=body, headers={"Content-Type": "text/csv"}
+        )
         assert (report.status_code, report.json()["created"]) == (200, 1), report.text

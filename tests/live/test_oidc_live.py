@@ -17,8 +17,9 @@ def test_a_person_signs_in_and_is_audited(
     live_server: LiveServer, admin_key: dict[str, str], oidc_provider
 ) -> None:
     seed_reference()
-    url = live_server(env={"KOKOMA_OIDC_ISSUER": oidc_provider.issuer,
-                           "KOKOMA_OIDC_AUDIENCE": AUDIENCE})
+    url = live_server(
+        env={"KOKOMA_OIDC_ISSUER": oidc_provider.issuer, "KOKOMA_OIDC_AUDIENCE": AUDIENCE}
+    )
     token, sub = oidc_provider.token_for({"roles": ["kokoma-coordinator"], "name": PERSON})
     with httpx.Client(base_url=url, timeout=30) as client:
         person = {"Authorization": f"Bearer {token}"}
@@ -35,10 +36,12 @@ def test_a_person_signs_in_and_is_audited(
         assert refused.status_code == 401
         assert refused.headers["content-type"].startswith("application/problem+json")
 
-        audit = client.get("/api/v1/audit", params={"principal_subject": f"oidc:{sub}"},
-                           headers=admin_key)
+        audit = client.get(
+            "/api/v1/audit", params={"principal_subject": f"oidc:{sub}"}, headers=admin_key
+        )
         assert audit.status_code == 200
         entries = audit.json()["items"]
-        assert any(e["action"] == "create" and e["resource_id"] == created.json()["id"]
-                   for e in entries)
+        assert any(
+            e["action"] == "create" and e["resource_id"] == created.json()["id"] for e in entries
+        )
         assert {e["principal_name"] for e in entries} == {PERSON}

@@ -40,16 +40,20 @@ WAITING_TITLE = "waits for the test"
 @pytest.fixture
 def waiting_trigger() -> Iterator[None]:
     with get_engine().begin() as conn:
-        conn.execute(text(f"""
+        conn.execute(
+            text(f"""
             CREATE OR REPLACE FUNCTION kokoma_test_wait() RETURNS trigger LANGUAGE plpgsql AS $$
             BEGIN
                 IF NEW.title = '{WAITING_TITLE}' THEN PERFORM pg_advisory_xact_lock({LOCK});
                 END IF;
                 RETURN NEW;
-            END $$"""))
-        conn.execute(text("""
+            END $$""")
+        )
+        conn.execute(
+            text("""
             CREATE TRIGGER kokoma_test_wait AFTER UPDATE ON incident
-            FOR EACH ROW EXECUTE FUNCTION kokoma_test_wait()"""))
+            FOR EACH ROW EXECUTE FUNCTION kokoma_test_wait()""")
+        )
     try:
         yield
     finally:
@@ -61,9 +65,13 @@ def waiting_trigger() -> Iterator[None]:
 def _wait_for_advisory_waiter(conn: Any, seconds: float = 20.0) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        waiting = conn.execute(text(
-            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
-            "AND objid = :lock"), {"lock": LOCK}).scalar_one()
+        waiting = conn.execute(
+            text(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
+                "AND objid = :lock"
+            ),
+            {"lock": LOCK},
+        ).scalar_one()
         if waiting:
             return
         time.sleep(0.05)
@@ -71,7 +79,9 @@ def _wait_for_advisory_waiter(conn: Any, seconds: float = 20.0) -> None:
 
 
 def test_deadlock_is_named_and_logged(
-    live_server: LiveServer, admin_key: dict[str, str], waiting_trigger: None,
+    live_server: LiveServer,
+    admin_key: dict[str, str],
+    waiting_trigger: None,
     migrated_database: str,
 ) -> None:
     seed_reference()
@@ -81,8 +91,9 @@ def test_deadlock_is_named_and_logged(
 
     def patch() -> None:
         with httpx.Client(base_url=url, headers=admin_key, timeout=60) as client:
-            responses.append(client.patch(f"{API}/incidents/{incident.id}",
-                                          json={"title": WAITING_TITLE}))
+            responses.append(
+                client.patch(f"{API}/incidents/{incident.id}", json={"title": WAITING_TITLE})
+            )
 
     engine = get_engine()
     with engine.connect() as holder, engine.connect() as watcher:
@@ -93,8 +104,10 @@ def test_deadlock_is_named_and_logged(
         request = threading.Thread(target=patch)
         request.start()
         _wait_for_advisory_waiter(watcher)
-        holder.execute(text("UPDATE incident SET escalation_level = escalation_level "
-                            "WHERE id = :id"), {"id": incident.id})
+        holder.execute(
+            text("UPDATE incident SET escalation_level = escalation_level WHERE id = :id"),
+            {"id": incident.id},
+        )
         transaction.rollback()
         request.join(timeout=60)
     (response,) = responses

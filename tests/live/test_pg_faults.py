@@ -59,14 +59,19 @@ def _stored_ids(engine: Any = None) -> set[str]:
 def _half_written(engine: Any = None) -> list[str]:
     """Incidents without their competences, ``created`` event or audit entry."""
     with (engine or get_engine()).connect() as conn:
-        return [str(i) for i in conn.execute(text("""
+        return [
+            str(i)
+            for i in conn.execute(
+                text("""
             SELECT i.id FROM incident i
             WHERE NOT EXISTS (SELECT 1 FROM incident_competence c WHERE c.incident_id = i.id)
                OR NOT EXISTS (SELECT 1 FROM incident_event e
                               WHERE e.incident_id = i.id AND e.type = 'created')
                OR NOT EXISTS (SELECT 1 FROM audit_event a WHERE a.resource = 'incident'
                               AND a.action = 'create' AND a.resource_id = CAST(i.id AS TEXT))
-        """)).scalars()]
+        """)
+            ).scalars()
+        ]
 
 
 def test_thousand_concurrent_creates_on_three_workers(
@@ -83,8 +88,10 @@ def test_thousand_concurrent_creates_on_three_workers(
     async def create(client: httpx.AsyncClient, n: int) -> None:
         try:
             response = await client.post(
-                f"{API}/incidents", json=incident_body(title=f"Burst {n}"),
-                headers={"Idempotency-Key": f"burst-{n}"})
+                f"{API}/incidents",
+                json=incident_body(title=f"Burst {n}"),
+                headers={"Idempotency-Key": f"burst-{n}"},
+            )
         except httpx.TransportError as exc:
             wrong.append((0, repr(exc)))
             return
@@ -98,8 +105,9 @@ def test_thousand_concurrent_creates_on_three_workers(
 
     async def run() -> tuple[int, Counter[str], int]:
         limits = httpx.Limits(max_connections=CONCURRENT, max_keepalive_connections=0)
-        async with httpx.AsyncClient(base_url=url, headers=admin_key, limits=limits,
-                                     timeout=httpx.Timeout(180.0)) as client:
+        async with httpx.AsyncClient(
+            base_url=url, headers=admin_key, limits=limits, timeout=httpx.Timeout(180.0)
+        ) as client:
             await asyncio.gather(*(create(client, n) for n in range(CONCURRENT)))
             first = sum(1 for r in answers.values() if r.status_code == 201)
             refused = Counter(r.json()["type"] for r in answers.values() if r.status_code == 503)
@@ -122,8 +130,10 @@ def test_thousand_concurrent_creates_on_three_workers(
     assert len(acknowledged) == CONCURRENT, f"{CONCURRENT - len(acknowledged)} still refused"
     assert _stored_ids() == acknowledged  # every 201 stored, no request stored twice
     assert _half_written() == []
-    print(f"\n{CONCURRENT} concurrent creates on 3 workers: {first} × 201 at once, "
-          f"503s {dict(refused)}; all created after {rounds} retry round(s), {elapsed:.1f} s")
+    print(
+        f"\n{CONCURRENT} concurrent creates on 3 workers: {first} × 201 at once, "
+        f"503s {dict(refused)}; all created after {rounds} retry round(s), {elapsed:.1f} s"
+    )
 
 
 def _workers_of(supervisor: int) -> list[int]:
@@ -135,14 +145,14 @@ def _workers_of(supervisor: int) -> list[int]:
         except (OSError, IndexError):
             continue
         # a killed worker stays a zombie (state Z) until its supervisor reaps it
-        if int(fields[1]) == supervisor and fields[0] != "Z" \
-                and b"resource_tracker" not in cmdline:
+        if int(fields[1]) == supervisor and fields[0] != "Z" and b"resource_tracker" not in cmdline:
             children.append(int(stat.parent.name))
     return sorted(children)
 
 
-def _write_while(url: str, headers: dict[str, str], clients: int, until: threading.Event
-                 ) -> tuple[list[str], list[tuple[int, str]], Callable[[], None]]:
+def _write_while(
+    url: str, headers: dict[str, str], clients: int, until: threading.Event
+) -> tuple[list[str], list[tuple[int, str]], Callable[[], None]]:
     """``clients`` threads creating incidents until ``until`` is set: (acknowledged ids,
     unacceptable answers, join)."""
     acknowledged: list[str] = []
@@ -208,17 +218,24 @@ def test_worker_killed_mid_write_loses_nothing_acknowledged(
 
 def _kokoma(database_url: str, *args: str) -> str:
     done = subprocess.run(  # noqa: S603 - this interpreter running kokoma's CLI
-        [sys.executable, "-m", "app.cli", *args], cwd=ROOT, check=True, capture_output=True,
-        text=True, env={**os.environ, "DATABASE_URL": database_url}, timeout=120,
+        [sys.executable, "-m", "app.cli", *args],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "DATABASE_URL": database_url},
+        timeout=120,
     )
     return done.stdout.strip()
 
 
 def test_database_restart_mid_write_loses_nothing_acknowledged(
-    live_server: LiveServer, private_postgres: Outage  # noqa: F811 - the fixture
+    live_server: LiveServer,
+    private_postgres: Outage,  # noqa: F811 - the fixture
 ) -> None:
-    database_url = make_url(private_postgres.url.replace(
-        "postgresql://", "postgresql+psycopg://", 1)).render_as_string(hide_password=False)
+    database_url = make_url(
+        private_postgres.url.replace("postgresql://", "postgresql+psycopg://", 1)
+    ).render_as_string(hide_password=False)
     _kokoma(database_url, "migrate")
     engine = create_engine(database_url, pool_pre_ping=True)
     try:
@@ -227,8 +244,9 @@ def test_database_restart_mid_write_loses_nothing_acknowledged(
             session.add(Competence(code="mediation", name="Mediation"))
             session.commit()
         key = _kokoma(database_url, "api-key", "create", "--role", "admin", "--name", "restart")
-        url = live_server(env={"DATABASE_URL": database_url,
-                               "KOKOMA_DB_CONNECT_TIMEOUT_SECONDS": "1"})
+        url = live_server(
+            env={"DATABASE_URL": database_url, "KOKOMA_DB_CONNECT_TIMEOUT_SECONDS": "1"}
+        )
         headers = {"Authorization": f"Bearer {key}"}
         stop = threading.Event()
         acknowledged, wrong, join = _write_while(url, headers, 4, stop)

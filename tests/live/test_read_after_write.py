@@ -65,10 +65,19 @@ class Api:
         self.counter[0] += 1
         return f"{prefix}{self.counter[0]}{uuid.uuid4().hex[:6]}"
 
-    def write(self, method: str, url: str, expected: int, *, json_body: Any = None,
-              headers: dict[str, str] | None = None, **kwargs: Any) -> httpx.Response:
-        response = self.client.request(method, API + url, json=json_body,
-                                       headers=headers or self.admin, **kwargs)
+    def write(
+        self,
+        method: str,
+        url: str,
+        expected: int,
+        *,
+        json_body: Any = None,
+        headers: dict[str, str] | None = None,
+        **kwargs: Any,
+    ) -> httpx.Response:
+        response = self.client.request(
+            method, API + url, json=json_body, headers=headers or self.admin, **kwargs
+        )
         assert response.status_code == expected, f"{method} {url}: {response.text}"
         return response
 
@@ -79,11 +88,17 @@ class Api:
 
     def incident(self) -> dict[str, Any]:
         body = {
-            "title": "Graffiti at the station", "district": "alpha",
-            "category": "right_wing_extremism", "escalation_level": 3,
-            "required_competences": ["mediation"], "languages": ["de"],
-            "reporter": {"name": "Erika Muster", "contact": "erika@example.org",
-                         "anonymous": False},
+            "title": "Graffiti at the station",
+            "district": "alpha",
+            "category": "right_wing_extremism",
+            "escalation_level": 3,
+            "required_competences": ["mediation"],
+            "languages": ["de"],
+            "reporter": {
+                "name": "Erika Muster",
+                "contact": "erika@example.org",
+                "anonymous": False,
+            },
         }
         return dict(self.write("POST", "/incidents", 201, json_body=body).json())
 
@@ -91,13 +106,18 @@ class Api:
         """An offered lead assignment and the manager's key."""
         incident = make_triaged_incident()
         manager = make_dispatch_manager(max_open_assignments=5)
-        created = self.write("POST", "/assignments", 201, json_body={
-            "incident_id": str(incident), "manager_id": str(manager), "role": "lead"}).json()
+        created = self.write(
+            "POST",
+            "/assignments",
+            201,
+            json_body={"incident_id": str(incident), "manager_id": str(manager), "role": "lead"},
+        ).json()
         return created, make_key("manager", manager_id=manager)
 
     def manager(self, **overrides: Any) -> dict[str, Any]:
-        return dict(self.write("POST", "/managers", 201,
-                               json_body=manager_body(**overrides)).json())
+        return dict(
+            self.write("POST", "/managers", 201, json_body=manager_body(**overrides)).json()
+        )
 
     def recommendation(self) -> dict[str, Any]:
         steering = make_organisation("Lenkungsgruppe", "steering_group")
@@ -124,16 +144,18 @@ def scenario(operation_id: str) -> Callable[[Scenario], Scenario]:
 
 @scenario("api_keys_create")
 def _api_keys_create(api: Api) -> None:
-    created = api.write("POST", "/api-keys", 201,
-                        json_body={"name": api.unique("key"), "role": "viewer"}).json()
+    created = api.write(
+        "POST", "/api-keys", 201, json_body={"name": api.unique("key"), "role": "viewer"}
+    ).json()
     me = api.read("/me", headers={"Authorization": f"Bearer {created['key']}"})
     assert me["role"] == "viewer"
 
 
 @scenario("api_keys_revoke")
 def _api_keys_revoke(api: Api) -> None:
-    created = api.write("POST", "/api-keys", 201,
-                        json_body={"name": api.unique("key"), "role": "viewer"}).json()
+    created = api.write(
+        "POST", "/api-keys", 201, json_body={"name": api.unique("key"), "role": "viewer"}
+    ).json()
     api.write("DELETE", f"/api-keys/{created['id']}", 204)
     refused = api.client.get(f"{API}/me", headers={"Authorization": f"Bearer {created['key']}"})
     assert refused.status_code == 401, refused.text
@@ -161,24 +183,38 @@ def _assignments_accept(api: Api) -> None:
 def _assignments_complete(api: Api) -> None:
     created, manager = api.offer()
     api.write("POST", f"/assignments/{created['id']}/accept", 200, headers=manager)
-    api.write("POST", f"/assignments/{created['id']}/complete", 200, headers=manager,
-              json_body={"outcome": "Talked it through with both sides."})
+    api.write(
+        "POST",
+        f"/assignments/{created['id']}/complete",
+        200,
+        headers=manager,
+        json_body={"outcome": "Talked it through with both sides."},
+    )
     assert api.read(f"/assignments/{created['id']}")["status"] == "completed"
 
 
 @scenario("assignments_decline")
 def _assignments_decline(api: Api) -> None:
     created, manager = api.offer()
-    api.write("POST", f"/assignments/{created['id']}/decline", 200, headers=manager,
-              json_body={"reason": "away that week"})
+    api.write(
+        "POST",
+        f"/assignments/{created['id']}/decline",
+        200,
+        headers=manager,
+        json_body={"reason": "away that week"},
+    )
     assert api.read(f"/assignments/{created['id']}")["status"] == "declined"
 
 
 @scenario("assignments_withdraw")
 def _assignments_withdraw(api: Api) -> None:
     created, _ = api.offer()
-    api.write("POST", f"/assignments/{created['id']}/withdraw", 200,
-              json_body={"reason": "handled by the district office"})
+    api.write(
+        "POST",
+        f"/assignments/{created['id']}/withdraw",
+        200,
+        json_body={"reason": "handled by the district office"},
+    )
     assert api.read(f"/assignments/{created['id']}")["status"] == "withdrawn"
 
 
@@ -213,8 +249,12 @@ def _competences_update(api: Api) -> None:
 @scenario("districts_create")
 def _districts_create(api: Api) -> None:
     code = api.unique("district")
-    api.write("POST", "/districts", 201, json_body={
-        "code": code, "name": "New", "city": "Teststadt", "neighbours": ["alpha"]})
+    api.write(
+        "POST",
+        "/districts",
+        201,
+        json_body={"code": code, "name": "New", "city": "Teststadt", "neighbours": ["alpha"]},
+    )
     assert api.read(f"/districts/{code}")["name"] == "New"
     assert code in api.read("/districts/alpha")["neighbours"]
 
@@ -222,23 +262,26 @@ def _districts_create(api: Api) -> None:
 @scenario("districts_update")
 def _districts_update(api: Api) -> None:
     code = api.unique("district")
-    api.write("POST", "/districts", 201,
-              json_body={"code": code, "name": "New", "city": "Teststadt"})
+    api.write(
+        "POST", "/districts", 201, json_body={"code": code, "name": "New", "city": "Teststadt"}
+    )
     api.write("PATCH", f"/districts/{code}", 200, json_body={"name": "Renamed"})
     assert api.read(f"/districts/{code}")["name"] == "Renamed"
 
 
 @scenario("organisations_create")
 def _organisations_create(api: Api) -> None:
-    created = api.write("POST", "/organisations", 201,
-                        json_body={"name": "Verein", "kind": "ngo"}).json()
+    created = api.write(
+        "POST", "/organisations", 201, json_body={"name": "Verein", "kind": "ngo"}
+    ).json()
     assert api.read(f"/organisations/{created['id']}")["name"] == "Verein"
 
 
 @scenario("organisations_update")
 def _organisations_update(api: Api) -> None:
-    created = api.write("POST", "/organisations", 201,
-                        json_body={"name": "Verein", "kind": "ngo"}).json()
+    created = api.write(
+        "POST", "/organisations", 201, json_body={"name": "Verein", "kind": "ngo"}
+    ).json()
     api.write("PATCH", f"/organisations/{created['id']}", 200, json_body={"kind": "other"})
     assert api.read(f"/organisations/{created['id']}")["kind"] == "other"
 
@@ -249,10 +292,21 @@ def _organisations_update(api: Api) -> None:
 @scenario("imports_incidents")
 def _imports_incidents(api: Api) -> None:
     external_id = api.unique("ext-")
-    row = {"external_id": external_id, "source": "import", "title": "Imported",
-           "district": "alpha", "category": "other", "escalation_level": 2}
-    result = api.write("POST", "/imports/incidents", 200, content=json.dumps(row) + "\n",
-                       headers={**api.admin, "Content-Type": "application/x-ndjson"}).json()
+    row = {
+        "external_id": external_id,
+        "source": "import",
+        "title": "Imported",
+        "district": "alpha",
+        "category": "other",
+        "escalation_level": 2,
+    }
+    result = api.write(
+        "POST",
+        "/imports/incidents",
+        200,
+        content=json.dumps(row) + "\n",
+        headers={**api.admin, "Content-Type": "application/x-ndjson"},
+    ).json()
     assert result["created"] == 1, result
     listed = api.read("/incidents", limit=200)["items"]
     assert external_id in {incident.get("external_id") for incident in listed}
@@ -262,8 +316,13 @@ def _imports_incidents(api: Api) -> None:
 def _imports_managers(api: Api) -> None:
     email = f"{api.unique('imported')}@example.org"
     row = {"display_name": "Imported Manager", "email": email, "home_district": "alpha"}
-    result = api.write("POST", "/imports/managers", 200, content=json.dumps(row) + "\n",
-                       headers={**api.admin, "Content-Type": "application/x-ndjson"}).json()
+    result = api.write(
+        "POST",
+        "/imports/managers",
+        200,
+        content=json.dumps(row) + "\n",
+        headers={**api.admin, "Content-Type": "application/x-ndjson"},
+    ).json()
     assert result["created"] == 1, result
     listed = api.read("/managers", limit=200)["items"]
     assert email in {manager.get("email") for manager in listed}
@@ -328,8 +387,12 @@ def _managers_update(api: Api) -> None:
 @scenario("managers_add_absence")
 def _managers_add_absence(api: Api) -> None:
     created = api.manager()
-    absence = api.write("POST", f"/managers/{created['id']}/absences", 201, json_body={
-        "starts_on": "2030-07-01", "ends_on": "2030-07-14"}).json()
+    absence = api.write(
+        "POST",
+        f"/managers/{created['id']}/absences",
+        201,
+        json_body={"starts_on": "2030-07-01", "ends_on": "2030-07-14"},
+    ).json()
     absences = api.read(f"/managers/{created['id']}/absences")["items"]
     assert [a["id"] for a in absences] == [absence["id"]]
 
@@ -337,8 +400,12 @@ def _managers_add_absence(api: Api) -> None:
 @scenario("managers_delete_absence")
 def _managers_delete_absence(api: Api) -> None:
     created = api.manager()
-    absence = api.write("POST", f"/managers/{created['id']}/absences", 201, json_body={
-        "starts_on": "2030-07-01", "ends_on": "2030-07-14"}).json()
+    absence = api.write(
+        "POST",
+        f"/managers/{created['id']}/absences",
+        201,
+        json_body={"starts_on": "2030-07-01", "ends_on": "2030-07-14"},
+    ).json()
     api.write("DELETE", f"/managers/{created['id']}/absences/{absence['id']}", 204)
     assert api.read(f"/managers/{created['id']}/absences")["items"] == []
 
@@ -379,8 +446,9 @@ def _recommendations_update(api: Api) -> None:
 @scenario("recommendations_set_status")
 def _recommendations_set_status(api: Api) -> None:
     created = api.recommendation()
-    api.write("POST", f"/recommendations/{created['id']}/status", 200,
-              json_body={"status": "submitted"})
+    api.write(
+        "POST", f"/recommendations/{created['id']}/status", 200, json_body={"status": "submitted"}
+    )
     assert api.read(f"/recommendations/{created['id']}")["status"] == "submitted"
 
 
@@ -388,8 +456,14 @@ def _recommendations_set_status(api: Api) -> None:
 
 
 def _subscribe(api: Api) -> dict[str, Any]:
-    return dict(api.write("POST", "/webhooks", 201, json_body={
-        "url": PUBLIC_TARGET, "events": ["recommendation.status_changed"]}).json())
+    return dict(
+        api.write(
+            "POST",
+            "/webhooks",
+            201,
+            json_body={"url": PUBLIC_TARGET, "events": ["recommendation.status_changed"]},
+        ).json()
+    )
 
 
 @scenario("webhooks_create")

@@ -44,8 +44,9 @@ def small_batches(fixed_clock: Any, monkeypatch: pytest.MonkeyPatch) -> None:
 def test_many_small_batches_write_everything_in_file_order(small_batches: None) -> None:
     keys = [f"k-{n:02d}" for n in range(25)]
     with session_scope() as session:
-        result = run_import(session, ImportKind.incidents, BodyFormat.csv, body(*keys),
-                            SYSTEM_PRINCIPAL)
+        result = run_import(
+            session, ImportKind.incidents, BodyFormat.csv, body(*keys), SYSTEM_PRINCIPAL
+        )
     assert (result.created, result.error_count, result.committed) == (25, 0, True)
     with session_scope(write=False) as session:
         rows = session.execute(select(Incident.external_id, Incident.reference)).all()
@@ -55,12 +56,18 @@ def test_many_small_batches_write_everything_in_file_order(small_batches: None) 
 
 def test_a_row_error_after_written_batches_leaves_nothing(small_batches: None) -> None:
     keys = [f"k-{n:02d}" for n in range(9)]
-    lines = [*(f"{key};hotline;Incident {key};alpha;hate_speech;3" for key in keys),
-             "k-bad;hotline;Broken;alpha;hate_speech;12"]
+    lines = [
+        *(f"{key};hotline;Incident {key};alpha;hate_speech;3" for key in keys),
+        "k-bad;hotline;Broken;alpha;hate_speech;12",
+    ]
     with session_scope() as session:
-        result = run_import(session, ImportKind.incidents, BodyFormat.csv,
-                            iter([("\n".join([HEADER, *lines]) + "\n").encode()]),
-                            SYSTEM_PRINCIPAL)
+        result = run_import(
+            session,
+            ImportKind.incidents,
+            BodyFormat.csv,
+            iter([("\n".join([HEADER, *lines]) + "\n").encode()]),
+            SYSTEM_PRINCIPAL,
+        )
     assert result.committed is False and (result.created, result.updated) == (0, 0)
     assert [(e["row"], e["field"]) for e in result.errors] == [(10, "escalation_level")]
     assert incidents() == 0
@@ -75,17 +82,31 @@ def test_a_key_taken_meanwhile_is_reported_as_such(small_batches: None) -> None:
     outcome: dict[str, Any] = {}
     with session_scope() as holder:
         # a plain row (no reference counter involved, which would make the import wait earlier)
-        holder.add(Incident(reference="KOK-1999-00001", title="Taken", district="alpha",
-                            category="hate_speech", escalation_level=2, source="hotline",
-                            external_id="k-05", reported_at=NOW, status_changed_at=NOW,
-                            created_at=NOW, updated_at=NOW))
+        holder.add(
+            Incident(
+                reference="KOK-1999-00001",
+                title="Taken",
+                district="alpha",
+                category="hate_speech",
+                escalation_level=2,
+                source="hotline",
+                external_id="k-05",
+                reported_at=NOW,
+                status_changed_at=NOW,
+                created_at=NOW,
+                updated_at=NOW,
+            )
+        )
         holder.flush()
 
         def run() -> None:
             try:
                 with session_scope() as session:
                     outcome["result"] = run_import(
-                        session, ImportKind.incidents, BodyFormat.csv, body(*keys),
+                        session,
+                        ImportKind.incidents,
+                        BodyFormat.csv,
+                        body(*keys),
                         SYSTEM_PRINCIPAL,
                     )
             except BaseException as exc:  # handed to the test's thread
@@ -128,13 +149,17 @@ def test_incidents_created_while_an_import_runs(small_batches: None) -> None:
 
     def run() -> None:
         with session_scope() as session:
-            outcome["import"] = run_import(session, ImportKind.incidents, BodyFormat.csv,
-                                           slow_body(), SYSTEM_PRINCIPAL)
+            outcome["import"] = run_import(
+                session, ImportKind.incidents, BodyFormat.csv, slow_body(), SYSTEM_PRINCIPAL
+            )
 
     def create() -> None:
         with session_scope() as session:
-            outcome["created"] = IncidentService(session).create(
-                IncidentCreate(**incident_body()), SYSTEM_PRINCIPAL).reference
+            outcome["created"] = (
+                IncidentService(session)
+                .create(IncidentCreate(**incident_body()), SYSTEM_PRINCIPAL)
+                .reference
+            )
 
     importer = threading.Thread(target=run)
     importer.start()
@@ -174,20 +199,25 @@ def test_reference_blocks_leave_no_trace_but_the_numbers(small_batches: None) ->
         assert idle >= 2  # the import's session and the reservations' connection
         connections = [engine.connect() for _ in range(idle)]
         try:
-            settings = {c.exec_driver_sql("SHOW synchronous_commit").scalar()
-                        for c in connections}
+            settings = {c.exec_driver_sql("SHOW synchronous_commit").scalar() for c in connections}
         finally:
             for connection in connections:
                 connection.close()
         assert settings == {"on"}
     else:
         bad = [*keys[:4], "k-bad"]
-        lines = [f"{key};hotline;Incident {key};alpha;hate_speech;{'12' if 'bad' in key else 3}"
-                 for key in bad]
+        lines = [
+            f"{key};hotline;Incident {key};alpha;hate_speech;{'12' if 'bad' in key else 3}"
+            for key in bad
+        ]
         with session_scope() as session:
-            result = run_import(session, ImportKind.incidents, BodyFormat.csv,
-                                iter([("\n".join([HEADER, *lines]) + "\n").encode()]),
-                                SYSTEM_PRINCIPAL)
+            result = run_import(
+                session,
+                ImportKind.incidents,
+                BodyFormat.csv,
+                iter([("\n".join([HEADER, *lines]) + "\n").encode()]),
+                SYSTEM_PRINCIPAL,
+            )
         assert result.committed is False
         with session_scope(write=False) as session:
             assert session.scalars(select(ReferenceCounter.value)).one() == 6

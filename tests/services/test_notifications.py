@@ -100,7 +100,8 @@ class Inbox:
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         received = Received(
-            envelope.mail_from, list(envelope.rcpt_tos),
+            envelope.mail_from,
+            list(envelope.rcpt_tos),
             message_from_bytes(envelope.content, policy=policy.default),  # type: ignore[arg-type]
             envelope.content,
         )
@@ -126,8 +127,12 @@ def _free_port() -> int:
 
 def _scan(received: Received) -> None:
     """No reporter data, description, title or note in any part or header of a message."""
-    parts = [received.raw.decode("utf-8", "replace"), received.text, received.html,
-             str(received.message["Subject"])]
+    parts = [
+        received.raw.decode("utf-8", "replace"),
+        received.text,
+        received.html,
+        str(received.message["Subject"]),
+    ]
     for where in parts:
         for field, marker in MARKERS.items():
             for token in marker.split():
@@ -155,11 +160,18 @@ def mail(fixed_clock: Any, inbox: Inbox, monkeypatch: pytest.MonkeyPatch) -> Inb
     seed_reference()
     settings = get_settings()
     for name, value in {
-        "smtp_host": "127.0.0.1", "smtp_port": inbox.port, "mail_from": SENDER,
-        "public_url": PUBLIC, "coordinator_emails": ", ".join(COORDINATORS),
-        "mail_language": "de", "coordinator_digest_minutes": None,
-        "mail_backoff_seconds": 60.0, "mail_backoff_max_seconds": 600.0,
-        "mail_max_attempts": 8, "offer_reminder_hours": 12.0, "triage_sla_hours": 48.0,
+        "smtp_host": "127.0.0.1",
+        "smtp_port": inbox.port,
+        "mail_from": SENDER,
+        "public_url": PUBLIC,
+        "coordinator_emails": ", ".join(COORDINATORS),
+        "mail_language": "de",
+        "coordinator_digest_minutes": None,
+        "mail_backoff_seconds": 60.0,
+        "mail_backoff_max_seconds": 600.0,
+        "mail_max_attempts": 8,
+        "offer_reminder_hours": 12.0,
+        "triage_sla_hours": 48.0,
         "smtp_timeout_seconds": 5.0,
     }.items():
         monkeypatch.setattr(settings, name, value)
@@ -175,9 +187,9 @@ def set_now(at: datetime) -> None:
 
 def marked_incident(**overrides: Any) -> uuid.UUID:
     fields = {
-        "title": MARKERS["title"], "description": MARKERS["description"],
-        "reporter": {"name": MARKERS["name"], "contact": MARKERS["contact"],
-                     "anonymous": False},
+        "title": MARKERS["title"],
+        "description": MARKERS["description"],
+        "reporter": {"name": MARKERS["name"], "contact": MARKERS["contact"], "anonymous": False},
         **overrides,
     }
     incident_id = make_triaged_incident(**fields)
@@ -185,13 +197,19 @@ def marked_incident(**overrides: Any) -> uuid.UUID:
 
 
 def add_note(client: Any, staff: dict[str, str], incident_id: uuid.UUID) -> None:
-    response = client.post(f"/api/v1/incidents/{incident_id}/notes", headers=staff,
-                           json={"text": MARKERS["note"]})
+    response = client.post(
+        f"/api/v1/incidents/{incident_id}/notes", headers=staff, json={"text": MARKERS["note"]}
+    )
     assert response.status_code == 201, response.text
 
 
-def offer(client: Any, staff: dict[str, str], incident_id: uuid.UUID,
-          manager_id: uuid.UUID | None = None, role: str | None = None) -> dict[str, Any]:
+def offer(
+    client: Any,
+    staff: dict[str, str],
+    incident_id: uuid.UUID,
+    manager_id: uuid.UUID | None = None,
+    role: str | None = None,
+) -> dict[str, Any]:
     body: dict[str, Any] = {"incident_id": str(incident_id)}
     if manager_id is not None:
         body["manager_id"] = str(manager_id)
@@ -202,10 +220,16 @@ def offer(client: Any, staff: dict[str, str], incident_id: uuid.UUID,
     return response.json()
 
 
-def answer(client: Any, headers: dict[str, str], assignment_id: str, action: str,
-           body: dict[str, Any] | None = None) -> None:
-    response = client.post(f"/api/v1/assignments/{assignment_id}/{action}", headers=headers,
-                           json=body)
+def answer(
+    client: Any,
+    headers: dict[str, str],
+    assignment_id: str,
+    action: str,
+    body: dict[str, Any] | None = None,
+) -> None:
+    response = client.post(
+        f"/api/v1/assignments/{assignment_id}/{action}", headers=headers, json=body
+    )
     assert response.status_code == 200, response.text
 
 
@@ -225,9 +249,9 @@ def reference_of(incident_id: uuid.UUID) -> str:
 
 
 def manager(name: str = "Mara Beispiel", email: str | None = None, **fields: Any) -> uuid.UUID:
-    return make_dispatch_manager(display_name=name,
-                                 email=email or f"{uuid.uuid4().hex[:8]}@ehrenamt.example",
-                                 **fields)
+    return make_dispatch_manager(
+        display_name=name, email=email or f"{uuid.uuid4().hex[:8]}@ehrenamt.example", **fields
+    )
 
 
 def email_of(manager_id: uuid.UUID) -> str:
@@ -332,13 +356,16 @@ class TestOfferMail:
         staff = make_key("coordinator")
         mara = manager()
         own = make_key("manager", manager_id=mara)
-        other = make_key("manager", manager_id=manager(email="other@ehrenamt.example",
-                                                       competences=()))
-        response = client.patch(f"/api/v1/managers/{mara}", headers=other,
-                                json={"notify_by_email": False})
+        other = make_key(
+            "manager", manager_id=manager(email="other@ehrenamt.example", competences=())
+        )
+        response = client.patch(
+            f"/api/v1/managers/{mara}", headers=other, json={"notify_by_email": False}
+        )
         assert response.status_code == 403
-        response = client.patch(f"/api/v1/managers/{mara}", headers=own,
-                                json={"notify_by_email": False})
+        response = client.patch(
+            f"/api/v1/managers/{mara}", headers=own, json={"notify_by_email": False}
+        )
         assert response.status_code == 200, response.text
         assert response.json()["notify_by_email"] is False
         made = offer(client, staff, marked_incident(), mara)
@@ -348,8 +375,9 @@ class TestOfferMail:
         assert rows(manager_id=mara) == []
         assert {r.kind for r in rows()} == {"no_candidate"}  # the coordinators still hear
         # a manager key still may not change anything but its own languages and this flag
-        response = client.patch(f"/api/v1/managers/{mara}", headers=own,
-                                json={"max_open_assignments": 5})
+        response = client.patch(
+            f"/api/v1/managers/{mara}", headers=own, json={"max_open_assignments": 5}
+        )
         assert response.status_code == 403
 
     def test_reminder_once_before_expiry_while_unanswered(self, client, mail) -> None:
@@ -387,14 +415,17 @@ class TestOfferMail:
         deliver_mail()
         answer(client, staff, made["id"], "withdraw", {"reason": "Fehlzuordnung QX7NOTE"})
         deliver_mail()
-        to_mara = sorted(mail.to("mara@ehrenamt.example"),
-                         key=lambda m: m.message["X-Kokoma-Notification"])
+        to_mara = sorted(
+            mail.to("mara@ehrenamt.example"), key=lambda m: m.message["X-Kokoma-Notification"]
+        )
         assert [m.message["Subject"] for m in to_mara] == [
             f"Neue Anfrage: {reference_of(incident_id)} in Alpha (Leitung)",
             f"Zurückgezogen: {reference_of(incident_id)} in Alpha",
         ]
-        assert ("die Anfrage an Sie wurde zurückgezogen – Sie brauchen nicht mehr zu antworten:"
-                in to_mara[1].text)
+        assert (
+            "die Anfrage an Sie wurde zurückgezogen – Sie brauchen nicht mehr zu antworten:"
+            in to_mara[1].text
+        )
 
 
 # --- to the coordinators --------------------------------------------------------------------
@@ -414,11 +445,15 @@ class TestCoordinatorMail:
         assert sorted(m.rcpt_tos[0] for m in mail.messages) == sorted(COORDINATORS)
         for received in mail.messages:
             assert received.message["Subject"] == (
-                f"Anfrage verfallen, niemand mehr frei: {reference} in Alpha")
-            assert received.text.startswith("Guten Tag,\n\nein Vorgang braucht eine "
-                                            "Koordinatorin oder einen Koordinator:\n")
-            assert ("Was ist passiert: eine Anfrage ist verfallen, und es gibt niemanden, der "
-                    "sie als Nächstes bekommen kann (Leitung).") in received.text
+                f"Anfrage verfallen, niemand mehr frei: {reference} in Alpha"
+            )
+            assert received.text.startswith(
+                "Guten Tag,\n\nein Vorgang braucht eine Koordinatorin oder einen Koordinator:\n"
+            )
+            assert (
+                "Was ist passiert: eine Anfrage ist verfallen, und es gibt niemanden, der "
+                "sie als Nächstes bekommen kann (Leitung)."
+            ) in received.text
             assert f"Vorgang öffnen: {PUBLIC}/incidents/{incident_id}" in received.text
         assert len({m.message["Message-ID"] for m in mail.messages}) == 2
 
@@ -428,8 +463,7 @@ class TestCoordinatorMail:
         made = offer(client, staff, incident_id, manager())
         answer(client, staff, made["id"], "decline", {"reason": "krank"})
         deliver_mail()
-        subjects = [m.message["Subject"] for m in mail.messages
-                    if m.rcpt_tos[0] in COORDINATORS]
+        subjects = [m.message["Subject"] for m in mail.messages if m.rcpt_tos[0] in COORDINATORS]
         assert subjects == [f"Niemand passt: {reference_of(incident_id)} in Alpha"] * 2
 
     def test_tandem_slot_stays_open(self, client, mail) -> None:
@@ -444,9 +478,11 @@ class TestCoordinatorMail:
         reference = reference_of(incident_id)
         to_coordinators = [m for m in mail.messages if m.rcpt_tos[0] in COORDINATORS]
         assert [m.message["Subject"] for m in to_coordinators] == [
-            f"Tandem unvollständig: {reference} in Alpha"] * 2
-        assert ("die Co-Mediation des Tandems bleibt offen: niemand passt für die zweite "
-                "Person.") in to_coordinators[0].text
+            f"Tandem unvollständig: {reference} in Alpha"
+        ] * 2
+        assert (
+            "die Co-Mediation des Tandems bleibt offen: niemand passt für die zweite Person."
+        ) in to_coordinators[0].text
         assert "  Eskalation:  Stufe 4 von 9 (nach Glasl)\n" in to_coordinators[0].text
 
     def test_batch_dispatch_tells_once_per_incident(self, client, mail) -> None:
@@ -456,11 +492,13 @@ class TestCoordinatorMail:
             response = client.post("/api/v1/dispatch/auto", headers=staff, json={})
             assert response.status_code == 200, response.text
             assert response.json()["unassigned"] == [
-                {"incident_id": str(incident_id), "reason": "no_candidate"}]
+                {"incident_id": str(incident_id), "reason": "no_candidate"}
+            ]
         assert deliver_mail() == 2  # one per coordinator, not one per run
         assert sorted(m.rcpt_tos[0] for m in mail.messages) == sorted(COORDINATORS)
         assert mail.messages[0].message["Subject"] == (
-            f"Niemand passt: {reference_of(incident_id)} in Alpha")
+            f"Niemand passt: {reference_of(incident_id)} in Alpha"
+        )
         response = client.post("/api/v1/dispatch/auto", headers=staff, json={"dry_run": True})
         assert response.status_code == 200
         assert deliver_mail() == 0
@@ -470,25 +508,38 @@ class TestCoordinatorMail:
         incident_id = marked_incident(escalation_level=7)
         made = offer(client, staff, incident_id, manager(), role="lead")
         answer(client, staff, made["id"], "decline", {"reason": "zu heikel"})
-        response = client.post("/api/v1/dispatch/auto", headers=staff,
-                               json={"incident_ids": [str(incident_id)]})
-        assert response.json()["unassigned"] == [{
-            "incident_id": str(incident_id), "reason": "escalation_above_volunteer_level"}]
+        response = client.post(
+            "/api/v1/dispatch/auto", headers=staff, json={"incident_ids": [str(incident_id)]}
+        )
+        assert response.json()["unassigned"] == [
+            {"incident_id": str(incident_id), "reason": "escalation_above_volunteer_level"}
+        ]
         deliver_mail()
         reference = reference_of(incident_id)
         to_coordinators = [m for m in mail.messages if m.rcpt_tos[0] in COORDINATORS]
         # the refused refill, and the batch run (its own event: once per incident version)
         assert [m.message["Subject"] for m in to_coordinators] == [
-            f"Bitte Person auswählen: {reference} (Stufe 7)"] * 4
-        lines = sorted(line for m in to_coordinators for line in m.text.splitlines()
-                       if line.startswith("Was ist passiert:"))
-        assert lines == [
-            "Was ist passiert: die Eskalationsstufe liegt über der Stufe für Ehrenamtliche: "
-            "bitte wählen Sie selbst eine Person aus (Leitung).",  # the refill knows the role
-        ] * 2 + [
-            "Was ist passiert: die Eskalationsstufe liegt über der Stufe für Ehrenamtliche: "
-            "bitte wählen Sie selbst eine Person aus.",  # the batch run names none
-        ] * 2
+            f"Bitte Person auswählen: {reference} (Stufe 7)"
+        ] * 4
+        lines = sorted(
+            line
+            for m in to_coordinators
+            for line in m.text.splitlines()
+            if line.startswith("Was ist passiert:")
+        )
+        assert (
+            lines
+            == [
+                "Was ist passiert: die Eskalationsstufe liegt über der Stufe für Ehrenamtliche: "
+                "bitte wählen Sie selbst eine Person aus (Leitung).",  # the refill knows the role
+            ]
+            * 2
+            + [
+                "Was ist passiert: die Eskalationsstufe liegt über der Stufe für Ehrenamtliche: "
+                "bitte wählen Sie selbst eine Person aus.",  # the batch run names none
+            ]
+            * 2
+        )
 
     def test_batch_dispatch_without_a_tandem_partner(self, client, mail) -> None:
         staff = make_key("coordinator")
@@ -496,10 +547,12 @@ class TestCoordinatorMail:
         manager()  # only one person fits: a lead without a co
         response = client.post("/api/v1/dispatch/auto", headers=staff, json={})
         assert response.json()["unassigned"] == [
-            {"incident_id": str(incident_id), "reason": "no_tandem_partner"}]
+            {"incident_id": str(incident_id), "reason": "no_tandem_partner"}
+        ]
         deliver_mail()
         assert [m.message["Subject"] for m in mail.messages] == [
-            f"Tandem unvollständig: {reference_of(incident_id)} in Alpha"] * 2
+            f"Tandem unvollständig: {reference_of(incident_id)} in Alpha"
+        ] * 2
 
     def test_triage_timer_fires_once_per_incident(self, client, mail) -> None:
         reported = make_incident(title=MARKERS["title"], description=MARKERS["description"])
@@ -515,9 +568,12 @@ class TestCoordinatorMail:
         assert sorted(m.rcpt_tos[0] for m in mail.messages) == sorted(COORDINATORS)
         for received in mail.messages:
             assert received.message["Subject"] == (
-                f"Seit 48 Stunden nicht gesichtet: {reported.reference} in Alpha")
-            assert ("Was ist passiert: seit Mo., 15.06.2026, 12:00 Uhr gemeldet und nach 48 "
-                    "Stunden noch nicht gesichtet (Status „gemeldet“).") in received.text
+                f"Seit 48 Stunden nicht gesichtet: {reported.reference} in Alpha"
+            )
+            assert (
+                "Was ist passiert: seit Mo., 15.06.2026, 12:00 Uhr gemeldet und nach 48 "
+                "Stunden noch nicht gesichtet (Status „gemeldet“)."
+            ) in received.text
         assert len(rows(kind="triage_overdue")) == 2
 
     def test_triage_timer_with_two_workers_at_once(self, mail) -> None:
@@ -590,9 +646,7 @@ class TestDelivery:
         assert len(mail.messages) == 1 and len(mail.seen) == 3
         assert {m.message["Message-ID"] for m in mail.seen} == {row.message_id}
 
-    def test_an_offer_answered_before_its_mail_went_out_is_not_mailed(
-        self, client, mail
-    ) -> None:
+    def test_an_offer_answered_before_its_mail_went_out_is_not_mailed(self, client, mail) -> None:
         staff = make_key("coordinator")
         mara = manager(email="mara@ehrenamt.example")
         made = offer(client, staff, marked_incident(), mara)
@@ -613,18 +667,24 @@ class TestDelivery:
         mara, jon = manager(email="mara@ehrenamt.example"), manager(email="jon@ehrenamt.example")
         offer(client, staff, marked_incident(), mara)
         offer(client, staff, marked_incident(), jon)
-        response = client.patch(f"/api/v1/managers/{mara}", headers=staff,
-                                json={"email": "mara.neu@ehrenamt.example"})
+        response = client.patch(
+            f"/api/v1/managers/{mara}", headers=staff, json={"email": "mara.neu@ehrenamt.example"}
+        )
         assert response.status_code == 200, response.text
-        response = client.patch(f"/api/v1/managers/{jon}", headers=make_key(
-            "manager", manager_id=jon), json={"notify_by_email": False})
+        response = client.patch(
+            f"/api/v1/managers/{jon}",
+            headers=make_key("manager", manager_id=jon),
+            json={"notify_by_email": False},
+        )
         assert response.status_code == 200, response.text
         assert deliver_mail() == 2
         assert [m.rcpt_tos for m in mail.messages] == [["mara.neu@ehrenamt.example"]]
         assert rows(manager_id=mara)[0].recipient == "mara.neu@ehrenamt.example"
         (row,) = rows(manager_id=jon)
         assert (row.status, row.last_error) == (
-            "failed", "not sent: the manager turned e-mail off meanwhile")
+            "failed",
+            "not sent: the manager turned e-mail off meanwhile",
+        )
 
     def test_a_permanently_failing_address_ends_failed_and_is_listed(
         self, client, mail, monkeypatch
@@ -642,8 +702,7 @@ class TestDelivery:
         assert rows()[0].status == "failed"
         set_now(NOW + timedelta(days=30))
         assert deliver_mail() == 0
-        response = client.get("/api/v1/notifications", headers=admin,
-                              params={"status": "failed"})
+        response = client.get("/api/v1/notifications", headers=admin, params={"status": "failed"})
         assert response.status_code == 200
         (item,) = response.json()["items"]
         assert item["recipient"] == "gone@ehrenamt.example"
@@ -709,15 +768,26 @@ class TestDelivery:
         """``kokoma worker --once`` (one round of every job), as its own process."""
         seed_reference()
         staff = make_key("coordinator")
-        env = {**os.environ, "KOKOMA_SMTP_HOST": "127.0.0.1", "KOKOMA_SMTP_PORT": str(inbox.port),
-               "KOKOMA_MAIL_FROM": SENDER, "KOKOMA_LOG_LEVEL": "WARNING"}
-        for name, value in {"smtp_host": "127.0.0.1", "smtp_port": inbox.port,
-                            "mail_from": SENDER}.items():
+        env = {
+            **os.environ,
+            "KOKOMA_SMTP_HOST": "127.0.0.1",
+            "KOKOMA_SMTP_PORT": str(inbox.port),
+            "KOKOMA_MAIL_FROM": SENDER,
+            "KOKOMA_LOG_LEVEL": "WARNING",
+        }
+        for name, value in {
+            "smtp_host": "127.0.0.1",
+            "smtp_port": inbox.port,
+            "mail_from": SENDER,
+        }.items():
             monkeypatch.setattr(get_settings(), name, value)
         made = offer(client, staff, marked_incident(), manager(email="mara@ehrenamt.example"))
         finished = subprocess.run(
-            [sys.executable, "-m", "app.cli", "worker", "--once"], env=env,
-            capture_output=True, timeout=120, check=False,
+            [sys.executable, "-m", "app.cli", "worker", "--once"],
+            env=env,
+            capture_output=True,
+            timeout=120,
+            check=False,
         )
         assert finished.returncode == 0, finished.stderr.decode()[-2000:]
         (received,) = inbox.messages
@@ -735,12 +805,20 @@ class TestDelivery:
         settings = get_settings()
         port = inbox.port
         env = {
-            **os.environ, "KOKOMA_SMTP_HOST": "127.0.0.1", "KOKOMA_SMTP_PORT": str(port),
-            "KOKOMA_MAIL_FROM": SENDER, "KOKOMA_PUBLIC_URL": PUBLIC,
-            "KOKOMA_LOG_LEVEL": "WARNING", "KOKOMA_WORKERS": "1",
+            **os.environ,
+            "KOKOMA_SMTP_HOST": "127.0.0.1",
+            "KOKOMA_SMTP_PORT": str(port),
+            "KOKOMA_MAIL_FROM": SENDER,
+            "KOKOMA_PUBLIC_URL": PUBLIC,
+            "KOKOMA_LOG_LEVEL": "WARNING",
+            "KOKOMA_WORKERS": "1",
         }
-        for name, value in {"smtp_host": "127.0.0.1", "smtp_port": port,
-                            "mail_from": SENDER, "public_url": PUBLIC}.items():
+        for name, value in {
+            "smtp_host": "127.0.0.1",
+            "smtp_port": port,
+            "mail_from": SENDER,
+            "public_url": PUBLIC,
+        }.items():
             monkeypatch.setattr(settings, name, value)
         staff = make_key("coordinator")
         offer(client, staff, marked_incident(), manager(email="mara@ehrenamt.example"))
@@ -748,8 +826,10 @@ class TestDelivery:
         log = tmp_path / "worker.log"
         with log.open("wb") as stderr:
             process = subprocess.Popen(
-                [sys.executable, "-m", "app.cli", "worker"], env=env,
-                stdout=subprocess.DEVNULL, stderr=stderr,
+                [sys.executable, "-m", "app.cli", "worker"],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
             )
             try:
                 reached = inbox.holding.wait(60)
@@ -791,20 +871,33 @@ class TestNotificationList:
         assert response.status_code == 200
         page = response.json()
         assert [i["recipient"] for i in page["items"]] == ["jon@ehrenamt.example"]  # newest first
-        response = client.get("/api/v1/notifications", headers=staff,
-                              params={"limit": 1, "cursor": page["next_cursor"]})
+        response = client.get(
+            "/api/v1/notifications",
+            headers=staff,
+            params={"limit": 1, "cursor": page["next_cursor"]},
+        )
         assert [i["recipient"] for i in response.json()["items"]] == ["mara@ehrenamt.example"]
         assert response.json()["next_cursor"] is None
-        by_manager = client.get("/api/v1/notifications", headers=staff,
-                                params={"manager_id": str(mara)}).json()["items"]
+        by_manager = client.get(
+            "/api/v1/notifications", headers=staff, params={"manager_id": str(mara)}
+        ).json()["items"]
         assert [i["incident_id"] for i in by_manager] == [str(first)]
-        by_incident = client.get("/api/v1/notifications", headers=staff,
-                                 params={"incident_id": str(second)}).json()["items"]
+        by_incident = client.get(
+            "/api/v1/notifications", headers=staff, params={"incident_id": str(second)}
+        ).json()["items"]
         assert [i["manager_id"] for i in by_incident] == [str(jon)]
-        assert client.get("/api/v1/notifications", headers=staff,
-                          params={"status": "pending"}).json()["items"] == []
-        assert client.get("/api/v1/notifications", headers=staff,
-                          params={"status": "bogus"}).status_code == 422
+        assert (
+            client.get("/api/v1/notifications", headers=staff, params={"status": "pending"}).json()[
+                "items"
+            ]
+            == []
+        )
+        assert (
+            client.get(
+                "/api/v1/notifications", headers=staff, params={"status": "bogus"}
+            ).status_code
+            == 422
+        )
         for role in ("viewer", "partner", "manager"):
             kwargs: dict[str, Any] = {}
             if role == "manager":
@@ -827,23 +920,32 @@ class TestNotificationList:
         set_now(rows()[0].next_attempt_at)
         deliver_mail()  # sent on the second try; the first error quoted the address
         answer(client, staff, made["id"], "withdraw", None)  # queued, not yet sent
-        response = client.post(f"/api/v1/managers/{mara}/status", headers=staff,
-                               json={"status": "retired"})
+        response = client.post(
+            f"/api/v1/managers/{mara}/status", headers=staff, json={"status": "retired"}
+        )
         assert response.status_code == 200, response.text
         response = client.post(f"/api/v1/managers/{mara}/erase", headers=admin)
         assert response.status_code == 200, response.text
-        items = client.get("/api/v1/notifications", headers=admin,
-                           params={"manager_id": str(mara)}).json()["items"]
+        items = client.get(
+            "/api/v1/notifications", headers=admin, params={"manager_id": str(mara)}
+        ).json()["items"]
         assert {i["recipient"] for i in items} == {None}
         assert sorted((i["kind"], i["status"], i["last_error"]) for i in items) == [
             ("offer", "sent", "452 4.2.2 <[erased]>: mailbox full"),
-            ("offer_withdrawn", "failed", "recipient erased")]
+            ("offer_withdrawn", "failed", "recipient erased"),
+        ]
         mail.messages.clear()
         deliver_mail()  # the coordinators' "nobody fits" after the withdrawal; not to Mara
         assert sorted(m.rcpt_tos[0] for m in mail.messages) == sorted(COORDINATORS)
         with session_scope(write=False) as session:
-            assert session.scalar(select(func.count()).select_from(Notification).where(
-                Notification.recipient == "mara@ehrenamt.example")) == 0
+            assert (
+                session.scalar(
+                    select(func.count())
+                    .select_from(Notification)
+                    .where(Notification.recipient == "mara@ehrenamt.example")
+                )
+                == 0
+            )
 
 
 class TestManagerField:
@@ -854,26 +956,35 @@ class TestManagerField:
             "a@ehrenamt.example,Anna,alpha,false\n"
             "b@ehrenamt.example,Ben,alpha,\n"
         )
-        response = client.post("/api/v1/imports/managers", headers={
-            **staff, "content-type": "text/csv"}, content=csv_body)
+        response = client.post(
+            "/api/v1/imports/managers",
+            headers={**staff, "content-type": "text/csv"},
+            content=csv_body,
+        )
         assert response.status_code == 200, response.text
         assert response.json()["created"] == 2
         listed = client.get("/api/v1/managers", headers=staff).json()["items"]
         flags = {m["email"]: m["notify_by_email"] for m in listed}
         assert flags == {"a@ehrenamt.example": False, "b@ehrenamt.example": True}
-        response = client.post("/api/v1/imports/managers", headers={
-            **staff, "content-type": "text/csv"},
+        response = client.post(
+            "/api/v1/imports/managers",
+            headers={**staff, "content-type": "text/csv"},
             content="email,display_name,home_district,notify_by_email\n"
-                    "b@ehrenamt.example,Ben,alpha,nein\n")
+            "b@ehrenamt.example,Ben,alpha,nein\n",
+        )
         assert response.json()["updated"] == 1
-        response = client.post("/api/v1/imports/managers", headers={
-            **staff, "content-type": "text/csv"},
+        response = client.post(
+            "/api/v1/imports/managers",
+            headers={**staff, "content-type": "text/csv"},
             content="email,display_name,home_district,notify_by_email\n"
-                    "c@ehrenamt.example,Cem,alpha,vielleicht\n")
+            "c@ehrenamt.example,Cem,alpha,vielleicht\n",
+        )
         assert response.json()["errors"][0]["field"] == "notify_by_email"
         listed = client.get("/api/v1/managers", headers=staff).json()["items"]
         assert {m["email"]: m["notify_by_email"] for m in listed} == {
-            "a@ehrenamt.example": False, "b@ehrenamt.example": False}
+            "a@ehrenamt.example": False,
+            "b@ehrenamt.example": False,
+        }
 
 
 def test_rendering_never_uses_fields_outside_the_payload() -> None:
@@ -881,11 +992,17 @@ def test_rendering_never_uses_fields_outside_the_payload() -> None:
     rendered with them (they are not in any template)."""
     settings = get_settings().model_copy(update={"public_url": PUBLIC, "mail_from": SENDER})
     payload = {
-        "incident_id": str(uuid.uuid4()), "reference": "KOK-2026-00042", "district": "alpha",
-        "district_name": "Alpha", "category": "racism_discrimination", "escalation_level": 5,
-        "assignment_id": str(uuid.uuid4()), "role": "co",
+        "incident_id": str(uuid.uuid4()),
+        "reference": "KOK-2026-00042",
+        "district": "alpha",
+        "district_name": "Alpha",
+        "category": "racism_discrimination",
+        "escalation_level": 5,
+        "assignment_id": str(uuid.uuid4()),
+        "role": "co",
         "expires_at": "2026-01-10T09:30:00+00:00",
-        "description": MARKERS["description"], "reporter": MARKERS["name"],
+        "description": MARKERS["description"],
+        "reporter": MARKERS["name"],
     }
     mail = notifications.render("offer", payload, settings, "Mara")
     assert mail.subject == "Neue Anfrage: KOK-2026-00042 in Alpha (Co-Mediation im Tandem)"

@@ -55,8 +55,9 @@ class Receiver:
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("content-length", "0")))
                 with receiver.lock:
-                    receiver.requests.append(({k.lower(): v for k, v in self.headers.items()},
-                                              body))
+                    receiver.requests.append(
+                        ({k.lower(): v for k, v in self.headers.items()}, body)
+                    )
                     status = receiver.statuses.pop(0) if receiver.statuses else 200
                 if receiver.delay:
                     time.sleep(receiver.delay)
@@ -142,26 +143,25 @@ class TestDelivery:
         [(headers, body)] = receiver.requests
         assert verify_signature(subscription["secret"], headers, body)
         assert not verify_signature(subscription["secret"], headers, body + b" ")
-        assert headers["webhook-id"] == message_id(
-            _event_id(), uuid.UUID(subscription["id"]))
-        assert headers["webhook-timestamp"] == str(
-            int(clock_module.get_clock().now().timestamp()))
+        assert headers["webhook-id"] == message_id(_event_id(), uuid.UUID(subscription["id"]))
+        assert headers["webhook-timestamp"] == str(int(clock_module.get_clock().now().timestamp()))
         assert headers["content-type"] == "application/json"
         payload = json.loads(body)
         assert payload["type"] == "incident.created"
         assert payload["data"]["incident"]["id"] == str(incident.id)
         assert payload["data"]["incident"]["reporter"] is None
         assert b"erika" not in body.lower()  # no reporter data in webhooks
-        listed = client.get(f"/api/v1/webhooks/{subscription['id']}/deliveries",
-                            headers=setup).json()["items"]
-        assert [(a["attempt"], a["succeeded"], a["status_code"], a["next_retry_at"])
-                for a in listed] == [(1, True, 200, None)]
+        listed = client.get(
+            f"/api/v1/webhooks/{subscription['id']}/deliveries", headers=setup
+        ).json()["items"]
+        assert [
+            (a["attempt"], a["succeeded"], a["status_code"], a["next_retry_at"]) for a in listed
+        ] == [(1, True, 200, None)]
         assert listed[0]["webhook_id"] == headers["webhook-id"]
         assert listed[0]["event_type"] == "incident.created"
         assert [d.status for d in deliveries()] == ["delivered"]
 
-    def test_receiver_failing_twice_gets_it_on_the_third_try(self, client, setup,
-                                                            receiver) -> None:
+    def test_receiver_failing_twice_gets_it_on_the_third_try(self, client, setup, receiver) -> None:
         receiver.statuses = [500, 503]
         subscribe(client, setup, receiver.url)
         make_incident()
@@ -179,8 +179,7 @@ class TestDelivery:
         assert 30 <= (second.next_retry_at - second.finished_at).total_seconds() <= 60
         advance(61)
         assert deliver_due() == 1
-        assert [(a.attempt, a.succeeded) for a in attempts()] == [(1, False), (2, False),
-                                                                  (3, True)]
+        assert [(a.attempt, a.succeeded) for a in attempts()] == [(1, False), (2, False), (3, True)]
         assert len(set(receiver.ids())) == 1 and len(receiver.ids()) == 3
         [delivery] = deliveries()
         assert (delivery.status, delivery.attempts) == ("delivered", 3)
@@ -286,8 +285,7 @@ class TestDelivery:
         [attempt] = attempts()
         assert attempt.error.startswith("timeout") and attempt.status_code is None
 
-    def test_private_target_refused_at_delivery(self, client, setup, receiver,
-                                               monkeypatch) -> None:
+    def test_private_target_refused_at_delivery(self, client, setup, receiver, monkeypatch) -> None:
         subscribe(client, setup, receiver.url)
         make_incident()
         fan_out_pending()
@@ -314,8 +312,15 @@ class TestDelivery:
 
         def resolve(host: str, *args: Any, **kwargs: Any) -> list[Any]:
             lookups.append(host)
-            return [(webhooks.socket.AF_INET, webhooks.socket.SOCK_STREAM, 6, "",
-                     ("93.184.216.34", 443))]
+            return [
+                (
+                    webhooks.socket.AF_INET,
+                    webhooks.socket.SOCK_STREAM,
+                    6,
+                    "",
+                    ("93.184.216.34", 443),
+                )
+            ]
 
         monkeypatch.setattr(webhooks.socket, "getaddrinfo", resolve)
         monkeypatch.setattr(get_settings(), "webhooks_allow_private", False)
@@ -356,10 +361,16 @@ class TestFanOut:
     def test_event_types_and_organisation_scope(self, client, setup) -> None:
         mine, other = make_organisation("Mine"), make_organisation("Other")
         everything = subscribe(client, setup, "http://127.0.0.1:9/a")
-        scoped = subscribe(client, setup, "http://127.0.0.1:9/b", organisation_id=str(mine),
-                           events=["incident.created", "incident.status_changed"])
-        status_only = subscribe(client, setup, "http://127.0.0.1:9/c",
-                                events=["incident.status_changed"])
+        scoped = subscribe(
+            client,
+            setup,
+            "http://127.0.0.1:9/b",
+            organisation_id=str(mine),
+            events=["incident.created", "incident.status_changed"],
+        )
+        status_only = subscribe(
+            client, setup, "http://127.0.0.1:9/c", events=["incident.status_changed"]
+        )
         inactive = subscribe(client, setup, "http://127.0.0.1:9/d")
         client.patch(f"/api/v1/webhooks/{inactive['id']}", json={"active": False}, headers=setup)
         ours = make_incident(organisation_id=str(mine))
@@ -388,7 +399,8 @@ class TestFanOut:
             for delivery in deliveries():
                 payload = session.get(OutboxEvent, delivery.event_id).payload
                 got.setdefault(str(delivery.subscription_id), []).append(
-                    payload["incident"]["reference"])
+                    payload["incident"]["reference"]
+                )
         assert sorted(got[early["id"]]) == sorted([before.reference, after.reference])
         assert got[late["id"]] == [after.reference]
 
@@ -461,10 +473,14 @@ def _event_id() -> uuid.UUID:
 
 def _pending() -> int:
     with session_scope(write=False) as session:
-        return session.scalar(
-            select(func.count()).select_from(WebhookDelivery)
-            .where(WebhookDelivery.status == "pending")
-        ) or 0
+        return (
+            session.scalar(
+                select(func.count())
+                .select_from(WebhookDelivery)
+                .where(WebhookDelivery.status == "pending")
+            )
+            or 0
+        )
 
 
 class TestOutboxPruning:

@@ -22,11 +22,22 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 ALLOWED_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
 ALLOWED_HEADERS = (
-    "Accept", "Accept-Language", "Authorization", "Content-Type", "Idempotency-Key", "If-Match",
-    "If-None-Match", "X-Request-ID",
+    "Accept",
+    "Accept-Language",
+    "Authorization",
+    "Content-Type",
+    "Idempotency-Key",
+    "If-Match",
+    "If-None-Match",
+    "X-Request-ID",
 )
 EXPOSED_HEADERS = (
-    "ETag", "Location", "Link", "X-Request-ID", "Idempotent-Replayed", "Retry-After",
+    "ETag",
+    "Location",
+    "Link",
+    "X-Request-ID",
+    "Idempotent-Replayed",
+    "Retry-After",
 )
 #: Seconds a browser may cache a preflight answer.
 PREFLIGHT_MAX_AGE = 600

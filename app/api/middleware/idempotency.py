@@ -64,8 +64,13 @@ class IdempotencyMiddleware:
         request = Request(scope)
         key = key_raw.decode("latin-1").strip()
         if not key or len(key) > MAX_KEY_LENGTH:
-            await _problem(request, receive, send, ProblemType.INVALID_IDEMPOTENCY_KEY,
-                           f"Idempotency-Key must be 1–{MAX_KEY_LENGTH} characters.")
+            await _problem(
+                request,
+                receive,
+                send,
+                ProblemType.INVALID_IDEMPOTENCY_KEY,
+                f"Idempotency-Key must be 1–{MAX_KEY_LENGTH} characters.",
+            )
             return
         digest = hashlib.sha256()
         for part in (scope["method"], scope["path"], scope.get("query_string", b"").decode()):
@@ -74,15 +79,22 @@ class IdempotencyMiddleware:
             try:
                 await _read_body(receive, body, digest)
             except HTTPException as exc:
-                await _problem(request, receive, send, ProblemType.PAYLOAD_TOO_LARGE,
-                               str(exc.detail))
+                await _problem(
+                    request, receive, send, ProblemType.PAYLOAD_TOO_LARGE, str(exc.detail)
+                )
                 return
-            await self._handle(scope, receive, send, request, token, key, digest.hexdigest(),
-                               body)
+            await self._handle(scope, receive, send, request, token, key, digest.hexdigest(), body)
 
     async def _handle(
-        self, scope: Scope, receive: Receive, send: Send, request: Request, token: str,
-        key: str, request_hash: str, body: IO[bytes],
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        request: Request,
+        token: str,
+        key: str,
+        request_hash: str,
+        body: IO[bytes],
     ) -> None:
         scope_id = await _scope_id(token)
 
@@ -96,12 +108,22 @@ class IdempotencyMiddleware:
             await _replay(outcome, scope, receive, send)
             return
         if outcome == "mismatch":
-            await _problem(request, receive, send, ProblemType.IDEMPOTENCY_KEY_REUSED,
-                           "This Idempotency-Key was used with a different request.")
+            await _problem(
+                request,
+                receive,
+                send,
+                ProblemType.IDEMPOTENCY_KEY_REUSED,
+                "This Idempotency-Key was used with a different request.",
+            )
             return
         if outcome == "in_progress":
-            await _problem(request, receive, send, ProblemType.IDEMPOTENCY_IN_PROGRESS,
-                           "A request with this Idempotency-Key is still being processed.")
+            await _problem(
+                request,
+                receive,
+                send,
+                ProblemType.IDEMPOTENCY_IN_PROGRESS,
+                "A request with this Idempotency-Key is still being processed.",
+            )
             return
 
         captured = _Captured()
@@ -263,6 +285,3 @@ async def _problem(
 ) -> None:
     response = problem_response(request, problem, detail)
     await response(request.scope, receive, send)
-
-
-

@@ -46,7 +46,10 @@ def api_keys_create(session: SessionDep, principal: KeyAdmin, body: ApiKeyCreate
 
 
 @router.get(
-    "/api-keys", tags=["admin"], summary="List API keys (never the keys)", responses=problems(400, 403)
+    "/api-keys",
+    tags=["admin"],
+    summary="List API keys (never the keys)",
+    responses=problems(400, 403),
 )
 def api_keys_list(session: SessionDep, _: KeyAdmin, page: PageDep) -> Page[ApiKeyPublic]:
     items, cursor = ApiKeyService(session).page(page)
@@ -93,6 +96,8 @@ def audit_list(
         stmt = stmt.where(col(AuditEvent.principal_subject) == principal_subject)
     if after is not None:
         stmt = stmt.where(col(AuditEvent.at) > after)
-    rows = session.scalars(keyset(stmt, [col(AuditEvent.at), col(AuditEvent.id)], page, descending=True))
+    rows = session.scalars(
+        keyset(stmt, [col(AuditEvent.at), col(AuditEvent.id)], page, descending=True)
+    )
     items, cursor = page_slice(rows.all(), page.limit, lambda e: [e.at, e.id])
     return Page(items=[AuditEventPublic.model_validate(e) for e in items], next_cursor=cursor)

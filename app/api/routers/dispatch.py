@@ -88,14 +88,16 @@ def assignments_list(
     incident_id: uuid.UUID | None = None,
     status: Annotated[list[AssignmentStatus] | None, Query(description="Repeatable")] = None,
 ) -> Page[AssignmentPublic]:
-    flt = AssignmentFilter(manager_id=manager_id, incident_id=incident_id,
-                           statuses=tuple(status or ()))
+    flt = AssignmentFilter(
+        manager_id=manager_id, incident_id=incident_id, statuses=tuple(status or ())
+    )
     items, cursor = DispatchService(session).page(flt, page, principal)
     return Page(items=items, next_cursor=cursor)
 
 
-@router.get("/assignments/{assignment_id}", summary="Get an assignment",
-            responses=problems(403, 404))
+@router.get(
+    "/assignments/{assignment_id}", summary="Get an assignment", responses=problems(403, 404)
+)
 @sends("ETag")
 def assignments_get(
     session: SessionDep,

@@ -48,13 +48,20 @@ def readyz() -> JSONResponse:
         detail = problem.detail if problem is not None else "The database is not reachable."
         return JSONResponse({"status": "unavailable", "detail": detail, "warnings": []}, 503)
     if current != head:
-        detail = (f"The database is not migrated (at {current or 'no revision'}, head is {head}): run "
-                  f"`kokoma migrate`.")
+        detail = (
+            f"The database is not migrated (at {current or 'no revision'}, head is {head}): run "
+            f"`kokoma migrate`."
+        )
         return JSONResponse({"status": "unavailable", "detail": detail, "warnings": []}, 503)
     settings = get_settings()
     try:
         warning = connection_budget_warning(engine, settings, settings.workers)
     except Exception:  # a readiness probe never fails on its advice
         warning = None
-    return JSONResponse({"status": "ok", "detail": f"migrations at {head}",
-                         "warnings": [warning] if warning else []})
+    return JSONResponse(
+        {
+            "status": "ok",
+            "detail": f"migrations at {head}",
+            "warnings": [warning] if warning else [],
+        }
+    )

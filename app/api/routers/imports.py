@@ -60,13 +60,12 @@ def body_format(request: Request) -> BodyFormat:
     media, _, params = request.headers.get("content-type", "").partition(";")
     found = _MEDIA_TYPES.get(media.strip().lower())
     if found is None:
-        raise UnsupportedMediaType(
-            "Send the file as text/csv or application/x-ndjson (UTF-8)."
-        )
+        raise UnsupportedMediaType("Send the file as text/csv or application/x-ndjson (UTF-8).")
     for param in params.split(";"):
         name, _, value = param.partition("=")
         if name.strip().lower() == "charset" and value.strip().strip('"').lower() not in (
-            "utf-8", "utf8"
+            "utf-8",
+            "utf8",
         ):
             raise UnsupportedMediaType("Imports must be UTF-8 (charset=utf-8).")
     return found
@@ -105,13 +104,22 @@ def body_chunks(body: IO[bytes]) -> Iterator[bytes]:
 
 
 def _import(
-    kind: ImportKind, body: tuple[BodyFormat, IO[bytes]], session: SessionDep,
-    principal: Principal, dry_run: bool, atomic: bool,
+    kind: ImportKind,
+    body: tuple[BodyFormat, IO[bytes]],
+    session: SessionDep,
+    principal: Principal,
+    dry_run: bool,
+    atomic: bool,
 ) -> ImportReport:
     body_format_, spool = body
     result: _Result = run_import(
-        session, kind, body_format_, body_chunks(spool), principal,
-        dry_run=dry_run, atomic=atomic,
+        session,
+        kind,
+        body_format_,
+        body_chunks(spool),
+        principal,
+        dry_run=dry_run,
+        atomic=atomic,
     )
     return ImportReport.model_validate(result.__dict__)
 

@@ -73,13 +73,15 @@ class IncidentQuery:
 IncidentQueryDep = Annotated[IncidentQuery, Depends()]
 
 
-def _json(body: Page[IncidentPublic] | IncidentPublic, headers: dict[str, str] | None = None
-          ) -> Response:
+def _json(
+    body: Page[IncidentPublic] | IncidentPublic, headers: dict[str, str] | None = None
+) -> Response:
     """The validated model serialised once, by pydantic: returned as the model, FastAPI would
     dump it, validate it again and serialise it again (≈ 0.9 ms for a page of 50; the bytes are
     the same — bench/README.md). The route's ``response_model`` documents the schema."""
-    return Response(body.model_dump_json(by_alias=True), media_type="application/json",
-                    headers=headers)
+    return Response(
+        body.model_dump_json(by_alias=True), media_type="application/json", headers=headers
+    )
 
 
 @router.get(
@@ -102,17 +104,16 @@ async def incidents_list(
     flt = query.to_filter()
     reads = loop_reads(request)
     if reads is not None and incident_reads.serves(principal, flt):
-        return Response(await incident_reads.page(reads, flt, page, principal),
-                        media_type="application/json")
+        return Response(
+            await incident_reads.page(reads, flt, page, principal), media_type="application/json"
+        )
     items, cursor = await in_unit_of_work(
         lambda session: IncidentService(session).page(flt, page, principal)
     )
     return _json(Page(items=items, next_cursor=cursor))
 
 
-@router.post(
-    "", status_code=201, summary="Register an incident", responses=problems(403, 409, 413)
-)
+@router.post("", status_code=201, summary="Register an incident", responses=problems(403, 409, 413))
 @sends("ETag", "Location", status=201)
 def incidents_create(
     session: SessionDep,
@@ -127,7 +128,9 @@ def incidents_create(
 
 
 @router.get(
-    "/{incident_id}", summary="Get an incident", response_model=IncidentPublic,
+    "/{incident_id}",
+    summary="Get an incident",
+    response_model=IncidentPublic,
     responses=problems(403, 404),
 )
 @sends("ETag")
@@ -227,6 +230,3 @@ def incidents_notes(
 ) -> Page[IncidentNotePublic]:
     items, cursor = IncidentService(session).notes(incident_id, page, principal)
     return Page(items=items, next_cursor=cursor)
-
-
-

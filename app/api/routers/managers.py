@@ -73,9 +73,7 @@ def _tagged(response: Response, view: ManagerView) -> ManagerView:
     return view
 
 
-@router.get(
-    "", summary="List managers (filters, keyset pagination)", responses=problems(400, 403)
-)
+@router.get("", summary="List managers (filters, keyset pagination)", responses=problems(400, 403))
 def managers_list(
     session: SessionDep,
     principal: AllowedManagersRead,

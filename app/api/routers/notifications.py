@@ -32,8 +32,9 @@ def notifications_list(
     page: PageDep,
     manager_id: uuid.UUID | None = None,
     incident_id: uuid.UUID | None = None,
-    status: Annotated[NotificationStatus | None,
-                      Query(description="pending, sent or failed")] = None,
+    status: Annotated[
+        NotificationStatus | None, Query(description="pending, sent or failed")
+    ] = None,
 ) -> Page[NotificationPublic]:
     flt = NotificationFilter(manager_id=manager_id, incident_id=incident_id, status=status)
     items, cursor = NotificationService(session).page(flt, page)

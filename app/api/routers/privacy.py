@@ -80,6 +80,14 @@ def managers_erase(
 def data_subject_get(
     session: SessionDep,
     principal: AllowedDataProtection,
-    email: Annotated[str, Query(min_length=3, max_length=320, pattern=r"^\s*[^\s@]+@[^\s]+\s*$", description="E-mail address")],
+    email: Annotated[
+        str,
+        Query(
+            min_length=3,
+            max_length=320,
+            pattern=r"^\s*[^\s@]+@[^\s]+\s*$",
+            description="E-mail address",
+        ),
+    ],
 ) -> DataSubjectReport:
     return privacy.subject_access(session, email, principal)

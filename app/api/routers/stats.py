@@ -93,5 +93,7 @@ def stats_coverage(
     summary="One district's conflict analysis: incidents, coverage, recommendations",
     responses=problems(403, 404),
 )
-def districts_profile(session: SessionDep, principal: Reader, code: DistrictFilter) -> DistrictProfile:
+def districts_profile(
+    session: SessionDep, principal: Reader, code: DistrictFilter
+) -> DistrictProfile:
     return StatsService(session).district_profile(code, principal)

@@ -46,7 +46,9 @@ def webhooks_create(
     return created
 
 
-@router.get("", summary="List webhook subscriptions (never the secrets)", responses=problems(400, 403))
+@router.get(
+    "", summary="List webhook subscriptions (never the secrets)", responses=problems(400, 403)
+)
 def webhooks_list(session: SessionDep, _: WebhookAdmin, page: PageDep) -> Page[WebhookPublic]:
     items, cursor = WebhookService(session).page(page)
     return Page(items=items, next_cursor=cursor)
@@ -87,7 +89,9 @@ def webhooks_update(
     summary="Delete a subscription (pending deliveries are dropped)",
     responses=problems(403, 404),
 )
-def webhooks_delete(session: SessionDep, principal: WebhookAdmin, webhook_id: uuid.UUID) -> Response:
+def webhooks_delete(
+    session: SessionDep, principal: WebhookAdmin, webhook_id: uuid.UUID
+) -> Response:
     WebhookService(session).delete(webhook_id, principal)
     return Response(status_code=204)
 

@@ -60,7 +60,8 @@ class BatchPlanner:
         served = self.repo.served_districts(None) if roster else {}
         cases = self.repo.cases_by_district() if roster else {}
         involvement: dict[uuid.UUID, dict[uuid.UUID, set[str]]] = defaultdict(
-            lambda: defaultdict(set))
+            lambda: defaultdict(set)
+        )
         for incident_id, manager_id, status in self.repo.involvement(
             [i.id for i in self.incidents]
         ):
@@ -76,11 +77,16 @@ class BatchPlanner:
             holdings = tuple(competences.get(m.id, ()))
             districts = frozenset(served.get(m.id, ()))
             base[m.id] = ManagerFacts(
-                id=m.id, display_name=m.display_name, status=m.status,
-                home_district=m.home_district, districts=districts,
+                id=m.id,
+                display_name=m.display_name,
+                status=m.status,
+                home_district=m.home_district,
+                districts=districts,
                 languages=frozenset(m.languages or ()),
-                max_open_assignments=m.max_open_assignments, competences=holdings,
-                open_assignments=m.open_assignments, last_assigned_at=m.last_assigned_at,
+                max_open_assignments=m.max_open_assignments,
+                competences=holdings,
+                open_assignments=m.open_assignments,
+                last_assigned_at=m.last_assigned_at,
             )
             valid[m.id] = frozenset(h.code for h in holdings if _valid(h, self.today))
             for district in {m.home_district, *districts}:
@@ -88,8 +94,9 @@ class BatchPlanner:
             free[m.id] = m.max_open_assignments - m.open_assignments
             self.names[m.id] = m.display_name
 
-        def pool(district: str, incident: IncidentFacts, skip: frozenset[uuid.UUID] = frozenset()
-                 ) -> list[ManagerFacts]:
+        def pool(
+            district: str, incident: IncidentFacts, skip: frozenset[uuid.UUID] = frozenset()
+        ) -> list[ManagerFacts]:
             in_district = cases.get(incident.district, {})
             history = involvement.get(incident.id, {})
             result = []
@@ -103,7 +110,8 @@ class BatchPlanner:
                     earlier -= sum(1 for s in statuses if s in ("accepted", "completed"))
                 if earlier or statuses:
                     facts_m = dataclasses.replace(
-                        facts_m, earlier_cases_in_district=max(earlier, 0),
+                        facts_m,
+                        earlier_cases_in_district=max(earlier, 0),
                         statuses_on_incident=frozenset(statuses or ()),
                     )
                 result.append(facts_m)
@@ -144,8 +152,9 @@ class BatchPlanner:
             extra = pool(neighbour, facts, seen)
             wider.extend(extra)
             seen = seen | {m.id for m in extra}
-        return rank_candidates(facts, wider, self.today, fallback_neighbours=True,
-                               now=self.now).candidates
+        return rank_candidates(
+            facts, wider, self.today, fallback_neighbours=True, now=self.now
+        ).candidates
 
 
 def _valid(holding: CompetenceHolding, today: date) -> bool:

@@ -41,8 +41,9 @@ from app.services.timeline import entry_fields
 S = IncidentStatus
 
 
-def write_plan(planner: BatchPlanner, plan: BatchPlan, principal: Principal
-               ) -> tuple[list[dict[str, Any]], list[uuid.UUID]]:
+def write_plan(
+    planner: BatchPlanner, plan: BatchPlan, principal: Principal
+) -> tuple[list[dict[str, Any]], list[uuid.UUID]]:
     """Offer the planned slots in bulk; an incident whose slots cannot all be reserved (a
     manager's slot taken meanwhile by a concurrent request) gets none.
 
@@ -55,8 +56,7 @@ def write_plan(planner: BatchPlanner, plan: BatchPlan, principal: Principal
     for planned in plan.assignments:
         planned_by_incident[planned.incident_id].append(planned)
     lost = reserve_slots(session, Counter(p.manager_id for p in plan.assignments), now)
-    failed = [i for i, ps in planned_by_incident.items()
-              if any(p.manager_id in lost for p in ps)]
+    failed = [i for i, ps in planned_by_incident.items() if any(p.manager_id in lost for p in ps)]
     for incident_id in failed:  # give back the slots its other managers got
         for p in planned_by_incident.pop(incident_id):
             if p.manager_id not in lost:
@@ -73,19 +73,35 @@ def write_plan(planner: BatchPlanner, plan: BatchPlan, principal: Principal
 
     # One entry of each kind from the shared builders; rows differ only in ids and data.
     offered_event = entry_fields("assignment_offered", principal, at=now)
-    status_event = entry_fields("status_changed", principal, from_status=S.triaged,
-                                to_status=S.dispatched, at=now)
+    status_event = entry_fields(
+        "status_changed", principal, from_status=S.triaged, to_status=S.dispatched, at=now
+    )
     offer_audit = audit.entry(principal, "offer", "assignment", "", OFFER_AUDIT_FIELDS, at=now)
     status_audit = audit.entry(principal, "status", "incident", "", ["status"], at=now)
 
     for incident_id, planned in planned_by_incident.items():
         incident = incidents[incident_id]
-        rows = [offer_row(incident_id, planner.chosen[incident_id][p.manager_id], p.role,
-                          principal, now=now, ttl_hours=ttl_hours) for p in planned]
+        rows = [
+            offer_row(
+                incident_id,
+                planner.chosen[incident_id][p.manager_id],
+                p.role,
+                principal,
+                now=now,
+                ttl_hours=ttl_hours,
+            )
+            for p in planned
+        ]
         for row in rows:
             assignments.append(row)
-            events.append({**offered_event, "id": uuid.uuid4(), "incident_id": incident_id,
-                           "data": offered_event_data(row, auto=True)})
+            events.append(
+                {
+                    **offered_event,
+                    "id": uuid.uuid4(),
+                    "incident_id": incident_id,
+                    "data": offered_event_data(row, auto=True),
+                }
+            )
             audits.append({**offer_audit, "id": uuid.uuid4(), "resource_id": str(row["id"])})
         # triaged → dispatched, exactly as change_status records it
         set_committed_value(incident, "status", S.dispatched)
@@ -93,29 +109,51 @@ def write_plan(planner: BatchPlanner, plan: BatchPlan, principal: Principal
         set_committed_value(incident, "version", incident.version + 1)
         set_committed_value(incident, "updated_at", now)
         incident_updates.append({"incident": incident_id, "new_version": incident.version})
-        events.append({**status_event, "id": uuid.uuid4(), "incident_id": incident_id,
-                       "note": f"{planned[0].role} offered",
-                       "data": {"assignment_id": str(rows[0]["id"])}})
+        events.append(
+            {
+                **status_event,
+                "id": uuid.uuid4(),
+                "incident_id": incident_id,
+                "note": f"{planned[0].role} offered",
+                "data": {"assignment_id": str(rows[0]["id"])},
+            }
+        )
         audits.append({**status_audit, "id": uuid.uuid4(), "resource_id": str(incident_id)})
         view = IncidentService._public(
-            incident, sorted(planner.facts[incident_id].required_competences),
+            incident,
+            sorted(planner.facts[incident_id].required_competences),
             with_reporter=False,
         ).model_dump(mode="json")
-        outbox_rows.append({"id": uuid.uuid4(), "event_type": "incident.status_changed",
-                            "payload": {"incident": view, "from_status": S.triaged,
-                                        "to_status": S.dispatched},
-                            "organisation_id": incident.organisation_id,
-                            "created_at": now, "fanned_out_at": None})
+        outbox_rows.append(
+            {
+                "id": uuid.uuid4(),
+                "event_type": "incident.status_changed",
+                "payload": {"incident": view, "from_status": S.triaged, "to_status": S.dispatched},
+                "organisation_id": incident.organisation_id,
+                "created_at": now,
+                "fanned_out_at": None,
+            }
+        )
         for row in rows:
-            outbox_rows.append({"id": uuid.uuid4(), "event_type": "assignment.offered",
-                                "payload": assignment_payload(row, incident),
-                                "organisation_id": incident.organisation_id,
-                                "created_at": now, "fanned_out_at": None})
+            outbox_rows.append(
+                {
+                    "id": uuid.uuid4(),
+                    "event_type": "assignment.offered",
+                    "payload": assignment_payload(row, incident),
+                    "organisation_id": incident.organisation_id,
+                    "created_at": now,
+                    "fanned_out_at": None,
+                }
+            )
 
     # Core executemany (one batched statement per table, no ORM row bookkeeping).
     connection = session.connection()
-    for model, table_rows in ((Assignment, assignments), (IncidentEvent, events),
-                              (AuditEvent, audits), (OutboxEvent, outbox_rows)):
+    for model, table_rows in (
+        (Assignment, assignments),
+        (IncidentEvent, events),
+        (AuditEvent, audits),
+        (OutboxEvent, outbox_rows),
+    ):
         connection.execute(insert(table_of(model)), table_rows)
     for _ in assignments:
         count_offer(session, AssignmentStatus.offered)
@@ -124,8 +162,12 @@ def write_plan(planner: BatchPlanner, plan: BatchPlan, principal: Principal
     connection.execute(
         update(table)
         .where(table.c.id == bindparam("incident", type_=table.c.id.type))
-        .values(status=S.dispatched, status_changed_at=now, updated_at=now,
-                version=bindparam("new_version")),
+        .values(
+            status=S.dispatched,
+            status_changed_at=now,
+            updated_at=now,
+            version=bindparam("new_version"),
+        ),
         incident_updates,
     )
     return assignments, failed

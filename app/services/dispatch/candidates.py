@@ -78,7 +78,9 @@ class CandidateRanking:
         ranking = rank_candidates(
             facts, managers, today, fallback_neighbours=neighbours, now=now, limit=limit
         )
-        excluded: dict[ExclusionReason, int] = {r: ranking.excluded[r] + counts.get(r, 0) for r in EXCLUSION_REASONS}
+        excluded: dict[ExclusionReason, int] = {
+            r: ranking.excluded[r] + counts.get(r, 0) for r in EXCLUSION_REASONS
+        }
         return Ranking(ranking.candidates, excluded, ranking.fallback_used)
 
     def candidates(

@@ -33,8 +33,10 @@ def expire_due_offers(now: datetime | None = None, *, batch_size: int = BATCH_SI
     while True:
         with session_scope(write=False) as session:
             due = [
-                i for i in DispatchRepository(session).due_offer_incidents(
-                    now, batch_size + len(skipped))
+                i
+                for i in DispatchRepository(session).due_offer_incidents(
+                    now, batch_size + len(skipped)
+                )
                 if i not in skipped
             ]
         if not due:

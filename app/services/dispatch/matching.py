@@ -230,7 +230,8 @@ def check_manual_pick(
     always allowed (DESIGN §2).
     """
     failure = _first_failure_before_district(
-        incident, manager, today, valid_competences(manager, today))
+        incident, manager, today, valid_competences(manager, today)
+    )
     if failure is not None:
         return failure
     if district_match(incident, manager) is None:

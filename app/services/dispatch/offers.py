@@ -42,13 +42,24 @@ def offer_row(
 ) -> dict[str, Any]:
     """Every column of a new offer (``Assignment(**row)`` or a bulk insert row)."""
     return {
-        "id": new_id(), "incident_id": incident_id, "manager_id": candidate.manager_id,
-        "role": role, "status": AssignmentStatus.offered, "offered_at": now,
-        "responded_at": None, "expires_at": now + timedelta(hours=ttl_hours), "ended_at": None,
-        "score": candidate.score, "reasons": reasons_of(candidate),
-        "decline_reason": None, "withdraw_reason": None, "outcome": None,
-        "offered_by": principal.key_id, "version": 1,
-        "created_at": now, "updated_at": now,
+        "id": new_id(),
+        "incident_id": incident_id,
+        "manager_id": candidate.manager_id,
+        "role": role,
+        "status": AssignmentStatus.offered,
+        "offered_at": now,
+        "responded_at": None,
+        "expires_at": now + timedelta(hours=ttl_hours),
+        "ended_at": None,
+        "score": candidate.score,
+        "reasons": reasons_of(candidate),
+        "decline_reason": None,
+        "withdraw_reason": None,
+        "outcome": None,
+        "offered_by": principal.key_id,
+        "version": 1,
+        "created_at": now,
+        "updated_at": now,
     }
 
 
@@ -65,8 +76,9 @@ def offered_event_data(row: dict[str, Any], *, auto: bool) -> dict[str, Any]:
 
 def assignment_payload(assignment: Any, incident: Incident) -> dict[str, Any]:
     """An outbox payload: the assignment's dispatch facts, never contact or personal reasons."""
-    get = assignment.get if isinstance(assignment, dict) else (
-        lambda name: getattr(assignment, name))
+    get = (
+        assignment.get if isinstance(assignment, dict) else (lambda name: getattr(assignment, name))
+    )
     return {
         "assignment": {
             "id": str(get("id")),

@@ -109,8 +109,13 @@ class DispatchService(CandidateRanking, AssignmentViews):
         if body.manager_id is not None and not self.repo.manager_exists(body.manager_id):
             raise Unprocessable(
                 f"Unknown manager {body.manager_id}.",
-                errors=[{"loc": ["body", "manager_id"], "msg": "unknown manager",
-                         "type": "unknown_reference"}],
+                errors=[
+                    {
+                        "loc": ["body", "manager_id"],
+                        "msg": "unknown manager",
+                        "type": "unknown_reference",
+                    }
+                ],
             )
         if incident.status not in OFFERABLE:
             raise Conflict(
@@ -129,8 +134,11 @@ class DispatchService(CandidateRanking, AssignmentViews):
             if failure is not None:
                 raise Conflict(
                     f"The manager is not eligible for this incident: {failure}.",
-                    type_=(ProblemType.AT_CAPACITY if failure == "at_capacity"
-                           else ProblemType.NOT_ELIGIBLE),
+                    type_=(
+                        ProblemType.AT_CAPACITY
+                        if failure == "at_capacity"
+                        else ProblemType.NOT_ELIGIBLE
+                    ),
                     errors=[{"loc": ["body", "manager_id"], "msg": failure, "type": failure}],
                 )
             candidate = score_manager(facts, manager, today, now=now)
@@ -139,8 +147,9 @@ class DispatchService(CandidateRanking, AssignmentViews):
                 raise Conflict(
                     "The manager has no free slot (max_open_assignments reached).",
                     type_=ProblemType.AT_CAPACITY,
-                    errors=[{"loc": ["body", "manager_id"], "msg": "at_capacity",
-                             "type": "at_capacity"}],
+                    errors=[
+                        {"loc": ["body", "manager_id"], "msg": "at_capacity", "type": "at_capacity"}
+                    ],
                 )
         else:
             if self.above_volunteer_level(incident):
@@ -178,7 +187,9 @@ class DispatchService(CandidateRanking, AssignmentViews):
                 type_=ProblemType.NOT_TANDEM,
             )
         if wanted in taken:
-            raise Conflict(f"The {wanted} slot of this incident is taken.", type_=ProblemType.SLOT_TAKEN)
+            raise Conflict(
+                f"The {wanted} slot of this incident is taken.", type_=ProblemType.SLOT_TAKEN
+            )
         return wanted
 
     def _offer(
@@ -192,8 +203,14 @@ class DispatchService(CandidateRanking, AssignmentViews):
         auto: bool,
     ) -> Assignment | None:
         """Reserve the manager's slot and offer; ``None`` when the manager is at capacity."""
-        row = offer_row(incident.id, candidate, role, principal, now=now,
-                        ttl_hours=self.settings.offer_ttl_hours)
+        row = offer_row(
+            incident.id,
+            candidate,
+            role,
+            principal,
+            now=now,
+            ttl_hours=self.settings.offer_ttl_hours,
+        )
         assignment = Assignment(**row)
         try:
             with self.session.begin_nested():
@@ -207,14 +224,24 @@ class DispatchService(CandidateRanking, AssignmentViews):
                 "assignment on it).",
                 type_=ProblemType.SLOT_TAKEN,
             ) from None
-        record_event(self.session, incident, "assignment_offered", principal,
-                     data=offered_event_data(row, auto=auto))
-        audit.record(self.session, principal, "offer", "assignment", assignment.id,
-                     OFFER_AUDIT_FIELDS)
+        record_event(
+            self.session,
+            incident,
+            "assignment_offered",
+            principal,
+            data=offered_event_data(row, auto=auto),
+        )
+        audit.record(
+            self.session, principal, "offer", "assignment", assignment.id, OFFER_AUDIT_FIELDS
+        )
         if incident.status == S.triaged:
             change_status(
-                self.session, incident, S.dispatched, principal,
-                note=f"{role} offered", data={"assignment_id": str(assignment.id)},
+                self.session,
+                incident,
+                S.dispatched,
+                principal,
+                note=f"{role} offered",
+                data={"assignment_id": str(assignment.id)},
             )
         self._emit("assignment.offered", assignment, incident)
         notifications.offer_made(self.session, assignment, incident)
@@ -231,10 +258,21 @@ class DispatchService(CandidateRanking, AssignmentViews):
         assignment.status = A.accepted
         assignment.responded_at = now
         self._touch(assignment, now)
-        record_event(self.session, incident, "assignment_accepted", principal,
-                     data=self._event_data(assignment))
-        audit.record(self.session, principal, "accept", "assignment", assignment.id,
-                     ["status", "responded_at"])
+        record_event(
+            self.session,
+            incident,
+            "assignment_accepted",
+            principal,
+            data=self._event_data(assignment),
+        )
+        audit.record(
+            self.session,
+            principal,
+            "accept",
+            "assignment",
+            assignment.id,
+            ["status", "responded_at"],
+        )
         self._emit("assignment.accepted", assignment, incident)
         self._maybe_start(incident, principal)
         self.session.flush()
@@ -248,12 +286,22 @@ class DispatchService(CandidateRanking, AssignmentViews):
             return self.public(assignment, principal)
         self._require_open_offer(assignment)
         now = self.clock.now()
-        end_assignment(self.session, assignment, A.declined, now, reason=reason,
-                       freed=self.freed)
-        record_event(self.session, incident, "assignment_declined", principal,
-                     data=self._event_data(assignment))
-        audit.record(self.session, principal, "decline", "assignment", assignment.id,
-                     ["status", "responded_at", "decline_reason"])
+        end_assignment(self.session, assignment, A.declined, now, reason=reason, freed=self.freed)
+        record_event(
+            self.session,
+            incident,
+            "assignment_declined",
+            principal,
+            data=self._event_data(assignment),
+        )
+        audit.record(
+            self.session,
+            principal,
+            "decline",
+            "assignment",
+            assignment.id,
+            ["status", "responded_at", "decline_reason"],
+        )
         self._emit("assignment.declined", assignment, incident)
         self._refill(incident, AssignmentRole(assignment.role), now, cause=A.declined)
         self.freed.release()
@@ -274,10 +322,16 @@ class DispatchService(CandidateRanking, AssignmentViews):
         now = self.clock.now()
         end_assignment(self.session, assignment, A.completed, now)
         assignment.outcome = outcome
-        record_event(self.session, incident, "assignment_completed", principal,
-                     data=self._event_data(assignment))
-        audit.record(self.session, principal, "complete", "assignment", assignment.id,
-                     ["status", "outcome"])
+        record_event(
+            self.session,
+            incident,
+            "assignment_completed",
+            principal,
+            data=self._event_data(assignment),
+        )
+        audit.record(
+            self.session, principal, "complete", "assignment", assignment.id, ["status", "outcome"]
+        )
         self.session.flush()
         return self.public(assignment, principal)
 
@@ -294,12 +348,22 @@ class DispatchService(CandidateRanking, AssignmentViews):
                 type_=ProblemType.ASSIGNMENT_NOT_OPEN,
             )
         now = self.clock.now()
-        end_assignment(self.session, assignment, A.withdrawn, now, reason=reason,
-                       freed=self.freed)
-        record_event(self.session, incident, "assignment_withdrawn", principal,
-                     data=self._event_data(assignment))
-        audit.record(self.session, principal, "withdraw", "assignment", assignment.id,
-                     ["status", "withdraw_reason"])
+        end_assignment(self.session, assignment, A.withdrawn, now, reason=reason, freed=self.freed)
+        record_event(
+            self.session,
+            incident,
+            "assignment_withdrawn",
+            principal,
+            data=self._event_data(assignment),
+        )
+        audit.record(
+            self.session,
+            principal,
+            "withdraw",
+            "assignment",
+            assignment.id,
+            ["status", "withdraw_reason"],
+        )
         self._refill(incident, AssignmentRole(assignment.role), now, cause=A.withdrawn)
         self.freed.release()
         self.session.flush()
@@ -321,7 +385,10 @@ class DispatchService(CandidateRanking, AssignmentViews):
         accepted = {a.role for a in self.repo.open_slots(incident.id) if a.status == A.accepted}
         if LEAD in accepted and (CO in accepted or not self.is_tandem(incident)):
             change_status(
-                self.session, incident, S.in_progress, principal,
+                self.session,
+                incident,
+                S.in_progress,
+                principal,
                 note="lead and co accepted" if self.is_tandem(incident) else "lead accepted",
             )
 
@@ -338,13 +405,17 @@ class DispatchService(CandidateRanking, AssignmentViews):
             pass  # the incident needs no co (any more): nothing to offer
         elif self.above_volunteer_level(incident):
             record_event(
-                self.session, incident, "coordinator_pick_required", DISPATCH_PRINCIPAL,
+                self.session,
+                incident,
+                "coordinator_pick_required",
+                DISPATCH_PRINCIPAL,
                 note=f"Escalation level {incident.escalation_level} is above the volunteer "
                 f"level: a coordinator must pick the {role}.",
                 data={"role": role},
             )
             notifications.tell_coordinators(
-                self.session, NotificationKind.coordinator_pick_required, incident, role=role)
+                self.session, NotificationKind.coordinator_pick_required, incident, role=role
+            )
         else:
             for candidate in self.rank(incident).candidates:
                 if self._offer(incident, candidate, role, DISPATCH_PRINCIPAL, now=now, auto=True):
@@ -352,15 +423,22 @@ class DispatchService(CandidateRanking, AssignmentViews):
             if role == CO and self._has_lead(incident):
                 # The incident keeps its status with its lead: say that the co slot is open.
                 record_event(
-                    self.session, incident, "no_candidate", DISPATCH_PRINCIPAL,
+                    self.session,
+                    incident,
+                    "no_candidate",
+                    DISPATCH_PRINCIPAL,
                     note="No manager left to offer the co slot: it stays open (open_slots) "
                     "while the lead carries on; a coordinator may offer it by hand.",
                     data={"role": role, "slot_open": True},
                 )
             else:
                 record_event(
-                    self.session, incident, "no_candidate", DISPATCH_PRINCIPAL,
-                    note=f"No manager left to offer the {role} slot.", data={"role": role},
+                    self.session,
+                    incident,
+                    "no_candidate",
+                    DISPATCH_PRINCIPAL,
+                    note=f"No manager left to offer the {role} slot.",
+                    data={"role": role},
                 )
             self._tell_unfilled(incident, role, cause)
         open_slots = self.repo.open_slots(incident.id)
@@ -368,23 +446,40 @@ class DispatchService(CandidateRanking, AssignmentViews):
             return
         withdrawn = []
         for co in (a for a in open_slots if a.role == CO):
-            if end_assignment(self.session, co, A.withdrawn, now, reason="no lead",
-                              freed=self.freed):
+            if end_assignment(
+                self.session, co, A.withdrawn, now, reason="no lead", freed=self.freed
+            ):
                 withdrawn.append(str(co.id))
-                record_event(self.session, incident, "assignment_withdrawn", DISPATCH_PRINCIPAL,
-                             note="no lead", data=self._event_data(co))
-                audit.record(self.session, DISPATCH_PRINCIPAL, "withdraw", "assignment", co.id,
-                             ["status", "withdraw_reason"])
+                record_event(
+                    self.session,
+                    incident,
+                    "assignment_withdrawn",
+                    DISPATCH_PRINCIPAL,
+                    note="no lead",
+                    data=self._event_data(co),
+                )
+                audit.record(
+                    self.session,
+                    DISPATCH_PRINCIPAL,
+                    "withdraw",
+                    "assignment",
+                    co.id,
+                    ["status", "withdraw_reason"],
+                )
         change_status(
-            self.session, incident, S.triaged, DISPATCH_PRINCIPAL,
+            self.session,
+            incident,
+            S.triaged,
+            DISPATCH_PRINCIPAL,
             note="no candidate left: back to the dispatch queue",
             data={"withdrawn_assignments": withdrawn} if withdrawn else None,
         )
 
     def _has_lead(self, incident: Incident) -> bool:
         """An open or completed lead: the incident carries on without a co."""
-        return (any(a.role == LEAD for a in self.repo.open_slots(incident.id))
-                or self.repo.has_completed_lead(incident.id))
+        return any(
+            a.role == LEAD for a in self.repo.open_slots(incident.id)
+        ) or self.repo.has_completed_lead(incident.id)
 
     def _tell_unfilled(
         self, incident: Incident, role: AssignmentRole, cause: AssignmentStatus
@@ -407,10 +502,16 @@ class DispatchService(CandidateRanking, AssignmentViews):
         due = self.repo.due_offers(incident.id, now)
         for assignment in due:
             end_assignment(self.session, assignment, A.expired, now, freed=self.freed)
-            record_event(self.session, incident, "assignment_expired", DISPATCH_PRINCIPAL,
-                         data=self._event_data(assignment))
-            audit.record(self.session, DISPATCH_PRINCIPAL, "expire", "assignment",
-                         assignment.id, ["status"])
+            record_event(
+                self.session,
+                incident,
+                "assignment_expired",
+                DISPATCH_PRINCIPAL,
+                data=self._event_data(assignment),
+            )
+            audit.record(
+                self.session, DISPATCH_PRINCIPAL, "expire", "assignment", assignment.id, ["status"]
+            )
             self._emit("assignment.expired", assignment, incident)
         for assignment in sorted(due, key=lambda a: a.role != LEAD):
             self._refill(incident, AssignmentRole(assignment.role), now, cause=A.expired)
@@ -434,10 +535,17 @@ class DispatchService(CandidateRanking, AssignmentViews):
         }
 
     def _emit(self, event_type: str, assignment: Assignment, incident: Incident) -> None:
-        if event_type in ("assignment.offered", "assignment.accepted"):  # the others: end_assignment
+        if event_type in (
+            "assignment.offered",
+            "assignment.accepted",
+        ):  # the others: end_assignment
             count_offer(self.session, event_type.removeprefix("assignment."))
-        outbox.emit(self.session, event_type, assignment_payload(assignment, incident),
-                    organisation_id=incident.organisation_id)
+        outbox.emit(
+            self.session,
+            event_type,
+            assignment_payload(assignment, incident),
+            organisation_id=incident.organisation_id,
+        )
 
     # --- batch ---------------------------------------------------------------------------------
 
@@ -450,8 +558,14 @@ class DispatchService(CandidateRanking, AssignmentViews):
             if unknown:
                 raise Unprocessable(
                     f"{len(unknown)} unknown incident id(s).",
-                    errors=[{"loc": ["body", "incident_ids", n], "msg": "unknown incident",
-                             "type": "unknown_reference"} for n in unknown],
+                    errors=[
+                        {
+                            "loc": ["body", "incident_ids", n],
+                            "msg": "unknown incident",
+                            "type": "unknown_reference",
+                        }
+                        for n in unknown
+                    ],
                 )
             incidents = [found[i] for i in wanted]
         else:
@@ -462,8 +576,11 @@ class DispatchService(CandidateRanking, AssignmentViews):
             if incident.status != S.triaged:
                 unassigned.append(UnassignedIncident(incident_id=incident.id, reason="not_triaged"))
             elif self.above_volunteer_level(incident):
-                unassigned.append(UnassignedIncident(
-                    incident_id=incident.id, reason="escalation_above_volunteer_level"))
+                unassigned.append(
+                    UnassignedIncident(
+                        incident_id=incident.id, reason="escalation_above_volunteer_level"
+                    )
+                )
             else:
                 eligible.append(incident)
         planner = BatchPlanner(self, eligible)
@@ -495,7 +612,8 @@ class DispatchService(CandidateRanking, AssignmentViews):
             self._tell_unassigned(incidents, unassigned)
             items = [
                 AssignmentPublic.model_validate(
-                    {**row, "manager_display_name": planner.names.get(row["manager_id"])})
+                    {**row, "manager_display_name": planner.names.get(row["manager_id"])}
+                )
                 for row in made
             ]
             total = sum(row["score"] for row in made)
@@ -506,7 +624,6 @@ class DispatchService(CandidateRanking, AssignmentViews):
             total_score=round(total, 4),
             optimal=plan.optimal,
         )
-
 
     _UNASSIGNED_KINDS = {
         "no_candidate": NotificationKind.no_candidate,
@@ -525,6 +642,8 @@ class DispatchService(CandidateRanking, AssignmentViews):
             incident = by_id.get(item.incident_id)
             if kind is not None and incident is not None:
                 notifications.tell_coordinators(
-                    self.session, kind, incident,
+                    self.session,
+                    kind,
+                    incident,
                     dedupe=f"{kind.value}:{incident.id}:v{incident.version}",
                 )

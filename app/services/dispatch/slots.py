@@ -42,15 +42,17 @@ def _reserve_statement(now: datetime) -> Any:
             _TABLE.c.id == bindparam("manager", type_=_TABLE.c.id.type),
             _TABLE.c.open_assignments + bindparam("slots") <= _TABLE.c.max_open_assignments,
         )
-        .values(open_assignments=_TABLE.c.open_assignments + bindparam("slots"),
-                last_assigned_at=now)
+        .values(
+            open_assignments=_TABLE.c.open_assignments + bindparam("slots"), last_assigned_at=now
+        )
     )
 
 
 _RELEASE = (
     update(_TABLE)
-    .where(_TABLE.c.id == bindparam("manager", type_=_TABLE.c.id.type),
-           _TABLE.c.open_assignments > 0)
+    .where(
+        _TABLE.c.id == bindparam("manager", type_=_TABLE.c.id.type), _TABLE.c.open_assignments > 0
+    )
     .values(open_assignments=_TABLE.c.open_assignments - 1)
 )
 
@@ -61,8 +63,9 @@ def reserve_slot(session: Session, manager_id: uuid.UUID, now: datetime) -> bool
     return affected_rows(result) == 1
 
 
-def reserve_slots(session: Session, slots: Mapping[uuid.UUID, int], now: datetime
-                  ) -> set[uuid.UUID]:
+def reserve_slots(
+    session: Session, slots: Mapping[uuid.UUID, int], now: datetime
+) -> set[uuid.UUID]:
     """Take ``slots[m]`` free slots of each manager atomically, in id order; the managers that had
     not enough any more (nothing is taken from them)."""
     params = [{"manager": m, "slots": k} for m, k in sorted(slots.items())]  # lock order

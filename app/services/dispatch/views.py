@@ -49,8 +49,7 @@ class AssignmentViews:
         return self._public(assignment, name, principal)
 
     @staticmethod
-    def _public(assignment: Assignment, name: str | None, principal: Principal
-                ) -> AssignmentPublic:
+    def _public(assignment: Assignment, name: str | None, principal: Principal) -> AssignmentPublic:
         view = AssignmentPublic.model_validate(assignment)
         view.manager_display_name = name
         if principal.role == Role.partner:
@@ -62,7 +61,9 @@ class AssignmentViews:
         if principal.is_staff:
             return True
         if principal.role == Role.manager:
-            return principal.manager_id is not None and assignment.manager_id == principal.manager_id
+            return (
+                principal.manager_id is not None and assignment.manager_id == principal.manager_id
+            )
         if principal.role == Role.partner:
             incident = self.session.get(Incident, assignment.incident_id)
             return (
@@ -72,8 +73,9 @@ class AssignmentViews:
             )
         return False
 
-    def _locked(self, assignment_id: uuid.UUID, principal: Principal
-                ) -> tuple[Assignment, Incident]:
+    def _locked(
+        self, assignment_id: uuid.UUID, principal: Principal
+    ) -> tuple[Assignment, Incident]:
         """The assignment (if visible) with its incident row locked, both freshly read."""
         assignment = self.session.get(Assignment, assignment_id)
         if assignment is None or not self._may_see(assignment, principal):

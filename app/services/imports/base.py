@@ -111,17 +111,24 @@ class FieldError(ValueError):
     pass
 
 
-
 def audit_writer(
-    session: Session, principal: Principal, now: datetime, action: str, resource: str,
+    session: Session,
+    principal: Principal,
+    now: datetime,
+    action: str,
+    resource: str,
     items: list[tuple[Any, list[str]]],
 ) -> Callable[[], None] | None:
     """The audit entries of a batch's writes: ``items`` are ``(resource id, field names)``."""
     ids = new_ordered_ids(len(items))
     return table_writer(
-        session, AuditEvent, ("id", "resource_id", "fields"),
-        [(record_id, copy_uuid(resource_id), fields)
-         for record_id, (resource_id, fields) in zip(ids, items, strict=True)],
+        session,
+        AuditEvent,
+        ("id", "resource_id", "fields"),
+        [
+            (record_id, copy_uuid(resource_id), fields)
+            for record_id, (resource_id, fields) in zip(ids, items, strict=True)
+        ],
         entry_columns(principal, now, action, resource),
     )
 
@@ -137,6 +144,7 @@ def raise_if_duplicate(exc: Exception) -> None:
 
     try:
         import psycopg
+
         pg_unique: tuple[type[BaseException], ...] = (psycopg.errors.UniqueViolation,)
     except ImportError:  # pragma: no cover
         pg_unique = ()
@@ -146,7 +154,6 @@ def raise_if_duplicate(exc: Exception) -> None:
             "run the import again (it is an upsert).",
             type_=ProblemType.CONCURRENT_IMPORT,
         ) from None
-
 
 
 class Importer(ABC):

@@ -19,8 +19,9 @@ def check_encodable(value: str) -> None:
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
-        raise FieldError("contains a lone surrogate (not valid Unicode), which cannot be stored"
-                         ) from None
+        raise FieldError(
+            "contains a lone surrogate (not valid Unicode), which cannot be stored"
+        ) from None
 
 
 def _text(raw: Any, is_csv: bool, max_len: int, *, strip: bool = True) -> str | None:
@@ -166,5 +167,3 @@ def _csv_text(raw: Any, max_len: int, *, strip: bool = True) -> str | None:
     if "\x00" in raw:  # (a CSV body is strict UTF-8: no lone surrogates to look for)
         raise FieldError(NUL_MESSAGE)
     return raw  # type: ignore[no-any-return]
-
-

@@ -30,8 +30,10 @@ _STATUSES = frozenset(s.value for s in IncidentStatus)
 # precompiled checks of the fast CSV path (IncidentImporter._validate_csv_fast)
 _SOURCE_SET = frozenset(_SOURCES)
 _IMPORT_SOURCE = IncidentSource.import_.value
-_IMPORTABLE_STATUSES = _STATUSES - {IncidentStatus.dispatched.value,
-                                    IncidentStatus.in_progress.value}
+_IMPORTABLE_STATUSES = _STATUSES - {
+    IncidentStatus.dispatched.value,
+    IncidentStatus.in_progress.value,
+}
 _INCIDENT_COLUMN_SET = frozenset(INCIDENT_COLUMNS)
 _LEVELS = {str(level): level for level in range(1, 10)}
 _MISSING = object()
@@ -41,8 +43,11 @@ _MISSING = object()
 #: beside an ``external_id``), so the items of ``GET /incidents`` re-import as they are.
 _SERVER_FIELDS = frozenset({"id", "version", "created_at", "updated_at", "open_slots"})
 
-_REPORTER_KEYS = {"name": "reporter_name", "contact": "reporter_contact",
-                  "anonymous": "reporter_anonymous"}
+_REPORTER_KEYS = {
+    "name": "reporter_name",
+    "contact": "reporter_contact",
+    "anonymous": "reporter_anonymous",
+}
 
 
 def _flatten_api_shape(
@@ -65,7 +70,7 @@ def _flatten_api_shape(
         elif isinstance(location, dict) and set(location) == {"lat", "lon"}:
             flat["lat"], flat["lon"] = location["lat"], location["lon"]
         else:
-            errors.append(("location", "must be {\"lat\": …, \"lon\": …} or null"))
+            errors.append(("location", 'must be {"lat": …, "lon": …} or null'))
     reporter = flat.pop("reporter", _MISSING)
     if reporter is not _MISSING:
         if any(column in values for column in _REPORTER_KEYS.values()):
@@ -77,9 +82,8 @@ def _flatten_api_shape(
         elif isinstance(reporter, dict) and set(reporter) <= set(_REPORTER_KEYS):
             flat.update({column: reporter.get(key) for key, column in _REPORTER_KEYS.items()})
         else:
-            errors.append(("reporter", "must be {\"name\", \"contact\", \"anonymous\"} or null"))
+            errors.append(("reporter", 'must be {"name", "contact", "anonymous"} or null'))
     return flat, errors
-
 
 
 class IncidentRowValidation:
@@ -129,8 +133,12 @@ class IncidentRowValidation:
             title = _csv_text(get("title"), 200)
             district = _csv_text(get("district"), 64)
             category = _csv_text(get("category"), 64)
-            if (external_id is None or title is None or district not in self.refs.districts
-                    or category not in _CATEGORIES):
+            if (
+                external_id is None
+                or title is None
+                or district not in self.refs.districts
+                or category not in _CATEGORIES
+            ):
                 return None
             source = _csv_text(get("source"), 64) or _IMPORT_SOURCE
             if source not in _SOURCE_SET:
@@ -164,15 +172,27 @@ class IncidentRowValidation:
         except FieldError:
             return None
         return {
-            "source": source, "external_id": external_id, "reference": None, "title": title,
-            "description": description, "district": district, "lat": lat, "lon": lon,
-            "category": category, "escalation_level": level,
-            "required_competences": competences, "languages": languages, "status": status,
-            "occurred_at": occurred_at, "reported_at": reported_at,
+            "source": source,
+            "external_id": external_id,
+            "reference": None,
+            "title": title,
+            "description": description,
+            "district": district,
+            "lat": lat,
+            "lon": lon,
+            "category": category,
+            "escalation_level": level,
+            "required_competences": competences,
+            "languages": languages,
+            "status": status,
+            "occurred_at": occurred_at,
+            "reported_at": reported_at,
             "organisation_id": organisation_id,
             "has_reporter": name is not None or contact is not None or anonymous is not None,
-            "reporter_name": name, "reporter_contact": contact,
-            "reporter_anonymous": bool(anonymous), "present": present,
+            "reporter_name": name,
+            "reporter_contact": contact,
+            "reporter_anonymous": bool(anonymous),
+            "present": present,
         }
 
     def _code_list(self, name: str, raw: Any) -> list[str] | None:
@@ -237,8 +257,12 @@ class IncidentRowValidation:
             reference = get("reference", _text, 20)
             if reference is None:
                 if "reference" not in {e[0] for e in errors}:
-                    errors.append(("external_id", "is required (or, for an incident without "
-                                                  "one, its reference)"))
+                    errors.append(
+                        (
+                            "external_id",
+                            "is required (or, for an incident without one, its reference)",
+                        )
+                    )
             elif parse_incident_reference(reference) is None:
                 errors.append(("reference", "must be an incident reference, e.g. KOK-2026-00042"))
                 reference = None
@@ -281,8 +305,12 @@ class IncidentRowValidation:
         competences = get("required_competences", _list, 20) or []
         unknown = sorted(set(competences) - refs.competences)
         if unknown:
-            errors.append(("required_competences",
-                           f"unknown competence(s): {', '.join(c[:64] for c in unknown)}"))
+            errors.append(
+                (
+                    "required_competences",
+                    f"unknown competence(s): {', '.join(c[:64] for c in unknown)}",
+                )
+            )
         out["required_competences"] = sorted(set(competences))
         languages = get("languages", _list, 20) or []
         try:
@@ -312,4 +340,3 @@ class IncidentRowValidation:
         if errors:
             return None, key, errors
         return out, key, errors
-

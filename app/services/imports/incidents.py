@@ -54,16 +54,32 @@ from app.services.timeline import actor_columns
 log = logging.getLogger("kokoma.imports")
 
 _INCIDENT_UPDATABLE = (
-    "title", "description", "district", "lat", "lon", "category", "escalation_level",
-    "languages", "occurred_at", "reported_at", "organisation_id",
-    "has_reporter", "reporter_name", "reporter_contact", "reporter_anonymous",
+    "title",
+    "description",
+    "district",
+    "lat",
+    "lon",
+    "category",
+    "escalation_level",
+    "languages",
+    "occurred_at",
+    "reported_at",
+    "organisation_id",
+    "has_reporter",
+    "reporter_name",
+    "reporter_contact",
+    "reporter_anonymous",
 )
 #: After a reporter erasure (app.services.privacy) a re-import must not bring the data back:
 #: these columns are then left as they are.
 _KEPT_AFTER_ERASURE = frozenset({"reporter_name", "reporter_contact", "title", "description"})
 _INCIDENT_SELECT = (
-    col(Incident.id), col(Incident.source), col(Incident.external_id), col(Incident.reference),
-    col(Incident.status), col(Incident.version),
+    col(Incident.id),
+    col(Incident.source),
+    col(Incident.external_id),
+    col(Incident.reference),
+    col(Incident.status),
+    col(Incident.version),
     *(col(getattr(Incident, name)) for name in _INCIDENT_UPDATABLE),
     *([col(Incident.reporter_erased_at)] if hasattr(Incident, "reporter_erased_at") else []),
 )
@@ -181,8 +197,9 @@ class IncidentImporter(IncidentRowValidation, Importer):
         if existing:
             ids = [found.id for found in existing.values()]
             for incident_id, code in session.execute(
-                select(col(IncidentCompetence.incident_id), col(IncidentCompetence.competence_code))
-                .where(col(IncidentCompetence.incident_id).in_(ids))
+                select(
+                    col(IncidentCompetence.incident_id), col(IncidentCompetence.competence_code)
+                ).where(col(IncidentCompetence.incident_id).in_(ids))
             ):
                 competences[incident_id].append(code)
         prepared = _Prepared(existing, competences)
@@ -194,9 +211,7 @@ class IncidentImporter(IncidentRowValidation, Importer):
             if references:
                 prepared.numbers = self._allocate_around(batch, existing, prepared.year)
             else:
-                prepared.first_reference = self._blocks.reserve(
-                    INCIDENT_SCOPE, prepared.year, new
-                )
+                prepared.first_reference = self._blocks.reserve(INCIDENT_SCOPE, prepared.year, new)
             # an import writes no incident.created outbox rows when no subscription could
             # receive them (measured: a quarter of the import's time; see outbox.listening);
             # the answer holds for the transaction
@@ -237,7 +252,10 @@ class IncidentImporter(IncidentRowValidation, Importer):
         return numbers
 
     def plan(
-        self, batch: list[tuple[int, dict[str, Any]]], prepared: _Prepared, write: bool,
+        self,
+        batch: list[tuple[int, dict[str, Any]]],
+        prepared: _Prepared,
+        write: bool,
         result: ImportResult,
     ) -> list[Callable[[], None]]:
         existing, competences = prepared.existing, prepared.competences
@@ -245,7 +263,8 @@ class IncidentImporter(IncidentRowValidation, Importer):
         updates: list[tuple[Any, dict[str, Any], list[str], bool]] = []
         for _, row in batch:
             found = existing.get(
-                (row["source"], row["external_id"]) if row["external_id"] is not None
+                (row["source"], row["external_id"])
+                if row["external_id"] is not None
                 else (None, row["reference"])
             )
             if found is None:
@@ -264,9 +283,7 @@ class IncidentImporter(IncidentRowValidation, Importer):
             return []
         return [*self._create(creates, prepared), *self._update(updates)]
 
-    def _create(
-        self, rows: list[dict[str, Any]], prepared: _Prepared
-    ) -> list[Callable[[], None]]:
+    def _create(self, rows: list[dict[str, Any]], prepared: _Prepared) -> list[Callable[[], None]]:
         if not rows:
             return []
         session, principal = self.session, self.principal
@@ -297,8 +314,10 @@ class IncidentImporter(IncidentRowValidation, Importer):
             events.append((event_id, incident_id, values[_STATUS]))
             if emit_created:
                 view = incident_webhook_view(
-                    {**dict(zip(NEW_INCIDENT_COLUMNS, values, strict=True)),
-                     **created_constants}.__getitem__,
+                    {
+                        **dict(zip(NEW_INCIDENT_COLUMNS, values, strict=True)),
+                        **created_constants,
+                    }.__getitem__,
                     row["required_competences"],
                 )
                 outbox.append((outbox_ids[offset], {"incident": view}, row["organisation_id"]))
@@ -323,11 +342,17 @@ class IncidentImporter(IncidentRowValidation, Importer):
         writes = [
             table_writer(session, IncidentCompetence, ("incident_id", "competence_code"), links),
             table_writer(
-                session, IncidentEvent, ("id", "incident_id", "to_status"), events,
+                session,
+                IncidentEvent,
+                ("id", "incident_id", "to_status"),
+                events,
                 created_event_columns(principal, now, _VIA_IMPORT),
             ),
             table_writer(
-                session, OutboxEvent, ("id", "payload", "organisation_id"), outbox,
+                session,
+                OutboxEvent,
+                ("id", "payload", "organisation_id"),
+                outbox,
                 {"event_type": "incident.created", "created_at": now, "fanned_out_at": None},
             ),
             audit_writer(session, principal, now, "create", "incident", audits),
@@ -345,30 +370,43 @@ class IncidentImporter(IncidentRowValidation, Importer):
         params, events, audits = [], [], []
         replace_ids, links = [], []
         for found, row, changed, competences_changed in updates:
-            new = {name: (row[name] if name in changed else getattr(found, name))
-                   for name in _INCIDENT_UPDATABLE}
+            new = {
+                name: (row[name] if name in changed else getattr(found, name))
+                for name in _INCIDENT_UPDATABLE
+            }
             params.append({"b_id": found.id, **{f"b_{k}": v for k, v in new.items()}})
             names = [*changed, *(["required_competences"] if competences_changed else [])]
             public = public_incident_fields(names)
-            events.append({
-                "id": uuid.uuid4(), "incident_id": found.id, "at": now, "type": "updated",
-                **actor_columns(principal),
-                "from_status": None, "to_status": None, "note": None,
-                "data": {"fields": public, "via": "import"},
-            })
+            events.append(
+                {
+                    "id": uuid.uuid4(),
+                    "incident_id": found.id,
+                    "at": now,
+                    "type": "updated",
+                    **actor_columns(principal),
+                    "from_status": None,
+                    "to_status": None,
+                    "note": None,
+                    "data": {"fields": public, "via": "import"},
+                }
+            )
             audits.append((found.id, public))
             if competences_changed:
                 replace_ids.append(found.id)
-                links.extend({"incident_id": found.id, "competence_code": code}
-                             for code in row["required_competences"])
+                links.extend(
+                    {"incident_id": found.id, "competence_code": code}
+                    for code in row["required_competences"]
+                )
         stmt = (
             update(table)
             .where(table.c.id == bindparam("b_id"))
-            .values({
-                **{name: bindparam(f"b_{name}") for name in _INCIDENT_UPDATABLE},
-                "version": table.c.version + 1,
-                "updated_at": now,
-            })
+            .values(
+                {
+                    **{name: bindparam(f"b_{name}") for name in _INCIDENT_UPDATABLE},
+                    "version": table.c.version + 1,
+                    "updated_at": now,
+                }
+            )
         )
         write_links = bulk_writer(session, IncidentCompetence, links)
 
@@ -390,7 +428,6 @@ class IncidentImporter(IncidentRowValidation, Importer):
         return [update_incidents, *(call for call in writes if call is not None)]
 
 
-
 def _incident_changes(
     found: Any, stored_competences: list[str], row: dict[str, Any]
 ) -> tuple[list[str], bool]:
@@ -409,5 +446,3 @@ def _incident_changes(
         "required_competences" in present and stored_competences != row["required_competences"]
     )
     return changed, competences_changed
-
-

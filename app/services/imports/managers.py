@@ -29,8 +29,13 @@ from app.services.imports.base import (
 from app.services.imports.cells import _bool, _int, _list, _text
 
 _MANAGER_UPDATABLE = (
-    "display_name", "phone", "organisation_id", "home_district", "languages",
-    "max_open_assignments", "notify_by_email",
+    "display_name",
+    "phone",
+    "organisation_id",
+    "home_district",
+    "languages",
+    "max_open_assignments",
+    "notify_by_email",
 )
 
 
@@ -50,11 +55,13 @@ def _competence_holdings(raw: Any, is_csv: bool) -> Any:
         pieces = [p.strip() for p in part.split(":")]
         if len(pieces) not in (2, 3):
             raise FieldError("each entry must be code:certified_on[:expires_on]")
-        holdings.append({
-            "code": pieces[0],
-            "certified_on": pieces[1],
-            "expires_on": pieces[2] if len(pieces) == 3 and pieces[2] else None,
-        })
+        holdings.append(
+            {
+                "code": pieces[0],
+                "certified_on": pieces[1],
+                "expires_on": pieces[2] if len(pieces) == 3 and pieces[2] else None,
+            }
+        )
     return holdings
 
 
@@ -83,8 +90,14 @@ class ManagerImporter(Importer):
                     value = _int(raw, is_csv, 1, 100)
                 elif name == "notify_by_email":
                     value = _bool(raw, is_csv)
-                elif name in ("display_name", "phone", "email", "status", "home_district",
-                              "organisation_id"):
+                elif name in (
+                    "display_name",
+                    "phone",
+                    "email",
+                    "status",
+                    "home_district",
+                    "organisation_id",
+                ):
                     value = _text(raw, is_csv, 320)
                 else:  # pragma: no cover - every column is handled above
                     value = raw
@@ -143,10 +156,12 @@ class ManagerImporter(Importer):
         session = self.session
         self.plan_for_growing_tables()
         emails = [row["email"] for _, row in batch]
-        stmt = select(col(Manager.id), col(Manager.email), col(Manager.version),
-                      *(getattr(Manager, n) for n in _MANAGER_UPDATABLE)).where(
-            col(Manager.email).in_(emails)
-        )
+        stmt = select(
+            col(Manager.id),
+            col(Manager.email),
+            col(Manager.version),
+            *(getattr(Manager, n) for n in _MANAGER_UPDATABLE),
+        ).where(col(Manager.email).in_(emails))
         if write and self.is_pg:
             stmt = stmt.with_for_update()
         existing = {found.email: found for found in session.execute(stmt)}
@@ -155,14 +170,18 @@ class ManagerImporter(Importer):
         if existing:
             ids = [found.id for found in existing.values()]
             for manager_id, code in session.execute(
-                select(col(ManagerDistrict.manager_id), col(ManagerDistrict.district_code))
-                .where(col(ManagerDistrict.manager_id).in_(ids))
+                select(col(ManagerDistrict.manager_id), col(ManagerDistrict.district_code)).where(
+                    col(ManagerDistrict.manager_id).in_(ids)
+                )
             ):
                 districts[manager_id].append(code)
             for manager_id, code, certified_on, expires_on in session.execute(
-                select(col(ManagerCompetence.manager_id), col(ManagerCompetence.competence_code),
-                       col(ManagerCompetence.certified_on), col(ManagerCompetence.expires_on))
-                .where(col(ManagerCompetence.manager_id).in_(ids))
+                select(
+                    col(ManagerCompetence.manager_id),
+                    col(ManagerCompetence.competence_code),
+                    col(ManagerCompetence.certified_on),
+                    col(ManagerCompetence.expires_on),
+                ).where(col(ManagerCompetence.manager_id).in_(ids))
             ):
                 holdings[manager_id].append((code, certified_on, expires_on))
         creates, updates = [], []
@@ -173,19 +192,23 @@ class ManagerImporter(Importer):
                 continue
             present = row["present"]
             changed = [
-                name for name in _MANAGER_UPDATABLE
+                name
+                for name in _MANAGER_UPDATABLE
                 if name in present and getattr(found, name) != row[name]
             ]
             if "home_district" in changed or "districts" in present:
-                wanted = row["districts"] if "districts" in present else sorted(
-                    set(districts.get(found.id, [])) - {row["home_district"]}
+                wanted = (
+                    row["districts"]
+                    if "districts" in present
+                    else sorted(set(districts.get(found.id, [])) - {row["home_district"]})
                 )
                 if sorted(districts.get(found.id, [])) != wanted:
                     changed.append("districts")
                     row = {**row, "districts": wanted}
-            if "competences" in present and sorted(holdings.get(found.id, [])) != row[
-                "competences"
-            ]:
+            if (
+                "competences" in present
+                and sorted(holdings.get(found.id, [])) != row["competences"]
+            ):
                 changed.append("competences")
             if changed:
                 updates.append((found, row, changed))
@@ -204,28 +227,37 @@ class ManagerImporter(Importer):
         managers, links, certs, audits = [], [], [], []
         for row in rows:
             manager_id = uuid.uuid4()
-            managers.append({
-                "id": manager_id,
-                "display_name": row["display_name"],
-                "email": row["email"],
-                "phone": row["phone"],
-                "organisation_id": row["organisation_id"],
-                "status": row["status"],
-                "home_district": row["home_district"],
-                "languages": row["languages"],
-                "max_open_assignments": row["max_open_assignments"],
-                "notify_by_email": row["notify_by_email"],
-                "open_assignments": 0,
-                "last_assigned_at": None,
-                "version": 1,
-                "created_at": now,
-                "updated_at": now,
-            })
-            links.extend({"manager_id": manager_id, "district_code": code}
-                         for code in row["districts"])
-            certs.extend({"manager_id": manager_id, "competence_code": code,
-                          "certified_on": certified_on, "expires_on": expires_on}
-                         for code, certified_on, expires_on in row["competences"])
+            managers.append(
+                {
+                    "id": manager_id,
+                    "display_name": row["display_name"],
+                    "email": row["email"],
+                    "phone": row["phone"],
+                    "organisation_id": row["organisation_id"],
+                    "status": row["status"],
+                    "home_district": row["home_district"],
+                    "languages": row["languages"],
+                    "max_open_assignments": row["max_open_assignments"],
+                    "notify_by_email": row["notify_by_email"],
+                    "open_assignments": 0,
+                    "last_assigned_at": None,
+                    "version": 1,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+            )
+            links.extend(
+                {"manager_id": manager_id, "district_code": code} for code in row["districts"]
+            )
+            certs.extend(
+                {
+                    "manager_id": manager_id,
+                    "competence_code": code,
+                    "certified_on": certified_on,
+                    "expires_on": expires_on,
+                }
+                for code, certified_on, expires_on in row["competences"]
+            )
             audits.append((manager_id, sorted(row["present"])))
         try:
             bulk_insert(self.session, Manager, managers)
@@ -234,9 +266,7 @@ class ManagerImporter(Importer):
             raise
         bulk_insert(self.session, ManagerDistrict, links)
         bulk_insert(self.session, ManagerCompetence, certs)
-        write_now(
-            audit_writer(self.session, self.principal, now, "create", "manager", audits)
-        )
+        write_now(audit_writer(self.session, self.principal, now, "create", "manager", audits))
 
     def _update(self, updates: list[tuple[Any, dict[str, Any], list[str]]]) -> None:
         if not updates:
@@ -247,45 +277,52 @@ class ManagerImporter(Importer):
         params, audits = [], []
         district_ids, district_rows, cert_ids, cert_rows = [], [], [], []
         for found, row, changed in updates:
-            params.append({
-                "b_id": found.id,
-                **{f"b_{name}": (row[name] if name in changed else getattr(found, name))
-                   for name in _MANAGER_UPDATABLE},
-            })
+            params.append(
+                {
+                    "b_id": found.id,
+                    **{
+                        f"b_{name}": (row[name] if name in changed else getattr(found, name))
+                        for name in _MANAGER_UPDATABLE
+                    },
+                }
+            )
             audits.append((found.id, sorted(changed)))
             if "districts" in changed:
                 district_ids.append(found.id)
-                district_rows.extend({"manager_id": found.id, "district_code": code}
-                                     for code in row["districts"])
+                district_rows.extend(
+                    {"manager_id": found.id, "district_code": code} for code in row["districts"]
+                )
             if "competences" in changed:
                 cert_ids.append(found.id)
-                cert_rows.extend({"manager_id": found.id, "competence_code": code,
-                                  "certified_on": certified_on, "expires_on": expires_on}
-                                 for code, certified_on, expires_on in row["competences"])
+                cert_rows.extend(
+                    {
+                        "manager_id": found.id,
+                        "competence_code": code,
+                        "certified_on": certified_on,
+                        "expires_on": expires_on,
+                    }
+                    for code, certified_on, expires_on in row["competences"]
+                )
         session.connection().execute(
             update(table)
             .where(table.c.id == bindparam("b_id"))
-            .values({
-                **{name: bindparam(f"b_{name}") for name in _MANAGER_UPDATABLE},
-                "version": table.c.version + 1,
-                "updated_at": now,
-            }),
+            .values(
+                {
+                    **{name: bindparam(f"b_{name}") for name in _MANAGER_UPDATABLE},
+                    "version": table.c.version + 1,
+                    "updated_at": now,
+                }
+            ),
             params,
         )
         if district_ids:
             session.connection().execute(
-                delete(ManagerDistrict).where(
-                    col(ManagerDistrict.manager_id).in_(district_ids)
-                )
+                delete(ManagerDistrict).where(col(ManagerDistrict.manager_id).in_(district_ids))
             )
             bulk_insert(session, ManagerDistrict, district_rows)
         if cert_ids:
             session.connection().execute(
-                delete(ManagerCompetence).where(
-                    col(ManagerCompetence.manager_id).in_(cert_ids)
-                )
+                delete(ManagerCompetence).where(col(ManagerCompetence.manager_id).in_(cert_ids))
             )
             bulk_insert(session, ManagerCompetence, cert_rows)
-        write_now(
-            audit_writer(session, self.principal, now, "update", "manager", audits)
-        )
+        write_now(audit_writer(session, self.principal, now, "update", "manager", audits))

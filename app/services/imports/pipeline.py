@@ -116,8 +116,8 @@ def run_import(
     """
     settings = get_settings()
     splitter = LineSplitter(chunks)
-    importer_cls: type[Importer] = IncidentImporter if kind == ImportKind.incidents else (
-        ManagerImporter
+    importer_cls: type[Importer] = (
+        IncidentImporter if kind == ImportKind.incidents else (ManagerImporter)
     )
     result = ImportResult(dry_run=dry_run, atomic=atomic)
     pipeline: Pipeline | None = None
@@ -147,9 +147,13 @@ def run_import(
                 if key is not None:
                     digest = hash(key)
                     if digest in seen:
-                        errors.append((importer.key_field,
-                                       "appears more than once in this file (only the first "
-                                       "occurrence is imported)"))
+                        errors.append(
+                            (
+                                importer.key_field,
+                                "appears more than once in this file (only the first "
+                                "occurrence is imported)",
+                            )
+                        )
                         parsed = None
                     seen.add(digest)
                 for field_name, message in errors:

@@ -1,6 +1,5 @@
 """Queueing: notification rows written in the transaction of the change that causes them."""
 
-
 from __future__ import annotations
 
 import uuid
@@ -30,6 +29,7 @@ from app.models.reference import District
 K = NotificationKind
 COORDINATOR_KINDS = sorted(k.value for k in COORDINATOR_EVENT_KINDS)
 
+
 def is_postgresql(session: Session) -> bool:
     return session.get_bind().dialect.name == "postgresql"
 
@@ -45,9 +45,11 @@ def iso_instant(value: datetime | None) -> str | None:
 
 
 def _district_names(session: Session, codes: Iterable[str]) -> dict[str, str]:
-    return dict(session.execute(  # type: ignore[arg-type]
-        select(col(District.code), col(District.name)).where(col(District.code).in_(set(codes)))
-    ).all())
+    return dict(
+        session.execute(  # type: ignore[arg-type]
+            select(col(District.code), col(District.name)).where(col(District.code).in_(set(codes)))
+        ).all()
+    )
 
 
 def incident_facts(
@@ -156,15 +158,23 @@ def offers_made(
         incident = incidents[_get(assignment, "incident_id")]
         if incident.id not in facts:
             facts[incident.id] = incident_facts(session, incident, names)
-        rows.append(notification_row(
-            K.offer, address,
-            {**facts[incident.id], "assignment_id": str(_get(assignment, "id")),
-             "role": str(_get(assignment, "role")),
-             "expires_at": iso_instant(_get(assignment, "expires_at"))},
-            now, settings,
-            manager_id=_get(assignment, "manager_id"), incident_id=incident.id,
-            assignment_id=_get(assignment, "id"),
-        ))
+        rows.append(
+            notification_row(
+                K.offer,
+                address,
+                {
+                    **facts[incident.id],
+                    "assignment_id": str(_get(assignment, "id")),
+                    "role": str(_get(assignment, "role")),
+                    "expires_at": iso_instant(_get(assignment, "expires_at")),
+                },
+                now,
+                settings,
+                manager_id=_get(assignment, "manager_id"),
+                incident_id=incident.id,
+                assignment_id=_get(assignment, "id"),
+            )
+        )
     return insert_notifications(session, rows)
 
 
@@ -181,12 +191,27 @@ def offer_withdrawn(session: Session, assignment: Assignment, was_offered: bool)
     incident = session.get(Incident, assignment.incident_id)
     if address is None or incident is None:
         return 0
-    payload = {**incident_facts(session, incident), "assignment_id": str(assignment.id),
-               "role": str(assignment.role), "was_offered": was_offered}
-    return insert_notifications(session, [notification_row(
-        K.offer_withdrawn, address, payload, get_clock().now(), settings,
-        manager_id=assignment.manager_id, incident_id=incident.id, assignment_id=assignment.id,
-    )])
+    payload = {
+        **incident_facts(session, incident),
+        "assignment_id": str(assignment.id),
+        "role": str(assignment.role),
+        "was_offered": was_offered,
+    }
+    return insert_notifications(
+        session,
+        [
+            notification_row(
+                K.offer_withdrawn,
+                address,
+                payload,
+                get_clock().now(),
+                settings,
+                manager_id=assignment.manager_id,
+                incident_id=incident.id,
+                assignment_id=assignment.id,
+            )
+        ],
+    )
 
 
 def tell_coordinators(
@@ -203,10 +228,23 @@ def tell_coordinators(
     if not settings.mail_enabled or not addresses:
         return 0
     now = get_clock().now()
-    payload = {**incident_facts(session, incident), "role": role,
-               "reported_at": iso_instant(incident.reported_at)}
-    return insert_notifications(session, [
-        notification_row(kind, address, payload, now, settings, incident_id=incident.id,
-             dedupe_key=None if dedupe is None else f"{dedupe}:{address}"[:200])
-        for address in addresses
-    ])
+    payload = {
+        **incident_facts(session, incident),
+        "role": role,
+        "reported_at": iso_instant(incident.reported_at),
+    }
+    return insert_notifications(
+        session,
+        [
+            notification_row(
+                kind,
+                address,
+                payload,
+                now,
+                settings,
+                incident_id=incident.id,
+                dedupe_key=None if dedupe is None else f"{dedupe}:{address}"[:200],
+            )
+            for address in addresses
+        ],
+    )

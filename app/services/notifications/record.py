@@ -1,6 +1,5 @@
 """The notification record: the coordinators' API over it, and a manager's erasure from it."""
 
-
 from __future__ import annotations
 
 import uuid
@@ -31,8 +30,9 @@ class NotificationService:
     def __init__(self, session: Session) -> None:
         self.session = session
 
-    def page(self, flt: NotificationFilter, params: PageParams
-             ) -> tuple[list[NotificationPublic], str | None]:
+    def page(
+        self, flt: NotificationFilter, params: PageParams
+    ) -> tuple[list[NotificationPublic], str | None]:
         n = Notification
         stmt = select(n)
         if flt.manager_id is not None:
@@ -42,20 +42,26 @@ class NotificationService:
         if flt.status is not None:
             stmt = stmt.where(col(n.status) == flt.status.value)
         stmt = keyset(stmt, [col(n.created_at), col(n.id)], params, descending=True)
-        rows, cursor = page_slice(self.session.scalars(stmt).all(), params.limit,
-                                  lambda r: [r.created_at, r.id])
+        rows, cursor = page_slice(
+            self.session.scalars(stmt).all(), params.limit, lambda r: [r.created_at, r.id]
+        )
         return [
-            NotificationPublic.model_validate({
-                **r.model_dump(),
-                "next_attempt_at": (r.next_attempt_at
-                                    if r.status == NotificationStatus.pending else None),
-            })
+            NotificationPublic.model_validate(
+                {
+                    **r.model_dump(),
+                    "next_attempt_at": (
+                        r.next_attempt_at if r.status == NotificationStatus.pending else None
+                    ),
+                }
+            )
             for r in rows
         ], cursor
 
 
 def forget_manager(
-    session: Session, manager_id: uuid.UUID, now: datetime,
+    session: Session,
+    manager_id: uuid.UUID,
+    now: datetime,
     erase: Callable[[str | None], str | None] | None = None,
 ) -> int:
     """Manager erasure: their address leaves the record (also from SMTP error texts, through
@@ -63,18 +69,26 @@ def forget_manager(
     n = Notification
     if erase is not None:
         for row_id, error in session.execute(
-            select(col(n.id), col(n.last_error)).where(col(n.manager_id) == manager_id,
-                                            col(n.last_error).is_not(None))
+            select(col(n.id), col(n.last_error)).where(
+                col(n.manager_id) == manager_id, col(n.last_error).is_not(None)
+            )
         ).all():
             if erase(error) != error:
                 session.execute(update(n).where(n.id == row_id).values(last_error=erase(error)))
     session.execute(
-        update(n).where(col(n.manager_id) == manager_id, col(n.status) == NotificationStatus.pending.value)
-        .values(status=NotificationStatus.failed.value, last_error="recipient erased",
-                locked_until=None, lease_token=None, updated_at=now)
+        update(n)
+        .where(col(n.manager_id) == manager_id, col(n.status) == NotificationStatus.pending.value)
+        .values(
+            status=NotificationStatus.failed.value,
+            last_error="recipient erased",
+            locked_until=None,
+            lease_token=None,
+            updated_at=now,
+        )
     )
     result = session.execute(
-        update(n).where(col(n.manager_id) == manager_id, col(n.recipient).is_not(None))
+        update(n)
+        .where(col(n.manager_id) == manager_id, col(n.recipient).is_not(None))
         .values(recipient=None, updated_at=now)
     )
     return affected_rows(result)

@@ -1,6 +1,5 @@
 """Mail text: labels in the mail language, local times, and the Jinja templates (app/templates/mail)."""
 
-
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -25,8 +24,9 @@ LABELS: dict[str, dict[str, dict[str, str]]] = {
             "other": "Sonstiges",
         },
         "role": {"lead": "Leitung", "co": "Co-Mediation im Tandem"},
-        "weekday": dict(zip("0123456", ("Mo.", "Di.", "Mi.", "Do.", "Fr.", "Sa.", "So."),
-                            strict=True)),
+        "weekday": dict(
+            zip("0123456", ("Mo.", "Di.", "Mi.", "Do.", "Fr.", "Sa.", "So."), strict=True)
+        ),
     },
     "en": {
         "category": {
@@ -41,8 +41,9 @@ LABELS: dict[str, dict[str, dict[str, str]]] = {
             "other": "Other",
         },
         "role": {"lead": "lead", "co": "co-mediator in a tandem"},
-        "weekday": dict(zip("0123456", ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"),
-                            strict=True)),
+        "weekday": dict(
+            zip("0123456", ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"), strict=True)
+        ),
     },
 }
 _EN_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
@@ -57,8 +58,10 @@ def format_time(value: str | datetime | None, settings: Settings) -> str:
     weekday = LABELS[settings.mail_language]["weekday"][str(local.weekday())]
     if settings.mail_language == "de":
         return f"{weekday}, {local:%d.%m.%Y}, {local:%H:%M} Uhr"
-    return (f"{weekday} {local.day} {_EN_MONTHS[local.month - 1]} {local.year}, "
-            f"{local:%H:%M} ({settings.timezone})")
+    return (
+        f"{weekday} {local.day} {_EN_MONTHS[local.month - 1]} {local.year}, "
+        f"{local:%H:%M} ({settings.timezone})"
+    )
 
 
 _env = Environment(
@@ -77,10 +80,12 @@ def _links(payload: dict[str, Any], settings: Settings) -> dict[str, str | None]
     incident = payload.get("incident_id")
     return {
         "assignment_url": f"{base}/assignments/{assignment}" if base and assignment else None,
-        "accept_url": (f"{base}/assignments/{assignment}?answer=accept"
-                       if base and assignment else None),
-        "decline_url": (f"{base}/assignments/{assignment}?answer=decline"
-                        if base and assignment else None),
+        "accept_url": (
+            f"{base}/assignments/{assignment}?answer=accept" if base and assignment else None
+        ),
+        "decline_url": (
+            f"{base}/assignments/{assignment}?answer=decline" if base and assignment else None
+        ),
         "incident_url": f"{base}/incidents/{incident}" if base and incident else None,
     }
 
@@ -90,8 +95,9 @@ def _item(payload: dict[str, Any], settings: Settings) -> dict[str, Any]:
     role = payload.get("role")
     return {
         **payload,
-        "category_label": labels["category"].get(payload.get("category", ""),
-                                                 payload.get("category", "")),
+        "category_label": labels["category"].get(
+            payload.get("category", ""), payload.get("category", "")
+        ),
         "role_label": labels["role"].get(role, role) if role else None,
         "expires_local": format_time(payload.get("expires_at"), settings),
         "reported_local": format_time(payload.get("reported_at"), settings),
@@ -106,8 +112,9 @@ class RenderedMail:
     html: str
 
 
-def render(kind: str, payload: dict[str, Any], settings: Settings,
-           display_name: str | None = None) -> RenderedMail:
+def render(
+    kind: str, payload: dict[str, Any], settings: Settings, display_name: str | None = None
+) -> RenderedMail:
     """Subject, plain text and HTML of a notification, from the templates of the language."""
     lang = settings.mail_language
     context: dict[str, Any] = {

@@ -1,6 +1,5 @@
 """Sending: claim due rows under a lease, send them over SMTP, record each attempt."""
 
-
 from __future__ import annotations
 
 import logging
@@ -54,8 +53,9 @@ def lease_seconds(settings: Settings) -> float:
     return max(60.0, 6 * settings.smtp_timeout_seconds)
 
 
-def claim_due(session: Session, now: datetime, limit: int, lease: float,
-              settings: Settings) -> list[MailClaim]:
+def claim_due(
+    session: Session, now: datetime, limit: int, lease: float, settings: Settings
+) -> list[MailClaim]:
     """Lease up to ``limit`` due notifications to this worker (the caller commits at once)."""
     n = Notification
     stmt = (
@@ -79,13 +79,23 @@ def claim_due(session: Session, now: datetime, limit: int, lease: float,
         return []
     token = uuid.uuid4()
     session.execute(
-        update(n).where(col(n.id).in_(ids))
+        update(n)
+        .where(col(n.id).in_(ids))
         .values(locked_until=now + timedelta(seconds=lease), lease_token=token)
     )
     rows = session.execute(
-        select(col(n.id), col(n.kind), col(n.recipient), col(n.message_id), col(n.attempts), col(n.payload),
-               col(Manager.display_name), col(Manager.email), col(Manager.notify_by_email),
-               col(Assignment.status).label("assignment_status"))
+        select(
+            col(n.id),
+            col(n.kind),
+            col(n.recipient),
+            col(n.message_id),
+            col(n.attempts),
+            col(n.payload),
+            col(Manager.display_name),
+            col(Manager.email),
+            col(Manager.notify_by_email),
+            col(Assignment.status).label("assignment_status"),
+        )
         .outerjoin(Manager, col(Manager.id) == col(n.manager_id))
         .outerjoin(Assignment, col(Assignment.id) == col(n.assignment_id))
         .where(col(n.id).in_(ids))
@@ -98,13 +108,20 @@ def claim_due(session: Session, now: datetime, limit: int, lease: float,
             obsolete = f"not sent: the offer is {r.assignment_status} meanwhile"
         elif r.notify_by_email is False:
             obsolete = "not sent: the manager turned e-mail off meanwhile"
-        claims.append(MailClaim(
-            notification_id=r.id, lease_token=token, kind=r.kind,
-            # a manager's mail goes to the address they have now
-            recipient=r.email if r.email is not None else r.recipient,
-            message_id=r.message_id, attempts=r.attempts, payload=r.payload,
-            display_name=r.display_name, obsolete=obsolete,
-        ))
+        claims.append(
+            MailClaim(
+                notification_id=r.id,
+                lease_token=token,
+                kind=r.kind,
+                # a manager's mail goes to the address they have now
+                recipient=r.email if r.email is not None else r.recipient,
+                message_id=r.message_id,
+                attempts=r.attempts,
+                payload=r.payload,
+                display_name=r.display_name,
+                obsolete=obsolete,
+            )
+        )
     return claims
 
 
@@ -183,18 +200,31 @@ class SmtpSession:
 
 def backoff_seconds(attempt: int, settings: Settings, rng: random.Random | None = None) -> float:
     """Delay after failed attempt ``attempt`` (1-based): exponential, capped, equal jitter."""
-    delay = min(settings.mail_backoff_max_seconds,
-                settings.mail_backoff_seconds * 2 ** (attempt - 1))
+    delay = min(
+        settings.mail_backoff_max_seconds, settings.mail_backoff_seconds * 2 ** (attempt - 1)
+    )
     return delay / 2 + (rng or random).uniform(0, delay / 2)
 
 
-def record(session: Session, claim: MailClaim, error: str | None, now: datetime,
-           settings: Settings, *, final: bool = False) -> bool:
+def record(
+    session: Session,
+    claim: MailClaim,
+    error: str | None,
+    now: datetime,
+    settings: Settings,
+    *,
+    final: bool = False,
+) -> bool:
     """Move the notification on after an attempt (``final``: an error not worth retrying);
     ``False`` when the lease was lost meanwhile."""
     attempt = claim.attempts + (0 if final else 1)
-    values: dict[str, Any] = {"attempts": attempt, "locked_until": None, "lease_token": None,
-                              "updated_at": now, "recipient": claim.recipient}
+    values: dict[str, Any] = {
+        "attempts": attempt,
+        "locked_until": None,
+        "lease_token": None,
+        "updated_at": now,
+        "recipient": claim.recipient,
+    }
     if error is None:
         values.update(status=NotificationStatus.sent.value, sent_at=now)
     else:
@@ -202,27 +232,40 @@ def record(session: Session, claim: MailClaim, error: str | None, now: datetime,
         if final or attempt >= settings.mail_max_attempts:
             values.update(status=NotificationStatus.failed.value)
         else:
-            values.update(next_attempt_at=now + timedelta(
-                seconds=backoff_seconds(attempt, settings)))
+            values.update(
+                next_attempt_at=now + timedelta(seconds=backoff_seconds(attempt, settings))
+            )
     n = Notification
     result = session.execute(
-        update(n).where(col(n.id) == claim.notification_id, col(n.lease_token) == claim.lease_token)
+        update(n)
+        .where(col(n.id) == claim.notification_id, col(n.lease_token) == claim.lease_token)
         .values(**values)
     )
     kept = affected_rows(result) == 1
     if kept and claim.kind == K.coordinator_digest.value and "status" in values:
         session.execute(
-            update(n).where(col(n.digest_id) == claim.notification_id).values(
-                status=values["status"], sent_at=values.get("sent_at"),
-                last_error=error, updated_at=now,
+            update(n)
+            .where(col(n.digest_id) == claim.notification_id)
+            .values(
+                status=values["status"],
+                sent_at=values.get("sent_at"),
+                last_error=error,
+                updated_at=now,
             )
         )
     if final:
-        log.info("mail dropped", extra={"notification_id": str(claim.notification_id),
-                                        "reason": error})
+        log.info(
+            "mail dropped", extra={"notification_id": str(claim.notification_id), "reason": error}
+        )
     elif error is not None:  # the reply code only: SMTP error texts may quote the address
-        log.info("mail failed", extra={"notification_id": str(claim.notification_id),
-                                       "attempt": attempt, "code": error.split(" ", 1)[0]})
+        log.info(
+            "mail failed",
+            extra={
+                "notification_id": str(claim.notification_id),
+                "attempt": attempt,
+                "code": error.split(" ", 1)[0],
+            },
+        )
     return kept
 
 

@@ -1,6 +1,5 @@
 """Timers (worker jobs): offer reminders, triage deadlines and coordinator digests."""
 
-
 from __future__ import annotations
 
 from collections import defaultdict
@@ -35,6 +34,7 @@ from app.services.notifications.queueing import (
 #: PostgreSQL advisory lock of the digest collector ("kmdig").
 _DIGEST_LOCK = 0x6B6D646967
 
+
 def queue_reminders(limit: int = 500) -> int:
     """Remind the manager of an offer still open ``KOKOMA_OFFER_REMINDER_HOURS`` before it
     expires — once (``dedupe_key``), and only for offers that ran longer than that."""
@@ -50,8 +50,14 @@ def queue_reminders(limit: int = 500) -> int:
             col(Notification.kind) == K.offer_reminder.value,
         )
         stmt = (
-            select(col(Assignment.id), col(Assignment.incident_id), col(Assignment.manager_id), col(Assignment.role),
-                   col(Assignment.offered_at), col(Assignment.expires_at))
+            select(
+                col(Assignment.id),
+                col(Assignment.incident_id),
+                col(Assignment.manager_id),
+                col(Assignment.role),
+                col(Assignment.offered_at),
+                col(Assignment.expires_at),
+            )
             .join(Manager, col(Manager.id) == col(Assignment.manager_id))
             .where(
                 col(Assignment.status) == AssignmentStatus.offered,
@@ -68,17 +74,31 @@ def queue_reminders(limit: int = 500) -> int:
         if not due:
             return 0
         recipients = manager_addresses(session, (a.manager_id for a in due))
-        incidents = {i.id: i for i in session.scalars(
-            select(Incident).where(col(Incident.id).in_({a.incident_id for a in due}))
-        )}
+        incidents = {
+            i.id: i
+            for i in session.scalars(
+                select(Incident).where(col(Incident.id).in_({a.incident_id for a in due}))
+            )
+        }
         rows = [
-            notification_row(K.offer_reminder, recipients[a.manager_id],
-                 {**incident_facts(session, incidents[a.incident_id]),
-                  "assignment_id": str(a.id), "role": str(a.role),
-                  "expires_at": iso_instant(a.expires_at)},
-                 now, settings, manager_id=a.manager_id, incident_id=a.incident_id,
-                 assignment_id=a.id, dedupe_key=f"offer_reminder:{a.id}")
-            for a in due if a.manager_id in recipients
+            notification_row(
+                K.offer_reminder,
+                recipients[a.manager_id],
+                {
+                    **incident_facts(session, incidents[a.incident_id]),
+                    "assignment_id": str(a.id),
+                    "role": str(a.role),
+                    "expires_at": iso_instant(a.expires_at),
+                },
+                now,
+                settings,
+                manager_id=a.manager_id,
+                incident_id=a.incident_id,
+                assignment_id=a.id,
+                dedupe_key=f"offer_reminder:{a.id}",
+            )
+            for a in due
+            if a.manager_id in recipients
         ]
         insert_notifications(session, rows)
         return len(rows)
@@ -97,16 +117,22 @@ def queue_triage_overdue(limit: int = 200) -> int:
             col(Notification.incident_id) == col(Incident.id),
             col(Notification.kind) == K.triage_overdue.value,
         )
-        incidents = list(session.scalars(
-            select(Incident)
-            .where(col(Incident.status) == IncidentStatus.reported, col(Incident.reported_at) <= cutoff,
-                   ~told.exists())
-            .order_by(col(Incident.reported_at), col(Incident.id))
-            .limit(limit)
-        ))
+        incidents = list(
+            session.scalars(
+                select(Incident)
+                .where(
+                    col(Incident.status) == IncidentStatus.reported,
+                    col(Incident.reported_at) <= cutoff,
+                    ~told.exists(),
+                )
+                .order_by(col(Incident.reported_at), col(Incident.id))
+                .limit(limit)
+            )
+        )
         for incident in incidents:
-            tell_coordinators(session, K.triage_overdue, incident,
-                              dedupe=f"triage_overdue:{incident.id}")
+            tell_coordinators(
+                session, K.triage_overdue, incident, dedupe=f"triage_overdue:{incident.id}"
+            )
         return len(incidents)
 
 
@@ -126,10 +152,12 @@ def collect_digests() -> int:
             return 0  # another worker is collecting: one digest per coordinator and period
         stmt = (
             select(col(n.id), col(n.kind), col(n.recipient), col(n.payload), col(n.created_at))
-            .where(col(n.status) == NotificationStatus.pending.value,
-                   col(n.kind).in_(COORDINATOR_KINDS),
-                   col(n.digest_id).is_(None),
-                   col(n.recipient).is_not(None))
+            .where(
+                col(n.status) == NotificationStatus.pending.value,
+                col(n.kind).in_(COORDINATOR_KINDS),
+                col(n.digest_id).is_(None),
+                col(n.recipient).is_not(None),
+            )
             .order_by(col(n.created_at), col(n.id))
             .limit(2000)
         )
@@ -143,12 +171,16 @@ def collect_digests() -> int:
             if rows[0].created_at > now - timedelta(minutes=minutes):
                 continue
             digest = notification_row(
-                K.coordinator_digest, recipient,
-                {"items": [{"kind": r.kind, **r.payload} for r in rows]}, now, settings,
+                K.coordinator_digest,
+                recipient,
+                {"items": [{"kind": r.kind, **r.payload} for r in rows]},
+                now,
+                settings,
             )
             insert_notifications(session, [digest])
             session.execute(
-                update(n).where(col(n.id).in_([r.id for r in rows]))
+                update(n)
+                .where(col(n.id).in_([r.id for r in rows]))
                 .values(digest_id=digest["id"], updated_at=now)
             )
             made += 1

@@ -106,9 +106,12 @@ def log_reporter_access(
     """Access entries for incidents ``(id, reporter_name, reporter_contact)`` returned with
     their reporter data (those without a name or contact are skipped)."""
     return log_access(
-        session, principal, "incident",
+        session,
+        principal,
+        "incident",
         [(i, reporter_fields(name, contact)) for i, name, contact in incidents],
-        action=action, separate=separate,
+        action=action,
+        separate=separate,
     )
 
 

@@ -32,8 +32,10 @@ def commit_batch(rows: Sequence[dict[str, Any]]) -> None:
     of access entries take turns on one lock (as :func:`log_access` does)."""
     engine = get_engine()
     if engine.dialect.name == "sqlite":
-        with _SQLITE_ACCESS_WRITER, \
-                engine.execution_options(**{WRITE_OPTION: True}).begin() as conn:
+        with (
+            _SQLITE_ACCESS_WRITER,
+            engine.execution_options(**{WRITE_OPTION: True}).begin() as conn,
+        ):
             conn.execute(_ACCESS_INSERT, list(rows))
     else:
         with engine.begin() as conn:
@@ -75,7 +77,8 @@ async def record_reporter_reads(
     """Entries for ``(incident id, reporter name, reporter contact)`` returned with their
     reporter data; returns once they are committed (raises when the commit failed)."""
     rows = access_rows(
-        principal, "incident",
+        principal,
+        "incident",
         [(i, reporter_fields(name, contact)) for i, name, contact in incidents],
     )
     if rows:

@@ -81,9 +81,11 @@ def erase_reporters(
         incident.reporter_contact = None
         incident.reporter_erased_at = now
         work.append((incident, fields, _erase_in_incident_texts(session, incident, eraser)))
-        targets.append(ScrubTarget(
-            incident.id, eraser, nulls={"name": None, "contact": None}, nested="reporter"
-        ))
+        targets.append(
+            ScrubTarget(
+                incident.id, eraser, nulls={"name": None, "contact": None}, nested="reporter"
+            )
+        )
     in_outbox: set[uuid.UUID] = set()
     in_responses: set[uuid.UUID] = set()
     if targets:
@@ -99,19 +101,31 @@ def erase_reporters(
         if incident.id in in_responses:
             erased_in.append("idempotency_records")
         bump(session, incident)
-        record_event(session, incident, "reporter_erased", principal,
-                     data={"fields": fields, "reason": reason,
-                           # the key predates the word "erasure" for this; stored events keep it
-                           "redacted_in": erased_in})
-        audit.record(session, principal, "erase_reporter", "incident", incident.id,
-                     [*fields, *erased_in])
-        results[incident.id] = ReporterErasure(incident.id, incident.reference, True, fields,
-                                               erased_in)
+        record_event(
+            session,
+            incident,
+            "reporter_erased",
+            principal,
+            data={
+                "fields": fields,
+                "reason": reason,
+                # the key predates the word "erasure" for this; stored events keep it
+                "redacted_in": erased_in,
+            },
+        )
+        audit.record(
+            session, principal, "erase_reporter", "incident", incident.id, [*fields, *erased_in]
+        )
+        results[incident.id] = ReporterErasure(
+            incident.id, incident.reference, True, fields, erased_in
+        )
     session.flush()
     return [results[incident.id] for incident in incidents]
 
 
-def _erase_in_incident_texts(session: Session, incident: Incident, eraser: ValueEraser) -> list[str]:
+def _erase_in_incident_texts(
+    session: Session, incident: Incident, eraser: ValueEraser
+) -> list[str]:
     """Erase the values in the incident's own free text; returns where they were found."""
     found: list[str] = []
     title = clip_text(eraser.text(incident.title), 200) or ""
@@ -122,14 +136,25 @@ def _erase_in_incident_texts(session: Session, incident: Incident, eraser: Value
     if description != incident.description:
         incident.description = description
         found.append("description")
-    if erase_in_rows(session, IncidentNote, IncidentNote.incident_id == incident.id, eraser,
-                    {"text": None}):
+    if erase_in_rows(
+        session, IncidentNote, IncidentNote.incident_id == incident.id, eraser, {"text": None}
+    ):
         found.append("notes")
-    if erase_in_rows(session, IncidentEvent, IncidentEvent.incident_id == incident.id, eraser,
-                    {"note": None, "data": None}):
+    if erase_in_rows(
+        session,
+        IncidentEvent,
+        IncidentEvent.incident_id == incident.id,
+        eraser,
+        {"note": None, "data": None},
+    ):
         found.append("timeline")
-    if erase_in_rows(session, Assignment, Assignment.incident_id == incident.id, eraser,
-                    {"decline_reason": 2000, "withdraw_reason": 2000, "outcome": 5000}):
+    if erase_in_rows(
+        session,
+        Assignment,
+        Assignment.incident_id == incident.id,
+        eraser,
+        {"decline_reason": 2000, "withdraw_reason": 2000, "outcome": 5000},
+    ):
         found.append("assignments")
     return found
 
@@ -145,8 +170,9 @@ def _stored_reporter_values(session: Session, incident_id: uuid.UUID) -> set[str
         elif isinstance(value, dict):
             reporter = value.get("reporter")
             if str(value.get("id")) == str(incident_id) and isinstance(reporter, dict):
-                found.update(v for k in ("name", "contact")
-                             if isinstance(v := reporter.get(k), str))
+                found.update(
+                    v for k in ("name", "contact") if isinstance(v := reporter.get(k), str)
+                )
             for item in value.values():
                 walk(item)
 
@@ -202,10 +228,18 @@ def _pseudonymise_actor_names(session: Session, names: Sequence[str], pseudonym:
         return
     for model, role, name, field in (
         (IncidentEvent, col(IncidentEvent.actor_role), col(IncidentEvent.actor_name), "actor_name"),
-        (RecommendationEvent, col(RecommendationEvent.actor_role),
-         col(RecommendationEvent.actor_name), "actor_name"),
-        (AuditEvent, col(AuditEvent.principal_role), col(AuditEvent.principal_name),
-         "principal_name"),
+        (
+            RecommendationEvent,
+            col(RecommendationEvent.actor_role),
+            col(RecommendationEvent.actor_name),
+            "actor_name",
+        ),
+        (
+            AuditEvent,
+            col(AuditEvent.principal_role),
+            col(AuditEvent.principal_name),
+            "principal_name",
+        ),
     ):
         session.execute(
             update(model)
@@ -229,7 +263,8 @@ def erase_manager(session: Session, manager_id: uuid.UUID, principal: Principal)
         raise NotFound(f"No manager {manager_id}.")
     if manager.status != ManagerStatus.retired:
         raise Conflict(
-            "Only retired managers can be erased; retire the manager first.", type_=ProblemType.NOT_RETIRED
+            "Only retired managers can be erased; retire the manager first.",
+            type_=ProblemType.NOT_RETIRED,
         )
     if manager.erased_at is not None:
         return manager
@@ -254,11 +289,17 @@ def erase_manager(session: Session, manager_id: uuid.UUID, principal: Principal)
     )
     if affected_rows(revoked):
         forget_keys(session)  # again after commit: no request re-caches a revoked key
-    erase_in_rows(session, Assignment, Assignment.manager_id == manager.id, eraser,
-                 {"decline_reason": 2000, "withdraw_reason": 2000, "outcome": 5000})
+    erase_in_rows(
+        session,
+        Assignment,
+        Assignment.manager_id == manager.id,
+        eraser,
+        {"decline_reason": 2000, "withdraw_reason": 2000, "outcome": 5000},
+    )
     _pseudonymise_actor_names(session, own_names, display_name)
     target = ScrubTarget(
-        manager.id, eraser,
+        manager.id,
+        eraser,
         nulls={"display_name": display_name, "email": email, "phone": None},
     )
     scrub_idempotency_records(session, [target])

@@ -76,7 +76,9 @@ def run_retention_batch(
 def purge_expired_idempotency_records(session: Session, now: datetime | None = None) -> int:
     """Delete idempotency records past their TTL (they may hold copies of personal data)."""
     result = session.execute(
-        delete(IdempotencyRecord).where(col(IdempotencyRecord.expires_at) <= (now or get_clock().now()))
+        delete(IdempotencyRecord).where(
+            col(IdempotencyRecord.expires_at) <= (now or get_clock().now())
+        )
     )
     return affected_rows(result)
 

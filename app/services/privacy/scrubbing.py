@@ -121,14 +121,13 @@ def _relevant(targets: Sequence[ScrubTarget], stored: str) -> list[ScrubTarget]:
     """The targets whose id or values occur in a stored text (a batch has many targets)."""
     text = stored.lower()
     return [
-        t for t in targets
+        t
+        for t in targets
         if str(t.record_id) in text or any(form in text for form in t.eraser.forms)
     ]
 
 
-def scrub_idempotency_records(
-    session: Session, targets: Sequence[ScrubTarget]
-) -> set[uuid.UUID]:
+def scrub_idempotency_records(session: Session, targets: Sequence[ScrubTarget]) -> set[uuid.UUID]:
     """Rewrite stored responses that carry an erased record or value; returns the ids of the
     targets found in one.
 
@@ -153,8 +152,11 @@ def scrub_idempotency_records(
         body = record.response_body or ""
         relevant = _relevant(targets, body)
         try:
-            scrubbed = json.dumps(_scrub_json(json.loads(body), relevant, hits),
-                                  ensure_ascii=False, separators=(",", ":"))
+            scrubbed = json.dumps(
+                _scrub_json(json.loads(body), relevant, hits),
+                ensure_ascii=False,
+                separators=(",", ":"),
+            )
         except ValueError:
             scrubbed = _scrub_json(body, relevant, hits)
         if scrubbed != body:

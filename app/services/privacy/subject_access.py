@@ -29,8 +29,13 @@ from app.services.privacy.retention import RETENTION_STATUSES, retention_ends_on
 
 #: Places a subject-access search does not look into (stated in its response).
 NOT_SEARCHED = [
-    "incident.title", "incident.description", "incident_note.text", "incident_event.note",
-    "assignment.decline_reason", "assignment.withdraw_reason", "assignment.outcome",
+    "incident.title",
+    "incident.description",
+    "incident_note.text",
+    "incident_event.note",
+    "assignment.decline_reason",
+    "assignment.withdraw_reason",
+    "assignment.outcome",
 ]
 
 
@@ -39,8 +44,9 @@ def _normalise_email(email: str) -> str:
     if "@" not in value or len(value) > 320 or any(c.isspace() for c in value):
         raise Unprocessable(
             "email must be an e-mail address.",
-            errors=[{"loc": ["query", "email"], "msg": "not an e-mail address",
-                     "type": "value_error"}],
+            errors=[
+                {"loc": ["query", "email"], "msg": "not an e-mail address", "type": "value_error"}
+            ],
         )
     return value
 
@@ -74,11 +80,13 @@ def subject_access(session: Session, email: str, principal: Principal) -> DataSu
             organisation_id=i.organisation_id,
             reported_at=i.reported_at,
             status_changed_at=i.status_changed_at,
-            reporter=ReporterPublic(name=i.reporter_name, contact=i.reporter_contact,
-                                    anonymous=i.reporter_anonymous),
+            reporter=ReporterPublic(
+                name=i.reporter_name, contact=i.reporter_contact, anonymous=i.reporter_anonymous
+            ),
             retention_ends_on=(
                 retention_ends_on(i.status_changed_at).isoformat()
-                if i.status in RETENTION_STATUSES else None
+                if i.status in RETENTION_STATUSES
+                else None
             ),
         )
         for i in incidents
@@ -87,7 +95,9 @@ def subject_access(session: Session, email: str, principal: Principal) -> DataSu
     views = ManagerService(session).to_views(list(managers), principal) if managers else []
     for manager, view in zip(managers, views, strict=True):
         absences = session.scalars(
-            select(Absence).where(col(Absence.manager_id) == manager.id).order_by(col(Absence.starts_on))
+            select(Absence)
+            .where(col(Absence.manager_id) == manager.id)
+            .order_by(col(Absence.starts_on))
         ).all()
         assignments = session.execute(
             select(Assignment, col(Incident.reference))
@@ -96,7 +106,9 @@ def subject_access(session: Session, email: str, principal: Principal) -> DataSu
             .order_by(col(Assignment.offered_at), col(Assignment.id))
         ).all()
         keys = session.scalars(
-            select(ApiKey).where(col(ApiKey.manager_id) == manager.id).order_by(col(ApiKey.created_at))
+            select(ApiKey)
+            .where(col(ApiKey.manager_id) == manager.id)
+            .order_by(col(ApiKey.created_at))
         ).all()
         if not isinstance(view, ManagerPublic):  # only administrators ask; they see every field
             raise TypeError("a subject access report needs the manager's full view")
@@ -104,32 +116,46 @@ def subject_access(session: Session, email: str, principal: Principal) -> DataSu
             SubjectManager(
                 manager=view,
                 absences=[
-                    AbsencePublic(id=a.id, starts_on=a.starts_on, ends_on=a.ends_on,
-                                  reason=a.reason)
+                    AbsencePublic(
+                        id=a.id, starts_on=a.starts_on, ends_on=a.ends_on, reason=a.reason
+                    )
                     for a in absences
                 ],
                 assignments=[
                     SubjectAssignment(
-                        id=a.id, incident_id=a.incident_id, incident_reference=reference,
-                        role=a.role, status=a.status, offered_at=a.offered_at,
-                        responded_at=a.responded_at, ended_at=a.ended_at,
+                        id=a.id,
+                        incident_id=a.incident_id,
+                        incident_reference=reference,
+                        role=a.role,
+                        status=a.status,
+                        offered_at=a.offered_at,
+                        responded_at=a.responded_at,
+                        ended_at=a.ended_at,
                     )
                     for a, reference in assignments
                 ],
                 api_keys=[
-                    SubjectApiKey(id=k.id, name=k.name, role=k.role, created_at=k.created_at,
-                                  revoked_at=k.revoked_at)
+                    SubjectApiKey(
+                        id=k.id,
+                        name=k.name,
+                        role=k.role,
+                        created_at=k.created_at,
+                        revoked_at=k.revoked_at,
+                    )
                     for k in keys
                 ],
             )
         )
     log_reporter_access(
-        session, principal,
+        session,
+        principal,
         [(i.id, i.reporter_name, i.reporter_contact) for i in incidents],
         action="subject_access",
     )
     log_access(
-        session, principal, "manager",
+        session,
+        principal,
+        "manager",
         [(m.id, ["display_name", *manager_contact_fields(m.email, m.phone)]) for m in managers],
         action="subject_access",
     )

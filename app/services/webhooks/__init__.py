@@ -104,6 +104,7 @@ def deliver_due(
     own_client = client is None
     http = client or make_client(settings)
     try:
+
         def one(claim: Claim) -> None:
             outcome = send(claim, http, settings)
             with session_scope() as session:
@@ -113,8 +114,10 @@ def deliver_due(
             for claim in claims:
                 one(claim)
         else:
-            with ThreadPoolExecutor(max_workers=min(settings.webhook_concurrency, len(claims)),
-                                    thread_name_prefix="webhook") as pool:
+            with ThreadPoolExecutor(
+                max_workers=min(settings.webhook_concurrency, len(claims)),
+                thread_name_prefix="webhook",
+            ) as pool:
                 list(pool.map(one, claims))
     finally:
         if own_client:
@@ -154,7 +157,5 @@ def prune_outbox(limit: int = 1000) -> int:
             stmt = stmt.with_for_update(skip_locked=True)
         ids = list(session.scalars(stmt))
         if ids:
-            session.execute(
-                delete(OutboxEvent).where(col(OutboxEvent.id).in_(ids))
-            )
+            session.execute(delete(OutboxEvent).where(col(OutboxEvent.id).in_(ids)))
         return len(ids)

@@ -100,8 +100,18 @@ def claim_due(session: Session, now: datetime, limit: int, lease: float) -> list
         .values(locked_until=now + timedelta(seconds=lease), lease_token=token)
     )
     rows = session.execute(
-        select(col(d.id), col(d.subscription_id), col(d.event_id), col(d.event_type), col(d.message_id), col(d.attempts),
-               col(s.url), col(s.secret), col(OutboxEvent.payload), col(OutboxEvent.created_at))
+        select(
+            col(d.id),
+            col(d.subscription_id),
+            col(d.event_id),
+            col(d.event_type),
+            col(d.message_id),
+            col(d.attempts),
+            col(s.url),
+            col(s.secret),
+            col(OutboxEvent.payload),
+            col(OutboxEvent.created_at),
+        )
         .join(s, col(s.id) == col(d.subscription_id))
         .join(OutboxEvent, col(OutboxEvent.id) == col(d.event_id))
         .where(col(d.id).in_(ids))
@@ -144,8 +154,10 @@ def send(claim: Claim, client: httpx.Client, settings: Settings) -> Outcome:
         address = check_target(claim.url, allow_private=settings.webhooks_allow_private)
         url, host, extensions = pinned_request(claim.url, address)
         response = client.post(
-            url, content=claim.body.encode("utf-8"),
-            headers={**signed_headers(claim, started), **host}, extensions=extensions,
+            url,
+            content=claim.body.encode("utf-8"),
+            headers={**signed_headers(claim, started), **host},
+            extensions=extensions,
         )
         status_code = response.status_code
         if not 200 <= status_code < 300:
@@ -161,8 +173,9 @@ def send(claim: Claim, client: httpx.Client, settings: Settings) -> Outcome:
 
 def backoff_seconds(attempt: int, settings: Settings, rng: random.Random | None = None) -> float:
     """Delay after failed attempt ``attempt`` (1-based): exponential, capped, equal jitter."""
-    delay = min(settings.webhook_backoff_max_seconds,
-                settings.webhook_backoff_seconds * 2 ** (attempt - 1))
+    delay = min(
+        settings.webhook_backoff_max_seconds, settings.webhook_backoff_seconds * 2 ** (attempt - 1)
+    )
     return delay / 2 + (rng or random).uniform(0, delay / 2)
 
 
@@ -203,8 +216,14 @@ def record(session: Session, claim: Claim, outcome: Outcome, settings: Settings)
         )
     )
     if not outcome.succeeded:
-        log.info("webhook delivery failed", extra={"delivery_id": str(claim.delivery_id),
-                                                   "attempt": attempt, "error": outcome.error})
+        log.info(
+            "webhook delivery failed",
+            extra={
+                "delivery_id": str(claim.delivery_id),
+                "attempt": attempt,
+                "error": outcome.error,
+            },
+        )
     return kept
 
 

@@ -32,8 +32,12 @@ def is_postgresql(session: Session) -> bool:
 def fan_out(session: Session, now: datetime, limit: int = 500) -> int:
     """Turn up to ``limit`` pending outbox events into deliveries; return how many events."""
     stmt = (
-        select(col(OutboxEvent.id), col(OutboxEvent.event_type), col(OutboxEvent.organisation_id),
-               col(OutboxEvent.created_at))
+        select(
+            col(OutboxEvent.id),
+            col(OutboxEvent.event_type),
+            col(OutboxEvent.organisation_id),
+            col(OutboxEvent.created_at),
+        )
         .where(col(OutboxEvent.fanned_out_at).is_(None))
         .order_by(col(OutboxEvent.created_at), col(OutboxEvent.id))
         .limit(limit)
@@ -44,9 +48,12 @@ def fan_out(session: Session, now: datetime, limit: int = 500) -> int:
     if not events:
         return 0
     subscriptions = session.execute(
-        select(col(WebhookSubscription.id), col(WebhookSubscription.events),
-               col(WebhookSubscription.organisation_id), col(WebhookSubscription.created_at))
-        .where(col(WebhookSubscription.active).is_(True))
+        select(
+            col(WebhookSubscription.id),
+            col(WebhookSubscription.events),
+            col(WebhookSubscription.organisation_id),
+            col(WebhookSubscription.created_at),
+        ).where(col(WebhookSubscription.active).is_(True))
     ).all()
     rows = [
         {

@@ -31,6 +31,7 @@ from app.services.webhooks.targets import check_url_field
 
 SECRET_PREFIX = "whsec_"  # noqa: S105 (a prefix, not a secret)
 
+
 def generate_secret() -> str:
     return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(32)).decode("ascii")
 
@@ -44,20 +45,28 @@ class WebhookService:
         self.session = session
 
     def load(self, webhook_id: uuid.UUID, *, for_update: bool = False) -> WebhookSubscription:
-        found = self.session.get(WebhookSubscription, webhook_id, with_for_update=for_update or None)
+        found = self.session.get(
+            WebhookSubscription, webhook_id, with_for_update=for_update or None
+        )
         if found is None:
             raise NotFound(f"No webhook {webhook_id}.")
         return found
 
     def create(self, body: WebhookCreate, principal: Principal) -> WebhookCreated:
         check_url_field(body.url)
-        if body.organisation_id is not None and self.session.get(
-            Organisation, body.organisation_id
-        ) is None:
+        if (
+            body.organisation_id is not None
+            and self.session.get(Organisation, body.organisation_id) is None
+        ):
             raise Unprocessable(
                 f"Unknown organisation {body.organisation_id}.",
-                errors=[{"loc": ["body", "organisation_id"], "msg": "unknown organisation",
-                         "type": "unknown_reference"}],
+                errors=[
+                    {
+                        "loc": ["body", "organisation_id"],
+                        "msg": "unknown organisation",
+                        "type": "unknown_reference",
+                    }
+                ],
             )
         now = get_clock().now()
         lock_listeners(self.session)
@@ -71,8 +80,14 @@ class WebhookService:
         )
         self.session.add(subscription)
         self.session.flush()
-        audit.record(self.session, principal, "create", "webhook", subscription.id,
-                     [*body.model_fields_set, "secret"])
+        audit.record(
+            self.session,
+            principal,
+            "create",
+            "webhook",
+            subscription.id,
+            [*body.model_fields_set, "secret"],
+        )
         return WebhookCreated.model_validate(
             {**_public(subscription).model_dump(), "secret": subscription.secret}
         )
@@ -91,7 +106,10 @@ class WebhookService:
         return _public(self.load(webhook_id))
 
     def update(
-        self, webhook_id: uuid.UUID, body: WebhookUpdate, principal: Principal,
+        self,
+        webhook_id: uuid.UUID,
+        body: WebhookUpdate,
+        principal: Principal,
         if_match: int | None,
     ) -> WebhookPublic:
         subscription = self.load(webhook_id, for_update=True)
@@ -127,14 +145,13 @@ class WebhookService:
         stmt = select(WebhookAttempt).where(col(WebhookAttempt.subscription_id) == webhook_id)
         if event_id is not None:
             stmt = stmt.where(col(WebhookAttempt.event_id) == event_id)
-        stmt = keyset(stmt, [col(WebhookAttempt.started_at), col(WebhookAttempt.id)], params,
-                      descending=True)
+        stmt = keyset(
+            stmt, [col(WebhookAttempt.started_at), col(WebhookAttempt.id)], params, descending=True
+        )
         rows, cursor = page_slice(
             self.session.scalars(stmt).all(), params.limit, lambda a: [a.started_at, a.id]
         )
         return [
-            WebhookAttemptPublic.model_validate(
-                {**a.model_dump(), "webhook_id": a.message_id}
-            )
+            WebhookAttemptPublic.model_validate({**a.model_dump(), "webhook_id": a.message_id})
             for a in rows
         ], cursor

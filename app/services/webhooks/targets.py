@@ -86,8 +86,7 @@ def pinned_request(
 
 def check_url_field(url: str) -> None:
     try:
-        check_target(url, allow_private=get_settings().webhooks_allow_private,
-                     unresolvable_ok=True)
+        check_target(url, allow_private=get_settings().webhooks_allow_private, unresolvable_ok=True)
     except TargetRefused as exc:
         raise Unprocessable(
             f"url {exc}.",
