@@ -14,8 +14,14 @@ fi
 echo "== ruff"
 .venv/bin/ruff check app tests migrations bench
 
+echo "== ruff format --check"
+.venv/bin/ruff format --check app tests migrations bench
+
 echo "== import layers (.importlinter: api -> services -> repositories -> models/core)"
 .venv/bin/lint-imports
+
+echo "== pyright (standard mode over app/, settings in pyproject.toml)"
+.venv/bin/pyright
 
 echo "== TypeScript client from openapi/openapi.json"
 bash scripts/check-ts-client.sh
@@ -47,7 +53,7 @@ fi
 # --- end docs pages ---------------------------------------------------------------------------
 
 echo "== pytest on SQLite"
-KOKOMA_TEST_DATABASE_URL=sqlite .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
+KOKOMA_TEST_DATABASE_URL=sqlite .venv/bin/python -m pytest -q -p no:cacheprovider --durations=25 "$@"
 
 PG_URL=${KOKOMA_TEST_POSTGRES_URL:-postgresql://postgres@127.0.0.1:5432/postgres}
 if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
@@ -66,4 +72,4 @@ if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
 fi
 
 echo "== pytest on PostgreSQL"
-KOKOMA_TEST_DATABASE_URL=$PG_URL .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
+KOKOMA_TEST_DATABASE_URL=$PG_URL .venv/bin/python -m pytest -q -p no:cacheprovider --durations=25 "$@"
