@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.services.dispatch import batch
+from app.services.dispatch import batch_solver
 from app.services.dispatch.batch import SCORE_SCALE, BatchIncident, BatchPlan, plan_batch
 
 Candidates = dict[UUID, list[tuple[UUID, float]]]
@@ -366,26 +366,28 @@ class TestBranching:
     def test_third_duplicate_splits_into_both_rows(self) -> None:
         tandem = BatchIncident(incident_id(1), 2)
         # Local managers 0, 1, 2 are called A, B, C below.
-        pairs = batch._Pairs(
+        pairs = batch_solver._Pairs(
             incident=np.array([0, 0, 0]), manager=np.array([0, 1, 2]), quantum=np.array([1, 1, 1])
         )
-        component = batch._Component.build(
+        component = batch_solver._Component.build(
             pairs, np.array([tandem.slots_needed]), np.array([2, 2, 2])
         )
         row_a, row_b = component.rows_of(0)
-        duplicate = batch._Relaxation(cost=0.0, row_manager=np.array([2, 2]), row_cost=np.zeros(2))
+        duplicate = batch_solver._Relaxation(
+            cost=0.0, row_manager=np.array([2, 2]), row_cost=np.zeros(2)
+        )
         # Nobody restricted yet: keep C off row B, no split (the rows are interchangeable).
-        assert batch._branch(component, batch._Node(), duplicate) == [
-            batch._Node(forbidden=frozenset({(row_b, 2)}))
+        assert batch_solver._branch(component, batch_solver._Node(), duplicate) == [
+            batch_solver._Node(forbidden=frozenset({(row_b, 2)}))
         ]
         # A restricted to row A: C goes to row B, still no split.
-        only_a = batch._Node(forbidden=frozenset({(row_b, 0)}))
-        assert batch._branch(component, only_a, duplicate) == [
-            batch._Node(forbidden=frozenset({(row_b, 0), (row_a, 2)}))
+        only_a = batch_solver._Node(forbidden=frozenset({(row_b, 0)}))
+        assert batch_solver._branch(component, only_a, duplicate) == [
+            batch_solver._Node(forbidden=frozenset({(row_b, 0), (row_a, 2)}))
         ]
         # A on row A and B on row B: C's pairs with A and with B need different rows: split.
-        both = batch._Node(forbidden=frozenset({(row_b, 0), (row_a, 1)}))
-        assert batch._branch(component, both, duplicate) == [
-            batch._Node(forbidden=frozenset({(row_b, 0), (row_a, 1), (row_b, 2)})),
-            batch._Node(forbidden=frozenset({(row_b, 0), (row_a, 1), (row_a, 2)})),
+        both = batch_solver._Node(forbidden=frozenset({(row_b, 0), (row_a, 1)}))
+        assert batch_solver._branch(component, both, duplicate) == [
+            batch_solver._Node(forbidden=frozenset({(row_b, 0), (row_a, 1), (row_b, 2)})),
+            batch_solver._Node(forbidden=frozenset({(row_b, 0), (row_a, 1), (row_a, 2)})),
         ]

@@ -1,12 +1,15 @@
-"""Dispatch rules: the offer lifecycle (offer, accept, decline, complete, withdraw), refilling
-freed slots, expiry and batch auto-dispatch. Where the other rules live:
+"""Dispatch rules: the offer lifecycle (offer, accept, decline, complete, withdraw). Where the
+other rules live:
 
+* refilling a freed slot and offer expiry — :mod:`app.services.dispatch.refill`;
+* batch auto-dispatch — :mod:`app.services.dispatch.auto`;
 * candidates of one incident — :mod:`app.services.dispatch.candidates` (engine:
   :mod:`~app.services.dispatch.matching`);
 * what an offer writes (row, timeline, audit, payload) — :mod:`app.services.dispatch.offers`;
 * a manager is never overbooked — :mod:`app.services.dispatch.slots`;
 * batch planning and its bulk writer — :mod:`~app.services.dispatch.batch_planner`,
-  :mod:`~app.services.dispatch.batch` (the optimal solver), :mod:`~app.services.dispatch.batch_writer`;
+  :mod:`~app.services.dispatch.batch` (the optimal plan; its solver in
+  :mod:`~app.services.dispatch.batch_solver`), :mod:`~app.services.dispatch.batch_writer`;
 * assignment reads and visibility — :mod:`app.services.dispatch.views`.
 
 Locking (both databases): every change to an incident's assignments happens while the incident row
@@ -20,7 +23,6 @@ the partial unique indexes on ``assignment`` are the backstop for both.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -32,7 +34,7 @@ from app.core.config import Settings, get_settings
 from app.core.errors import Conflict, Unprocessable
 from app.core.metrics import count_offer
 from app.core.problems import ProblemType
-from app.core.security import Principal, PrincipalKind
+from app.core.security import Principal
 from app.models.assignment import (
     OPEN_ASSIGNMENT_STATUSES,
     Assignment,
@@ -44,17 +46,11 @@ from app.models.assignment_schemas import (
     AssignmentPublic,
     AutoDispatchRequest,
     AutoDispatchResult,
-    PlannedAssignmentPublic,
-    ReasonPublic,
-    UnassignedIncident,
 )
 from app.models.incident import Incident, IncidentStatus
-from app.models.notification import NotificationKind
-from app.models.system import Role
 from app.repositories.dispatch import DispatchRepository
 from app.services import audit, notifications, outbox
-from app.services.dispatch.batch_planner import BatchPlanner
-from app.services.dispatch.batch_writer import write_plan
+from app.services.dispatch.auto import auto_dispatch
 from app.services.dispatch.candidates import CandidateRanking
 from app.services.dispatch.matching import Candidate, check_manual_pick, score_manager
 from app.services.dispatch.offers import (
@@ -62,16 +58,11 @@ from app.services.dispatch.offers import (
     assignment_payload,
     offer_row,
     offered_event_data,
-    reasons_of,
 )
+from app.services.dispatch.refill import expire_offers, refill
 from app.services.dispatch.slots import FreedSlots, end_assignment
 from app.services.dispatch.views import AssignmentViews
 from app.services.incidents import IncidentService, change_status, record_event
-
-#: Who acts when dispatch itself offers a freed slot, expires offers or sends an incident back.
-DISPATCH_PRINCIPAL = Principal(
-    key_id=None, role=Role.admin, name="dispatch", kind=PrincipalKind.system
-)
 
 S = IncidentStatus
 A = AssignmentStatus
@@ -397,127 +388,12 @@ class DispatchService(CandidateRanking, AssignmentViews):
     def _refill(
         self, incident: Incident, role: AssignmentRole, now: datetime, *, cause: AssignmentStatus
     ) -> None:
-        """Offer a freed slot to the next candidate; with none, maybe back to the queue (and the
-        coordinators hear of the slot nobody could take)."""
-        if incident.status not in (S.dispatched, S.in_progress):
-            return
-        if role == CO and not self.is_tandem(incident):
-            pass  # the incident needs no co (any more): nothing to offer
-        elif self.above_volunteer_level(incident):
-            record_event(
-                self.session,
-                incident,
-                "coordinator_pick_required",
-                DISPATCH_PRINCIPAL,
-                note=f"Escalation level {incident.escalation_level} is above the volunteer "
-                f"level: a coordinator must pick the {role}.",
-                data={"role": role},
-            )
-            notifications.tell_coordinators(
-                self.session, NotificationKind.coordinator_pick_required, incident, role=role
-            )
-        else:
-            for candidate in self.rank(incident).candidates:
-                if self._offer(incident, candidate, role, DISPATCH_PRINCIPAL, now=now, auto=True):
-                    return
-            if role == CO and self._has_lead(incident):
-                # The incident keeps its status with its lead: say that the co slot is open.
-                record_event(
-                    self.session,
-                    incident,
-                    "no_candidate",
-                    DISPATCH_PRINCIPAL,
-                    note="No manager left to offer the co slot: it stays open (open_slots) "
-                    "while the lead carries on; a coordinator may offer it by hand.",
-                    data={"role": role, "slot_open": True},
-                )
-            else:
-                record_event(
-                    self.session,
-                    incident,
-                    "no_candidate",
-                    DISPATCH_PRINCIPAL,
-                    note=f"No manager left to offer the {role} slot.",
-                    data={"role": role},
-                )
-            self._tell_unfilled(incident, role, cause)
-        open_slots = self.repo.open_slots(incident.id)
-        if any(a.role == LEAD for a in open_slots) or self.repo.has_completed_lead(incident.id):
-            return
-        withdrawn = []
-        for co in (a for a in open_slots if a.role == CO):
-            if end_assignment(
-                self.session, co, A.withdrawn, now, reason="no lead", freed=self.freed
-            ):
-                withdrawn.append(str(co.id))
-                record_event(
-                    self.session,
-                    incident,
-                    "assignment_withdrawn",
-                    DISPATCH_PRINCIPAL,
-                    note="no lead",
-                    data=self._event_data(co),
-                )
-                audit.record(
-                    self.session,
-                    DISPATCH_PRINCIPAL,
-                    "withdraw",
-                    "assignment",
-                    co.id,
-                    ["status", "withdraw_reason"],
-                )
-        change_status(
-            self.session,
-            incident,
-            S.triaged,
-            DISPATCH_PRINCIPAL,
-            note="no candidate left: back to the dispatch queue",
-            data={"withdrawn_assignments": withdrawn} if withdrawn else None,
-        )
-
-    def _has_lead(self, incident: Incident) -> bool:
-        """An open or completed lead: the incident carries on without a co."""
-        return any(
-            a.role == LEAD for a in self.repo.open_slots(incident.id)
-        ) or self.repo.has_completed_lead(incident.id)
-
-    def _tell_unfilled(
-        self, incident: Incident, role: AssignmentRole, cause: AssignmentStatus
-    ) -> None:
-        """Which coordinator mail a slot nobody could take is: a co slot next to a lead that
-        stays is an open tandem slot; otherwise an expired offer with nobody next, or no
-        candidate (after a decline or withdrawal)."""
-        if role == CO and self._has_lead(incident):
-            kind = NotificationKind.tandem_slot_open
-        elif cause == A.expired:
-            kind = NotificationKind.offer_expired_unfilled
-        else:
-            kind = NotificationKind.no_candidate
-        notifications.tell_coordinators(self.session, kind, incident, role=role)
-
-    # --- expiry --------------------------------------------------------------------------------
+        """Offer a freed slot again: :func:`app.services.dispatch.refill.refill`."""
+        refill(self, incident, role, now, cause=cause)
 
     def expire_offers_of(self, incident: Incident, now: datetime) -> int:
         """Expire the incident's offers due at ``now`` (incident locked by the caller)."""
-        due = self.repo.due_offers(incident.id, now)
-        for assignment in due:
-            end_assignment(self.session, assignment, A.expired, now, freed=self.freed)
-            record_event(
-                self.session,
-                incident,
-                "assignment_expired",
-                DISPATCH_PRINCIPAL,
-                data=self._event_data(assignment),
-            )
-            audit.record(
-                self.session, DISPATCH_PRINCIPAL, "expire", "assignment", assignment.id, ["status"]
-            )
-            self._emit("assignment.expired", assignment, incident)
-        for assignment in sorted(due, key=lambda a: a.role != LEAD):
-            self._refill(incident, AssignmentRole(assignment.role), now, cause=A.expired)
-        self.freed.release()
-        self.session.flush()
-        return len(due)
+        return expire_offers(self, incident, now)
 
     # --- helpers -------------------------------------------------------------------------------
 
@@ -550,100 +426,5 @@ class DispatchService(CandidateRanking, AssignmentViews):
     # --- batch ---------------------------------------------------------------------------------
 
     def auto(self, body: AutoDispatchRequest, principal: Principal) -> AutoDispatchResult:
-        lock = not body.dry_run
-        if body.incident_ids is not None:
-            wanted = list(dict.fromkeys(body.incident_ids))
-            found = {i.id: i for i in self.repo.incidents(wanted, for_update=lock)}
-            unknown = [n for n, i in enumerate(body.incident_ids) if i not in found]
-            if unknown:
-                raise Unprocessable(
-                    f"{len(unknown)} unknown incident id(s).",
-                    errors=[
-                        {
-                            "loc": ["body", "incident_ids", n],
-                            "msg": "unknown incident",
-                            "type": "unknown_reference",
-                        }
-                        for n in unknown
-                    ],
-                )
-            incidents = [found[i] for i in wanted]
-        else:
-            incidents = self.repo.triaged_incidents(for_update=lock)
-        unassigned: list[UnassignedIncident] = []
-        eligible: list[Incident] = []
-        for incident in incidents:
-            if incident.status != S.triaged:
-                unassigned.append(UnassignedIncident(incident_id=incident.id, reason="not_triaged"))
-            elif self.above_volunteer_level(incident):
-                unassigned.append(
-                    UnassignedIncident(
-                        incident_id=incident.id, reason="escalation_above_volunteer_level"
-                    )
-                )
-            else:
-                eligible.append(incident)
-        planner = BatchPlanner(self, eligible)
-        plan = planner.plan()
-        unassigned.extend(
-            UnassignedIncident(incident_id=u.incident_id, reason=u.reason) for u in plan.unassigned
-        )
-        if body.dry_run:
-            items: list[AssignmentPublic | PlannedAssignmentPublic] = [
-                PlannedAssignmentPublic(
-                    incident_id=p.incident_id,
-                    manager_id=p.manager_id,
-                    manager_display_name=planner.names[p.manager_id],
-                    role=AssignmentRole(p.role),
-                    score=p.score,
-                    reasons=[
-                        ReasonPublic(**reason)
-                        for reason in reasons_of(planner.chosen[p.incident_id][p.manager_id])
-                    ],
-                )
-                for p in plan.assignments
-            ]
-            total = sum(p.score for p in plan.assignments)
-        else:
-            made, failed = write_plan(planner, plan, principal)
-            unassigned.extend(
-                UnassignedIncident(incident_id=i, reason="no_candidate") for i in failed
-            )
-            self._tell_unassigned(incidents, unassigned)
-            items = [
-                AssignmentPublic.model_validate(
-                    {**row, "manager_display_name": planner.names.get(row["manager_id"])}
-                )
-                for row in made
-            ]
-            total = sum(row["score"] for row in made)
-        return AutoDispatchResult(
-            dry_run=body.dry_run,
-            assignments=items,
-            unassigned=unassigned,
-            total_score=round(total, 4),
-            optimal=plan.optimal,
-        )
-
-    _UNASSIGNED_KINDS = {
-        "no_candidate": NotificationKind.no_candidate,
-        "no_tandem_partner": NotificationKind.tandem_slot_open,
-        "escalation_above_volunteer_level": NotificationKind.coordinator_pick_required,
-    }
-
-    def _tell_unassigned(
-        self, incidents: Sequence[Incident], unassigned: Sequence[UnassignedIncident]
-    ) -> None:
-        """Coordinators hear of incidents a batch run could not dispatch — once per incident
-        version, so a batch repeated every few minutes does not repeat the mail."""
-        by_id = {i.id: i for i in incidents}
-        for item in unassigned:
-            kind = self._UNASSIGNED_KINDS.get(item.reason)
-            incident = by_id.get(item.incident_id)
-            if kind is not None and incident is not None:
-                notifications.tell_coordinators(
-                    self.session,
-                    kind,
-                    incident,
-                    dedupe=f"{kind.value}:{incident.id}:v{incident.version}",
-                )
+        """Batch auto-dispatch: :func:`app.services.dispatch.auto.auto_dispatch`."""
+        return auto_dispatch(self, body, principal)
