@@ -34,10 +34,8 @@ from app.models.recommendation import (
     RecommendationUpdate,
 )
 from app.repositories.recommendations import RecommendationFilter
-from app.services.recommendations import (
-    RecommendationService,
-    render_markdown,
-)
+from app.services.recommendation_report import render_markdown
+from app.services.recommendations import RecommendationService
 
 router = APIRouter(prefix="/recommendations", tags=["recommendations"], route_class=UnitOfWorkRoute)
 Reader = AllowedRecommendationsRead
