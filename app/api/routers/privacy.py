@@ -85,7 +85,7 @@ def data_subject_get(
         Query(
             min_length=3,
             max_length=320,
-            pattern=r"^\s*[^\s@]+@[^\s]+\s*$",
+            pattern=r"^\s*[^\s@\x00-\x1f\x7f-\x9f]+@[^\s\x00-\x1f\x7f-\x9f]+\s*$",
             description="E-mail address",
         ),
     ],
