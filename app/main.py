@@ -70,10 +70,8 @@ def _docs_oauth(settings: Settings) -> dict[str, Any] | None:
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Open the event-loop read path (``app.state.reads``, :mod:`app.core.reads`); on shutdown
-    close it and commit what the access-log writer still holds (:mod:`app.services.access_log`).
-    """
-    from starlette.concurrency import run_in_threadpool
-
+    commit what the access-log writer still holds (:mod:`app.services.privacy.access_writer`),
+    then close it."""
     from app.core.reads import open_reads
     from app.services.privacy.access_writer import close_writer
 
@@ -86,8 +84,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     finally:
         if getattr(app.state, "reads", None) is reads:
             app.state.reads = previous
+        await close_writer(reads)
         await reads.close()
-        await run_in_threadpool(close_writer)
 
 
 def create_app() -> FastAPI:

@@ -25,12 +25,16 @@ work path — same answers, slower.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import sqlite3
+import threading
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, LiteralString, Protocol, cast
 
+import orjson
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as SAPoolTimeout
 
@@ -61,15 +65,33 @@ class Reads(Protocol):
         self, statement: ReadStatement, params: dict[str, Any]
     ) -> list[tuple[Any, ...]]: ...
 
+    async def write_many(self, statement: ReadStatement, rows: Sequence[dict[str, Any]]) -> None:
+        """Run ``statement`` once per row in ONE transaction and commit it (group commit)."""
+        ...
+
     def bind_uuid(self, value: uuid.UUID) -> Any: ...
 
     def bind_time(self, value: datetime) -> Any: ...
 
+    def bind_json(self, value: Any) -> Any: ...
+
     async def close(self) -> None: ...
 
 
+#: Rows a loop-side SQLite writer commits before its WAL is checkpointed (on a thread).
+CHECKPOINT_EVERY_ROWS = 5000
+
+
 class SQLiteReads:
-    """Reads on the loop over one read-only connection (WAL: never blocked by a writer)."""
+    """Reads on the loop over one read-only connection (WAL: never blocked by a writer).
+
+    Group-commit writes (:meth:`write_many`) run on the loop too when SQLite's write lock is free
+    — a short ``BEGIN IMMEDIATE``, ``executemany``, ``COMMIT`` without fsync (WAL with
+    ``synchronous=NORMAL``, as the engine's connections) — and on a worker thread, waiting for
+    the lock, when another writer holds it: the loop never waits for a lock. The loop-side
+    connection never checkpoints on its own (a checkpoint copies pages and syncs the file): every
+    :data:`CHECKPOINT_EVERY_ROWS` rows a passive checkpoint runs on a thread instead.
+    """
 
     dialect = "sqlite"
 
@@ -78,6 +100,12 @@ class SQLiteReads:
         self._busy_timeout = busy_timeout
         self._conn: sqlite3.Connection | None = None
         self._generation = -1
+        self._loop_writer: sqlite3.Connection | None = None
+        self._thread_writer: sqlite3.Connection | None = None
+        self._writer_generation = -1
+        self._write_lock = threading.Lock()  # one writer of this process at a time
+        self._rows_since_checkpoint = 0
+        self._checkpoint: asyncio.Task[None] | None = None
 
     def _connection(self) -> sqlite3.Connection:
         # Reopened when the engine was reset (its connections are dropped then, too) or after
@@ -107,6 +135,89 @@ class SQLiteReads:
             self._discard()
             raise DBAPIError.instance(statement.sqlite, None, exc, sqlite3.Error) from exc
 
+    # --- writes ---------------------------------------------------------------------------
+
+    def _writer(self, *, on_loop: bool) -> sqlite3.Connection:
+        if self._writer_generation != engine_generation():
+            self._discard_writers()
+            self._writer_generation = engine_generation()
+        conn = self._loop_writer if on_loop else self._thread_writer
+        if conn is None:
+            conn = sqlite3.connect(
+                self._path,
+                check_same_thread=False,
+                isolation_level=None,
+                timeout=0 if on_loop else self._busy_timeout,  # the loop never waits
+            )
+            conn.execute("PRAGMA synchronous=NORMAL")  # as app.core.db's connections
+            if on_loop:
+                conn.execute("PRAGMA wal_autocheckpoint=0")
+                self._loop_writer = conn
+            else:
+                self._thread_writer = conn
+        return conn
+
+    def _discard_writers(self) -> None:
+        for conn in (self._loop_writer, self._thread_writer):
+            if conn is not None:
+                conn.close()
+        self._loop_writer = self._thread_writer = None
+
+    @staticmethod
+    def _transaction(conn: sqlite3.Connection, sql: str, rows: Sequence[dict[str, Any]]) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.executemany(sql, rows)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    async def write_many(self, statement: ReadStatement, rows: Sequence[dict[str, Any]]) -> None:
+        try:
+            if self._write_lock.acquire(blocking=False):
+                try:
+                    self._transaction(self._writer(on_loop=True), statement.sqlite, rows)
+                except sqlite3.OperationalError as exc:
+                    if not _is_busy(exc):
+                        raise
+                else:
+                    self._after_write(len(rows))
+                    return
+                finally:
+                    self._write_lock.release()
+            # Locked by another writer: wait for it on a thread, not on the loop.
+            await asyncio.to_thread(self._write_waiting, statement.sqlite, rows)
+            self._after_write(len(rows))
+        except sqlite3.Error as exc:
+            self._discard_writers()
+            raise DBAPIError.instance(statement.sqlite, None, exc, sqlite3.Error) from exc
+
+    def _write_waiting(self, sql: str, rows: Sequence[dict[str, Any]]) -> None:
+        with self._write_lock:
+            self._transaction(self._writer(on_loop=False), sql, rows)
+
+    def _after_write(self, count: int) -> None:
+        self._rows_since_checkpoint += count
+        if self._rows_since_checkpoint >= CHECKPOINT_EVERY_ROWS and self._checkpoint is None:
+            self._rows_since_checkpoint = 0
+            self._checkpoint = asyncio.get_running_loop().create_task(self._checkpoint_wal())
+
+    async def _checkpoint_wal(self) -> None:
+        def run() -> None:
+            with self._write_lock:
+                self._writer(on_loop=False).execute("PRAGMA wal_checkpoint(PASSIVE)")
+
+        try:
+            await asyncio.to_thread(run)
+        except sqlite3.Error:  # the next checkpoint, or any engine connection's, catches up
+            pass
+        finally:
+            self._checkpoint = None
+
+    def bind_json(self, value: Any) -> str:
+        return orjson.dumps(value).decode()
+
     def bind_uuid(self, value: uuid.UUID) -> str:
         return value.hex  # SQLAlchemy's Uuid on SQLite: CHAR(32)
 
@@ -115,7 +226,17 @@ class SQLiteReads:
         return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
 
     async def close(self) -> None:
+        if self._checkpoint is not None:
+            await self._checkpoint
         self._discard()
+        self._discard_writers()
+
+
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    return getattr(exc, "sqlite_errorcode", None) in (
+        sqlite3.SQLITE_BUSY,
+        sqlite3.SQLITE_LOCKED,
+    ) or ("locked" in str(exc))
 
 
 class _ConnectionLost(Exception):
@@ -195,6 +316,31 @@ class PostgresReads:
                 if lost_is_retried and conn.broken:
                     raise _ConnectionLost from exc
                 raise
+
+    async def write_many(self, statement: ReadStatement, rows: Sequence[dict[str, Any]]) -> None:
+        """One transaction on a pooled connection: ``executemany`` (one pipelined round trip
+        for all rows) and ``COMMIT``, awaited on the loop."""
+        import psycopg
+        from psycopg_pool import PoolTimeout
+
+        query = cast("LiteralString", statement.postgresql)
+        try:
+            async with (
+                self.pool.connection() as conn,
+                conn.transaction(),
+                conn.cursor() as cursor,
+            ):
+                await cursor.executemany(query, rows)
+        except PoolTimeout as exc:
+            await self._raise_if_unreachable(statement)
+            raise SAPoolTimeout(str(exc)) from exc
+        except psycopg.Error as exc:
+            raise DBAPIError.instance(statement.postgresql, None, exc, psycopg.Error) from exc
+
+    def bind_json(self, value: Any) -> Any:
+        from psycopg.types.json import Jsonb
+
+        return Jsonb(value)
 
     def bind_uuid(self, value: uuid.UUID) -> uuid.UUID:
         return value

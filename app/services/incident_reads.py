@@ -69,7 +69,7 @@ async def get(reads: Reads, incident_id: uuid.UUID, principal: Principal) -> tup
     row = await IncidentReads(reads).row(incident_id)
     if row is None or not _sees(principal, row):
         raise NotFound(f"No incident {incident_id}.")
-    await record_reporter_reads(principal, _reporter_reads([row]))
+    await record_reporter_reads(reads, principal, _reporter_reads([row]))
     return dumps(incident_json(row, True)), row[VERSION]
 
 
@@ -100,5 +100,5 @@ async def page(
     if len(rows) > params.limit:
         rows = rows[: params.limit]
         cursor = encode_cursor(cursor_key(rows[-1]))
-    await record_reporter_reads(principal, _reporter_reads(rows))
+    await record_reporter_reads(reads, principal, _reporter_reads(rows))
     return dumps({"items": [incident_json(r, True) for r in rows], "next_cursor": cursor})

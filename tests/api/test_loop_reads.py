@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -221,12 +220,12 @@ class TestAccessLogGroupCommit:
     def test_failed_commit_sends_no_2xx(self, client, world, monkeypatch, path) -> None:
         incident = make_incident()
 
-        def refuse(rows: Any) -> None:
+        async def refuse(rows: Any) -> None:
             from sqlalchemy.exc import OperationalError
 
             raise OperationalError("INSERT INTO audit_event", {}, Exception("disk I/O error"))
 
-        monkeypatch.setattr(access_log.writer(), "_commit", refuse)
+        monkeypatch.setattr(access_log.writer(client.app.state.reads), "_commit", refuse)
         url = f"{API}/{incident.id}" if path == "get" else API
         response = client.get(url, headers=world["admin"])
         assert response.status_code >= 500
@@ -242,13 +241,13 @@ class TestAccessLogGroupCommit:
 
     def test_concurrent_reads_share_commits(self, client, world) -> None:
         incidents = [make_incident() for _ in range(12)]
-        writer = access_log.writer()
+        writer = access_log.writer(client.app.state.reads)
         batches_before = writer.batches
         slow_commit = writer._commit
 
-        def slower(rows: Any) -> None:  # a commit long enough for the others to queue up
-            time.sleep(0.05)
-            slow_commit(rows)
+        async def slower(rows: Any) -> None:  # a commit long enough for the others to queue up
+            await asyncio.sleep(0.05)
+            await slow_commit(rows)
 
         writer._commit = slower
         try:
@@ -270,6 +269,53 @@ class TestAccessLogGroupCommit:
         assert access_count() == 12
         assert writer.batches - batches_before < 12
 
+    def test_a_locked_table_never_blocks_the_loop(self, client, world, is_postgres) -> None:
+        """Another writer holds the lock the entry needs: the read waits for it (on a thread on
+        SQLite, on the socket on PostgreSQL), other requests are answered meanwhile, and the
+        read is answered — with its entry committed — once the lock is released."""
+        incident = make_incident()
+        before = access_count()
+        with holding_write_lock(is_postgres):
+            outcome: list[int] = []
+            reader = threading.Thread(
+                target=lambda: outcome.append(
+                    client.get(f"{API}/{incident.id}", headers=world["admin"]).status_code
+                )
+            )
+            reader.start()
+            reader.join(0.5)
+            assert reader.is_alive() and outcome == []  # waiting for the lock, not answered
+            assert client.get("/healthz").status_code == 200  # the loop is free
+            assert access_count() == before
+        reader.join(30)
+        assert outcome == [200]
+        assert access_count() == before + 1
+
+
+@contextmanager
+def holding_write_lock(is_postgres: bool) -> Iterator[None]:
+    """Another connection holds the lock an ``audit_event`` insert needs."""
+    import sqlite3
+
+    from app.core.db import get_engine
+
+    engine = get_engine()
+    if is_postgres:
+        with engine.connect() as conn:
+            conn.exec_driver_sql("LOCK TABLE audit_event IN EXCLUSIVE MODE")
+            try:
+                yield
+            finally:
+                conn.rollback()
+        return
+    raw = sqlite3.connect(str(engine.url.database), isolation_level=None)
+    raw.execute("BEGIN IMMEDIATE")  # SQLite's write lock, as a long write transaction holds it
+    try:
+        yield
+    finally:
+        raw.execute("ROLLBACK")
+        raw.close()
+
 
 class TestGroupCommitWriter:
     """The writer alone: each caller returns only once a commit holding its rows is done."""
@@ -277,29 +323,28 @@ class TestGroupCommitWriter:
     def test_batches_and_durability(self) -> None:
         committed: list[list[int]] = []
 
-        def commit(rows: Any) -> None:
-            time.sleep(0.02)
+        async def commit(rows: Any) -> None:
+            await asyncio.sleep(0.02)
             committed.append([row["n"] for row in rows])
 
         writer = GroupCommitWriter(commit, max_rows=100)
 
         async def main() -> None:
             async def one(n: int) -> None:
+                await asyncio.sleep(n % 4 * 0.01)  # arriving while a commit runs
                 await writer.write([{"n": n}])
                 assert any(n in batch for batch in committed)
 
             await asyncio.gather(*(one(n) for n in range(40)))
+            await writer.close()
 
-        try:
-            asyncio.run(main())
-        finally:
-            writer.close()
+        asyncio.run(main())
         assert sorted(n for batch in committed for n in batch) == list(range(40))
         assert len(committed) < 40
         assert writer.rows == 40
 
     def test_failure_reaches_every_caller_of_the_batch(self) -> None:
-        def commit(rows: Any) -> None:
+        async def commit(rows: Any) -> None:
             raise RuntimeError("commit failed")
 
         writer = GroupCommitWriter(commit)
@@ -309,32 +354,23 @@ class TestGroupCommitWriter:
                 *(writer.write([{"n": n}]) for n in range(5)), return_exceptions=True
             )
 
-        try:
-            outcomes = asyncio.run(main())
-        finally:
-            writer.close()
+        outcomes = asyncio.run(main())
         assert all(isinstance(o, RuntimeError) for o in outcomes)
         assert writer.rows == 0
 
     def test_max_rows_splits_batches(self) -> None:
         sizes: list[int] = []
-        gate = threading.Event()
 
-        def commit(rows: Any) -> None:
-            gate.wait(5)
+        async def commit(rows: Any) -> None:
+            await asyncio.sleep(0.01)
             sizes.append(len(rows))
 
         writer = GroupCommitWriter(commit, max_rows=3)
 
         async def main() -> None:
             tasks = [asyncio.ensure_future(writer.write([{"n": n}])) for n in range(7)]
-            await asyncio.sleep(0.05)
-            gate.set()
             await asyncio.gather(*tasks)
 
-        try:
-            asyncio.run(main())
-        finally:
-            writer.close()
+        asyncio.run(main())
         assert sum(sizes) == 7
         assert max(sizes) <= 3

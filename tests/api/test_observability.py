@@ -146,6 +146,68 @@ def _sample(text: str, name: str, **labels: str) -> float | None:
     return None
 
 
+class TestDirectAccessLine:
+    """In production (root's only handler: kokoma's JSON handler on stdout) the access line is
+    written directly, batched per loop iteration — the same line the logging path writes."""
+
+    @pytest.fixture
+    def production_logging(self) -> Iterator[None]:
+        from app.core.logging import configure_logging
+
+        root = logging.getLogger()
+        saved, level = list(root.handlers), root.level
+        configure_logging("INFO", "json")
+        try:
+            yield
+        finally:
+            root.handlers, root.level = saved, level
+
+    @staticmethod
+    def only_kokoma_handler() -> None:
+        """Drop the capture handlers pytest adds to the root logger for the test's call."""
+        root = logging.getLogger()
+        root.handlers = [h for h in root.handlers if type(h).__name__ == "_KokomaHandler"]
+
+    def test_same_line_as_the_logging_path(
+        self, client: Any, production_logging: None, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        from app.api.middleware.observability import access_log as logger
+        from app.core.logging import direct_json
+
+        seed_reference()
+        admin = make_key("admin")
+        incident = make_incident()
+        self.only_kokoma_handler()
+        assert direct_json(logger)
+        capsys.readouterr()
+        for request_id in ("direct-1", "direct-2"):
+            response = client.get(
+                f"{API}/{incident.id}", headers={**admin, "X-Request-ID": request_id}
+            )
+            assert response.status_code == 200
+        client.get("/healthz")  # a later request: the loop has flushed the earlier lines
+        direct = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line]
+        direct = [line for line in direct if line.get("logger") == "kokoma.access"]
+        assert [line["request_id"] for line in direct[:2]] == ["direct-1", "direct-2"]
+
+        logger.addFilter(lambda record: True)  # anything configured: the logging path
+        try:
+            assert not direct_json(logger)
+            client.get(f"{API}/{incident.id}", headers={**admin, "X-Request-ID": "direct-1"})
+        finally:
+            logger.filters.clear()
+        [logged] = [
+            json.loads(line)
+            for line in capsys.readouterr().out.splitlines()
+            if line and json.loads(line).get("logger") == "kokoma.access"
+        ]
+        first = direct[0]
+        assert list(first) == list(logged)  # same keys, same order
+        for key in ("ts", "duration_ms"):
+            first.pop(key), logged.pop(key)
+        assert first == logged
+
+
 class TestMetrics:
     def test_request_counter_and_histogram_by_template(self, client: Any) -> None:
         seed_reference()

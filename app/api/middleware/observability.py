@@ -26,7 +26,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.core.logging import request_id_var
+from app.core.logging import direct_json, request_id_var, write_json_line
 from app.core.metrics import LATENCY, REQUESTS
 
 HEADER = b"x-request-id"
@@ -172,27 +172,27 @@ def _log_access(
     elapsed: float,
     failure: BaseException | None,
 ) -> None:
-    if not access_log.isEnabledFor(logging.INFO):
+    direct = direct_json(access_log)
+    if not direct and not access_log.isEnabledFor(logging.INFO):
         return
     state: dict[str, Any] = scope.get("state") or {}
     principal = state.get("principal")
     key_id = getattr(principal, "key_id", None)
     role = getattr(principal, "role", None)
-    access_log.info(
-        "%s %s %s",
-        method,
-        route,
-        status,
-        extra={
-            "method": method,
-            "route": route,
-            "status": status,
-            "duration_ms": round(elapsed * 1000, 2),
-            "principal_id": str(key_id) if key_id is not None else None,
-            "role": str(role) if role is not None else None,
-            **({"error": type(failure).__name__} if failure is not None else {}),
-        },
-    )
+    extra = {
+        "method": method,
+        "route": route,
+        "status": status,
+        "duration_ms": round(elapsed * 1000, 2),
+        "principal_id": str(key_id) if key_id is not None else None,
+        "role": str(role) if role is not None else None,
+    }
+    if failure is not None:
+        extra["error"] = type(failure).__name__
+    if direct:
+        write_json_line(access_log, f"{method} {route} {status}", extra)
+    else:
+        access_log.info("%s %s %s", method, route, status, extra=extra)
 
 
 async def metrics_endpoint(_request: Request) -> Response:

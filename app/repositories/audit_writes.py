@@ -1,0 +1,42 @@
+"""Audit rows written on the event-loop path (:meth:`app.core.reads.Reads.write_many`).
+
+The same rows as :data:`app.services.privacy.access_log._ACCESS_INSERT` writes through the ORM
+engine, bound as the engine stores them (UUIDs, timestamps and JSON per database).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from app.core.reads import Reads, ReadStatement
+from app.models.base import table_of
+from app.models.system import AuditEvent
+
+_TABLE = table_of(AuditEvent)
+_COLUMNS = [column.name for column in _TABLE.columns]
+AUDIT_INSERT = ReadStatement(
+    f"INSERT INTO {_TABLE.name} ({', '.join(_COLUMNS)}) "  # noqa: S608 (the table's own names)
+    f"VALUES ({', '.join(':' + name for name in _COLUMNS)})"
+)
+
+
+def bound(reads: Reads, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``audit_event`` rows (as :func:`app.services.privacy.access_log.access_rows` builds them)
+    with their values in the database's own form."""
+    uuid_of, time_of, json_of = reads.bind_uuid, reads.bind_time, reads.bind_json
+    return [
+        {
+            **row,
+            "id": uuid_of(row["id"]),
+            "at": time_of(row["at"]),
+            "principal_id": None if row["principal_id"] is None else uuid_of(row["principal_id"]),
+            "fields": json_of(row["fields"]),
+        }
+        for row in rows
+    ]
+
+
+async def write(reads: Reads, rows: Sequence[dict[str, Any]]) -> None:
+    """The rows in one transaction, committed when this returns."""
+    await reads.write_many(AUDIT_INSERT, bound(reads, rows))
