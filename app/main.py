@@ -6,10 +6,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import Depends, FastAPI
+from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
-from app.api.deps import reject_nul_parameters
 from app.api.docs import install_docs
 from app.api.middleware.body_limit import BodyLimitMiddleware
 from app.api.middleware.cors import CorsMiddleware
@@ -98,7 +97,6 @@ def create_app() -> FastAPI:
         openapi_url="/openapi.json",
         docs_url=None,  # served by app.api.docs with packaged assets (no CDN)
         redoc_url=None,
-        dependencies=[Depends(reject_nul_parameters)],
         swagger_ui_init_oauth=_docs_oauth(settings),
         lifespan=lifespan,
     )

@@ -114,32 +114,6 @@ def loop_reads(request: Request) -> Reads | None:
     return getattr(request.app.state, "reads", None)
 
 
-async def reject_nul_parameters(request: Request) -> None:
-    """Path and query values with NUL characters → 422 (PostgreSQL cannot even compare them).
-
-    Installed once for the whole app in ``create_app()``; request bodies are covered by
-    :class:`app.models.common.RequestModel`.
-    """
-    from app.core.errors import Unprocessable
-
-    for where, items in (
-        ("path", request.path_params.items()),
-        ("query", request.query_params.multi_items()),
-    ):
-        for name, value in items:
-            if isinstance(value, str) and "\x00" in value:
-                raise Unprocessable(
-                    "Parameters may not contain NUL characters.",
-                    errors=[
-                        {
-                            "loc": [where, name],
-                            "msg": "contains a NUL character",
-                            "type": "string_nul",
-                        }
-                    ],
-                )
-
-
 async def _settings() -> Settings:
     # ``async``: FastAPI runs sync dependencies in the thread pool — a hop per dependency per
     # request, which measurably halves throughput (bench/README.md). Pure, non-blocking
@@ -160,7 +134,7 @@ def _lookup_principal(token: str) -> Principal | None:
         return lookup_principal(conn, token)
 
 
-async def get_principal(request: Request, settings: SettingsDep) -> Principal:
+async def get_principal(request: Request) -> Principal:
     """The caller's principal: a cached key costs no thread and no database round trip; a miss
     is one indexed read on a connection of its own (so auth needs no request session).
 
@@ -178,6 +152,7 @@ async def get_principal(request: Request, settings: SettingsDep) -> Principal:
     digest = hash_key(token)
     hit, principal = key_cache.get(digest)
     if not hit:
+        settings = get_settings()
         if settings.oidc_issuer and looks_like_jwt(token):
             principal = await _oidc_principal(token, digest, settings)
         else:

@@ -21,6 +21,7 @@ from typing import Any
 import anyio
 from fastapi import Request, Response
 from fastapi.routing import APIRoute
+from starlette.types import Scope
 
 from app.core.config import get_settings
 from app.core.db_errors import is_transient, sqlstate
@@ -60,11 +61,47 @@ async def _run_once(
             scope["fastapi_function_astack"] = outer
 
 
+def reject_nul_parameters(scope: Scope) -> None:
+    """Path and query values with NUL characters → 422 (PostgreSQL cannot even compare them).
+
+    Checked here, before the route's dependencies, for every API route (request bodies are
+    covered by :class:`app.models.common.RequestModel`): a plain check of the raw values costs
+    less than a dependency FastAPI solves on every request.
+    """
+    query: bytes = scope.get("query_string", b"")
+    path_params: dict[str, Any] = scope.get("path_params", {})
+    if (
+        b"%00" not in query
+        and b"\x00" not in query
+        and not any(isinstance(value, str) and "\x00" in value for value in path_params.values())
+    ):
+        return
+    from urllib.parse import parse_qsl
+
+    from app.core.errors import Unprocessable
+
+    pairs = parse_qsl(query.decode("latin-1"), keep_blank_values=True)
+    for where, items in (("path", list(path_params.items())), ("query", pairs)):
+        for name, value in items:
+            if isinstance(value, str) and "\x00" in value:
+                raise Unprocessable(
+                    "Parameters may not contain NUL characters.",
+                    errors=[
+                        {
+                            "loc": [where, name],
+                            "msg": "contains a NUL character",
+                            "type": "string_nul",
+                        }
+                    ],
+                )
+
+
 class UnitOfWorkRoute(APIRoute):
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
 
         async def run_with_retries(request: Request) -> Response:
+            reject_nul_parameters(request.scope)
             settings = get_settings()
             attempt = 0
             while True:

@@ -319,23 +319,37 @@ class PostgresReads:
 
     async def write_many(self, statement: ReadStatement, rows: Sequence[dict[str, Any]]) -> None:
         """One transaction on a pooled connection: ``executemany`` (one pipelined round trip
-        for all rows) and ``COMMIT``, awaited on the loop."""
+        for all rows) and ``COMMIT``, awaited on the loop. A connection the server closed is
+        replaced once, as for reads (should the lost one have committed after all, an entry is
+        written twice — never none)."""
         import psycopg
         from psycopg_pool import PoolTimeout
 
-        query = cast("LiteralString", statement.postgresql)
         try:
-            async with (
-                self.pool.connection() as conn,
-                conn.transaction(),
-                conn.cursor() as cursor,
-            ):
-                await cursor.executemany(query, rows)
+            try:
+                await self._write(statement, rows, lost_is_retried=True)
+            except _ConnectionLost:
+                await self._write(statement, rows, lost_is_retried=False)
         except PoolTimeout as exc:
             await self._raise_if_unreachable(statement)
             raise SAPoolTimeout(str(exc)) from exc
         except psycopg.Error as exc:
             raise DBAPIError.instance(statement.postgresql, None, exc, psycopg.Error) from exc
+
+    async def _write(
+        self, statement: ReadStatement, rows: Sequence[dict[str, Any]], *, lost_is_retried: bool
+    ) -> None:
+        import psycopg
+
+        query = cast("LiteralString", statement.postgresql)
+        async with self.pool.connection() as conn:
+            try:
+                async with conn.transaction(), conn.cursor() as cursor:
+                    await cursor.executemany(query, rows)
+            except psycopg.OperationalError as exc:
+                if lost_is_retried and conn.broken:
+                    raise _ConnectionLost from exc
+                raise
 
     def bind_json(self, value: Any) -> Any:
         from psycopg.types.json import Jsonb

@@ -286,6 +286,28 @@ BAD_CURSORS = [
 
 
 class TestBadQueries:
+    @pytest.mark.parametrize(
+        ("path", "params", "loc"),
+        [
+            ("/incidents", {"q": "a\x00b"}, ["query", "q"]),
+            ("/incidents", {"district": "\x00"}, ["query", "district"]),
+            ("/managers", {"district": "x\x00"}, ["query", "district"]),
+            ("/districts/a%00b", {}, ["path", "code"]),
+        ],
+    )
+    def test_nul_in_path_or_query_is_422_before_anything_else(
+        self, client, admin, path, params, loc
+    ) -> None:
+        make_incident()
+        before = table_counts()
+        for headers in (admin, {}):  # also before authentication
+            response = client.get("/api/v1" + path, params=params, headers=headers)
+            body = assert_problem(response, 422, "/problems/validation-error")
+            assert body["errors"] == [
+                {"loc": loc, "msg": "contains a NUL character", "type": "string_nul"}
+            ]
+        assert table_counts() == before
+
     @pytest.mark.parametrize("params", BAD_QUERIES, ids=str)
     def test_refused(self, client, admin, params) -> None:
         make_incident()
