@@ -31,6 +31,7 @@ from app.api.routers import (
     stats,
     webhooks,
 )
+from app.api.routing import match_hot_routers_first
 from app.core.config import Settings, get_settings
 from app.core.errors import install_error_handlers
 from app.core.logging import configure_logging
@@ -118,6 +119,7 @@ def create_app() -> FastAPI:
         notifications,
     ):
         app.include_router(module.router, prefix=API_PREFIX)
+    match_hot_routers_first(app, [incidents.router, managers.router, dispatch.router])
     app.add_middleware(IdempotencyMiddleware)
     app.add_middleware(BodyLimitMiddleware)
     app.add_middleware(RateLimitMiddleware)

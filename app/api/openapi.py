@@ -254,7 +254,8 @@ def build_openapi(app: FastAPI, oidc_issuer: str | None) -> dict[str, Any]:
         openapi_version=app.openapi_version,
         summary=app.summary,
         description=app.description,
-        routes=app.routes,
+        # declaration order (app.api.routing.match_hot_routers_first reorders for matching)
+        routes=getattr(app.state, "documented_routes", app.routes),
         tags=TAGS,
         servers=SERVERS,
         contact=CONTACT,
