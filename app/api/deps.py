@@ -234,7 +234,6 @@ _PAGE_SIZE_MAX: int = Settings.model_fields["page_size_max"].default
 
 
 async def get_page(
-    settings: SettingsDep,
     limit: Annotated[
         int | None,
         Query(ge=1, le=_PAGE_SIZE_MAX, description="Page size (default 50, max 500)"),
@@ -243,6 +242,7 @@ async def get_page(
         str | None, Query(max_length=2000, description="Opaque cursor from next_cursor")
     ] = None,
 ) -> PageParams:
+    settings = get_settings()
     size = settings.page_size_default if limit is None else limit
     if size > settings.page_size_max:
         from app.core.errors import Unprocessable
