@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response
@@ -54,24 +53,24 @@ def _json(body: bytes, headers: dict[str, str] | None = None) -> Response:
     return Response(body, media_type=JSON, headers=headers)
 
 
-@dataclass
-class RecommendationQuery:
-    status: Annotated[list[RecommendationStatus] | None, Query(description="Repeatable")] = None
-    category: RecommendationCategory | None = None
-    addressee: uuid.UUID | None = None
-    district: Annotated[DistrictFilter | None, Query(max_length=64)] = None
+async def recommendation_filter(
+    status: Annotated[list[RecommendationStatus] | None, Query(description="Repeatable")] = None,
+    category: RecommendationCategory | None = None,
+    addressee: uuid.UUID | None = None,
+    district: Annotated[DistrictFilter | None, Query(max_length=64)] = None,
     overdue: Annotated[
         bool | None, Query(description="true: only overdue; false: only not overdue")
-    ] = None
-
-    def to_filter(self) -> RecommendationFilter:
-        return RecommendationFilter(
-            statuses=tuple(self.status or ()),
-            category=self.category,
-            addressee=self.addressee,
-            district=self.district,
-            overdue=self.overdue,
-        )
+    ] = None,
+) -> RecommendationFilter:
+    """The list filters. ``async``: FastAPI runs a class or a sync function given as a
+    dependency in the thread pool — a hop per request."""
+    return RecommendationFilter(
+        statuses=tuple(status or ()),
+        category=category,
+        addressee=addressee,
+        district=district,
+        overdue=overdue,
+    )
 
 
 def negotiate(accept: str | None) -> str:
@@ -136,10 +135,9 @@ async def recommendations_list(
     request: Request,
     _: Reader,
     page: PageDep,
-    query: Annotated[RecommendationQuery, Depends()],
+    flt: Annotated[RecommendationFilter, Depends(recommendation_filter)],
 ) -> Response:
     # async: on the event-loop read path (app.core.reads), else one unit of work in one hop
-    flt = query.to_filter()
     reads = loop_reads(request)
     if reads is not None:
         return _json(await recommendation_reads.page(reads, flt, page))
