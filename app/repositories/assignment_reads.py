@@ -48,13 +48,17 @@ def _list_statement(flt: AssignmentFilter, after: bool) -> ReadStatement:
     )
     statement = _LIST_CACHE.get(shape)
     if statement is None:
-        sql = f"SELECT {_COLUMNS} FROM assignment a JOIN manager m ON m.id = a.manager_id"  # noqa: S608 (constant fragments only)
-        where: list[str] = []
+        # The manager last (SQLite: the right side of a CROSS JOIN is an inner loop; PostgreSQL
+        # plans it as the inner join it is): without statistics on assignments, SQLite would
+        # otherwise scan the whole roster and probe each manager's assignments, then sort.
+        sql = f"SELECT {_COLUMNS} FROM assignment a"  # noqa: S608 (constant fragments only)
+        where: list[str] = ["m.id = a.manager_id"]
         if flt.scope_manager_id is not None:
             where.append("a.manager_id = :scope_manager_id")
         if flt.scope_organisation_id is not None:
             sql += " JOIN incident i ON i.id = a.incident_id"
             where.append("i.organisation_id = :scope_organisation_id")
+        sql += " CROSS JOIN manager m"
         if flt.manager_id is not None:
             where.append("a.manager_id = :manager_id")
         if flt.incident_id is not None:
@@ -67,8 +71,7 @@ def _list_statement(flt: AssignmentFilter, after: bool) -> ReadStatement:
             where.append(
                 "(a.created_at < :after_at OR (a.created_at = :after_at AND a.id < :after_id))"
             )
-        if where:
-            sql += " WHERE " + " AND ".join(where)
+        sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY a.created_at DESC, a.id DESC LIMIT :limit"
         statement = _LIST_CACHE[shape] = ReadStatement(sql)
     return statement
