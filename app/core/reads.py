@@ -415,7 +415,8 @@ def time_text(value: str | None) -> str | None:
     or PostgreSQL's ``2026-03-01 10:15:00.12+00``."""
     if value is None:
         return None
-    if len(value) == 26 and value[19] == ".":  # SQLite, as SQLAlchemy stores it: the hot case
+    # SQLite, as SQLAlchemy stores it: the hot case (PostgreSQL's ``…:01.015+00`` is as long)
+    if len(value) == 26 and value[19] == "." and value[23] != "+":
         if value.endswith("000000"):
             return f"{value[:10]}T{value[11:19]}Z"
         return f"{value[:10]}T{value[11:]}Z"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Query, Request, Response
 
 from app.api.deps import (
     AllowedAssignmentsAnswer,
@@ -14,6 +14,9 @@ from app.api.deps import (
     PageDep,
     SessionDep,
     etag,
+    in_unit_of_work,
+    json_response,
+    loop_reads,
 )
 from app.api.openapi import sends
 from app.api.problems import problems
@@ -31,6 +34,7 @@ from app.models.assignment_schemas import (
 )
 from app.models.common import Page
 from app.repositories.dispatch import AssignmentFilter
+from app.services import assignment_reads
 from app.services.dispatch.service import DispatchService
 
 router = APIRouter(tags=["dispatch"], route_class=UnitOfWorkRoute)
@@ -78,36 +82,51 @@ def assignments_create(
 @router.get(
     "/assignments",
     summary="List assignments (filters, keyset pagination; managers see their own)",
+    response_model=Page[AssignmentPublic],
     responses=problems(400, 403),
 )
-def assignments_list(
-    session: SessionDep,
+async def assignments_list(
+    request: Request,
     principal: AllowedAssignmentsRead,
     page: PageDep,
     manager_id: uuid.UUID | None = None,
     incident_id: uuid.UUID | None = None,
     status: Annotated[list[AssignmentStatus] | None, Query(description="Repeatable")] = None,
-) -> Page[AssignmentPublic]:
+) -> Response:
+    # async: on the event-loop read path (app.core.reads), else one unit of work in one hop
     flt = AssignmentFilter(
         manager_id=manager_id, incident_id=incident_id, statuses=tuple(status or ())
     )
-    items, cursor = DispatchService(session).page(flt, page, principal)
-    return Page(items=items, next_cursor=cursor)
+    reads = loop_reads(request)
+    if reads is not None:
+        return Response(
+            await assignment_reads.page(reads, flt, page, principal),
+            media_type="application/json",
+        )
+    items, cursor = await in_unit_of_work(
+        lambda session: DispatchService(session).page(flt, page, principal)
+    )
+    return json_response(Page(items=items, next_cursor=cursor))
 
 
 @router.get(
-    "/assignments/{assignment_id}", summary="Get an assignment", responses=problems(403, 404)
+    "/assignments/{assignment_id}",
+    summary="Get an assignment",
+    response_model=AssignmentPublic,
+    responses=problems(403, 404),
 )
 @sends("ETag")
-def assignments_get(
-    session: SessionDep,
-    principal: AllowedAssignmentsRead,
-    assignment_id: uuid.UUID,
-    response: Response,
-) -> AssignmentPublic:
-    assignment = DispatchService(session).get(assignment_id, principal)
-    response.headers["ETag"] = etag(assignment.version)
-    return assignment
+async def assignments_get(
+    request: Request, principal: AllowedAssignmentsRead, assignment_id: uuid.UUID
+) -> Response:
+    reads = loop_reads(request)
+    if reads is not None:
+        body, version = await assignment_reads.get(reads, assignment_id, principal)
+        return Response(body, media_type="application/json", headers={"ETag": etag(version)})
+    assignment = await in_unit_of_work(
+        lambda session: DispatchService(session).get(assignment_id, principal)
+    )
+    return json_response(assignment, {"ETag": etag(assignment.version)})
 
 
 @router.post(

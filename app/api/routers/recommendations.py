@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse
+from sqlmodel import Session
 
 from app.api.deps import (
     AllowedRecommendationsRead,
@@ -16,6 +16,9 @@ from app.api.deps import (
     PageDep,
     SessionDep,
     etag,
+    in_unit_of_work,
+    json_response,
+    loop_reads,
 )
 from app.api.negotiation import accept_ranges
 from app.api.openapi import sends
@@ -34,6 +37,7 @@ from app.models.recommendation import (
     RecommendationUpdate,
 )
 from app.repositories.recommendations import RecommendationFilter
+from app.services import recommendation_reads
 from app.services.recommendation_report import render_markdown
 from app.services.recommendations import RecommendationService
 
@@ -45,24 +49,28 @@ MARKDOWN = "text/markdown"
 JSON = "application/json"
 
 
-@dataclass
-class RecommendationQuery:
-    status: Annotated[list[RecommendationStatus] | None, Query(description="Repeatable")] = None
-    category: RecommendationCategory | None = None
-    addressee: uuid.UUID | None = None
-    district: Annotated[DistrictFilter | None, Query(max_length=64)] = None
+def _json(body: bytes, headers: dict[str, str] | None = None) -> Response:
+    return Response(body, media_type=JSON, headers=headers)
+
+
+async def recommendation_filter(
+    status: Annotated[list[RecommendationStatus] | None, Query(description="Repeatable")] = None,
+    category: RecommendationCategory | None = None,
+    addressee: uuid.UUID | None = None,
+    district: Annotated[DistrictFilter | None, Query(max_length=64)] = None,
     overdue: Annotated[
         bool | None, Query(description="true: only overdue; false: only not overdue")
-    ] = None
-
-    def to_filter(self) -> RecommendationFilter:
-        return RecommendationFilter(
-            statuses=tuple(self.status or ()),
-            category=self.category,
-            addressee=self.addressee,
-            district=self.district,
-            overdue=self.overdue,
-        )
+    ] = None,
+) -> RecommendationFilter:
+    """The list filters. ``async``: FastAPI runs a class or a sync function given as a
+    dependency in the thread pool — a hop per request."""
+    return RecommendationFilter(
+        statuses=tuple(status or ()),
+        category=category,
+        addressee=addressee,
+        district=district,
+        overdue=overdue,
+    )
 
 
 def negotiate(accept: str | None) -> str:
@@ -118,16 +126,25 @@ def recommendations_report(
 
 
 @router.get(
-    "", summary="List recommendations (filters, keyset pagination)", responses=problems(400, 403)
+    "",
+    summary="List recommendations (filters, keyset pagination)",
+    response_model=Page[RecommendationPublic],
+    responses=problems(400, 403),
 )
-def recommendations_list(
-    session: SessionDep,
+async def recommendations_list(
+    request: Request,
     _: Reader,
     page: PageDep,
-    query: Annotated[RecommendationQuery, Depends()],
-) -> Page[RecommendationPublic]:
-    items, cursor = RecommendationService(session).page(query.to_filter(), page)
-    return Page(items=items, next_cursor=cursor)
+    flt: Annotated[RecommendationFilter, Depends(recommendation_filter)],
+) -> Response:
+    # async: on the event-loop read path (app.core.reads), else one unit of work in one hop
+    reads = loop_reads(request)
+    if reads is not None:
+        return _json(await recommendation_reads.page(reads, flt, page))
+    items, cursor = await in_unit_of_work(
+        lambda session: RecommendationService(session).page(flt, page)
+    )
+    return json_response(Page(items=items, next_cursor=cursor))
 
 
 @router.post(
@@ -143,15 +160,27 @@ def recommendations_create(
     return rec
 
 
-@router.get("/{recommendation_id}", summary="Get a recommendation", responses=problems(403, 404))
+@router.get(
+    "/{recommendation_id}",
+    summary="Get a recommendation",
+    response_model=RecommendationPublic,
+    responses=problems(403, 404),
+)
 @sends("ETag")
-def recommendations_get(
-    session: SessionDep, _: Reader, recommendation_id: uuid.UUID, response: Response
-) -> RecommendationPublic:
-    service = RecommendationService(session)
-    rec = service.public_one(service.load(recommendation_id))
-    response.headers["ETag"] = etag(rec.version)
-    return rec
+async def recommendations_get(
+    request: Request, _: Reader, recommendation_id: uuid.UUID
+) -> Response:
+    reads = loop_reads(request)
+    if reads is not None:
+        body, version = await recommendation_reads.get(reads, recommendation_id)
+        return _json(body, {"ETag": etag(version)})
+
+    def work(session: Session) -> RecommendationPublic:
+        service = RecommendationService(session)
+        return service.public_one(service.load(recommendation_id))
+
+    rec = await in_unit_of_work(work)
+    return json_response(rec, {"ETag": etag(rec.version)})
 
 
 @router.patch(
@@ -196,10 +225,16 @@ def recommendations_set_status(
 @router.get(
     "/{recommendation_id}/events",
     summary="The recommendation's timeline (who, when, what)",
+    response_model=Page[RecommendationEventPublic],
     responses=problems(400, 403, 404),
 )
-def recommendations_events(
-    session: SessionDep, _: Reader, recommendation_id: uuid.UUID, page: PageDep
-) -> Page[RecommendationEventPublic]:
-    items, cursor = RecommendationService(session).events(recommendation_id, page)
-    return Page(items=items, next_cursor=cursor)
+async def recommendations_events(
+    request: Request, _: Reader, recommendation_id: uuid.UUID, page: PageDep
+) -> Response:
+    reads = loop_reads(request)
+    if reads is not None:
+        return _json(await recommendation_reads.events(reads, recommendation_id, page))
+    items, cursor = await in_unit_of_work(
+        lambda session: RecommendationService(session).events(recommendation_id, page)
+    )
+    return json_response(Page(items=items, next_cursor=cursor))

@@ -5,7 +5,8 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Query, Request, Response
+from sqlmodel import Session
 
 from app.api.deps import (
     AllowedReferenceRead,
@@ -14,6 +15,9 @@ from app.api.deps import (
     PageDep,
     SessionDep,
     etag,
+    in_unit_of_work,
+    json_response,
+    loop_reads,
 )
 from app.api.openapi import sends
 from app.api.problems import problems
@@ -30,24 +34,39 @@ from app.models.reference import (
     OrganisationPublic,
     OrganisationUpdate,
 )
+from app.services import reference_reads
 from app.services.reference_data import CompetenceService, DistrictService, OrganisationService
 
 router = APIRouter(route_class=UnitOfWorkRoute)
 Reader = AllowedReferenceRead
 Writer = AllowedReferenceWrite
 
+# The reads are ``async def``: on the event-loop read path (app.core.reads) when the app runs with
+# its lifespan, else one unit of work in one thread hop — the same answers either way.
+
+
+def _json(body: bytes, headers: dict[str, str] | None = None) -> Response:
+    return Response(body, media_type="application/json", headers=headers)
+
 
 @router.get(
-    "/districts", tags=["reference"], summary="List districts", responses=problems(400, 403)
+    "/districts",
+    tags=["reference"],
+    summary="List districts",
+    response_model=Page[DistrictPublic],
+    responses=problems(400, 403),
 )
-def districts_list(
-    session: SessionDep,
+async def districts_list(
+    request: Request,
     _: Reader,
     page: PageDep,
     city: Annotated[str | None, Query(max_length=100)] = None,
-) -> Page[DistrictPublic]:
-    items, cursor = DistrictService(session).page(page, city)
-    return Page(items=items, next_cursor=cursor)
+) -> Response:
+    reads = loop_reads(request)
+    if reads is not None:
+        return _json(await reference_reads.districts(reads, page, city))
+    items, cursor = await in_unit_of_work(lambda session: DistrictService(session).page(page, city))
+    return json_response(Page(items=items, next_cursor=cursor))
 
 
 @router.post(
@@ -68,16 +87,25 @@ def districts_create(
 
 
 @router.get(
-    "/districts/{code}", tags=["reference"], summary="Get a district", responses=problems(403, 404)
+    "/districts/{code}",
+    tags=["reference"],
+    summary="Get a district",
+    response_model=DistrictPublic,
+    responses=problems(403, 404),
 )
 @sends("ETag")
-def districts_get(
-    session: SessionDep, _: Reader, code: DistrictFilter, response: Response
-) -> DistrictPublic:
-    service = DistrictService(session)
-    district = service.public(service.get(code))
-    response.headers["ETag"] = etag(district.version)
-    return district
+async def districts_get(request: Request, _: Reader, code: DistrictFilter) -> Response:
+    reads = loop_reads(request)
+    if reads is not None:
+        body, version = await reference_reads.district(reads, code)
+        return _json(body, {"ETag": etag(version)})
+
+    def work(session: Session) -> DistrictPublic:
+        service = DistrictService(session)
+        return service.public(service.get(code))
+
+    district = await in_unit_of_work(work)
+    return json_response(district, {"ETag": etag(district.version)})
 
 
 @router.patch(
@@ -101,11 +129,22 @@ def districts_update(
 
 
 @router.get(
-    "/competences", tags=["reference"], summary="List competences", responses=problems(400, 403)
+    "/competences",
+    tags=["reference"],
+    summary="List competences",
+    response_model=Page[CompetencePublic],
+    responses=problems(400, 403),
 )
-def competences_list(session: SessionDep, _: Reader, page: PageDep) -> Page[CompetencePublic]:
-    rows, cursor = CompetenceService(session).repo.page(page)
-    return Page(items=[CompetencePublic.model_validate(c) for c in rows], next_cursor=cursor)
+async def competences_list(request: Request, _: Reader, page: PageDep) -> Response:
+    reads = loop_reads(request)
+    if reads is not None:
+        return _json(await reference_reads.competences(reads, page))
+
+    def work(session: Session) -> Page[CompetencePublic]:
+        rows, cursor = CompetenceService(session).repo.page(page)
+        return Page(items=[CompetencePublic.model_validate(c) for c in rows], next_cursor=cursor)
+
+    return json_response(await in_unit_of_work(work))
 
 
 @router.post(
@@ -129,15 +168,19 @@ def competences_create(
     "/competences/{code}",
     tags=["reference"],
     summary="Get a competence",
+    response_model=CompetencePublic,
     responses=problems(403, 404),
 )
 @sends("ETag")
-def competences_get(
-    session: SessionDep, _: Reader, code: str, response: Response
-) -> CompetencePublic:
-    competence = CompetencePublic.model_validate(CompetenceService(session).get(code))
-    response.headers["ETag"] = etag(competence.version)
-    return competence
+async def competences_get(request: Request, _: Reader, code: str) -> Response:
+    reads = loop_reads(request)
+    if reads is not None:
+        body, version = await reference_reads.competence(reads, code)
+        return _json(body, {"ETag": etag(version)})
+    competence = await in_unit_of_work(
+        lambda session: CompetencePublic.model_validate(CompetenceService(session).get(code))
+    )
+    return json_response(competence, {"ETag": etag(competence.version)})
 
 
 @router.patch(
@@ -164,11 +207,19 @@ def competences_update(
     "/organisations",
     tags=["reference"],
     summary="List organisations",
+    response_model=Page[OrganisationPublic],
     responses=problems(400, 403),
 )
-def organisations_list(session: SessionDep, _: Reader, page: PageDep) -> Page[OrganisationPublic]:
-    rows, cursor = OrganisationService(session).repo.page(page)
-    return Page(items=[OrganisationPublic.model_validate(o) for o in rows], next_cursor=cursor)
+async def organisations_list(request: Request, _: Reader, page: PageDep) -> Response:
+    reads = loop_reads(request)
+    if reads is not None:
+        return _json(await reference_reads.organisations(reads, page))
+
+    def work(session: Session) -> Page[OrganisationPublic]:
+        rows, cursor = OrganisationService(session).repo.page(page)
+        return Page(items=[OrganisationPublic.model_validate(o) for o in rows], next_cursor=cursor)
+
+    return json_response(await in_unit_of_work(work))
 
 
 @router.post(
@@ -192,17 +243,21 @@ def organisations_create(
     "/organisations/{organisation_id}",
     tags=["reference"],
     summary="Get an organisation",
+    response_model=OrganisationPublic,
     responses=problems(403, 404),
 )
 @sends("ETag")
-def organisations_get(
-    session: SessionDep, _: Reader, organisation_id: uuid.UUID, response: Response
-) -> OrganisationPublic:
-    organisation = OrganisationPublic.model_validate(
-        OrganisationService(session).get(organisation_id)
+async def organisations_get(request: Request, _: Reader, organisation_id: uuid.UUID) -> Response:
+    reads = loop_reads(request)
+    if reads is not None:
+        body, version = await reference_reads.organisation(reads, organisation_id)
+        return _json(body, {"ETag": etag(version)})
+    organisation = await in_unit_of_work(
+        lambda session: OrganisationPublic.model_validate(
+            OrganisationService(session).get(organisation_id)
+        )
     )
-    response.headers["ETag"] = etag(organisation.version)
-    return organisation
+    return json_response(organisation, {"ETag": etag(organisation.version)})
 
 
 @router.patch(
