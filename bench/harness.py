@@ -78,6 +78,8 @@ class Dataset:
     districts: list[str]
     plain_ids: list[str] = field(default_factory=list)  # incidents without reporter data
     manager_ids: list[str] = field(default_factory=list)
+    assignment_ids: list[str] = field(default_factory=list)
+    recommendation_ids: list[str] = field(default_factory=list)
     cleanup: list[str] = field(default_factory=list)
 
 
@@ -577,8 +579,21 @@ def operations(data: Dataset) -> list[Operation]:
         Operation("list districts (reference)", "GET", ["/api/v1/districts?limit=50"]),
         Operation("list 50 managers", "GET", ["/api/v1/managers?limit=50"]),
         Operation("get manager by id", "GET", managers),
-        Operation("list assignments", "GET", ["/api/v1/assignments?limit=50"]),
-        Operation("list recommendations", "GET", ["/api/v1/recommendations?limit=50"]),
+        Operation(
+            "get district (reference)", "GET", [f"/api/v1/districts/{d}" for d in data.districts]
+        ),
+        Operation("list 50 assignments", "GET", ["/api/v1/assignments?limit=50"]),
+        Operation(
+            "get assignment by id",
+            "GET",
+            [f"/api/v1/assignments/{a}" for a in data.assignment_ids[:500]],
+        ),
+        Operation("list 50 recommendations", "GET", ["/api/v1/recommendations?limit=50"]),
+        Operation(
+            "get recommendation by id",
+            "GET",
+            [f"/api/v1/recommendations/{r}" for r in data.recommendation_ids],
+        ),
         Operation("statistics (incidents, 100k)", "GET", ["/api/v1/stats/incidents"]),
         Operation(
             "district profile (100k)",
@@ -632,6 +647,9 @@ def run_one(db: str, args: argparse.Namespace) -> None:
         data = generate(
             url, incidents=args.incidents, managers=args.managers, districts=args.districts
         )
+        from bench.bench_reads_misc import add_rows  # 2,000 assignments, 200 recommendations
+
+        data.assignment_ids, data.recommendation_ids = add_rows(url, data)
         ops = operations(data)
         if args.only:
             wanted = [w.strip() for w in args.only.split(",")]
