@@ -140,6 +140,9 @@ async def get_principal(request: Request) -> Principal:
 
     With ``KOKOMA_OIDC_ISSUER`` set, a bearer token shaped like a JWT is an OIDC access token
     (``app.core.oidc``): verified on the event loop, its principal cached like a key's."""
+    known = getattr(request.state, "principal", None)
+    if known is not None:  # already established for this request
+        return known
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     token = token.strip()
@@ -189,10 +192,13 @@ async def _oidc_principal(token: str, digest: str, settings: Settings) -> Princi
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 
 
-def require(action: Action) -> Callable[[Principal], Awaitable[Principal]]:
+def require(action: Action) -> Callable[[Request], Awaitable[Principal]]:
     """A dependency that lets a principal through only when its role may attempt ``action``."""
 
-    async def check(principal: PrincipalDep) -> Principal:
+    async def check(request: Request) -> Principal:
+        # get_principal called, not depended on: one dependency FastAPI solves per request
+        # instead of two (a route that also takes PrincipalDep finds it cached on the request).
+        principal = await get_principal(request)
         if not allowed(principal, action):
             raise Forbidden(f"The role '{principal.role}' may not do this ({action}).")
         return principal

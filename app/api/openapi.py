@@ -161,7 +161,8 @@ def _route_auth(route: RouteContext) -> tuple[bool, list[Action]]:
         name = getattr(call, "__name__", "")
         if name.startswith("require_") and name.removeprefix("require_") in Action.__members__:
             actions.append(Action(name.removeprefix("require_")))
-    return get_principal in calls, actions
+    # a role check authenticates as well (it calls get_principal itself)
+    return get_principal in calls or bool(actions), actions
 
 
 def _description(route: RouteContext, authenticated: bool, actions: list[Action]) -> str:

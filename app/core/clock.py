@@ -24,14 +24,20 @@ class Clock:
 
 
 _override: Clock | None = None
+_wall: tuple[object, Clock] | None = None  # (the settings it was made from, the clock)
 
 
 def get_clock() -> Clock:
+    global _wall
     if _override is not None:
         return _override
     from app.core.config import get_settings
 
-    return Clock(tz=get_settings().tz)
+    settings = get_settings()
+    wall = _wall
+    if wall is None or wall[0] is not settings:  # settings reloaded (tests): a clock for them
+        wall = _wall = (settings, Clock(tz=settings.tz))
+    return wall[1]
 
 
 def set_clock(clock: Clock | None) -> None:
