@@ -180,10 +180,13 @@ def rank_candidates(
     fallback_neighbours: bool = True,
     now: datetime,
     limit: int | None = None,
+    valid: Mapping[UUID, frozenset[str]] | None = None,
 ) -> Ranking:
     """Rank the roster for ``incident`` (see the module docstring for the rules).
 
     ``limit`` cuts the candidate list only; ``excluded`` always covers the whole roster.
+    ``valid``: each manager's :func:`valid_competences` on ``today``, when the caller has them
+    already (a batch ranks the same managers many times).
     """
     if limit is not None and limit < 0:
         raise ValueError("limit must not be negative")
@@ -193,8 +196,8 @@ def rank_candidates(
     passed: list[tuple[ManagerFacts, DistrictMatch, ExclusionReason | None, frozenset[str]]] = []
     for manager in managers:
         # Once per manager: the competence constraint and the breadth factor both use it.
-        valid = valid_competences(manager, today)
-        failure = _first_failure_before_district(incident, manager, today, valid)
+        held = valid[manager.id] if valid is not None else valid_competences(manager, today)
+        failure = _first_failure_before_district(incident, manager, today, held)
         if failure is not None:
             excluded[failure] += 1
             continue
@@ -202,19 +205,19 @@ def rank_candidates(
         if match is None:
             excluded["wrong_district"] += 1
             continue
-        passed.append((manager, match, _first_failure_after_district(incident, manager), valid))
+        passed.append((manager, match, _first_failure_after_district(incident, manager), held))
 
     fallback_used = fallback_neighbours and not any(
         match != "neighbour" and failure is None for _, match, failure, _ in passed
     )
     candidates: list[Candidate] = []
-    for manager, match, failure, valid in passed:
+    for manager, match, failure, held in passed:
         if match == "neighbour" and not fallback_used:
             excluded["wrong_district"] += 1
         elif failure is not None:
             excluded[failure] += 1
         else:
-            candidates.append(_score(incident, manager, match, valid, now=now))
+            candidates.append(_score(incident, manager, match, held, now=now))
 
     candidates.sort(key=lambda c: (-c.score, c.open_assignments, c.manager_id))
     if limit is not None:
