@@ -1,14 +1,18 @@
 """Dispatch queries: the facts matching needs, set-based, and assignment reads.
 
-The candidates of one incident come from two statements plus a few batched detail queries:
+The candidates of one incident come from ONE statement,
+:meth:`DispatchRepository.screen_with_facts`:
 
-1. :meth:`DispatchRepository.screen_roster` evaluates, in SQL, the district-independent hard
-   constraints (``not_active``, ``absent``, ``at_capacity``, ``missing_competence``) and whether a
-   manager serves the incident's district or a neighbouring one, for the whole roster in ONE
-   statement: the managers failing one of them come back as counts per reason (aggregated in the
-   database), the rest (the *plausible* managers) as ids;
-2. :meth:`DispatchRepository.manager_facts` loads the plausible managers' facts (competences,
-   served districts, involvement on the incident, earlier cases in the district) in one query each.
+1. it evaluates, in SQL, the district-independent hard constraints (``not_active``, ``absent``,
+   ``at_capacity``, ``missing_competence``) and whether a manager serves the incident's district
+   or a neighbouring one, for the whole roster: the managers failing one of them come back as
+   counts per reason (aggregated in the database);
+2. in the same statement, the rest (the *plausible* managers) come back with their facts:
+   their row, competences, served districts, involvement on the incident and earlier cases in the
+   district (one ``UNION ALL`` branch each, over the plausible ids only).
+
+(:meth:`~DispatchRepository.screen_roster` and :meth:`~DispatchRepository.manager_facts` are the
+same two steps as separate calls, for other callers.)
 
 The pure engine then ranks the plausible managers and counts the remaining exclusions
 (``wrong_district`` for neighbours when the fallback is not in effect, ``already_involved``,
@@ -26,11 +30,25 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
-from sqlalchemy import and_, case, exists, func, not_, or_, select
+from sqlalchemy import (
+    Date,
+    Integer,
+    String,
+    and_,
+    bindparam,
+    case,
+    exists,
+    func,
+    not_,
+    or_,
+    select,
+    text,
+)
 from sqlmodel import Session, col
 
 from app.core.pagination import PageParams, keyset, page_slice
 from app.models.assignment import Assignment, AssignmentStatus
+from app.models.base import table_of
 from app.models.incident import Incident
 from app.models.manager import Absence, Manager, ManagerCompetence, ManagerDistrict
 from app.models.matching_facts import (
@@ -49,6 +67,116 @@ OPEN_STATUSES = (AssignmentStatus.offered, AssignmentStatus.accepted)
 CASE_STATUSES = (AssignmentStatus.accepted, AssignmentStatus.completed)
 
 
+_COMPETENCE_CHECK = """
+            WHEN m.id NOT IN (
+                SELECT c.manager_id FROM manager_competence c
+                WHERE c.competence_code IN :required AND c.certified_on <= :today
+                  AND (c.expires_on IS NULL OR c.expires_on >= :today)
+                GROUP BY c.manager_id HAVING count(*) = :n_required
+            ) THEN 'missing_competence'"""
+
+#: The statement of :meth:`DispatchRepository.screen_with_facts`: the same verdicts, in the same
+#: order, as :meth:`DispatchRepository.screen_roster` ('active' is ACTIVE_STATUS, 'accepted' and
+#: 'completed' are CASE_STATUSES). The verdict is computed once per manager (MATERIALIZED), the
+#: plausible ids once; the first branch fixes the column types for PostgreSQL (hence the casts).
+_SCREEN_WITH_FACTS_SQL = """
+        WITH screened AS MATERIALIZED (
+            SELECT CASE
+                WHEN m.status <> 'active' THEN 'not_active'
+                WHEN m.id IN (
+                    SELECT a.manager_id FROM absence a
+                    WHERE a.starts_on <= :today AND a.ends_on >= :today
+                ) THEN 'absent'
+                WHEN m.open_assignments >= m.max_open_assignments THEN 'at_capacity'
+                /* competence check */
+                WHEN NOT (
+                    m.home_district IN :districts
+                    OR m.id IN (
+                        SELECT d.manager_id FROM manager_district d
+                        WHERE d.district_code IN :districts
+                    )
+                ) THEN 'wrong_district'
+                ELSE 'plausible' END AS verdict,
+                m.id AS manager_id
+            FROM manager m
+        ),
+        plausible AS MATERIALIZED (
+            SELECT manager_id FROM screened WHERE verdict = 'plausible'
+        )
+        SELECT 'manager' AS kind, m.id AS manager_id, m.display_name AS text_1,
+               m.status AS text_2, m.home_district AS text_3, m.languages AS languages,
+               m.max_open_assignments AS number_1, m.open_assignments AS number_2,
+               m.last_assigned_at AS last_assigned_at,
+               CAST(NULL AS DATE) AS date_1, CAST(NULL AS DATE) AS date_2
+        FROM manager m WHERE m.id IN (SELECT manager_id FROM plausible)
+        UNION ALL
+        SELECT 'excluded', NULL, verdict, NULL, NULL, NULL, count(*), NULL, NULL, NULL, NULL
+        FROM screened WHERE verdict <> 'plausible' GROUP BY verdict
+        UNION ALL
+        SELECT 'competence', c.manager_id, c.competence_code, NULL, NULL, NULL, NULL, NULL, NULL,
+               c.certified_on, c.expires_on
+        FROM manager_competence c WHERE c.manager_id IN (SELECT manager_id FROM plausible)
+        UNION ALL
+        SELECT 'district', d.manager_id, d.district_code, NULL, NULL, NULL, NULL, NULL, NULL,
+               NULL, NULL
+        FROM manager_district d WHERE d.manager_id IN (SELECT manager_id FROM plausible)
+        UNION ALL
+        SELECT 'status', a.manager_id, a.status, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+        FROM assignment a
+        WHERE a.incident_id = :incident AND a.manager_id IN (SELECT manager_id FROM plausible)
+        UNION ALL
+        SELECT 'earlier', a.manager_id, NULL, NULL, NULL, NULL, count(*), NULL, NULL, NULL, NULL
+        FROM assignment a JOIN incident i ON i.id = a.incident_id
+        WHERE a.manager_id IN (SELECT manager_id FROM plausible)
+          AND a.status IN ('accepted', 'completed')
+          AND i.district = :district AND a.incident_id <> :incident
+        GROUP BY a.manager_id
+"""
+
+
+def _screen_with_facts(*, competences: bool) -> Any:
+    manager = table_of(Manager).c
+    params = [
+        bindparam("today", type_=Date()),
+        bindparam("districts", expanding=True, type_=String()),
+        bindparam("incident", type_=table_of(Assignment).c.incident_id.type),
+        bindparam("district", type_=String()),
+    ]
+    if competences:
+        params += [
+            bindparam("required", expanding=True, type_=String()),
+            bindparam("n_required", type_=Integer()),
+        ]
+    return (
+        text(
+            _SCREEN_WITH_FACTS_SQL.replace(
+                "/* competence check */", _COMPETENCE_CHECK if competences else ""
+            )
+        )
+        .bindparams(*params)
+        .columns(
+            kind=String(),
+            manager_id=manager.id.type,
+            text_1=String(),
+            text_2=String(),
+            text_3=String(),
+            languages=manager.languages.type,
+            number_1=Integer(),
+            number_2=Integer(),
+            last_assigned_at=manager.last_assigned_at.type,
+            date_1=Date(),
+            date_2=Date(),
+        )
+    )
+
+
+#: Built once: statement construction costs more than running it on a warm cache.
+_SCREEN_WITH_FACTS = {
+    True: _screen_with_facts(competences=True),
+    False: _screen_with_facts(competences=False),
+}
+
+
 @dataclass(frozen=True, slots=True)
 class AssignmentFilter:
     manager_id: uuid.UUID | None = None
@@ -63,11 +191,11 @@ class DispatchRepository:
     def __init__(self, session: Session) -> None:
         self.session = session
 
-    def _rows(self, stmt: Any) -> Any:
+    def _rows(self, stmt: Any, params: dict[str, Any] | None = None) -> Any:
         """Rows of a column query on the session's connection (no ORM row processing; pending
         changes are flushed first, as ``Session.execute`` would)."""
         self.session.flush()
-        return self.session.connection().execute(stmt)
+        return self.session.connection().execute(stmt, params)
 
     # --- incident facts ------------------------------------------------------------------------
 
@@ -153,6 +281,76 @@ class DispatchRepository:
             else:
                 counts[verdict] = count
         return counts, plausible
+
+    def screen_with_facts(
+        self, incident: IncidentFacts, today: date, *, neighbours: bool
+    ) -> tuple[dict[str, int], list[ManagerFacts]]:
+        """:meth:`screen_roster` and :meth:`manager_facts` (``screened=True``) of the plausible
+        managers in ONE statement: the counts per excluding reason and the plausible managers'
+        facts relative to ``incident``."""
+        districts = sorted(
+            {incident.district} | (set(incident.neighbours) if neighbours else set())
+        )
+        required = sorted(incident.required_competences)
+        params: dict[str, Any] = {
+            "today": today,
+            "districts": districts,
+            "incident": incident.id,
+            "district": incident.district,
+        }
+        if required:
+            params["required"] = required
+            params["n_required"] = len(required)
+        counts: dict[str, int] = {}
+        rows: list[Any] = []
+        competences: dict[uuid.UUID, list[CompetenceHolding]] = defaultdict(list)
+        served: dict[uuid.UUID, set[str]] = defaultdict(set)
+        statuses: dict[uuid.UUID, set[str]] = defaultdict(set)
+        earlier: dict[uuid.UUID, int] = {}
+        for kind, manager_id, text_1, *rest in self._rows(
+            _SCREEN_WITH_FACTS[bool(required)], params
+        ):
+            if kind == "manager":
+                rows.append((manager_id, text_1, *rest))
+            elif kind == "competence":
+                competences[manager_id].append(CompetenceHolding(text_1, rest[6], rest[7]))
+            elif kind == "district":
+                served[manager_id].add(text_1)
+            elif kind == "status":
+                statuses[manager_id].add(text_1)
+            elif kind == "earlier":
+                earlier[manager_id] = rest[3]
+            else:  # excluded
+                counts[text_1] = rest[3]
+        managers = [
+            ManagerFacts(
+                id=manager_id,
+                display_name=display_name,
+                status=status,
+                home_district=home_district,
+                districts=frozenset(served.get(manager_id, ())),
+                languages=frozenset(languages or ()),
+                max_open_assignments=max_open,
+                competences=tuple(competences.get(manager_id, ())),
+                open_assignments=open_now,
+                last_assigned_at=last_assigned_at,
+                statuses_on_incident=frozenset(statuses.get(manager_id, ())),
+                earlier_cases_in_district=earlier.get(manager_id, 0),
+            )
+            for (
+                manager_id,
+                display_name,
+                status,
+                home_district,
+                languages,
+                max_open,
+                open_now,
+                last_assigned_at,
+                _,
+                _,
+            ) in rows
+        ]
+        return counts, managers
 
     # --- manager facts -------------------------------------------------------------------------
 

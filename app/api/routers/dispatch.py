@@ -43,10 +43,10 @@ router = APIRouter(tags=["dispatch"], route_class=UnitOfWorkRoute)
 @router.get(
     "/incidents/{incident_id}/candidates",
     summary="Rank managers for an incident, with reasons and exclusion counts",
+    response_model=CandidatesResponse,
     responses=problems(403, 404),
 )
-def dispatch_candidates(
-    session: SessionDep,
+async def dispatch_candidates(
     principal: AllowedDispatch,
     incident_id: uuid.UUID,
     limit: Annotated[int, Query(ge=1, le=500, description="Candidates to return")] = 10,
@@ -54,10 +54,14 @@ def dispatch_candidates(
         Literal["neighbours", "none"],
         Query(description="neighbours: admit neighbouring districts when nobody in it fits"),
     ] = "neighbours",
-) -> CandidatesResponse:
-    return DispatchService(session).candidates(
-        incident_id, principal, limit=limit, fallback=fallback == "neighbours"
+) -> Response:
+    # async + one thread hop for the whole unit of work, the body serialised once (deps.py)
+    body = await in_unit_of_work(
+        lambda session: DispatchService(session).candidates(
+            incident_id, principal, limit=limit, fallback=fallback == "neighbours"
+        )
     )
+    return json_response(body)
 
 
 @router.post(

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from sqlmodel import Session
 
 from app.core.errors import Unprocessable
+from app.core.runtime import collector_paused
 from app.core.security import Principal
 from app.models.assignment import AssignmentRole
 from app.models.assignment_schemas import (
@@ -39,6 +40,13 @@ def auto_dispatch(
 ) -> AutoDispatchResult:
     """Plan the triaged (or given) incidents optimally; unless a dry run, write the plan and tell
     coordinators what could not be dispatched."""
+    with collector_paused():  # ~10⁵ objects alive until the end: app.core.runtime
+        return _auto_dispatch(service, body, principal)
+
+
+def _auto_dispatch(
+    service: DispatchService, body: AutoDispatchRequest, principal: Principal
+) -> AutoDispatchResult:
     lock = not body.dry_run
     if body.incident_ids is not None:
         wanted = list(dict.fromkeys(body.incident_ids))

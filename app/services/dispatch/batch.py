@@ -71,6 +71,7 @@ from app.services.dispatch.batch_types import (
     DEFAULT_MAX_BRANCH_NODES,
     DEFAULT_MILP_TIME_LIMIT,
     SCORE_SCALE,
+    IntArray,
 )
 
 Role = Literal["lead", "co"]
@@ -151,13 +152,20 @@ def plan_batch(
         seen.add(incident.id)
 
     usable: list[dict[UUID, float]] = []
+    # Incidents that share one candidate list (the planner ranks alike incidents once) share
+    # its options too: the same dict, built once (read-only from here on).
+    shared: dict[int, dict[UUID, float]] = {}
     for incident in incidents:
-        options: dict[UUID, float] = {}
-        for manager_id, score in candidates_by_incident.get(incident.id, ()):
-            if not 0.0 <= score <= 1.0:
-                raise ValueError(f"score {score!r} is outside [0, 1]")
-            if free_slots.get(manager_id, 0) > 0:
-                options[manager_id] = max(score, options.get(manager_id, score))
+        listed = candidates_by_incident.get(incident.id, ())
+        options = shared.get(id(listed))
+        if options is None:
+            options = {}
+            for manager_id, score in listed:
+                if not 0.0 <= score <= 1.0:
+                    raise ValueError(f"score {score!r} is outside [0, 1]")
+                if free_slots.get(manager_id, 0) > 0:
+                    options[manager_id] = max(score, options.get(manager_id, score))
+            shared[id(listed)] = options
         usable.append(options)
 
     chosen, optimal = _optimise(
@@ -201,20 +209,29 @@ def _optimise(
     ]
     if not solvable:
         return {}, True
-    manager_ids = sorted({m for i in solvable for m in usable[i]})
+    # Shared option dicts (plan_batch) are converted once; the pairs keep their order: incidents
+    # in input order, each incident's options in their dict's order.
+    distinct = {id(usable[i]): usable[i] for i in solvable}
+    manager_ids = sorted({m for options in distinct.values() for m in options})
     manager_index = {m: k for k, m in enumerate(manager_ids)}
-    pair_incident: list[int] = []
-    pair_manager: list[int] = []
-    pair_quantum: list[int] = []
-    for i in solvable:
-        for manager_id, score in usable[i].items():
-            pair_incident.append(i)
-            pair_manager.append(manager_index[manager_id])
-            pair_quantum.append(round(score * SCORE_SCALE))
+    converted: dict[int, tuple[IntArray, IntArray]] = {
+        key: (
+            np.fromiter((manager_index[m] for m in options), dtype=np.int64, count=len(options)),
+            np.fromiter(
+                (round(score * SCORE_SCALE) for score in options.values()),
+                dtype=np.int64,
+                count=len(options),
+            ),
+        )
+        for key, options in distinct.items()
+    }
+    parts = [converted[id(usable[i])] for i in solvable]
     pairs = _Pairs(
-        incident=np.asarray(pair_incident, dtype=np.int64),
-        manager=np.asarray(pair_manager, dtype=np.int64),
-        quantum=np.asarray(pair_quantum, dtype=np.int64),
+        incident=np.repeat(
+            np.asarray(solvable, dtype=np.int64), [len(usable[i]) for i in solvable]
+        ),
+        manager=np.concatenate([managers for managers, _ in parts]),
+        quantum=np.concatenate([quanta for _, quanta in parts]),
     )
     slots_needed = np.asarray([incident.slots_needed for incident in incidents], dtype=np.int64)
     capacity = np.asarray([free_slots[m] for m in manager_ids], dtype=np.int64)

@@ -51,6 +51,8 @@ class BatchPlanner:
         self.chosen: dict[uuid.UUID, dict[uuid.UUID, Candidate]] = {}
         self.open_on: set[uuid.UUID] = set()
         self.facts: dict[uuid.UUID, IncidentFacts] = {}
+        #: Competences each available manager holds validly today (the engine's valid set).
+        self.valid: dict[uuid.UUID, frozenset[str]] = {}
 
     def plan(self) -> BatchPlan:
         facts = self.repo.incident_facts(self.incidents) if self.incidents else {}
@@ -93,6 +95,8 @@ class BatchPlanner:
                 by_district[district].append(m.id)
             free[m.id] = m.max_open_assignments - m.open_assignments
             self.names[m.id] = m.display_name
+
+        self.valid = valid
 
         def pool(
             district: str, incident: IncidentFacts, skip: frozenset[uuid.UUID] = frozenset()
@@ -143,7 +147,9 @@ class BatchPlanner:
 
     def _rank(self, facts: IncidentFacts, pool) -> list[Candidate]:  # type: ignore[no-untyped-def]
         home = pool(facts.district, facts)
-        ranking = rank_candidates(facts, home, self.today, fallback_neighbours=False, now=self.now)
+        ranking = rank_candidates(
+            facts, home, self.today, fallback_neighbours=False, now=self.now, valid=self.valid
+        )
         if ranking.candidates or not facts.neighbours:
             return ranking.candidates
         seen = frozenset(m.id for m in home)
@@ -153,7 +159,7 @@ class BatchPlanner:
             wider.extend(extra)
             seen = seen | {m.id for m in extra}
         return rank_candidates(
-            facts, wider, self.today, fallback_neighbours=True, now=self.now
+            facts, wider, self.today, fallback_neighbours=True, now=self.now, valid=self.valid
         ).candidates
 
 

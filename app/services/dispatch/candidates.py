@@ -71,10 +71,7 @@ class CandidateRanking:
         self, incident: Incident, facts: IncidentFacts, *, neighbours: bool, limit: int | None
     ) -> Ranking:
         today, now = self.clock.today(), self.clock.now()
-        counts, plausible = self.repo.screen_roster(facts, today, neighbours=neighbours)
-        managers = self.repo.manager_facts(
-            plausible, today, incident_id=incident.id, district=incident.district, screened=True
-        )
+        counts, managers = self.repo.screen_with_facts(facts, today, neighbours=neighbours)
         ranking = rank_candidates(
             facts, managers, today, fallback_neighbours=neighbours, now=now, limit=limit
         )

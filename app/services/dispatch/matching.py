@@ -48,6 +48,7 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
+from functools import cache, lru_cache
 from types import MappingProxyType
 from typing import Final, Literal
 from uuid import UUID
@@ -179,10 +180,13 @@ def rank_candidates(
     fallback_neighbours: bool = True,
     now: datetime,
     limit: int | None = None,
+    valid: Mapping[UUID, frozenset[str]] | None = None,
 ) -> Ranking:
     """Rank the roster for ``incident`` (see the module docstring for the rules).
 
     ``limit`` cuts the candidate list only; ``excluded`` always covers the whole roster.
+    ``valid``: each manager's :func:`valid_competences` on ``today``, when the caller has them
+    already (a batch ranks the same managers many times).
     """
     if limit is not None and limit < 0:
         raise ValueError("limit must not be negative")
@@ -192,8 +196,8 @@ def rank_candidates(
     passed: list[tuple[ManagerFacts, DistrictMatch, ExclusionReason | None, frozenset[str]]] = []
     for manager in managers:
         # Once per manager: the competence constraint and the breadth factor both use it.
-        valid = valid_competences(manager, today)
-        failure = _first_failure_before_district(incident, manager, today, valid)
+        held = valid[manager.id] if valid is not None else valid_competences(manager, today)
+        failure = _first_failure_before_district(incident, manager, today, held)
         if failure is not None:
             excluded[failure] += 1
             continue
@@ -201,19 +205,19 @@ def rank_candidates(
         if match is None:
             excluded["wrong_district"] += 1
             continue
-        passed.append((manager, match, _first_failure_after_district(incident, manager), valid))
+        passed.append((manager, match, _first_failure_after_district(incident, manager), held))
 
     fallback_used = fallback_neighbours and not any(
         match != "neighbour" and failure is None for _, match, failure, _ in passed
     )
     candidates: list[Candidate] = []
-    for manager, match, failure, valid in passed:
+    for manager, match, failure, held in passed:
         if match == "neighbour" and not fallback_used:
             excluded["wrong_district"] += 1
         elif failure is not None:
             excluded[failure] += 1
         else:
-            candidates.append(_score(incident, manager, match, valid, now=now))
+            candidates.append(_score(incident, manager, match, held, now=now))
 
     candidates.sort(key=lambda c: (-c.score, c.open_assignments, c.manager_id))
     if limit is not None:
@@ -318,21 +322,35 @@ _DISTRICT_DETAILS: Final[Mapping[DistrictMatch, str]] = MappingProxyType(
 )
 
 
+# Reasons are immutable and depend on a few small values each: the same one is shared by every
+# candidate with those values (a batch scores thousands of candidates; building each Reason anew
+# cost more than ranking them). The caches are bounded; the values and details are unchanged.
+
+
+@cache  # three matches
 def _district_reason(match: DistrictMatch) -> Reason:
     return _reason("district", DISTRICT_VALUES[match], _DISTRICT_DETAILS[match])
 
 
 def _load_reason(manager: ManagerFacts) -> Reason:
-    capacity = max(manager.max_open_assignments, 1)
-    used = manager.open_assignments
+    return _load_reason_of(manager.open_assignments, max(manager.max_open_assignments, 1))
+
+
+@lru_cache(maxsize=1024)
+def _load_reason_of(used: int, capacity: int) -> Reason:
     noun = "slot" if capacity == 1 else "slots"
     return _reason("load", 1.0 - used / capacity, f"{used} of {capacity} {noun} in use")
 
 
 def _fairness_reason(manager: ManagerFacts, now: datetime) -> Reason:
     if manager.last_assigned_at is None:
-        return _reason("fairness", 1.0, "never assigned")
-    days = max((now - manager.last_assigned_at).total_seconds() / 86_400, 0.0)
+        return _NEVER_ASSIGNED
+    return _fairness_reason_of(manager.last_assigned_at, now)
+
+
+@lru_cache(maxsize=16_384)
+def _fairness_reason_of(last_assigned_at: datetime, now: datetime) -> Reason:
+    days = max((now - last_assigned_at).total_seconds() / 86_400, 0.0)
     whole_days = int(days)
     if whole_days == 0:
         detail = "last assignment today"
@@ -347,6 +365,11 @@ def _breadth_reason(incident: IncidentFacts, valid: frozenset[str]) -> Reason:
     extra = valid - incident.required_competences
     if incident.relevant_competences is not None:
         extra &= incident.relevant_competences
+    return _breadth_reason_of(extra)
+
+
+@lru_cache(maxsize=1024)
+def _breadth_reason_of(extra: frozenset[str]) -> Reason:
     if not extra:
         detail = "no extra competences"
     else:
@@ -356,7 +379,11 @@ def _breadth_reason(incident: IncidentFacts, valid: frozenset[str]) -> Reason:
 
 
 def _continuity_reason(manager: ManagerFacts) -> Reason:
-    cases = max(manager.earlier_cases_in_district, 0)
+    return _continuity_reason_of(max(manager.earlier_cases_in_district, 0))
+
+
+@lru_cache(maxsize=256)
+def _continuity_reason_of(cases: int) -> Reason:
     if cases == 0:
         detail = "no earlier cases in this district"
     elif cases == 1:
@@ -364,3 +391,6 @@ def _continuity_reason(manager: ManagerFacts) -> Reason:
     else:
         detail = f"{cases} earlier cases in this district"
     return _reason("continuity", cases / CONTINUITY_SATURATION, detail)
+
+
+_NEVER_ASSIGNED: Final = _reason("fairness", 1.0, "never assigned")
