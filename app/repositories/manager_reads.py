@@ -212,27 +212,28 @@ def _districts(value: str | None) -> list[str]:
 
 
 def _holdings(value: str | None) -> list[tuple[str, str, str | None]]:
-    """``(code, certified_on, expires_on)`` sorted, as ``app.services.managers._stored``."""
+    """``(code, certified_on, expires_on)`` sorted by code, as ``app.services.managers._stored``
+    (a manager holds a code once; a space sorts before every character of a slug)."""
     if not value:
         return []
     holdings: list[tuple[str, str, str | None]] = []
-    for item in value.split(","):
+    for item in sorted(value.split(",")):
         code, certified_on, expires_on = item.split(" ")
         holdings.append((code, certified_on, expires_on or None))
-    holdings.sort(key=lambda h: (h[0], h[1], h[2] or ""))
     return holdings
 
 
+def expiry_window(today: date, within_days: int) -> tuple[str, str]:
+    """Today and the last day a competence counts as expiring, as ISO text (``window`` of
+    :func:`manager_json`; stored dates compare as text the same way)."""
+    return today.isoformat(), (today + timedelta(days=within_days)).isoformat()
+
+
 def manager_json(
-    row: tuple[Any, ...],
-    *,
-    redacted: bool,
-    contact: bool,
-    today: date,
-    expiring_within: int,
+    row: tuple[Any, ...], *, redacted: bool, contact: bool, window: tuple[str, str]
 ) -> dict[str, Any]:
     """One row as the API's manager object: the redacted view, or the full one with ``email``
-    and ``phone`` only when ``contact``."""
+    and ``phone`` only when ``contact``; ``window`` is :func:`expiry_window`."""
     (
         id_,
         display_name,
@@ -267,8 +268,7 @@ def manager_json(
             "available_today": available,
         }
     holdings = _holdings(competences)
-    day = today.isoformat()
-    horizon = (today + timedelta(days=expiring_within)).isoformat()
+    day, horizon = window
     return {
         "id": uuid_text(id_),
         "display_name": display_name,

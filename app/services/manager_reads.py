@@ -22,7 +22,7 @@ from app.core.config import get_settings
 from app.core.errors import BadRequest, Forbidden, NotFound
 from app.core.pagination import PageParams, decode_cursor, encode_cursor, invalid_cursor
 from app.core.problems import ProblemType
-from app.core.reads import Reads
+from app.core.reads import Reads, uuid_text
 from app.core.security import Principal
 from app.repositories.manager_reads import (
     EMAIL,
@@ -34,6 +34,7 @@ from app.repositories.manager_reads import (
     absence_json,
     cursor_key,
     dumps,
+    expiry_window,
     manager_json,
 )
 from app.repositories.managers import ManagerFilter
@@ -51,19 +52,15 @@ async def _views(
     reads: Reads, principal: Principal, rows: list[tuple[Any, ...]], today: date, redacted: bool
 ) -> list[dict[str, Any]]:
     """The rows as the caller sees them, their contact reads logged (committed) first."""
-    within = get_settings().expiring_competence_days
+    window = expiry_window(today, get_settings().expiring_competence_days)
     contact = [False if redacted else _sees_contact(principal, r) for r in rows]
     await record_manager_contact_reads(
         reads,
         principal,
-        [
-            (str(uuid.UUID(r[ID])), r[EMAIL], r[PHONE])
-            for r, c in zip(rows, contact, strict=True)
-            if c
-        ],
+        [(uuid_text(r[ID]), r[EMAIL], r[PHONE]) for r, c in zip(rows, contact, strict=True) if c],
     )
     return [
-        manager_json(r, redacted=redacted, contact=c, today=today, expiring_within=within)
+        manager_json(r, redacted=redacted, contact=c, window=window)
         for r, c in zip(rows, contact, strict=True)
     ]
 
