@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import StringConstraints
 
 from app.api.deps import (
@@ -17,6 +16,9 @@ from app.api.deps import (
     PageDep,
     SessionDep,
     etag,
+    in_unit_of_work,
+    json_response,
+    loop_reads,
 )
 from app.api.openapi import sends
 from app.api.problems import problems
@@ -35,53 +37,59 @@ from app.models.manager_schemas import (
     ManagerView,
 )
 from app.repositories.managers import ManagerFilter
+from app.services import manager_reads
 from app.services.managers import ManagerService
 
 router = APIRouter(prefix="/managers", tags=["managers"], route_class=UnitOfWorkRoute)
 
 
-@dataclass
-class ManagerQuery:
-    """The list filters of DESIGN §3."""
-
+async def manager_query(
     district: Annotated[
         DistrictFilter | None, Query(max_length=64, description="Home or served")
-    ] = None
+    ] = None,
     competence: Annotated[
         list[Annotated[str, StringConstraints(max_length=64)]] | None,
         Query(max_length=20, description="Held and valid today; repeatable = all of them"),
-    ] = None
-    status: Annotated[list[ManagerStatus] | None, Query(description="Repeatable")] = None
-    language: Annotated[LanguageCode | None, Query(description="ISO 639-1")] = None
+    ] = None,
+    status: Annotated[list[ManagerStatus] | None, Query(description="Repeatable")] = None,
+    language: Annotated[LanguageCode | None, Query(description="ISO 639-1")] = None,
     available: Annotated[
         bool | None, Query(description="true: active and not absent today; false: the others")
-    ] = None
-
-    def to_filter(self) -> ManagerFilter:
-        return ManagerFilter(
-            district=self.district,
-            competences=tuple(self.competence or ()),
-            statuses=tuple(self.status or ()),
-            language=self.language,
-            available=self.available,
-        )
-
-
-def _tagged(response: Response, view: ManagerView) -> ManagerView:
-    if isinstance(view, ManagerPublic):
-        response.headers["ETag"] = etag(view.version)
-    return view
+    ] = None,
+) -> ManagerFilter:
+    """The list filters of DESIGN §3. ``async``: a class or sync function as a dependency runs
+    in the thread pool (a thread hop per request)."""
+    return ManagerFilter(
+        district=district,
+        competences=tuple(competence or ()),
+        statuses=tuple(status or ()),
+        language=language,
+        available=available,
+    )
 
 
-@router.get("", summary="List managers (filters, keyset pagination)", responses=problems(400, 403))
-def managers_list(
-    session: SessionDep,
+@router.get(
+    "",
+    summary="List managers (filters, keyset pagination)",
+    response_model=ManagerPage,
+    responses=problems(400, 403),
+)
+async def managers_list(
+    request: Request,
     principal: AllowedManagersRead,
     page: PageDep,
-    query: Annotated[ManagerQuery, Depends()],
-) -> ManagerPage:
-    items, cursor = ManagerService(session).page(query.to_filter(), page, principal)
-    return ManagerPage(items=items, next_cursor=cursor)
+    flt: Annotated[ManagerFilter, Depends(manager_query)],
+) -> Response:
+    reads = loop_reads(request)
+    if reads is not None:  # on the loop: app.core.reads, one statement
+        return Response(
+            await manager_reads.page(reads, flt, page, principal), media_type="application/json"
+        )
+    # async + one thread hop for the whole unit of work (an app without its lifespan)
+    items, cursor = await in_unit_of_work(
+        lambda session: ManagerService(session).page(flt, page, principal)
+    )
+    return json_response(ManagerPage(items=items, next_cursor=cursor))
 
 
 @router.post("", status_code=201, summary="Add a manager", responses=problems(403, 409, 413))
@@ -98,15 +106,27 @@ def managers_create(
     return manager
 
 
-@router.get("/{manager_id}", summary="Get a manager", responses=problems(403, 404))
+@router.get(
+    "/{manager_id}",
+    summary="Get a manager",
+    response_model=ManagerView,
+    responses=problems(403, 404),
+)
 @sends("ETag")
-def managers_get(
-    session: SessionDep,
+async def managers_get(
+    request: Request,
     principal: AllowedManagersRead,
     manager_id: uuid.UUID,
-    response: Response,
-) -> ManagerView:
-    return _tagged(response, ManagerService(session).get(manager_id, principal))
+) -> Response:
+    reads = loop_reads(request)
+    if reads is not None:  # on the loop: app.core.reads, one statement
+        body, version = await manager_reads.get(reads, manager_id, principal)
+        headers = {"ETag": etag(version)} if version is not None else None
+        return Response(body, media_type="application/json", headers=headers)
+    view = await in_unit_of_work(lambda session: ManagerService(session).get(manager_id, principal))
+    # the redacted view (partners, viewers) carries no version and no ETag
+    headers = {"ETag": etag(view.version)} if isinstance(view, ManagerPublic) else None
+    return json_response(view, headers)
 
 
 @router.patch(
@@ -164,16 +184,25 @@ def managers_add_absence(
 @router.get(
     "/{manager_id}/absences",
     summary="List a manager's absences",
+    response_model=Page[AbsencePublic],
     responses=problems(400, 403, 404),
 )
-def managers_absences(
-    session: SessionDep,
+async def managers_absences(
+    request: Request,
     principal: AllowedManagersSelf,
     manager_id: uuid.UUID,
     page: PageDep,
-) -> Page[AbsencePublic]:
-    items, cursor = ManagerService(session).absences(manager_id, page, principal)
-    return Page(items=items, next_cursor=cursor)
+) -> Response:
+    reads = loop_reads(request)
+    if reads is not None:  # on the loop: app.core.reads, one statement
+        return Response(
+            await manager_reads.absences(reads, manager_id, page, principal),
+            media_type="application/json",
+        )
+    items, cursor = await in_unit_of_work(
+        lambda session: ManagerService(session).absences(manager_id, page, principal)
+    )
+    return json_response(Page[AbsencePublic](items=items, next_cursor=cursor))
 
 
 @router.delete(

@@ -21,7 +21,7 @@ from app.core.group_commit import GroupCommitWriter
 from app.core.reads import Reads
 from app.core.security import Principal
 from app.repositories import audit_writes
-from app.services.privacy.access_log import access_rows, reporter_fields
+from app.services.privacy.access_log import access_rows, manager_contact_fields, reporter_fields
 
 _writers: weakref.WeakKeyDictionary[Reads, GroupCommitWriter] = weakref.WeakKeyDictionary()
 
@@ -60,6 +60,20 @@ async def record_reporter_reads(
         principal,
         "incident",
         [(i, reporter_fields(name, contact)) for i, name, contact in incidents],
+    )
+    if rows:
+        await writer(reads).write(rows)
+
+
+async def record_manager_contact_reads(
+    reads: Reads, principal: Principal, managers: Iterable[tuple[Any, str | None, str | None]]
+) -> None:
+    """Entries for ``(manager id, email, phone)`` returned with their contact data (as
+    ``ManagerService._logged`` writes them); returns once they are committed."""
+    rows = access_rows(
+        principal,
+        "manager",
+        [(m, manager_contact_fields(email, phone)) for m, email, phone in managers],
     )
     if rows:
         await writer(reads).write(rows)
