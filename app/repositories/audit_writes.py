@@ -23,18 +23,31 @@ AUDIT_INSERT = ReadStatement(
 
 def bound(reads: Reads, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """``audit_event`` rows (as :func:`app.services.privacy.access_log.access_rows` builds them)
-    with their values in the database's own form."""
+    with their values in the database's own form (the instant and the field lists, shared by the
+    rows of one read, converted once)."""
     uuid_of, time_of, json_of = reads.bind_uuid, reads.bind_time, reads.bind_json
-    return [
-        {
-            **row,
-            "id": uuid_of(row["id"]),
-            "at": time_of(row["at"]),
-            "principal_id": None if row["principal_id"] is None else uuid_of(row["principal_id"]),
-            "fields": json_of(row["fields"]),
-        }
-        for row in rows
-    ]
+    times: dict[Any, Any] = {}
+    fields: dict[tuple[str, ...], Any] = {}
+    out = []
+    for row in rows:
+        at, names = row["at"], tuple(row["fields"])
+        bound_at = times.get(at)
+        if bound_at is None:
+            bound_at = times[at] = time_of(at)
+        bound_fields = fields.get(names)
+        if bound_fields is None:
+            bound_fields = fields[names] = json_of(list(names))
+        principal_id = row["principal_id"]
+        out.append(
+            {
+                **row,
+                "id": uuid_of(row["id"]),
+                "at": bound_at,
+                "principal_id": None if principal_id is None else uuid_of(principal_id),
+                "fields": bound_fields,
+            }
+        )
+    return out
 
 
 async def write(reads: Reads, rows: Sequence[dict[str, Any]]) -> None:

@@ -12,7 +12,7 @@ from sqlmodel import Session
 from app.core.clock import get_clock
 from app.core.db import WRITE_OPTION, get_engine
 from app.core.security import Principal
-from app.models.base import new_ordered_id, table_of
+from app.models.base import new_ordered_ids, table_of
 from app.models.system import AuditEvent, AuditKind
 from app.services import audit
 
@@ -39,11 +39,14 @@ def access_rows(
     action: str = "read",
 ) -> list[dict[str, Any]]:
     """The ``access`` audit rows for records ``(id, fields)`` (records without fields: none)."""
+    kept = [(record_id, fields) for record_id, fields in entries if fields]
+    if not kept:
+        return []
     now = get_clock().now()
     who = audit.principal_columns(principal)
     return [
         {
-            "id": new_ordered_id(),
+            "id": entry_id,
             "at": now,
             "kind": _ACCESS,
             **who,
@@ -52,8 +55,7 @@ def access_rows(
             "resource_id": str(record_id),
             "fields": sorted(set(fields)),
         }
-        for record_id, fields in entries
-        if fields
+        for entry_id, (record_id, fields) in zip(new_ordered_ids(len(kept)), kept, strict=True)
     ]
 
 
