@@ -17,7 +17,7 @@ from typing import Any
 
 from app.core.errors import NotFound
 from app.core.pagination import PageParams, decode_cursor, encode_cursor, invalid_cursor
-from app.core.reads import Reads
+from app.core.reads import Reads, uuid_text
 from app.core.security import Principal
 from app.models.system import Role
 from app.repositories.incident_reads import (
@@ -58,7 +58,7 @@ def _sees(principal: Principal, row: tuple[Any, ...]) -> bool:
 
 def _reporter_reads(rows: list[tuple[Any, ...]]) -> list[tuple[str, str | None, str | None]]:
     return [
-        (str(uuid.UUID(r[ID])), r[REPORTER_NAME], r[REPORTER_CONTACT])
+        (uuid_text(r[ID]) or "", r[REPORTER_NAME], r[REPORTER_CONTACT])
         for r in rows
         if r[HAS_REPORTER]
     ]
