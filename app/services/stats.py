@@ -310,13 +310,13 @@ class StatsService:
             )
 
     def _counts(self, group_by: str, scope: IncidentScope) -> list[tuple[str, int]]:
-        starts: list[tuple[datetime, str]] = []
         if group_by == "month":
             low, high = self.repo.reported_range(scope)
             if low is None or high is None:
                 return []
-            starts = month_starts(low, high, get_clock().tz)
-        return self.repo.incident_counts(group_by, scope, starts)
+            tz = get_clock().tz
+            return self.repo.month_counts(scope, month_starts(low, high, tz), tz)
+        return self.repo.incident_counts(group_by, scope)
 
     def incidents(self, group_by: str, scope: IncidentScope, principal: Principal) -> IncidentStats:
         self._check_district(scope.district)

@@ -1,0 +1,162 @@
+"""incident tally: counts per district, UTC month and category / escalation level, kept by triggers
+
+Statistics and district profiles counted every matching incident per request (100,000 rows for
+the city-wide figures). Two small tables now hold the counts per district, UTC month (``YYYY-MM``)
+and category, and per district, UTC month and escalation level (app/models/tally.py); triggers on
+``incident`` keep them equal to a recount in the same statement as every insert, update and
+delete, whatever code writes: row triggers on SQLite, statement triggers with transition tables on
+PostgreSQL (one grouped upsert per statement, also for COPY; an update that moves no incident to
+another count takes no lock). ``(district, reported_at)`` serves one district's first and last
+report and its part of a date range.
+
+Revision ID: 0009
+Revises: 0008
+Create Date: 2026-12-07 14:30:00
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0009"
+down_revision: str | Sequence[str] | None = "0008"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+#: (table, key column) of each tally
+TALLIES = (("incident_tally_category", "category"), ("incident_tally_level", "escalation_level"))
+SQLITE_MONTH = "substr({row}.reported_at, 1, 7)"  # stored as 'YYYY-MM-DD HH:MM:SS.ffffff' (UTC)
+PG_MONTH = "to_char({row}.reported_at AT TIME ZONE 'UTC', 'YYYY-MM')"
+
+
+def _sqlite_triggers() -> list[str]:
+    def add(table: str, key: str, row: str, step: str) -> str:
+        month = SQLITE_MONTH.format(row=row)
+        return (
+            f"INSERT INTO {table} (district, month, {key}, n) "
+            f"VALUES ({row}.district, {month}, {row}.{key}, {step}) "
+            f"ON CONFLICT (district, month, {key}) DO UPDATE SET n = n + {step};"
+        )
+
+    def remove(table: str, key: str, row: str) -> str:
+        month = SQLITE_MONTH.format(row=row)
+        return (
+            f"UPDATE {table} SET n = n - 1 WHERE district = {row}.district "
+            f"AND month = {month} AND {key} = {row}.{key};"
+        )
+
+    insert = " ".join(add(t, k, "NEW", "1") for t, k in TALLIES)
+    delete = " ".join(remove(t, k, "OLD") for t, k in TALLIES)
+    moved = " OR ".join(
+        f"OLD.{c} IS NOT NEW.{c}"
+        for c in ("district", "reported_at", "category", "escalation_level")
+    )
+    return [
+        f"CREATE TRIGGER incident_tally_insert AFTER INSERT ON incident BEGIN {insert} END",
+        f"CREATE TRIGGER incident_tally_delete AFTER DELETE ON incident BEGIN {delete} END",
+        "CREATE TRIGGER incident_tally_update "
+        "AFTER UPDATE OF district, reported_at, category, escalation_level ON incident "
+        f"WHEN {moved} BEGIN {delete} {insert} END",
+    ]
+
+
+def _pg_statements() -> list[str]:
+    def grouped(key: str, sources: list[tuple[str, str]]) -> str:
+        rows = " UNION ALL ".join(
+            f"SELECT r.district, {PG_MONTH.format(row='r')} AS month, r.{key} AS k, {sign} AS n "
+            f"FROM {name} AS r"
+            for name, sign in sources
+        )
+        return (
+            f"SELECT district, month, k, sum(n) AS n FROM ({rows}) AS x "
+            "GROUP BY district, month, k HAVING sum(n) <> 0 ORDER BY district, month, k"
+        )
+
+    def upsert(table: str, key: str, sources: list[tuple[str, str]]) -> str:
+        return (
+            f"INSERT INTO {table} AS t (district, month, {key}, n) {grouped(key, sources)} "
+            f"ON CONFLICT (district, month, {key}) DO UPDATE SET n = t.n + EXCLUDED.n;"
+        )
+
+    def subtract(table: str, key: str) -> str:
+        return (
+            f"UPDATE {table} AS t SET n = t.n + d.n FROM ({grouped(key, [('old_rows', '-1')])}) "
+            f"AS d WHERE t.district = d.district AND t.month = d.month AND t.{key} = d.k;"
+        )
+
+    bodies = {
+        "insert": " ".join(upsert(t, k, [("new_rows", "1")]) for t, k in TALLIES),
+        "delete": " ".join(subtract(t, k) for t, k in TALLIES),
+        "update": " ".join(
+            upsert(t, k, [("new_rows", "1"), ("old_rows", "-1")]) for t, k in TALLIES
+        ),
+    }
+    referencing = {
+        "insert": "NEW TABLE AS new_rows",
+        "delete": "OLD TABLE AS old_rows",
+        "update": "OLD TABLE AS old_rows NEW TABLE AS new_rows",
+    }
+    out = []
+    for event, body in bodies.items():
+        out.append(
+            f"CREATE FUNCTION incident_tally_{event}() RETURNS trigger LANGUAGE plpgsql AS $$ "
+            f"BEGIN {body} RETURN NULL; END $$"
+        )
+        out.append(
+            f"CREATE TRIGGER incident_tally_{event} AFTER {event.upper()} ON incident "
+            f"REFERENCING {referencing[event]} FOR EACH STATEMENT "
+            f"EXECUTE FUNCTION incident_tally_{event}()"
+        )
+    return out
+
+
+def upgrade() -> None:
+    op.create_table(
+        "incident_tally_category",
+        sa.Column("district", sa.String(length=64), nullable=False),
+        sa.Column("month", sa.String(length=7), nullable=False),
+        sa.Column("category", sa.String(length=40), nullable=False),
+        sa.Column("n", sa.Integer(), nullable=False),
+        sa.PrimaryKeyConstraint(
+            "district", "month", "category", name=op.f("pk_incident_tally_category")
+        ),
+    )
+    op.create_table(
+        "incident_tally_level",
+        sa.Column("district", sa.String(length=64), nullable=False),
+        sa.Column("month", sa.String(length=7), nullable=False),
+        sa.Column("escalation_level", sa.Integer(), nullable=False),
+        sa.Column("n", sa.Integer(), nullable=False),
+        sa.PrimaryKeyConstraint(
+            "district", "month", "escalation_level", name=op.f("pk_incident_tally_level")
+        ),
+    )
+    with op.batch_alter_table("incident", schema=None) as batch_op:
+        batch_op.create_index(
+            "ix_incident_district_reported_at", ["district", "reported_at"], unique=False
+        )
+    sqlite = op.get_bind().dialect.name == "sqlite"
+    month = (SQLITE_MONTH if sqlite else PG_MONTH).format(row="incident")
+    for table, key in TALLIES:
+        op.execute(
+            f"INSERT INTO {table} (district, month, {key}, n) "
+            f"SELECT district, {month}, {key}, count(*) FROM incident "
+            f"GROUP BY district, {month}, {key}"
+        )
+    for statement in _sqlite_triggers() if sqlite else _pg_statements():
+        op.execute(statement)
+
+
+def downgrade() -> None:
+    sqlite = op.get_bind().dialect.name == "sqlite"
+    for event in ("insert", "delete", "update"):
+        if sqlite:
+            op.execute(f"DROP TRIGGER IF EXISTS incident_tally_{event}")
+        else:
+            op.execute(f"DROP TRIGGER IF EXISTS incident_tally_{event} ON incident")
+            op.execute(f"DROP FUNCTION IF EXISTS incident_tally_{event}()")
+    with op.batch_alter_table("incident", schema=None) as batch_op:
+        batch_op.drop_index("ix_incident_district_reported_at")
+    op.drop_table("incident_tally_level")
+    op.drop_table("incident_tally_category")
