@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 from sqlalchemy import (
     ColumnElement,
     String,
+    TextClause,
     and_,
     case,
     exists,
@@ -28,6 +29,7 @@ from sqlalchemy import (
     literal,
     or_,
     select,
+    text,
     union,
     union_all,
 )
@@ -208,6 +210,18 @@ class StatsRepository:
         )
         return int(self.session.scalar(stmt) or 0)
 
+    def compact_tally(self) -> int:
+        """PostgreSQL: merge each count's rows (one per transaction that changed it) into one
+        row and drop counts of zero. Rows of transactions still running are not visible here and
+        stay as they are; a concurrent compaction skips the rows this one deleted. Returns how
+        many rows were merged away. SQLite keeps one row per count already: 0."""
+        if self.dialect != "postgresql":
+            return 0
+        removed = 0
+        for merge in (_COMPACT_CATEGORY, _COMPACT_LEVEL):
+            removed += int(self.session.execute(merge).scalar_one())
+        return removed
+
     # --- dispatch ------------------------------------------------------------------------------
 
     def accept_durations(self, scope: IncidentScope) -> list[float]:
@@ -313,22 +327,25 @@ class StatsRepository:
 
     # --- coverage ------------------------------------------------------------------------------
 
-    def _serving(self) -> Any:
-        """``(manager_id, district)``: home district and served districts (UNION: distinct)."""
-        return union(
-            select(
-                col(Manager.id).label("manager_id"), col(Manager.home_district).label("district")
-            ),
-            select(
-                col(ManagerDistrict.manager_id).label("manager_id"),
-                col(ManagerDistrict.district_code).label("district"),
-            ),
-        ).subquery()
+    def _serving(self, district: str | None = None) -> Any:
+        """``(manager_id, district)``: home district and served districts (UNION: distinct),
+        only those of ``district`` when one is given (each branch then reads its index)."""
+        home = select(
+            col(Manager.id).label("manager_id"), col(Manager.home_district).label("district")
+        )
+        served = select(
+            col(ManagerDistrict.manager_id).label("manager_id"),
+            col(ManagerDistrict.district_code).label("district"),
+        )
+        if district is not None:
+            home = home.where(col(Manager.home_district) == district)
+            served = served.where(col(ManagerDistrict.district_code) == district)
+        return union(home, served).subquery()
 
     def available_coverage(self, today: date, district: str | None = None) -> list[Any]:
         """``(district, competence, managers)``: AVAILABLE managers (active, not absent today)
         serving the district with the competence valid today."""
-        serving = self._serving()
+        serving = self._serving(district)
         absent = exists().where(
             col(Absence.manager_id) == col(Manager.id),
             col(Absence.starts_on) <= today,
@@ -348,33 +365,38 @@ class StatsRepository:
             )
             .group_by(serving.c.district, col(ManagerCompetence.competence_code))
         )
-        if district is not None:
-            stmt = stmt.where(serving.c.district == district)
         return list(self.session.execute(stmt))
 
-    def gaps(self, today: date, scope: IncidentScope) -> list[Any]:
+    def held_competences(self, today: date, district: str | None = None) -> set[tuple[str, str]]:
+        """``(district, competence)`` that some active manager serving the district holds validly
+        today (absences do not matter)."""
+        serving = self._serving(district)
+        stmt = (
+            select(serving.c.district, col(ManagerCompetence.competence_code))
+            .distinct()
+            .select_from(Manager)
+            .join(serving, serving.c.manager_id == col(Manager.id))
+            .join(ManagerCompetence, col(ManagerCompetence.manager_id) == col(Manager.id))
+            .where(col(Manager.status) == ManagerStatus.active.value, valid_competence(today))
+        )
+        return {(str(d), str(c)) for d, c in self.session.execute(stmt)}
+
+    def gaps(
+        self,
+        today: date,
+        scope: IncidentScope,
+        districts: Sequence[str],
+        competences: Sequence[str],
+    ) -> list[tuple[str, str, int]]:
         """``(district, competence, incidents)`` where incidents needed a competence that no
         active manager serving their district holds validly (absences do not matter: the gap is
-        in the roster, not in today's availability)."""
-        holder = (
-            select(col(Manager.id))
-            .join(ManagerCompetence, col(ManagerCompetence.manager_id) == col(Manager.id))
-            .where(
-                col(Manager.status) == ManagerStatus.active.value,
-                col(ManagerCompetence.competence_code) == col(IncidentCompetence.competence_code),
-                valid_competence(today),
-                or_(
-                    col(Manager.home_district) == col(Incident.district),
-                    exists()
-                    .where(
-                        col(ManagerDistrict.manager_id) == col(Manager.id),
-                        col(ManagerDistrict.district_code) == col(Incident.district),
-                    )
-                    .correlate_except(ManagerDistrict),
-                ),
-            )
-            .exists()
-        )
+        in the roster, not in today's availability); ``districts`` and ``competences``: every
+        code in scope. The roster is read first: only the pairs it leaves uncovered are counted
+        in the incidents (none, usually)."""
+        held = self.held_competences(today, scope.district)
+        missing = {(d, c) for d in districts for c in competences if (d, c) not in held}
+        if not missing:
+            return []
         stmt = scope.apply(
             select(
                 col(Incident.district),
@@ -383,11 +405,18 @@ class StatsRepository:
             )
             .select_from(Incident)
             .join(IncidentCompetence, col(IncidentCompetence.incident_id) == col(Incident.id))
-            .where(~holder)
+            .where(
+                col(Incident.district).in_(sorted({d for d, _ in missing})),
+                col(IncidentCompetence.competence_code).in_(sorted({c for _, c in missing})),
+            )
             .group_by(col(Incident.district), col(IncidentCompetence.competence_code))
             .order_by(col(Incident.district), col(IncidentCompetence.competence_code))
         )
-        return list(self.session.execute(stmt))
+        return [
+            (str(d), str(c), int(n))
+            for d, c, n in self.session.execute(stmt)
+            if (str(d), str(c)) in missing
+        ]
 
 
 def _aware(value: datetime | None) -> datetime | None:
@@ -489,3 +518,27 @@ def _local_month_windows(first: str, last: str, tz: Any) -> list[tuple[datetime,
 def _chunked(items: list[Any], size: int) -> Iterator[list[Any]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+#: One statement per tally (``TABLE``, ``KEY``): delete every row of the counts that have several
+#: rows (or sum to zero), insert their sums (slot = this transaction); the result is how many
+#: rows fewer there are.
+_COMPACT = (
+    "WITH gone AS (DELETE FROM TABLE AS t USING ("
+    "SELECT district, month, KEY FROM TABLE GROUP BY district, month, KEY "
+    "HAVING count(*) > 1 OR sum(n) = 0) AS k "
+    "WHERE t.district = k.district AND t.month = k.month AND t.KEY = k.KEY "
+    "RETURNING t.district, t.month, t.KEY, t.n), "
+    "kept AS (INSERT INTO TABLE (district, month, KEY, slot, n) "
+    "SELECT district, month, KEY, txid_current(), sum(n) FROM gone "
+    "GROUP BY district, month, KEY HAVING sum(n) <> 0 RETURNING 1) "
+    "SELECT (SELECT count(*) FROM gone) - (SELECT count(*) FROM kept)"
+)
+
+
+def _compact(table: str, key: str) -> TextClause:
+    return text(_COMPACT.replace("TABLE", table).replace("KEY", key))
+
+
+_COMPACT_CATEGORY = _compact("incident_tally_category", "category")
+_COMPACT_LEVEL = _compact("incident_tally_level", "escalation_level")

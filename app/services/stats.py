@@ -37,6 +37,7 @@ from pydantic import Field as PField
 from sqlmodel import Session, col
 
 from app.core.clock import get_clock
+from app.core.db import session_scope
 from app.core.errors import NotFound, Unprocessable
 from app.core.security import Principal
 from app.models.common import ResponseModel
@@ -395,8 +396,9 @@ class StatsService:
                     )
                 )
         gaps = []
-        for d, c, n in self.repo.gaps(today, IncidentScope(district=district)):
-            cell = suppress_count(int(n), restricted=restricted)
+        scope = IncidentScope(district=district)
+        for d, c, n in self.repo.gaps(today, scope, districts, competences):
+            cell = suppress_count(n, restricted=restricted)
             gaps.append(
                 GapCell(district=d, competence=c, incidents=cell.count, suppressed=cell.suppressed)
             )
@@ -452,6 +454,13 @@ class StatsService:
                 for r in recs
             ],
         )
+
+
+def compact_tally() -> int:
+    """The ``kokoma worker`` job ``stats.compact_tally``: merge the incident tally's rows
+    (app/models/tally.py; PostgreSQL only, a no-op on SQLite)."""
+    with session_scope() as session:
+        return StatsRepository(session).compact_tally()
 
 
 def _all_codes(session: Session, model: type[District] | type[Competence]) -> list[str]:

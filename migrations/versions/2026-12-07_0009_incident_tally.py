@@ -2,11 +2,15 @@
 
 Statistics and district profiles counted every matching incident per request (100,000 rows for
 the city-wide figures). Two small tables now hold the counts per district, UTC month (``YYYY-MM``)
-and category, and per district, UTC month and escalation level (app/models/tally.py); triggers on
+and category, and per district, UTC month and escalation level (app/models/tally.py; city-wide
+figures read the covering indexes in key order); triggers on
 ``incident`` keep them equal to a recount in the same statement as every insert, update and
-delete, whatever code writes: row triggers on SQLite, statement triggers with transition tables on
-PostgreSQL (one grouped upsert per statement, also for COPY; an update that moves no incident to
-another count takes no lock). ``(district, reported_at)`` serves one district's first and last
+delete, whatever code writes: row triggers on SQLite (one row per count: writers take turns
+anyway), statement triggers with transition tables on PostgreSQL (one grouped insert per statement,
+also for COPY). On PostgreSQL each transaction adds its changes in rows of its own (``slot`` =
+its transaction id), so no writer ever waits for another's tally row — a long import does not
+hold back incidents created meanwhile, and no lock order between the tally and the reference
+counter can deadlock —; the worker job ``stats.compact_tally`` merges them (readers sum them). ``(district, reported_at)`` serves one district's first and last
 report and its part of a date range.
 
 Revision ID: 0009
@@ -34,16 +38,16 @@ def _sqlite_triggers() -> list[str]:
     def add(table: str, key: str, row: str, step: str) -> str:
         month = SQLITE_MONTH.format(row=row)
         return (
-            f"INSERT INTO {table} (district, month, {key}, n) "
-            f"VALUES ({row}.district, {month}, {row}.{key}, {step}) "
-            f"ON CONFLICT (district, month, {key}) DO UPDATE SET n = n + {step};"
+            f"INSERT INTO {table} (district, month, {key}, slot, n) "
+            f"VALUES ({row}.district, {month}, {row}.{key}, 0, {step}) "
+            f"ON CONFLICT (district, month, {key}, slot) DO UPDATE SET n = n + {step};"
         )
 
     def remove(table: str, key: str, row: str) -> str:
         month = SQLITE_MONTH.format(row=row)
         return (
             f"UPDATE {table} SET n = n - 1 WHERE district = {row}.district "
-            f"AND month = {month} AND {key} = {row}.{key};"
+            f"AND month = {month} AND {key} = {row}.{key} AND slot = 0;"
         )
 
     insert = " ".join(add(t, k, "NEW", "1") for t, k in TALLIES)
@@ -73,23 +77,19 @@ def _pg_statements() -> list[str]:
             "GROUP BY district, month, k HAVING sum(n) <> 0 ORDER BY district, month, k"
         )
 
-    def upsert(table: str, key: str, sources: list[tuple[str, str]]) -> str:
+    def append(table: str, key: str, sources: list[tuple[str, str]]) -> str:
+        # slot = this transaction: the row is new, or one this transaction wrote before
         return (
-            f"INSERT INTO {table} AS t (district, month, {key}, n) {grouped(key, sources)} "
-            f"ON CONFLICT (district, month, {key}) DO UPDATE SET n = t.n + EXCLUDED.n;"
-        )
-
-    def subtract(table: str, key: str) -> str:
-        return (
-            f"UPDATE {table} AS t SET n = t.n + d.n FROM ({grouped(key, [('old_rows', '-1')])}) "
-            f"AS d WHERE t.district = d.district AND t.month = d.month AND t.{key} = d.k;"
+            f"INSERT INTO {table} AS t (district, month, {key}, slot, n) "
+            f"SELECT district, month, k, txid_current(), n FROM ({grouped(key, sources)}) AS d "
+            f"ON CONFLICT (district, month, {key}, slot) DO UPDATE SET n = t.n + EXCLUDED.n;"
         )
 
     bodies = {
-        "insert": " ".join(upsert(t, k, [("new_rows", "1")]) for t, k in TALLIES),
-        "delete": " ".join(subtract(t, k) for t, k in TALLIES),
+        "insert": " ".join(append(t, k, [("new_rows", "1")]) for t, k in TALLIES),
+        "delete": " ".join(append(t, k, [("old_rows", "-1")]) for t, k in TALLIES),
         "update": " ".join(
-            upsert(t, k, [("new_rows", "1"), ("old_rows", "-1")]) for t, k in TALLIES
+            append(t, k, [("new_rows", "1"), ("old_rows", "-1")]) for t, k in TALLIES
         ),
     }
     referencing = {
@@ -117,9 +117,10 @@ def upgrade() -> None:
         sa.Column("district", sa.String(length=64), nullable=False),
         sa.Column("month", sa.String(length=7), nullable=False),
         sa.Column("category", sa.String(length=40), nullable=False),
+        sa.Column("slot", sa.BigInteger(), nullable=False),
         sa.Column("n", sa.Integer(), nullable=False),
         sa.PrimaryKeyConstraint(
-            "district", "month", "category", name=op.f("pk_incident_tally_category")
+            "district", "month", "category", "slot", name=op.f("pk_incident_tally_category")
         ),
     )
     op.create_table(
@@ -127,10 +128,26 @@ def upgrade() -> None:
         sa.Column("district", sa.String(length=64), nullable=False),
         sa.Column("month", sa.String(length=7), nullable=False),
         sa.Column("escalation_level", sa.Integer(), nullable=False),
+        sa.Column("slot", sa.BigInteger(), nullable=False),
         sa.Column("n", sa.Integer(), nullable=False),
         sa.PrimaryKeyConstraint(
-            "district", "month", "escalation_level", name=op.f("pk_incident_tally_level")
+            "district", "month", "escalation_level", "slot", name=op.f("pk_incident_tally_level")
         ),
+    )
+    op.create_index(
+        "ix_incident_tally_category_category",
+        "incident_tally_category",
+        ["category", "month", "n"],
+        unique=False,
+    )
+    op.create_index(
+        "ix_incident_tally_category_month", "incident_tally_category", ["month", "n"], unique=False
+    )
+    op.create_index(
+        "ix_incident_tally_level_level",
+        "incident_tally_level",
+        ["escalation_level", "month", "n"],
+        unique=False,
     )
     with op.batch_alter_table("incident", schema=None) as batch_op:
         batch_op.create_index(
@@ -140,8 +157,8 @@ def upgrade() -> None:
     month = (SQLITE_MONTH if sqlite else PG_MONTH).format(row="incident")
     for table, key in TALLIES:
         op.execute(
-            f"INSERT INTO {table} (district, month, {key}, n) "
-            f"SELECT district, {month}, {key}, count(*) FROM incident "
+            f"INSERT INTO {table} (district, month, {key}, slot, n) "
+            f"SELECT district, {month}, {key}, 0, count(*) FROM incident "
             f"GROUP BY district, {month}, {key}"
         )
     for statement in _sqlite_triggers() if sqlite else _pg_statements():
