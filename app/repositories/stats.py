@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any, TypeVar
@@ -165,12 +165,6 @@ class StatsRepository:
             return []
         split = TallySplit.of(scope)
         counts: Counter[str] = Counter()
-        instants = [start for start, _ in month_starts]
-        labels = [label for _, label in month_starts]
-
-        def local(at: datetime) -> str:  # as month_bucket's CASE: the last start <= at
-            return labels[max(bisect_right(instants, at) - 1, 0)]
-
         reported = col(Incident.reported_at)
         if split.tally:
             tally = table_of(IncidentTallyCategory)
@@ -179,18 +173,16 @@ class StatsRepository:
                 .where(*split.tally_filters(tally, scope.district))
                 .group_by(tally.c.month)
             )
-            counts.update({str(month): int(n) for month, n in rows})
-            windows = _local_month_windows(labels[0], labels[-1], tz)
+            utc = {str(month): int(n) for month, n in rows}
+            windows = local_month_windows(month_starts[0][1], month_starts[-1][1], tz)
+            moved: list[datetime] = []
             for chunk in _chunked(windows, 200):
                 stmt = select(reported).where(
                     *_raw_filters(scope.district, split.first, split.end),
                     or_(*[and_(reported >= low, reported < high) for low, high in chunk]),
                 )
-                for at in self.session.scalars(stmt):
-                    at = _aware(at)
-                    assert at is not None
-                    counts[local(at)] += 1
-                    counts[_utc_label(at)] -= 1
+                moved.extend(at for at in map(_aware, self.session.scalars(stmt)) if at)
+            counts = local_month_counts(utc, moved, month_starts)
         if split.raw:
             bucket = month_bucket(reported, month_starts)
             parts = [
@@ -497,7 +489,23 @@ def _raw_filters(
     return filters
 
 
-def _local_month_windows(first: str, last: str, tz: Any) -> list[tuple[datetime, datetime]]:
+def local_month_counts(
+    utc: Mapping[str, int], moved: Iterable[datetime], month_starts: Sequence[tuple[datetime, str]]
+) -> Counter[str]:
+    """Counts per local month from counts per UTC month (``utc``) and the incidents in the
+    :func:`local_month_windows` (``moved``, their ``reported_at``): each of those leaves its UTC
+    month for its local one — as :func:`month_bucket`'s CASE assigns it (the last start at or
+    before it) — which is the same month for most of them."""
+    instants = [start for start, _ in month_starts]
+    labels = [label for _, label in month_starts]
+    counts = Counter(utc)
+    for at in moved:
+        counts[labels[max(bisect_right(instants, at) - 1, 0)]] += 1
+        counts[_utc_label(at)] -= 1
+    return counts
+
+
+def local_month_windows(first: str, last: str, tz: Any) -> list[tuple[datetime, datetime]]:
     """Between each month's UTC start and its start in ``tz``, for the months ``first`` to
     ``last`` (``YYYY-MM``) and one on either side: where the local and the UTC month of an
     instant can differ (empty in UTC)."""

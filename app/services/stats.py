@@ -289,6 +289,15 @@ def month_starts(first: datetime, last: datetime, tz: object) -> list[tuple[date
     return out
 
 
+def unknown_district(code: str) -> Unprocessable:
+    return Unprocessable(
+        f"Unknown district '{code}'.",
+        errors=[
+            {"loc": ["query", "district"], "msg": "unknown district", "type": "unknown_reference"}
+        ],
+    )
+
+
 # --- the service -------------------------------------------------------------------------------
 
 
@@ -299,16 +308,7 @@ class StatsService:
 
     def _check_district(self, code: str | None) -> None:
         if code is not None and self.session.get(District, code) is None:
-            raise Unprocessable(
-                f"Unknown district '{code}'.",
-                errors=[
-                    {
-                        "loc": ["query", "district"],
-                        "msg": "unknown district",
-                        "type": "unknown_reference",
-                    }
-                ],
-            )
+            raise unknown_district(code)
 
     def _counts(self, group_by: str, scope: IncidentScope) -> list[tuple[str, int]]:
         if group_by == "month":

@@ -329,3 +329,38 @@ def test_incident_statistics_equal_a_straightforward_count(
     assert [(i["key"], i["count"]) for i in response.json()["items"]] == expected(
         rows, "month", None, None, None
     )
+
+
+# --- the event-loop path answers as the unit-of-work path ------------------------------------
+
+
+def test_loop_path_answers_as_the_unit_of_work_path(client: Any, fixed_clock: Any) -> None:
+    """Statistics without a date range and district profiles come from app.core.reads when the
+    app runs with its lifespan; the unit-of-work path (an app without it) must answer the same:
+    status, bytes, for every grouping, district, role (suppression) and district."""
+    from tests.api.test_loop_reads import unit_of_work_path
+    from tests.api.test_stats import generate_incidents, generate_roster
+    from tests.factories import make_organisation, make_recommendation
+
+    seed_reference()
+    rng = random.Random(7)
+    generate_incidents(rng, 80)
+    generate_roster(rng, 30)
+    steering = make_organisation("Lenkungsgruppe", "steering_group")
+    city = make_organisation("Amt", "city_department")
+    make_recommendation(steering, city, title="late", due_on="2026-06-01", districts=["beta"])
+    make_recommendation(steering, city, title="later", due_on="2027-01-01", districts=["beta"])
+    keys = {role: make_key(role) for role in ("admin", "viewer")}
+    paths = [
+        f"/api/v1/stats/incidents?group_by={group_by}{district}"
+        for group_by in ("category", "district", "escalation_level", "month")
+        for district in ("", "&district=beta", "&district=delta", "&district=atlantis")
+    ]
+    paths += [f"/api/v1/districts/{code}/profile" for code in [*DISTRICTS, "atlantis"]]
+    for headers in keys.values():
+        loop = [client.get(path, headers=headers) for path in paths]
+        with unit_of_work_path(client):
+            unit = [client.get(path, headers=headers) for path in paths]
+        for path, a, b in zip(paths, loop, unit, strict=True):
+            assert (a.status_code, a.content) == (b.status_code, b.content), path
+    assert {r.status_code for r in loop} == {200, 404, 422}
