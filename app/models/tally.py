@@ -1,7 +1,9 @@
 """Incident counts kept by the database itself, for statistics and district profiles.
 
 Two small tables hold how many incidents each district has per UTC calendar month (``YYYY-MM``
-of ``reported_at`` in UTC) and category, and per UTC month and escalation level. Triggers on
+of ``reported_at`` in UTC) and category, and per UTC month and escalation level — and the whole
+city has, under the district :data:`CITY_WIDE` (``''``, never a district code), so that city-wide
+figures read a few hundred rows instead of adding up every district's. Triggers on
 ``incident`` (migration 0009: row triggers on SQLite, statement triggers with transition tables on
 PostgreSQL) update them in the same statement as every insert, update and delete of an incident —
 whichever code writes it (API, bulk import, erasure, retention) — so they are always equal to a
@@ -25,10 +27,13 @@ from sqlmodel import Field, SQLModel
 
 from app.models.base import table_name
 
+#: The ``district`` of the city-wide counts
+CITY_WIDE = ""
+
 
 class IncidentTallyCategory(SQLModel, table=True):
     __tablename__ = table_name("incident_tally_category")
-    # City-wide counts (no district) read one of these in key order, without the table
+    # Counts by district read one of these in key order, without the table
     __table_args__ = (
         Index("ix_incident_tally_category_category", "category", "month", "n"),
         Index("ix_incident_tally_category_month", "month", "n"),

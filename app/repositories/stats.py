@@ -40,7 +40,7 @@ from app.models.assignment import Assignment, AssignmentStatus
 from app.models.base import table_of
 from app.models.incident import OPEN_INCIDENT_STATUSES, Incident, IncidentCompetence
 from app.models.manager import Absence, Manager, ManagerCompetence, ManagerDistrict, ManagerStatus
-from app.models.tally import IncidentTallyCategory, IncidentTallyLevel
+from app.models.tally import CITY_WIDE, IncidentTallyCategory, IncidentTallyLevel
 
 GROUPS = ("district", "category", "month", "escalation_level")
 _S = TypeVar("_S", bound=AnySelect)
@@ -134,7 +134,9 @@ class StatsRepository:
             key = tally.c[group_by]
             parts.append(
                 select(key.label("k"), func.sum(tally.c.n).label("n"))
-                .where(*split.tally_filters(tally, scope.district))
+                .where(
+                    *split.tally_filters(tally, scope.district, by_district=group_by == "district")
+                )
                 .group_by(key)
             )
         for low, high in split.raw:
@@ -465,10 +467,17 @@ class TallySplit:
             raw.append((end, before))
         return cls(True, first, end, tuple(raw))
 
-    def tally_filters(self, tally: Any, district: str | None) -> list[ColumnElement[bool]]:
+    def tally_filters(
+        self, tally: Any, district: str | None, *, by_district: bool = False
+    ) -> list[ColumnElement[bool]]:
+        """One district's rows, every district's (``by_district``) or the city-wide ones."""
         filters: list[ColumnElement[bool]] = []
         if district:
             filters.append(tally.c.district == district)
+        elif by_district:
+            filters.append(tally.c.district != CITY_WIDE)
+        else:
+            filters.append(tally.c.district == CITY_WIDE)
         if self.first is not None:
             filters.append(tally.c.month >= _utc_label(self.first))
         if self.end is not None:

@@ -18,6 +18,7 @@ from typing import Any
 from app.core.reads import Reads, ReadStatement, time_text, time_value, uuid_text
 from app.models.incident import OPEN_INCIDENT_STATUSES
 from app.models.recommendation import CLOSED_RECOMMENDATION_STATUSES
+from app.models.tally import CITY_WIDE
 from app.repositories.stats import local_month_counts, local_month_windows
 
 _OPEN = ", ".join(f"'{s.value}'" for s in sorted(OPEN_INCIDENT_STATUSES))
@@ -30,7 +31,11 @@ _COMPETENCES = ReadStatement("SELECT code FROM competence ORDER BY code")
 
 
 def _by_key(table: str, key: str, district: bool) -> ReadStatement:
-    where = "WHERE district = :d " if district else ""
+    # one district's rows, every district's, or the city-wide ones (district '')
+    if district:
+        where = "WHERE district = :d "
+    else:
+        where = "WHERE district <> '' " if key == "district" else "WHERE district = '' "
     return ReadStatement(
         f"SELECT {key}, sum(n) FROM {table} {where}"  # noqa: S608 (constant names only)
         f"GROUP BY {key} HAVING sum(n) > 0 ORDER BY {key}"
@@ -50,7 +55,7 @@ _COUNTS = {
 _UTC_MONTHS = {
     district: ReadStatement(
         "SELECT month, sum(n) FROM incident_tally_category "  # noqa: S608 (constant text)
-        f"{'WHERE district = :d ' if district else ''}GROUP BY month"
+        f"WHERE district = {':d' if district else repr(CITY_WIDE)} GROUP BY month"
     )
     for district in (False, True)
 }

@@ -2,7 +2,8 @@
 
 Statistics and district profiles counted every matching incident per request (100,000 rows for
 the city-wide figures). Two small tables now hold the counts per district, UTC month (``YYYY-MM``)
-and category, and per district, UTC month and escalation level (app/models/tally.py; city-wide
+and category, and per district, UTC month and escalation level, and the same city-wide (district
+``''``) (app/models/tally.py; city-wide
 figures read the covering indexes in key order); triggers on
 ``incident`` keep them equal to a recount in the same statement as every insert, update and
 delete, whatever code writes: row triggers on SQLite (one row per count: writers take turns
@@ -30,28 +31,34 @@ depends_on: str | Sequence[str] | None = None
 
 #: (table, key column) of each tally
 TALLIES = (("incident_tally_category", "category"), ("incident_tally_level", "escalation_level"))
+#: The district of the city-wide counts (a district code is never empty)
+CITY = "''"
 SQLITE_MONTH = "substr({row}.reported_at, 1, 7)"  # stored as 'YYYY-MM-DD HH:MM:SS.ffffff' (UTC)
 PG_MONTH = "to_char({row}.reported_at AT TIME ZONE 'UTC', 'YYYY-MM')"
 
 
 def _sqlite_triggers() -> list[str]:
-    def add(table: str, key: str, row: str, step: str) -> str:
+    def add(table: str, key: str, row: str, district: str) -> str:
         month = SQLITE_MONTH.format(row=row)
         return (
             f"INSERT INTO {table} (district, month, {key}, slot, n) "
-            f"VALUES ({row}.district, {month}, {row}.{key}, 0, {step}) "
-            f"ON CONFLICT (district, month, {key}, slot) DO UPDATE SET n = n + {step};"
+            f"VALUES ({district}, {month}, {row}.{key}, 0, 1) "
+            f"ON CONFLICT (district, month, {key}, slot) DO UPDATE SET n = n + 1;"
         )
 
-    def remove(table: str, key: str, row: str) -> str:
+    def remove(table: str, key: str, row: str, district: str) -> str:
         month = SQLITE_MONTH.format(row=row)
         return (
-            f"UPDATE {table} SET n = n - 1 WHERE district = {row}.district "
+            f"UPDATE {table} SET n = n - 1 WHERE district = {district} "
             f"AND month = {month} AND {key} = {row}.{key} AND slot = 0;"
         )
 
-    insert = " ".join(add(t, k, "NEW", "1") for t, k in TALLIES)
-    delete = " ".join(remove(t, k, "OLD") for t, k in TALLIES)
+    insert = " ".join(
+        add(t, k, "NEW", d) for t, k in TALLIES for d in ("NEW.district", CITY)
+    )
+    delete = " ".join(
+        remove(t, k, "OLD", d) for t, k in TALLIES for d in ("OLD.district", CITY)
+    )
     moved = " OR ".join(
         f"OLD.{c} IS NOT NEW.{c}"
         for c in ("district", "reported_at", "category", "escalation_level")
@@ -72,9 +79,11 @@ def _pg_statements() -> list[str]:
             f"FROM {name} AS r"
             for name, sign in sources
         )
+        # each district's counts, and the city-wide ones (district CITY)
         return (
-            f"SELECT district, month, k, sum(n) AS n FROM ({rows}) AS x "
-            "GROUP BY district, month, k HAVING sum(n) <> 0 ORDER BY district, month, k"
+            f"SELECT coalesce(district, {CITY}) AS district, month, k, sum(n) AS n "
+            f"FROM ({rows}) AS x GROUP BY GROUPING SETS ((district, month, k), (month, k)) "
+            "HAVING sum(n) <> 0 ORDER BY 1, month, k"
         )
 
     def append(table: str, key: str, sources: list[tuple[str, str]]) -> str:
@@ -156,11 +165,12 @@ def upgrade() -> None:
     sqlite = op.get_bind().dialect.name == "sqlite"
     month = (SQLITE_MONTH if sqlite else PG_MONTH).format(row="incident")
     for table, key in TALLIES:
-        op.execute(
-            f"INSERT INTO {table} (district, month, {key}, slot, n) "
-            f"SELECT district, {month}, {key}, 0, count(*) FROM incident "
-            f"GROUP BY district, {month}, {key}"
-        )
+        for district, by in (("district", "district, "), (CITY, "")):
+            op.execute(
+                f"INSERT INTO {table} (district, month, {key}, slot, n) "
+                f"SELECT {district}, {month}, {key}, 0, count(*) FROM incident "
+                f"GROUP BY {by}{month}, {key}"
+            )
     for statement in _sqlite_triggers() if sqlite else _pg_statements():
         op.execute(statement)
 

@@ -18,7 +18,7 @@ from sqlalchemy import func, select, update
 from app.core.db import session_scope
 from app.models.base import table_of
 from app.models.incident import Incident
-from app.models.tally import IncidentTallyCategory, IncidentTallyLevel
+from app.models.tally import CITY_WIDE, IncidentTallyCategory, IncidentTallyLevel
 from app.services import worker
 from app.services.stats import compact_tally
 from tests.factories import DISTRICTS, make_key, seed_reference
@@ -48,7 +48,8 @@ def tally_counts() -> tuple[Counter[tuple[Any, ...]], Counter[tuple[Any, ...]]]:
 
 
 def recount() -> tuple[Counter[tuple[Any, ...]], Counter[tuple[Any, ...]]]:
-    """The same figures counted from the incidents themselves (UTC month of ``reported_at``)."""
+    """The same figures counted from the incidents themselves (UTC month of ``reported_at``), per
+    district and city-wide (district ``''``)."""
     with session_scope(write=False) as session:
         rows = session.execute(
             select(
@@ -62,8 +63,9 @@ def recount() -> tuple[Counter[tuple[Any, ...]], Counter[tuple[Any, ...]]]:
     by_level: Counter[tuple[Any, ...]] = Counter()
     for district, reported_at, category, level in rows:
         month = reported_at.astimezone(UTC).strftime("%Y-%m")
-        by_category[(district, month, category)] += 1
-        by_level[(district, month, level)] += 1
+        for where in (district, CITY_WIDE):
+            by_category[(where, month, category)] += 1
+            by_level[(where, month, level)] += 1
     return by_category, by_level
 
 
