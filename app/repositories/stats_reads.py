@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import date, datetime
 from typing import Any
 
@@ -87,19 +87,17 @@ _SERVING = (
     "UNION SELECT manager_id FROM manager_district WHERE district_code = :d) AS s"
 )
 _VALID = "mc.certified_on <= :today AND (mc.expires_on IS NULL OR mc.expires_on >= :today)"
-_COVERAGE = ReadStatement(
-    "SELECT mc.competence_code, count(DISTINCT m.id) FROM manager AS m "  # noqa: S608
-    f"JOIN {_SERVING} ON s.manager_id = m.id "
-    "JOIN manager_competence AS mc ON mc.manager_id = m.id "
-    "WHERE m.status = 'active' AND NOT EXISTS (SELECT 1 FROM absence AS a "
-    "WHERE a.manager_id = m.id AND a.starts_on <= :today AND a.ends_on >= :today) "
-    f"AND {_VALID} GROUP BY mc.competence_code"
+#: Per competence held validly by an active manager serving the district (the roster: gaps),
+#: how many of them are available today (not absent: coverage) — one pass for both.
+_ABSENT = (
+    "EXISTS (SELECT 1 FROM absence AS a WHERE a.manager_id = m.id "
+    "AND a.starts_on <= :today AND a.ends_on >= :today)"
 )
-_HELD = ReadStatement(
-    "SELECT DISTINCT mc.competence_code FROM manager AS m "  # noqa: S608 (constant text)
-    f"JOIN {_SERVING} ON s.manager_id = m.id "
+_ROSTER = ReadStatement(
+    f"SELECT mc.competence_code, count(DISTINCT CASE WHEN NOT {_ABSENT} THEN m.id END) "  # noqa: S608
+    f"FROM manager AS m JOIN {_SERVING} ON s.manager_id = m.id "
     "JOIN manager_competence AS mc ON mc.manager_id = m.id "
-    f"WHERE m.status = 'active' AND {_VALID}"
+    f"WHERE m.status = 'active' AND {_VALID} GROUP BY mc.competence_code"
 )
 _NEEDS = ReadStatement(
     "SELECT ic.competence_code, count(DISTINCT i.id) FROM incident AS i "
@@ -182,19 +180,18 @@ class StatsReads:
         rows = await self.reads.all(_OPEN_COUNT, {"d": district})
         return int(rows[0][0])
 
-    async def available_coverage(self, today: date, district: str) -> dict[str, int]:
-        """competence → available managers serving ``district`` (as ``available_coverage``)."""
-        rows = await self.reads.all(_COVERAGE, {"d": district, "today": self._day(today)})
+    async def roster(self, today: date, district: str) -> dict[str, int]:
+        """competence → available managers serving ``district`` today (as
+        ``available_coverage``), for every competence some active manager serving it holds
+        validly (as ``held_competences``; 0 when all of them are absent)."""
+        rows = await self.reads.all(_ROSTER, {"d": district, "today": self._day(today)})
         return {str(c): int(n) for c, n in rows}
 
     async def gaps(
-        self, today: date, district: str, competences: Sequence[str]
+        self, district: str, competences: Sequence[str], held: Collection[str]
     ) -> list[tuple[str, int]]:
-        """``(competence, incidents)`` of ``district`` as :meth:`StatsRepository.gaps`."""
-        held = {
-            str(c)
-            for (c,) in await self.reads.all(_HELD, {"d": district, "today": self._day(today)})
-        }
+        """``(competence, incidents)`` of ``district`` as :meth:`StatsRepository.gaps`: the
+        incidents that needed a competence nobody serving the district holds (``held``)."""
         missing = {c for c in competences if c not in held}
         if not missing:
             return []

@@ -69,7 +69,7 @@ async def district_profile(reads: Reads, code: str, principal: Principal) -> Dis
     )
     today = get_clock().today()
     competences = await repo.competences()
-    available = await repo.available_coverage(today, code)
+    available = await repo.roster(today, code)
     coverage = []
     for competence in competences:
         cell = suppress_count(available.get(competence, 0), restricted=restricted)
@@ -79,7 +79,7 @@ async def district_profile(reads: Reads, code: str, principal: Principal) -> Dis
             )
         )
     gaps = []
-    for competence, n in await repo.gaps(today, code, competences):
+    for competence, n in await repo.gaps(code, competences, held=available):
         cell = suppress_count(n, restricted=restricted)
         gaps.append(
             DistrictGapCell(competence=competence, incidents=cell.count, suppressed=cell.suppressed)
