@@ -176,11 +176,15 @@ class StatsRepository:
                 .group_by(tally.c.month)
             )
             utc = {str(month): int(n) for month, n in rows}
-            windows = local_month_windows(month_starts[0][1], month_starts[-1][1], tz)
+            windows = [  # clipped to the whole months: one index range each
+                (max(low, split.first or low), min(high, split.end or high))
+                for low, high in local_month_windows(month_starts[0][1], month_starts[-1][1], tz)
+            ]
+            windows = [(low, high) for low, high in windows if low < high]
             moved: list[datetime] = []
             for chunk in _chunked(windows, 200):
                 stmt = select(reported).where(
-                    *_raw_filters(scope.district, split.first, split.end),
+                    *_raw_filters(scope.district, None, None),
                     or_(*[and_(reported >= low, reported < high) for low, high in chunk]),
                 )
                 moved.extend(at for at in map(_aware, self.session.scalars(stmt)) if at)
