@@ -19,6 +19,7 @@ from app.models.recommendation import (
 )
 from app.models.reference import Competence, District, DistrictNeighbour, Organisation
 from app.models.system import ApiKey, AuditEvent, IdempotencyRecord, ReferenceCounter
+from app.models.tally import IncidentTallyCategory, IncidentTallyLevel
 from app.models.webhook import WebhookAttempt, WebhookDelivery, WebhookSubscription
 
 __all__ = [
@@ -34,6 +35,8 @@ __all__ = [
     "IncidentCompetence",
     "IncidentEvent",
     "IncidentNote",
+    "IncidentTallyCategory",
+    "IncidentTallyLevel",
     "Manager",
     "ManagerCompetence",
     "ManagerDistrict",

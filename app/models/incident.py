@@ -96,6 +96,8 @@ class Incident(SQLModel, table=True):
         Index("ix_incident_district_created_at_id", "district", "created_at", "id"),
         Index("ix_incident_status_created_at_id", "status", "created_at", "id"),
         Index("ix_incident_category_created_at_id", "category", "created_at", "id"),
+        # Statistics of one district: its first/last report, its part of a date range (0009)
+        Index("ix_incident_district_reported_at", "district", "reported_at"),
     )
 
     id: uuid.UUID = Field(default_factory=new_id, primary_key=True)

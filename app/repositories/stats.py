@@ -11,14 +11,17 @@ Two things are dialect-aware:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from bisect import bisect_right
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any, TypeVar
 
 from sqlalchemy import (
     ColumnElement,
     String,
+    TextClause,
     and_,
     case,
     exists,
@@ -26,14 +29,18 @@ from sqlalchemy import (
     literal,
     or_,
     select,
+    text,
     union,
+    union_all,
 )
 from sqlmodel import Session, col
 
 from app.core.pagination import AnySelect
 from app.models.assignment import Assignment, AssignmentStatus
+from app.models.base import table_of
 from app.models.incident import OPEN_INCIDENT_STATUSES, Incident, IncidentCompetence
 from app.models.manager import Absence, Manager, ManagerCompetence, ManagerDistrict, ManagerStatus
+from app.models.tally import CITY_WIDE, IncidentTallyCategory, IncidentTallyLevel
 
 GROUPS = ("district", "category", "month", "escalation_level")
 _S = TypeVar("_S", bound=AnySelect)
@@ -103,36 +110,95 @@ class StatsRepository:
     # --- incidents -----------------------------------------------------------------------------
 
     def reported_range(self, scope: IncidentScope) -> tuple[datetime | None, datetime | None]:
-        stmt = scope.apply(
-            select(func.min(col(Incident.reported_at)), func.max(col(Incident.reported_at)))
-        )
-        low, high = self.session.execute(stmt).one()
+        # Two scalar subqueries: each is one index probe (``ix_incident_reported_at``, or
+        # ``ix_incident_district_reported_at`` for a district); SQLite reads a whole index for
+        # ``min`` and ``max`` in one SELECT.
+        first = scope.apply(select(func.min(col(Incident.reported_at)))).scalar_subquery()
+        last = scope.apply(select(func.max(col(Incident.reported_at)))).scalar_subquery()
+        low, high = self.session.execute(select(first, last)).one()
         return _aware(low), _aware(high)
 
-    def incident_counts(
-        self,
-        group_by: str,
-        scope: IncidentScope,
-        month_starts: Sequence[tuple[datetime, str]] = (),
-    ) -> list[tuple[str, int]]:
-        """``(key, count)`` per group, keys as strings, ascending."""
-        if group_by == "month":
-            if not month_starts:
-                return []
-            key: Any = month_bucket(col(Incident.reported_at), month_starts)
-        elif group_by == "district":
-            key = col(Incident.district)
-        elif group_by == "category":
-            key = col(Incident.category)
+    def incident_counts(self, group_by: str, scope: IncidentScope) -> list[tuple[str, int]]:
+        """``(key, count)`` per district, category or escalation level, ascending: whole UTC
+        months from the tally, the rest of a date range from ``incident``."""
+        split = TallySplit.of(scope)
+        tally: Any
+        if group_by in ("district", "category"):
+            tally = table_of(IncidentTallyCategory)
         elif group_by == "escalation_level":
-            key = col(Incident.escalation_level)
-        else:  # pragma: no cover - the API validates group_by
+            tally = table_of(IncidentTallyLevel)
+        else:  # pragma: no cover - the API validates group_by; months: month_counts
             raise ValueError(group_by)
-        inner = scope.apply(select(key.label("k"))).subquery()
+        parts: list[Any] = []
+        if split.tally:
+            key = tally.c[group_by]
+            parts.append(
+                select(key.label("k"), func.sum(tally.c.n).label("n"))
+                .where(
+                    *split.tally_filters(tally, scope.district, by_district=group_by == "district")
+                )
+                .group_by(key)
+            )
+        for low, high in split.raw:
+            key = table_of(Incident).c[group_by]
+            parts.append(
+                select(key.label("k"), func.count().label("n"))
+                .where(*_raw_filters(scope.district, low, high))
+                .group_by(key)
+            )
+        inner = (union_all(*parts) if len(parts) > 1 else parts[0]).subquery()
+        total = func.sum(inner.c.n)
         rows = self.session.execute(
-            select(inner.c.k, func.count()).group_by(inner.c.k).order_by(inner.c.k)
+            select(inner.c.k, total).group_by(inner.c.k).having(total > 0).order_by(inner.c.k)
         )
         return [(str(k), int(n)) for k, n in rows]
+
+    def month_counts(
+        self, scope: IncidentScope, month_starts: Sequence[tuple[datetime, str]], tz: Any
+    ) -> list[tuple[str, int]]:
+        """``(YYYY-MM, count)`` per calendar month in ``tz`` (``month_starts``: the UTC instants
+        at which they start, from the first report in scope to the last), ascending.
+
+        Whole UTC months come from the tally under their UTC month; the incidents whose local
+        month differs from their UTC month lie between a month's UTC start and its local start
+        (an hour or two for Europe/Berlin): they are read one by one and moved to their local
+        month. The rest of a date range is grouped in SQL (:func:`month_bucket`)."""
+        if not month_starts:
+            return []
+        split = TallySplit.of(scope)
+        counts: Counter[str] = Counter()
+        reported = col(Incident.reported_at)
+        if split.tally:
+            tally = table_of(IncidentTallyCategory)
+            rows = self.session.execute(
+                select(tally.c.month, func.sum(tally.c.n))
+                .where(*split.tally_filters(tally, scope.district))
+                .group_by(tally.c.month)
+            )
+            utc = {str(month): int(n) for month, n in rows}
+            windows = [  # clipped to the whole months: one index range each
+                (max(low, split.first or low), min(high, split.end or high))
+                for low, high in local_month_windows(month_starts[0][1], month_starts[-1][1], tz)
+            ]
+            windows = [(low, high) for low, high in windows if low < high]
+            moved: list[datetime] = []
+            for chunk in _chunked(windows, 200):
+                stmt = select(reported).where(
+                    *_raw_filters(scope.district, None, None),
+                    or_(*[and_(reported >= low, reported < high) for low, high in chunk]),
+                )
+                moved.extend(at for at in map(_aware, self.session.scalars(stmt)) if at)
+            counts = local_month_counts(utc, moved, month_starts)
+        if split.raw:
+            bucket = month_bucket(reported, month_starts)
+            parts = [
+                select(bucket.label("k")).where(*_raw_filters(scope.district, low, high))
+                for low, high in split.raw
+            ]
+            inner = (union_all(*parts) if len(parts) > 1 else parts[0]).subquery()
+            rows = self.session.execute(select(inner.c.k, func.count()).group_by(inner.c.k))
+            counts.update({str(k): int(n) for k, n in rows})
+        return sorted((k, n) for k, n in counts.items() if n > 0)
 
     def open_incidents(self, scope: IncidentScope) -> int:
         stmt = scope.apply(
@@ -141,6 +207,18 @@ class StatsRepository:
             .where(col(Incident.status).in_([s.value for s in OPEN_INCIDENT_STATUSES]))
         )
         return int(self.session.scalar(stmt) or 0)
+
+    def compact_tally(self) -> int:
+        """PostgreSQL: merge each count's rows (one per transaction that changed it) into one
+        row and drop counts of zero. Rows of transactions still running are not visible here and
+        stay as they are; a concurrent compaction skips the rows this one deleted. Returns how
+        many rows were merged away. SQLite keeps one row per count already: 0."""
+        if self.dialect != "postgresql":
+            return 0
+        removed = 0
+        for merge in (_COMPACT_CATEGORY, _COMPACT_LEVEL):
+            removed += int(self.session.execute(merge).scalar_one())
+        return removed
 
     # --- dispatch ------------------------------------------------------------------------------
 
@@ -247,22 +325,25 @@ class StatsRepository:
 
     # --- coverage ------------------------------------------------------------------------------
 
-    def _serving(self) -> Any:
-        """``(manager_id, district)``: home district and served districts (UNION: distinct)."""
-        return union(
-            select(
-                col(Manager.id).label("manager_id"), col(Manager.home_district).label("district")
-            ),
-            select(
-                col(ManagerDistrict.manager_id).label("manager_id"),
-                col(ManagerDistrict.district_code).label("district"),
-            ),
-        ).subquery()
+    def _serving(self, district: str | None = None) -> Any:
+        """``(manager_id, district)``: home district and served districts (UNION: distinct),
+        only those of ``district`` when one is given (each branch then reads its index)."""
+        home = select(
+            col(Manager.id).label("manager_id"), col(Manager.home_district).label("district")
+        )
+        served = select(
+            col(ManagerDistrict.manager_id).label("manager_id"),
+            col(ManagerDistrict.district_code).label("district"),
+        )
+        if district is not None:
+            home = home.where(col(Manager.home_district) == district)
+            served = served.where(col(ManagerDistrict.district_code) == district)
+        return union(home, served).subquery()
 
     def available_coverage(self, today: date, district: str | None = None) -> list[Any]:
         """``(district, competence, managers)``: AVAILABLE managers (active, not absent today)
         serving the district with the competence valid today."""
-        serving = self._serving()
+        serving = self._serving(district)
         absent = exists().where(
             col(Absence.manager_id) == col(Manager.id),
             col(Absence.starts_on) <= today,
@@ -282,33 +363,38 @@ class StatsRepository:
             )
             .group_by(serving.c.district, col(ManagerCompetence.competence_code))
         )
-        if district is not None:
-            stmt = stmt.where(serving.c.district == district)
         return list(self.session.execute(stmt))
 
-    def gaps(self, today: date, scope: IncidentScope) -> list[Any]:
+    def held_competences(self, today: date, district: str | None = None) -> set[tuple[str, str]]:
+        """``(district, competence)`` that some active manager serving the district holds validly
+        today (absences do not matter)."""
+        serving = self._serving(district)
+        stmt = (
+            select(serving.c.district, col(ManagerCompetence.competence_code))
+            .distinct()
+            .select_from(Manager)
+            .join(serving, serving.c.manager_id == col(Manager.id))
+            .join(ManagerCompetence, col(ManagerCompetence.manager_id) == col(Manager.id))
+            .where(col(Manager.status) == ManagerStatus.active.value, valid_competence(today))
+        )
+        return {(str(d), str(c)) for d, c in self.session.execute(stmt)}
+
+    def gaps(
+        self,
+        today: date,
+        scope: IncidentScope,
+        districts: Sequence[str],
+        competences: Sequence[str],
+    ) -> list[tuple[str, str, int]]:
         """``(district, competence, incidents)`` where incidents needed a competence that no
         active manager serving their district holds validly (absences do not matter: the gap is
-        in the roster, not in today's availability)."""
-        holder = (
-            select(col(Manager.id))
-            .join(ManagerCompetence, col(ManagerCompetence.manager_id) == col(Manager.id))
-            .where(
-                col(Manager.status) == ManagerStatus.active.value,
-                col(ManagerCompetence.competence_code) == col(IncidentCompetence.competence_code),
-                valid_competence(today),
-                or_(
-                    col(Manager.home_district) == col(Incident.district),
-                    exists()
-                    .where(
-                        col(ManagerDistrict.manager_id) == col(Manager.id),
-                        col(ManagerDistrict.district_code) == col(Incident.district),
-                    )
-                    .correlate_except(ManagerDistrict),
-                ),
-            )
-            .exists()
-        )
+        in the roster, not in today's availability); ``districts`` and ``competences``: every
+        code in scope. The roster is read first: only the pairs it leaves uncovered are counted
+        in the incidents (none, usually)."""
+        held = self.held_competences(today, scope.district)
+        missing = {(d, c) for d in districts for c in competences if (d, c) not in held}
+        if not missing:
+            return []
         stmt = scope.apply(
             select(
                 col(Incident.district),
@@ -317,18 +403,163 @@ class StatsRepository:
             )
             .select_from(Incident)
             .join(IncidentCompetence, col(IncidentCompetence.incident_id) == col(Incident.id))
-            .where(~holder)
+            .where(
+                col(Incident.district).in_(sorted({d for d, _ in missing})),
+                col(IncidentCompetence.competence_code).in_(sorted({c for _, c in missing})),
+            )
             .group_by(col(Incident.district), col(IncidentCompetence.competence_code))
             .order_by(col(Incident.district), col(IncidentCompetence.competence_code))
         )
-        return list(self.session.execute(stmt))
+        return [
+            (str(d), str(c), int(n))
+            for d, c, n in self.session.execute(stmt)
+            if (str(d), str(c)) in missing
+        ]
 
 
 def _aware(value: datetime | None) -> datetime | None:
-    from datetime import UTC
-
     if value is None:
         return None
     if isinstance(value, str):  # SQLite aggregate over a TypeDecorator column returns raw text
         value = datetime.fromisoformat(value)
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _month_start(at: datetime) -> datetime:
+    return datetime(at.year, at.month, 1, tzinfo=UTC)
+
+
+def _next_month(start: datetime) -> datetime:
+    return (
+        start.replace(year=start.year + 1, month=1)
+        if start.month == 12
+        else start.replace(month=start.month + 1)
+    )
+
+
+def _utc_label(at: datetime) -> str:
+    return f"{at.year:04d}-{at.month:02d}"
+
+
+@dataclass(frozen=True, slots=True)
+class TallySplit:
+    """A scope's reporting period cut into whole UTC months ``[first, end)`` (``None``: open),
+    counted from the tally, and the ``raw`` rest (``[low, high)`` ranges), counted from
+    ``incident``; ``tally`` is false when the period holds no whole month."""
+
+    tally: bool
+    first: datetime | None
+    end: datetime | None
+    raw: tuple[tuple[datetime, datetime], ...]
+
+    @classmethod
+    def of(cls, scope: IncidentScope) -> TallySplit:
+        after = None if scope.reported_after is None else scope.reported_after.astimezone(UTC)
+        before = None if scope.reported_before is None else scope.reported_before.astimezone(UTC)
+        first = None if after is None else _month_start(after)
+        if after is not None and first is not None and first != after:
+            first = _next_month(first)
+        end = None if before is None else _month_start(before)
+        both = after is not None and before is not None
+        if both and first is not None and end is not None and first >= end:
+            assert after is not None and before is not None
+            return cls(False, None, None, ((after, before),))
+        raw: list[tuple[datetime, datetime]] = []
+        if after is not None and first is not None and after < first:
+            raw.append((after, first))
+        if before is not None and end is not None and end < before:
+            raw.append((end, before))
+        return cls(True, first, end, tuple(raw))
+
+    def tally_filters(
+        self, tally: Any, district: str | None, *, by_district: bool = False
+    ) -> list[ColumnElement[bool]]:
+        """One district's rows, every district's (``by_district``) or the city-wide ones."""
+        filters: list[ColumnElement[bool]] = []
+        if district:
+            filters.append(tally.c.district == district)
+        elif by_district:
+            filters.append(tally.c.district != CITY_WIDE)
+        else:
+            filters.append(tally.c.district == CITY_WIDE)
+        if self.first is not None:
+            filters.append(tally.c.month >= _utc_label(self.first))
+        if self.end is not None:
+            filters.append(tally.c.month < _utc_label(self.end))
+        return filters
+
+
+def _raw_filters(
+    district: str | None, low: datetime | None, high: datetime | None
+) -> list[ColumnElement[bool]]:
+    filters: list[ColumnElement[bool]] = []
+    if district:
+        filters.append(col(Incident.district) == district)
+    if low is not None:
+        filters.append(col(Incident.reported_at) >= low)
+    if high is not None:
+        filters.append(col(Incident.reported_at) < high)
+    return filters
+
+
+def local_month_counts(
+    utc: Mapping[str, int], moved: Iterable[datetime], month_starts: Sequence[tuple[datetime, str]]
+) -> Counter[str]:
+    """Counts per local month from counts per UTC month (``utc``) and the incidents in the
+    :func:`local_month_windows` (``moved``, their ``reported_at``): each of those leaves its UTC
+    month for its local one — as :func:`month_bucket`'s CASE assigns it (the last start at or
+    before it) — which is the same month for most of them."""
+    instants = [start for start, _ in month_starts]
+    labels = [label for _, label in month_starts]
+    counts = Counter(utc)
+    for at in moved:
+        counts[labels[max(bisect_right(instants, at) - 1, 0)]] += 1
+        counts[_utc_label(at)] -= 1
+    return counts
+
+
+def local_month_windows(first: str, last: str, tz: Any) -> list[tuple[datetime, datetime]]:
+    """Between each month's UTC start and its start in ``tz``, for the months ``first`` to
+    ``last`` (``YYYY-MM``) and one on either side: where the local and the UTC month of an
+    instant can differ (empty in UTC)."""
+    year, month = int(first[:4]), int(first[5:7])
+    year, month = (year - 1, 12) if month == 1 else (year, month - 1)
+    end_year, end_month = int(last[:4]), int(last[5:7])
+    end_year, end_month = (end_year + 1, 1) if end_month == 12 else (end_year, end_month + 1)
+    windows: list[tuple[datetime, datetime]] = []
+    while (year, month) <= (end_year, end_month):
+        utc = datetime(year, month, 1, tzinfo=UTC)
+        local = datetime(year, month, 1, tzinfo=tz).astimezone(UTC)
+        if local != utc:
+            windows.append((min(local, utc), max(local, utc)))
+        year, month = (year + 1, 1) if month == 12 else (year, month + 1)
+    return windows
+
+
+def _chunked(items: list[Any], size: int) -> Iterator[list[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+#: One statement per tally (``TABLE``, ``KEY``): delete every row of the counts that have several
+#: rows (or sum to zero), insert their sums (slot = this transaction); the result is how many
+#: rows fewer there are.
+_COMPACT = (
+    "WITH gone AS (DELETE FROM TABLE AS t USING ("
+    "SELECT district, month, KEY FROM TABLE GROUP BY district, month, KEY "
+    "HAVING count(*) > 1 OR sum(n) = 0) AS k "
+    "WHERE t.district = k.district AND t.month = k.month AND t.KEY = k.KEY "
+    "RETURNING t.district, t.month, t.KEY, t.n), "
+    "kept AS (INSERT INTO TABLE (district, month, KEY, slot, n) "
+    "SELECT district, month, KEY, txid_current(), sum(n) FROM gone "
+    "GROUP BY district, month, KEY HAVING sum(n) <> 0 RETURNING 1) "
+    "SELECT (SELECT count(*) FROM gone) - (SELECT count(*) FROM kept)"
+)
+
+
+def _compact(table: str, key: str) -> TextClause:
+    return text(_COMPACT.replace("TABLE", table).replace("KEY", key))
+
+
+_COMPACT_CATEGORY = _compact("incident_tally_category", "category")
+_COMPACT_LEVEL = _compact("incident_tally_level", "escalation_level")

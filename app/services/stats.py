@@ -37,6 +37,7 @@ from pydantic import Field as PField
 from sqlmodel import Session, col
 
 from app.core.clock import get_clock
+from app.core.db import session_scope
 from app.core.errors import NotFound, Unprocessable
 from app.core.security import Principal
 from app.models.common import ResponseModel
@@ -288,6 +289,15 @@ def month_starts(first: datetime, last: datetime, tz: object) -> list[tuple[date
     return out
 
 
+def unknown_district(code: str) -> Unprocessable:
+    return Unprocessable(
+        f"Unknown district '{code}'.",
+        errors=[
+            {"loc": ["query", "district"], "msg": "unknown district", "type": "unknown_reference"}
+        ],
+    )
+
+
 # --- the service -------------------------------------------------------------------------------
 
 
@@ -298,25 +308,16 @@ class StatsService:
 
     def _check_district(self, code: str | None) -> None:
         if code is not None and self.session.get(District, code) is None:
-            raise Unprocessable(
-                f"Unknown district '{code}'.",
-                errors=[
-                    {
-                        "loc": ["query", "district"],
-                        "msg": "unknown district",
-                        "type": "unknown_reference",
-                    }
-                ],
-            )
+            raise unknown_district(code)
 
     def _counts(self, group_by: str, scope: IncidentScope) -> list[tuple[str, int]]:
-        starts: list[tuple[datetime, str]] = []
         if group_by == "month":
             low, high = self.repo.reported_range(scope)
             if low is None or high is None:
                 return []
-            starts = month_starts(low, high, get_clock().tz)
-        return self.repo.incident_counts(group_by, scope, starts)
+            tz = get_clock().tz
+            return self.repo.month_counts(scope, month_starts(low, high, tz), tz)
+        return self.repo.incident_counts(group_by, scope)
 
     def incidents(self, group_by: str, scope: IncidentScope, principal: Principal) -> IncidentStats:
         self._check_district(scope.district)
@@ -395,8 +396,9 @@ class StatsService:
                     )
                 )
         gaps = []
-        for d, c, n in self.repo.gaps(today, IncidentScope(district=district)):
-            cell = suppress_count(int(n), restricted=restricted)
+        scope = IncidentScope(district=district)
+        for d, c, n in self.repo.gaps(today, scope, districts, competences):
+            cell = suppress_count(n, restricted=restricted)
             gaps.append(
                 GapCell(district=d, competence=c, incidents=cell.count, suppressed=cell.suppressed)
             )
@@ -452,6 +454,13 @@ class StatsService:
                 for r in recs
             ],
         )
+
+
+def compact_tally() -> int:
+    """The ``kokoma worker`` job ``stats.compact_tally``: merge the incident tally's rows
+    (app/models/tally.py; PostgreSQL only, a no-op on SQLite)."""
+    with session_scope() as session:
+        return StatsRepository(session).compact_tally()
 
 
 def _all_codes(session: Session, model: type[District] | type[Competence]) -> list[str]:

@@ -25,6 +25,7 @@ from app.services.notifications.timers import (
     queue_triage_overdue,
 )
 from app.services.privacy.retention import run_retention_once
+from app.services.stats import compact_tally
 from app.services.webhooks import deliver_due, fan_out_pending, prune_outbox
 
 log = logging.getLogger("kokoma.worker")
@@ -48,6 +49,7 @@ JOBS: list[PeriodicJob] = [
     PeriodicJob("mail.send", lambda: deliver_mail(), interval_seconds=1.0),
     PeriodicJob("privacy.retention", lambda: run_retention_once(), interval_seconds=3600.0),
     PeriodicJob("outbox.prune", lambda: prune_outbox(), interval_seconds=3600.0),
+    PeriodicJob("stats.compact_tally", lambda: compact_tally(), interval_seconds=60.0),
 ]
 
 

@@ -5,16 +5,20 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request, Response
 
 from app.api.deps import (
     AllowedStatsRead,
     SessionDep,
+    in_unit_of_work,
+    json_response,
+    loop_reads,
 )
 from app.api.problems import problems
 from app.api.routing import UnitOfWorkRoute
 from app.models.common import DistrictFilter, UTCTimestamp
 from app.repositories.stats import IncidentScope
+from app.services import stats_reads
 from app.services.stats import (
     CoverageStats,
     DispatchStats,
@@ -45,17 +49,24 @@ class IncidentGroup(StrEnum):
     tags=["stats"],
     summary="Incidents counted by district, category, month (KOKOMA_TIMEZONE) or escalation level",
     responses=problems(403),
+    response_model=IncidentStats,
 )
-def stats_incidents(
-    session: SessionDep,
+async def stats_incidents(
+    request: Request,
     principal: Reader,
     group_by: IncidentGroup = IncidentGroup.category,
     district: DistrictQuery = None,
     reported_after: AfterQuery = None,
     reported_before: BeforeQuery = None,
-) -> IncidentStats:
+) -> Response:
     scope = IncidentScope(district, reported_after, reported_before)
-    return StatsService(session).incidents(group_by.value, scope, principal)
+    reads = loop_reads(request)
+    if reads is not None and stats_reads.serves(scope):  # on the loop: the tally
+        return json_response(await stats_reads.incidents(reads, group_by.value, scope, principal))
+    stats = await in_unit_of_work(
+        lambda session: StatsService(session).incidents(group_by.value, scope, principal)
+    )
+    return json_response(stats)
 
 
 @router.get(
@@ -92,8 +103,13 @@ def stats_coverage(
     tags=["stats"],
     summary="One district's conflict analysis: incidents, coverage, recommendations",
     responses=problems(403, 404),
+    response_model=DistrictProfile,
 )
-def districts_profile(
-    session: SessionDep, principal: Reader, code: DistrictFilter
-) -> DistrictProfile:
-    return StatsService(session).district_profile(code, principal)
+async def districts_profile(request: Request, principal: Reader, code: DistrictFilter) -> Response:
+    reads = loop_reads(request)
+    if reads is not None:  # on the loop: the tally, one district's roster
+        return json_response(await stats_reads.district_profile(reads, code, principal))
+    profile = await in_unit_of_work(
+        lambda session: StatsService(session).district_profile(code, principal)
+    )
+    return json_response(profile)

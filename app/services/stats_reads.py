@@ -1,0 +1,103 @@
+"""Statistics and district profiles on the event loop (:mod:`app.core.reads`), for the requests
+without a date range: the incident figures from the tally (app/models/tally.py), one district's
+roster and recommendations, each one short statement (:mod:`app.repositories.stats_reads`) — no
+thread hop, no ORM session. The same rules and the same response models as
+:class:`app.services.stats.StatsService` (suppression, month buckets in ``KOKOMA_TIMEZONE``);
+requests with ``reported_after`` / ``reported_before`` take the unit-of-work path
+(:func:`serves`).
+"""
+
+from __future__ import annotations
+
+from app.core.clock import get_clock
+from app.core.errors import NotFound
+from app.core.reads import Reads
+from app.core.security import Principal
+from app.repositories.stats import IncidentScope
+from app.repositories.stats_reads import StatsReads
+from app.services.stats import (
+    DistrictCoverageCell,
+    DistrictGapCell,
+    DistrictIncidents,
+    DistrictInfo,
+    DistrictProfile,
+    DistrictRecommendation,
+    IncidentStats,
+    month_starts,
+    suppress_count,
+    suppress_linked,
+    suppress_table,
+    unknown_district,
+)
+
+
+def serves(scope: IncidentScope) -> bool:
+    """Whether this path answers (else the unit-of-work path does): no date range."""
+    return scope.reported_after is None and scope.reported_before is None
+
+
+async def _counts(repo: StatsReads, group_by: str, district: str | None) -> list[tuple[str, int]]:
+    if group_by == "month":
+        low, high = await repo.reported_range(district)
+        if low is None or high is None:
+            return []
+        tz = get_clock().tz
+        return await repo.month_counts(district, month_starts(low, high, tz), tz)
+    return await repo.incident_counts(group_by, district)
+
+
+async def incidents(
+    reads: Reads, group_by: str, scope: IncidentScope, principal: Principal
+) -> IncidentStats:
+    repo = StatsReads(reads)
+    if scope.district is not None and await repo.district(scope.district) is None:
+        raise unknown_district(scope.district)
+    counts = await _counts(repo, group_by, scope.district)
+    table = suppress_table(counts, restricted=not principal.is_staff)
+    return IncidentStats(group_by=group_by, items=table.items, total=table.total)
+
+
+async def district_profile(reads: Reads, code: str, principal: Principal) -> DistrictProfile:
+    repo = StatsReads(reads)
+    district = await repo.district(code)
+    if district is None:
+        raise NotFound(f"No district '{code}'.")
+    restricted = not principal.is_staff
+    groups = ("category", "escalation_level", "month")
+    tables, shared = suppress_linked(
+        {group: await _counts(repo, group, code) for group in groups}, restricted=restricted
+    )
+    today = get_clock().today()
+    competences = await repo.competences()
+    available = await repo.roster(today, code)
+    coverage = []
+    for competence in competences:
+        cell = suppress_count(available.get(competence, 0), restricted=restricted)
+        coverage.append(
+            DistrictCoverageCell(
+                competence=competence, count=cell.count, suppressed=cell.suppressed
+            )
+        )
+    gaps = []
+    for competence, n in await repo.gaps(code, competences, held=available):
+        cell = suppress_count(n, restricted=restricted)
+        gaps.append(
+            DistrictGapCell(competence=competence, incidents=cell.count, suppressed=cell.suppressed)
+        )
+    recommendations = [
+        DistrictRecommendation.model_validate(row)
+        for row in await repo.recommendations(code, today)
+    ]
+    return DistrictProfile(
+        district=DistrictInfo(code=district[0], name=district[1], city=district[2]),
+        incidents=DistrictIncidents(
+            total=shared,
+            open=suppress_count(await repo.open_incidents(code), restricted=restricted),
+            by_category=tables["category"],
+            by_escalation_level=tables["escalation_level"],
+            by_month=tables["month"],
+        ),
+        coverage=coverage,
+        gaps=gaps,
+        recommendations=recommendations,
+    )
