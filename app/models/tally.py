@@ -22,7 +22,7 @@ UTC month) from ``incident`` itself (app/repositories/stats.py).
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, Index, Integer, String
+from sqlalchemy import BigInteger, Column, Integer, String
 from sqlmodel import Field, SQLModel
 
 from app.models.base import table_name
@@ -32,12 +32,10 @@ CITY_WIDE = ""
 
 
 class IncidentTallyCategory(SQLModel, table=True):
+    # No index beyond the key: every incident write updates four counts (two on PostgreSQL's
+    # own rows), and an index holding ``n`` would be rewritten each time — on SQLite the import
+    # ran at half speed with them. City-wide figures read the few hundred rows of district ''.
     __tablename__ = table_name("incident_tally_category")
-    # Counts by district read one of these in key order, without the table
-    __table_args__ = (
-        Index("ix_incident_tally_category_category", "category", "month", "n"),
-        Index("ix_incident_tally_category_month", "month", "n"),
-    )
 
     district: str = Field(sa_column=Column(String(64), primary_key=True))
     month: str = Field(sa_column=Column(String(7), primary_key=True))
@@ -48,7 +46,6 @@ class IncidentTallyCategory(SQLModel, table=True):
 
 class IncidentTallyLevel(SQLModel, table=True):
     __tablename__ = table_name("incident_tally_level")
-    __table_args__ = (Index("ix_incident_tally_level_level", "escalation_level", "month", "n"),)
 
     district: str = Field(sa_column=Column(String(64), primary_key=True))
     month: str = Field(sa_column=Column(String(7), primary_key=True))

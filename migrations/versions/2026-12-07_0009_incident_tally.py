@@ -3,8 +3,8 @@
 Statistics and district profiles counted every matching incident per request (100,000 rows for
 the city-wide figures). Two small tables now hold the counts per district, UTC month (``YYYY-MM``)
 and category, and per district, UTC month and escalation level, and the same city-wide (district
-``''``) (app/models/tally.py; city-wide
-figures read the covering indexes in key order); triggers on
+``''``) (app/models/tally.py; no index beyond
+the key, which every count update would rewrite); triggers on
 ``incident`` keep them equal to a recount in the same statement as every insert, update and
 delete, whatever code writes: row triggers on SQLite (one row per count: writers take turns
 anyway), statement triggers with transition tables on PostgreSQL (one grouped insert per statement,
@@ -142,21 +142,6 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint(
             "district", "month", "escalation_level", "slot", name=op.f("pk_incident_tally_level")
         ),
-    )
-    op.create_index(
-        "ix_incident_tally_category_category",
-        "incident_tally_category",
-        ["category", "month", "n"],
-        unique=False,
-    )
-    op.create_index(
-        "ix_incident_tally_category_month", "incident_tally_category", ["month", "n"], unique=False
-    )
-    op.create_index(
-        "ix_incident_tally_level_level",
-        "incident_tally_level",
-        ["escalation_level", "month", "n"],
-        unique=False,
     )
     with op.batch_alter_table("incident", schema=None) as batch_op:
         batch_op.create_index(
