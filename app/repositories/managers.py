@@ -75,7 +75,8 @@ def serves_clause(district: str) -> ColumnElement[bool]:
     )
 
 
-def _absence_cursor(cursor: str) -> tuple[date, uuid.UUID]:
+def absence_cursor(cursor: str) -> tuple[date, uuid.UUID]:
+    """An absence list cursor, ``[starts_on ISO, id]``, decoded (400 when it is not one)."""
     starts_on, last_id = decode_cursor(cursor, 2)
     try:
         if not isinstance(last_id, uuid.UUID):
@@ -211,7 +212,7 @@ class ManagerRepository(Repository[Manager]):
         """Absences by (starts_on, id); the cursor carries the date as an ISO string."""
         stmt = select(Absence).where(col(Absence.manager_id) == manager_id)
         if params.cursor:
-            starts_on, last_id = _absence_cursor(params.cursor)
+            starts_on, last_id = absence_cursor(params.cursor)
             stmt = stmt.where(
                 or_(
                     col(Absence.starts_on) > starts_on,

@@ -21,7 +21,6 @@ from app.core.clock import get_clock
 from app.core.config import get_settings
 from app.core.errors import BadRequest, Forbidden, NotFound
 from app.core.pagination import PageParams, decode_cursor, encode_cursor, invalid_cursor
-from app.core.problems import ProblemType
 from app.core.reads import Reads, uuid_text
 from app.core.security import Principal
 from app.repositories.manager_reads import (
@@ -37,7 +36,7 @@ from app.repositories.manager_reads import (
     expiry_window,
     manager_json,
 )
-from app.repositories.managers import ManagerFilter
+from app.repositories.managers import ManagerFilter, absence_cursor
 from app.services import visibility
 from app.services.privacy.access_writer import record_manager_contact_reads
 
@@ -104,20 +103,6 @@ async def page(reads: Reads, flt: ManagerFilter, params: PageParams, principal: 
     return dumps({"items": items, "next_cursor": cursor})
 
 
-def _absence_cursor(cursor: str) -> tuple[date, uuid.UUID]:
-    """As :func:`app.repositories.managers._absence_cursor`: ``[starts_on ISO, id]``."""
-    starts_on, last_id = decode_cursor(cursor, 2)
-    try:
-        if not isinstance(last_id, uuid.UUID):
-            raise ValueError("id")
-        return date.fromisoformat(starts_on), last_id
-    except (TypeError, ValueError):
-        raise BadRequest(
-            "The cursor is not valid; start again without it.",
-            type_=ProblemType.INVALID_CURSOR,
-        ) from None
-
-
 async def absences(
     reads: Reads, manager_id: uuid.UUID, params: PageParams, principal: Principal
 ) -> bytes:
@@ -126,7 +111,7 @@ async def absences(
     bad_cursor: BadRequest | None = None
     if params.cursor:
         try:
-            after = _absence_cursor(params.cursor)
+            after = absence_cursor(params.cursor)
         except BadRequest as exc:  # reported after 404 and 403, as the unit-of-work path does
             bad_cursor = exc
     rows = await ManagerReads(reads).absences(manager_id, params.limit, after)
