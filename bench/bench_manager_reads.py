@@ -23,29 +23,14 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from bench.bench_middleware import App, Scope, _receive, print_rows, scope_for
+from bench.bench_middleware import App, Scope, print_rows, scope_for, time_requests
 
 
 async def time_process(
     app: App, make_scope: Callable[[int], Scope], requests: int, rounds: int
 ) -> tuple[float, int]:
     """Best process CPU µs per request over ``rounds`` and the last status seen."""
-    status = 0
-
-    async def send(message: dict[str, Any]) -> None:
-        nonlocal status
-        if message["type"] == "http.response.start":
-            status = message["status"]
-
-    for i in range(min(100, requests)):
-        await app(make_scope(i), _receive, send)
-    best = float("inf")
-    for _ in range(rounds):
-        started = time.process_time()
-        for i in range(requests):
-            await app(make_scope(i), _receive, send)
-        best = min(best, (time.process_time() - started) / requests)
-    return best * 1e6, status
+    return await time_requests(app, make_scope, requests, rounds, clock=time.process_time)
 
 
 def _key(conn: Any, role: str, organisation_id: Any = None) -> str:

@@ -24,28 +24,14 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from bench.bench_middleware import App, Scope, _receive, scope_for
+from bench.bench_middleware import App, Scope, scope_for, time_requests
 
 
 async def time_process(
     app: App, make_scope: Callable[[int], Scope], requests: int, rounds: int
 ) -> tuple[float, int]:
-    status = 0
-
-    async def send(message: dict[str, Any]) -> None:
-        nonlocal status
-        if message["type"] == "http.response.start":
-            status = message["status"]
-
-    for i in range(min(100, requests)):
-        await app(make_scope(i), _receive, send)
-    best = float("inf")
-    for _ in range(rounds):
-        started = time.process_time()
-        for i in range(requests):
-            await app(make_scope(i), _receive, send)
-        best = min(best, (time.process_time() - started) / requests)
-    return best * 1e6, status
+    """Best process CPU µs per request over ``rounds`` and the last status seen."""
+    return await time_requests(app, make_scope, requests, rounds, clock=time.process_time)
 
 
 def add_rows(url: str, data: Any) -> tuple[list[str], list[str]]:
