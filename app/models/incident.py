@@ -26,6 +26,7 @@ from app.models.common import (
     UTCTimestamp,
 )
 from app.models.privacy import personal, personal_info
+from app.models.tally import ROW_TRIGGERS
 
 
 class IncidentCategory(StrEnum):
@@ -98,6 +99,8 @@ class Incident(SQLModel, table=True):
         Index("ix_incident_category_created_at_id", "category", "created_at", "id"),
         # Statistics of one district: its first/last report, its part of a date range (0009)
         Index("ix_incident_district_reported_at", "district", "reported_at"),
+        # The incident tally's triggers (0009): on SQLite row triggers (app.repositories.bulk)
+        {"info": {ROW_TRIGGERS: True}},
     )
 
     id: uuid.UUID = Field(default_factory=new_id, primary_key=True)

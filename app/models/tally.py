@@ -29,6 +29,9 @@ from app.models.base import table_name
 
 #: The ``district`` of the city-wide counts
 CITY_WIDE = ""
+#: ``Table.info`` key of a table with row triggers on SQLite (``incident``: these counts). Bulk
+#: writers insert many rows per statement into it (app.repositories.bulk)
+ROW_TRIGGERS = "sqlite_row_triggers"
 
 
 class IncidentTallyCategory(SQLModel, table=True):

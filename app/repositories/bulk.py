@@ -20,6 +20,11 @@ from sqlalchemy import Boolean, Float, Integer, String, Table, Uuid
 from sqlmodel import Session, SQLModel
 
 from app.models.base import UTCDateTime, table_of
+from app.models.tally import ROW_TRIGGERS
+
+#: Rows per INSERT into such a table, and SQLite's limit of bound values per statement (3.32+)
+_ROWS_PER_STATEMENT = 500
+_SQLITE_MAX_VARIABLES = 32766
 
 
 def bulk_insert(session: Session, model: type[SQLModel], rows: list[dict[str, Any]]) -> None:
@@ -102,13 +107,31 @@ def table_writer(
             )
             for row in rows
         ]
-        placeholders = ", ".join("?" for _ in range(len(varying) + len(fixed)))
-        insert_sql = f'INSERT INTO "{table.name}" ({quoted}) VALUES ({placeholders})'  # noqa: S608
+        width = len(varying) + len(fixed)
+        placeholders = "(" + ", ".join("?" for _ in range(width)) + ")"
+        insert_sql = f'INSERT INTO "{table.name}" ({quoted}) VALUES '  # noqa: S608
+        if not table.info.get(ROW_TRIGGERS):
 
-        def execute_many() -> None:  # (names from the models, values bound)
-            session.connection().exec_driver_sql(insert_sql, params)  # type: ignore[arg-type]
+            def execute_many() -> None:  # (names from the models, values bound)
+                session.connection().exec_driver_sql(insert_sql + placeholders, params)  # type: ignore[arg-type]
 
-        return execute_many
+            return execute_many
+        # A table with row triggers: many rows per statement. SQLite runs a trigger for each
+        # row either way, but each execution of a statement with triggers costs ~40 µs more
+        # (measured on 3.40: 30,000 incidents by executemany 6,100 rows/s, by statements of
+        # 500 rows 9,200; without the triggers 12,800), so fewer executions win.
+        per_statement = max(1, min(_ROWS_PER_STATEMENT, _SQLITE_MAX_VARIABLES // width))
+
+        def execute_chunked() -> None:
+            connection = session.connection()
+            for start in range(0, len(params), per_statement):
+                chunk = params[start : start + per_statement]
+                connection.exec_driver_sql(
+                    insert_sql + ", ".join([placeholders] * len(chunk)),
+                    tuple(value for row in chunk for value in row),
+                )
+
+        return execute_chunked
     stamps: dict[datetime, str] = {}  # timestamps repeat: format each distinct value once
 
     def copy_stamp(value: datetime | None) -> str:

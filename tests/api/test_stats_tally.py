@@ -173,6 +173,31 @@ def test_every_kind_of_incident_write_keeps_the_tally_equal_to_a_recount(
     assert_tally_is_recount()
 
 
+def test_an_import_of_many_rows_per_statement_keeps_every_row_and_count(
+    client: Any, admin: dict[str, str]
+) -> None:
+    names = list(DISTRICTS)
+    # On SQLite the incident rows go in several rows per INSERT (app.repositories.bulk): 1,234
+    # rows are two full statements of 500 and a short last one
+    levels = [
+        f"ext-{i};hotline;Imported {i};{names[i % 4]};{CATEGORIES[i % 4]};{1 + i % 9}"
+        for i in range(1234)
+    ]
+    response = client.post(
+        "/api/v1/imports/incidents",
+        content="\n".join([IMPORT_HEADER, *levels]).encode(),
+        headers={**admin, "Content-Type": "text/csv"},
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["created"] == 1234
+    with session_scope(write=False) as session:
+        stored = session.execute(
+            select(Incident.external_id, Incident.district, Incident.escalation_level)
+        ).all()
+    assert sorted(stored) == sorted((f"ext-{i}", names[i % 4], 1 + i % 9) for i in range(1234))
+    assert_tally_is_recount()
+
+
 def test_compaction_merges_rows_and_keeps_every_count(client: Any, admin: dict[str, str]) -> None:
     for i in range(6):
         create(client, admin, district=["alpha", "beta"][i % 2], escalation_level=1 + i % 3)
