@@ -147,7 +147,7 @@ def seed(n_districts: int, n_managers: int, n_incidents: int, rng: random.Random
                     "reference": f"KOK-2026-{n + 1:05d}",
                     "title": f"Bench incident {n}",
                     "description": "",
-                    "district": districts[rng.randrange(n_districts)],
+                    "district": (district := districts[rng.randrange(n_districts)]),
                     "lat": None,
                     "lon": None,
                     "category": "neighbourhood_dispute",
@@ -172,7 +172,9 @@ def seed(n_districts: int, n_managers: int, n_incidents: int, rng: random.Random
                 }
             )
             for code in rng.sample(COMPETENCES[:3], rng.choice((1, 1, 2))):
-                required.append({"incident_id": incident_id, "competence_code": code})
+                required.append(
+                    {"incident_id": incident_id, "competence_code": code, "district": district}
+                )
         session.execute(insert(Incident), incidents)
         session.execute(insert(IncidentCompetence), required)
         key = (

@@ -65,6 +65,14 @@ class Reads(Protocol):
         self, statement: ReadStatement, params: dict[str, Any]
     ) -> list[tuple[Any, ...]]: ...
 
+    async def all_of(
+        self, statements: Sequence[tuple[ReadStatement, dict[str, Any]]]
+    ) -> list[list[tuple[Any, ...]]]:
+        """The rows of several independent statements, in order: on PostgreSQL one pooled
+        connection and one pipeline (one round trip, one wait on the loop), on SQLite one after
+        the other. Each statement reads its own snapshot, as separate :meth:`all` calls do."""
+        ...
+
     async def write_many(self, statement: ReadStatement, rows: Sequence[dict[str, Any]]) -> None:
         """Run ``statement`` once per row in ONE transaction and commit it (group commit)."""
         ...
@@ -134,6 +142,11 @@ class SQLiteReads:
         except sqlite3.Error as exc:
             self._discard()
             raise DBAPIError.instance(statement.sqlite, None, exc, sqlite3.Error) from exc
+
+    async def all_of(
+        self, statements: Sequence[tuple[ReadStatement, dict[str, Any]]]
+    ) -> list[list[tuple[Any, ...]]]:
+        return [await self.all(statement, params) for statement, params in statements]
 
     # --- writes ---------------------------------------------------------------------------
 
@@ -272,16 +285,22 @@ class PostgresReads:
         await self.pool.open(wait=False)
 
     async def all(self, statement: ReadStatement, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+        return (await self.all_of([(statement, params)]))[0]
+
+    async def all_of(
+        self, statements: Sequence[tuple[ReadStatement, dict[str, Any]]]
+    ) -> list[list[tuple[Any, ...]]]:
         import psycopg
         from psycopg_pool import PoolTimeout
 
+        statement = statements[0][0]  # named in an error
         try:
             try:
-                return await self._run(statement, params, lost_is_retried=True)
+                return await self._run(statements, lost_is_retried=True)
             except _ConnectionLost:
                 # A connection the server closed (restart, failover): the pool drops it; the
-                # statement runs once more on another one — or reports the outage.
-                return await self._run(statement, params, lost_is_retried=False)
+                # statements run once more on another one — or report the outage.
+                return await self._run(statements, lost_is_retried=False)
         except PoolTimeout as exc:
             # No connection in time: is the server unreachable (→ 503 "service unavailable",
             # as the engine reports it) or is every connection busy (→ 503 "database busy")?
@@ -302,16 +321,27 @@ class PostgresReads:
         await probe.close()
 
     async def _run(
-        self, statement: ReadStatement, params: dict[str, Any], *, lost_is_retried: bool
-    ) -> list[tuple[Any, ...]]:
+        self, statements: Sequence[tuple[ReadStatement, dict[str, Any]]], *, lost_is_retried: bool
+    ) -> list[list[tuple[Any, ...]]]:
         import psycopg
 
-        # the text is a ReadStatement's constant SQL; values are bound, never formatted in
-        query = cast("LiteralString", statement.postgresql)
         async with self.pool.connection() as conn:
             try:
-                cursor = await conn.execute(query, params, prepare=True)
-                return await cursor.fetchall()
+                if len(statements) == 1:
+                    statement, params = statements[0]
+                    # the text is a ReadStatement's constant SQL; values are bound, never
+                    # formatted in
+                    query = cast("LiteralString", statement.postgresql)
+                    cursor = await conn.execute(query, params, prepare=True)
+                    return [await cursor.fetchall()]
+                async with conn.pipeline():
+                    cursors = [
+                        await conn.execute(
+                            cast("LiteralString", statement.postgresql), params, prepare=True
+                        )
+                        for statement, params in statements
+                    ]
+                return [await cursor.fetchall() for cursor in cursors]
             except psycopg.OperationalError as exc:
                 if lost_is_retried and conn.broken:
                     raise _ConnectionLost from exc

@@ -143,6 +143,10 @@ class Incident(SQLModel, table=True):
 
 class IncidentCompetence(SQLModel, table=True):
     __tablename__ = table_name("incident_competence")
+    # The district profile's gap counts: one index range per district (migration 0010)
+    __table_args__ = (
+        Index("ix_incident_competence_district_competence", "district", "competence_code"),
+    )
 
     incident_id: uuid.UUID = Field(
         sa_column=Column(SAUuid, ForeignKey("incident.id", ondelete="CASCADE"), primary_key=True)
@@ -155,6 +159,9 @@ class IncidentCompetence(SQLModel, table=True):
             index=True,
         )
     )
+    #: The incident's district, given by every writer; a trigger on ``incident`` moves the
+    #: links with their incident (migration 0010)
+    district: str = Field(sa_column=Column(String(64), nullable=False))
 
 
 class IncidentEvent(SQLModel, table=True):

@@ -149,12 +149,17 @@ class IncidentRepository(Repository[Incident]):
             result[incident_id].add(str(role))
         return result
 
-    def set_competences(self, incident_id: uuid.UUID, codes: Iterable[str]) -> None:
+    def set_competences(self, incident: Incident, codes: Iterable[str]) -> None:
+        """``incident``'s required competences are ``codes`` (each link holds its district)."""
         self.session.execute(
-            delete(IncidentCompetence).where(col(IncidentCompetence.incident_id) == incident_id)
+            delete(IncidentCompetence).where(col(IncidentCompetence.incident_id) == incident.id)
         )
         for code in sorted(set(codes)):
-            self.session.add(IncidentCompetence(incident_id=incident_id, competence_code=code))
+            self.session.add(
+                IncidentCompetence(
+                    incident_id=incident.id, competence_code=code, district=incident.district
+                )
+            )
 
     def by_external_id(self, source: str, external_id: str) -> Incident | None:
         return self.session.scalars(

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
@@ -99,10 +100,11 @@ _ROSTER = ReadStatement(
     "JOIN manager_competence AS mc ON mc.manager_id = m.id "
     f"WHERE m.status = 'active' AND {_VALID} GROUP BY mc.competence_code"
 )
+#: Per competence, the district's incidents that need it: one range of the links' own
+#: (district, competence) index (a link is one incident and one competence; migration 0010)
 _NEEDS = ReadStatement(
-    "SELECT ic.competence_code, count(DISTINCT i.id) FROM incident AS i "
-    "JOIN incident_competence AS ic ON ic.incident_id = i.id WHERE i.district = :d "
-    "GROUP BY ic.competence_code ORDER BY ic.competence_code"
+    "SELECT competence_code, count(*) FROM incident_competence WHERE district = :d "
+    "GROUP BY competence_code ORDER BY competence_code"
 )
 _RECOMMENDATIONS = ReadStatement(
     "SELECT r.id, r.reference, r.title, r.status, r.progress, r.due_on, "  # noqa: S608
@@ -123,6 +125,34 @@ def _date(value: Any) -> date | None:
     return date.fromisoformat(str(value)[:10])
 
 
+def _utc_months(rows: list[tuple[Any, ...]]) -> Counter[str]:
+    return Counter({str(month): int(n) for month, n in rows})
+
+
+@dataclass(frozen=True, slots=True)
+class ProfileRows:
+    """What :meth:`StatsReads.profile` read for one district."""
+
+    district: tuple[str, str, str] | None  # code, name, city
+    competences: list[str]  # every competence code
+    counts: dict[str, list[tuple[str, int]]]  # "category" / "escalation_level" → (key, count)
+    reported: tuple[datetime | None, datetime | None]  # first and last report
+    utc_months: Counter[str]  # the tally's counts per UTC month
+    open: int
+    #: competence → available managers serving the district today (as ``available_coverage``),
+    #: for every competence some active manager serving it holds validly (as
+    #: ``held_competences``; 0 when all of them are absent)
+    roster: dict[str, int]
+    needs: list[tuple[str, int]]  # competence → the district's incidents that need it
+
+    recommendations: list[dict[str, Any]]
+
+    def gaps(self) -> list[tuple[str, int]]:
+        """``(competence, incidents)`` as :meth:`StatsRepository.gaps`: the incidents that
+        needed a competence nobody serving the district holds."""
+        return [(code, n) for code, n in self.needs if code not in self.roster]
+
+
 class StatsReads:
     def __init__(self, reads: Reads) -> None:
         self.reads = reads
@@ -135,9 +165,6 @@ class StatsReads:
         rows = await self.reads.all(_DISTRICT, {"d": code})
         return (str(rows[0][0]), str(rows[0][1]), str(rows[0][2])) if rows else None
 
-    async def competences(self) -> list[str]:
-        return [str(code) for (code,) in await self.reads.all(_COMPETENCES, {})]
-
     async def incident_counts(self, group_by: str, district: str | None) -> list[tuple[str, int]]:
         """As :meth:`StatsRepository.incident_counts` without a date range."""
         rows = await self.reads.all(_COUNTS[(group_by, district is not None)], {"d": district})
@@ -148,17 +175,25 @@ class StatsReads:
         return _time(rows[0][0]), _time(rows[0][1])
 
     async def month_counts(
-        self, district: str | None, month_starts: Sequence[tuple[datetime, str]], tz: Any
+        self,
+        district: str | None,
+        month_starts: Sequence[tuple[datetime, str]],
+        tz: Any,
+        utc_months: Counter[str] | None = None,
     ) -> list[tuple[str, int]]:
-        """As :meth:`StatsRepository.month_counts` without a date range."""
+        """As :meth:`StatsRepository.month_counts` without a date range; ``utc_months``: the
+        tally's counts per UTC month, when read already (:meth:`profile`)."""
         if not month_starts:
             return []
         with_district = district is not None
-        rows = await self.reads.all(_UTC_MONTHS[with_district], {"d": district})
-        utc: Counter[str] = Counter({str(month): int(n) for month, n in rows})
+        if utc_months is None:
+            utc_months = _utc_months(
+                await self.reads.all(_UTC_MONTHS[with_district], {"d": district})
+            )
         windows = local_month_windows(month_starts[0][1], month_starts[-1][1], tz)
         moved: list[datetime] = []
         empty = self.reads.bind_time(month_starts[0][0])
+        chunks = []
         for start in range(0, len(windows), WINDOW_SLOTS):
             params: dict[str, Any] = {"d": district}
             chunk = windows[start : start + WINDOW_SLOTS]
@@ -169,46 +204,66 @@ class StatsReads:
                     else (empty, empty)
                 )
                 params[f"lo{i}"], params[f"hi{i}"] = low, high
-            for (at,) in await self.reads.all(_WINDOW_ROWS[with_district], params):
+            chunks.append((_WINDOW_ROWS[with_district], params))
+        for rows in await self.reads.all_of(chunks):
+            for (at,) in rows:
                 value = _time(at)
                 assert value is not None
                 moved.append(value)
-        counts = local_month_counts(utc, moved, month_starts)
+        counts = local_month_counts(utc_months, moved, month_starts)
         return sorted((k, n) for k, n in counts.items() if n > 0)
 
-    async def open_incidents(self, district: str) -> int:
-        rows = await self.reads.all(_OPEN_COUNT, {"d": district})
-        return int(rows[0][0])
-
-    async def roster(self, today: date, district: str) -> dict[str, int]:
-        """competence → available managers serving ``district`` today (as
-        ``available_coverage``), for every competence some active manager serving it holds
-        validly (as ``held_competences``; 0 when all of them are absent)."""
-        rows = await self.reads.all(_ROSTER, {"d": district, "today": self._day(today)})
-        return {str(c): int(n) for c, n in rows}
-
-    async def gaps(
-        self, district: str, competences: Sequence[str], held: Collection[str]
-    ) -> list[tuple[str, int]]:
-        """``(competence, incidents)`` of ``district`` as :meth:`StatsRepository.gaps`: the
-        incidents that needed a competence nobody serving the district holds (``held``)."""
-        missing = {c for c in competences if c not in held}
-        if not missing:
-            return []
-        rows = await self.reads.all(_NEEDS, {"d": district})
-        return [(str(c), int(n)) for c, n in rows if str(c) in missing]
-
-    async def recommendations(self, district: str, today: date) -> list[dict[str, Any]]:
-        rows = await self.reads.all(_RECOMMENDATIONS, {"d": district, "today": self._day(today)})
-        return [
-            {
-                "id": uuid.UUID(str(uuid_text(str(r[0])))),
-                "reference": r[1],
-                "title": r[2],
-                "status": r[3],
-                "progress": int(r[4]),
-                "due_on": _date(r[5]),
-                "overdue": bool(r[6]),
-            }
-            for r in rows
-        ]
+    async def profile(self, district: str, today: date) -> ProfileRows:
+        """Everything a district profile reads but the month windows, in one round trip
+        (:meth:`Reads.all_of`)."""
+        d, on = {"d": district}, {"d": district, "today": self._day(today)}
+        (
+            found,
+            competences,
+            categories,
+            levels,
+            reported,
+            utc_months,
+            open_count,
+            roster,
+            needs,
+            recommendations,
+        ) = await self.reads.all_of(
+            [
+                (_DISTRICT, d),
+                (_COMPETENCES, {}),
+                (_COUNTS[("category", True)], d),
+                (_COUNTS[("escalation_level", True)], d),
+                (_RANGE[True], d),
+                (_UTC_MONTHS[True], d),
+                (_OPEN_COUNT, d),
+                (_ROSTER, on),
+                (_NEEDS, d),
+                (_RECOMMENDATIONS, on),
+            ]
+        )
+        return ProfileRows(
+            district=(str(found[0][0]), str(found[0][1]), str(found[0][2])) if found else None,
+            competences=[str(code) for (code,) in competences],
+            counts={
+                "category": [(str(k), int(n)) for k, n in categories],
+                "escalation_level": [(str(k), int(n)) for k, n in levels],
+            },
+            reported=(_time(reported[0][0]), _time(reported[0][1])),
+            utc_months=_utc_months(utc_months),
+            open=int(open_count[0][0]),
+            roster={str(c): int(n) for c, n in roster},
+            needs=[(str(c), int(n)) for c, n in needs],
+            recommendations=[
+                {
+                    "id": uuid.UUID(str(uuid_text(str(r[0])))),
+                    "reference": r[1],
+                    "title": r[2],
+                    "status": r[3],
+                    "progress": int(r[4]),
+                    "due_on": _date(r[5]),
+                    "overdue": bool(r[6]),
+                }
+                for r in recommendations
+            ],
+        )

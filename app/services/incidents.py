@@ -318,7 +318,7 @@ class IncidentService:
                 "An incident with this source and external_id exists already.",
                 type_=ProblemType.DUPLICATE,
             ) from None
-        self.repo.set_competences(incident.id, body.required_competences)
+        self.repo.set_competences(incident, body.required_competences)
         self.session.add(
             IncidentEvent(
                 incident_id=incident.id,
@@ -395,7 +395,7 @@ class IncidentService:
             current = self.repo.competences_of([incident.id]).get(incident.id, [])
             wanted = sorted(set(body.required_competences or []))
             if current != wanted:
-                self.repo.set_competences(incident.id, wanted)
+                self.repo.set_competences(incident, wanted)
                 changed.append("required_competences")
         if changed:
             public_names = sorted(

@@ -1,7 +1,7 @@
 """Statistics and district profiles on the event loop (:mod:`app.core.reads`), for the requests
 without a date range: the incident figures from the tally (app/models/tally.py), one district's
-roster and recommendations, each one short statement (:mod:`app.repositories.stats_reads`) — no
-thread hop, no ORM session. The same rules and the same response models as
+roster and recommendations, short statements (:mod:`app.repositories.stats_reads`; a profile's in
+one round trip, and one more for its month windows) — no thread hop, no ORM session. The same rules and the same response models as
 :class:`app.services.stats.StatsService` (suppression, month buckets in ``KOKOMA_TIMEZONE``);
 requests with ``reported_after`` / ``reported_before`` take the unit-of-work path
 (:func:`serves`).
@@ -59,45 +59,42 @@ async def incidents(
 
 async def district_profile(reads: Reads, code: str, principal: Principal) -> DistrictProfile:
     repo = StatsReads(reads)
-    district = await repo.district(code)
-    if district is None:
+    today = get_clock().today()
+    rows = await repo.profile(code, today)  # one round trip
+    if rows.district is None:
         raise NotFound(f"No district '{code}'.")
     restricted = not principal.is_staff
-    groups = ("category", "escalation_level", "month")
-    tables, shared = suppress_linked(
-        {group: await _counts(repo, group, code) for group in groups}, restricted=restricted
-    )
-    today = get_clock().today()
-    competences = await repo.competences()
-    available = await repo.roster(today, code)
+    low, high = rows.reported
+    by_month: list[tuple[str, int]] = []
+    if low is not None and high is not None:  # the month windows: a second round trip
+        tz = get_clock().tz
+        by_month = await repo.month_counts(code, month_starts(low, high, tz), tz, rows.utc_months)
+    tables, shared = suppress_linked({**rows.counts, "month": by_month}, restricted=restricted)
     coverage = []
-    for competence in competences:
-        cell = suppress_count(available.get(competence, 0), restricted=restricted)
+    for competence in rows.competences:
+        cell = suppress_count(rows.roster.get(competence, 0), restricted=restricted)
         coverage.append(
             DistrictCoverageCell(
                 competence=competence, count=cell.count, suppressed=cell.suppressed
             )
         )
     gaps = []
-    for competence, n in await repo.gaps(code, competences, held=available):
+    for competence, n in rows.gaps():
         cell = suppress_count(n, restricted=restricted)
         gaps.append(
             DistrictGapCell(competence=competence, incidents=cell.count, suppressed=cell.suppressed)
         )
-    recommendations = [
-        DistrictRecommendation.model_validate(row)
-        for row in await repo.recommendations(code, today)
-    ]
+    district = rows.district
     return DistrictProfile(
         district=DistrictInfo(code=district[0], name=district[1], city=district[2]),
         incidents=DistrictIncidents(
             total=shared,
-            open=suppress_count(await repo.open_incidents(code), restricted=restricted),
+            open=suppress_count(rows.open, restricted=restricted),
             by_category=tables["category"],
             by_escalation_level=tables["escalation_level"],
             by_month=tables["month"],
         ),
         coverage=coverage,
         gaps=gaps,
-        recommendations=recommendations,
+        recommendations=[DistrictRecommendation.model_validate(r) for r in rows.recommendations],
     )

@@ -94,7 +94,11 @@ def generate_incidents(rng: random.Random, n: int = 60) -> list[dict[str, Any]]:
             )
             session.flush()
             for code in row["competences"]:
-                session.add(IncidentCompetence(incident_id=row["id"], competence_code=code))
+                session.add(
+                    IncidentCompetence(
+                        incident_id=row["id"], competence_code=code, district=row["district"]
+                    )
+                )
             rows.append(row)
     return rows
 

@@ -14,10 +14,11 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import func, select, update
+from sqlmodel import col
 
 from app.core.db import session_scope
 from app.models.base import table_of
-from app.models.incident import Incident
+from app.models.incident import Incident, IncidentCompetence
 from app.models.tally import CITY_WIDE, IncidentTallyCategory, IncidentTallyLevel
 from app.services import worker
 from app.services.stats import compact_tally
@@ -71,6 +72,14 @@ def recount() -> tuple[Counter[tuple[Any, ...]], Counter[tuple[Any, ...]]]:
 
 def assert_tally_is_recount() -> None:
     assert tally_counts() == recount()
+    # the district profile's gap counts: each competence link holds its incident's district
+    with session_scope(write=False) as session:
+        links = session.execute(
+            select(IncidentCompetence.district, Incident.district).join(
+                Incident, col(Incident.id) == col(IncidentCompetence.incident_id)
+            )
+        ).all()
+    assert [link for link, incident in links if link != incident] == []
 
 
 @pytest.fixture
@@ -107,6 +116,7 @@ def test_every_kind_of_incident_write_keeps_the_tally_equal_to_a_recount(
     # patch: district, category and level, alone and together; a patch that moves nothing
     for patch in (
         {"district": "gamma"},
+        {"district": "beta", "required_competences": ["mediation", "youth_work"]},
         {"category": "youth_conflict"},
         {"escalation_level": 5},
         {"district": "delta", "category": "other", "escalation_level": 1},
@@ -158,6 +168,14 @@ def test_every_kind_of_incident_write_keeps_the_tally_equal_to_a_recount(
             .where(Incident.district == "alpha")
             .values(reported_at=datetime(2024, 2, 29, 23, 0, tzinfo=UTC))
         )
+    assert_tally_is_recount()
+    with session_scope() as session:  # districts moved by a statement of no kokoma code
+        moved = session.execute(
+            update(Incident)
+            .where(col(Incident.id).in_(select(IncidentCompetence.incident_id)))
+            .values(district="gamma")
+        )
+        assert moved.rowcount > 0  # type: ignore[attr-defined]
     assert_tally_is_recount()
     with session_scope() as session:
         session.delete(session.get_one(Incident, uuid.UUID(other["id"])))

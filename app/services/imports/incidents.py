@@ -292,7 +292,7 @@ class IncidentImporter(IncidentRowValidation, Importer):
         emit_created = prepared.emit_created
         created_constants = new_incident_constants(now)
         incidents: list[tuple[Any, ...]] = []
-        links: list[tuple[uuid.UUID, str]] = []
+        links: list[tuple[uuid.UUID, str, str]] = []
         events: list[tuple[uuid.UUID, uuid.UUID, str]] = []
         outbox: list[tuple[uuid.UUID, dict[str, Any], uuid.UUID | None]] = []
         audits: list[tuple[Any, list[str]]] = []
@@ -310,7 +310,7 @@ class IncidentImporter(IncidentRowValidation, Importer):
             values = new_incident_row(incident_id, reference, row, now)
             incidents.append(values)
             for code in row["required_competences"]:
-                links.append((incident_id, code))
+                links.append((incident_id, code, row["district"]))
             events.append((event_id, incident_id, values[_STATUS]))
             if emit_created:
                 view = incident_webhook_view(
@@ -340,7 +340,12 @@ class IncidentImporter(IncidentRowValidation, Importer):
                 raise
 
         writes = [
-            table_writer(session, IncidentCompetence, ("incident_id", "competence_code"), links),
+            table_writer(
+                session,
+                IncidentCompetence,
+                ("incident_id", "competence_code", "district"),
+                links,
+            ),
             table_writer(
                 session,
                 IncidentEvent,
@@ -394,7 +399,7 @@ class IncidentImporter(IncidentRowValidation, Importer):
             if competences_changed:
                 replace_ids.append(found.id)
                 links.extend(
-                    {"incident_id": found.id, "competence_code": code}
+                    {"incident_id": found.id, "competence_code": code, "district": new["district"]}
                     for code in row["required_competences"]
                 )
         stmt = (
