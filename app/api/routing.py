@@ -12,8 +12,10 @@ A request whose body was streamed into the route (imports) cannot be replayed an
 
 from __future__ import annotations
 
+import inspect
 import logging
 import random
+import typing
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from contextlib import AsyncExitStack
 from typing import Any
@@ -21,6 +23,7 @@ from typing import Any
 import anyio
 from fastapi import Request, Response
 from fastapi.routing import APIRoute
+from fastapi.telemetry import get_telemetry_data
 from starlette.types import Scope
 
 from app.core.config import get_settings
@@ -96,9 +99,112 @@ def reject_nul_parameters(scope: Scope) -> None:
                 )
 
 
+DirectCall = Callable[[Request], Awaitable[Response | None]]
+
+
+def _returns_response(endpoint: Callable[..., Any]) -> bool:
+    # (the route's response_model only documents such an endpoint: FastAPI sends the Response)
+    try:
+        returns = typing.get_type_hints(endpoint).get("return")
+    except Exception:  # a hint that does not resolve: leave the route to FastAPI
+        return False
+    return isinstance(returns, type) and issubclass(returns, Response)
+
+
+def direct_call(route: APIRoute) -> DirectCall | None:
+    """The route's endpoint called without FastAPI's dependency solving — or ``None`` when the
+    route is not that simple.
+
+    FastAPI solves a route's parameters generically on every request (≈ a third of the CPU of a
+    ``GET /incidents/{id}`` on the loop read path, bench/README.md). A read route that takes only
+    the request, path values of type ``UUID`` or ``str``, and dependencies that themselves take
+    only the request (the role checks of :mod:`app.api.deps`), and that is declared to return a
+    ``Response`` (which FastAPI sends as it is, whatever the route's ``response_model``),
+    needs none of that: each path value is validated by its FastAPI field, the dependencies
+    are awaited (once per call, as FastAPI caches them), the endpoint is called and its
+    response returned as FastAPI would. A path value that fails validation is left to FastAPI
+    (the call answers ``None`` before any dependency ran: FastAPI then checks the caller first,
+    as always), so every error is FastAPI's own (``tests/test_direct_routes.py`` compares both
+    paths).
+    """
+    dependant = route.dependant
+    endpoint = dependant.call
+    if (
+        endpoint is None
+        or not inspect.iscoroutinefunction(endpoint)
+        or not _returns_response(endpoint)
+        or dependant.query_params
+        or dependant.header_params
+        or dependant.cookie_params
+        or dependant.body_params
+        or dependant.websocket_param_name
+        or dependant.http_connection_param_name
+        or dependant.response_param_name
+        or dependant.background_tasks_param_name
+        or dependant.security_scopes_param_name
+    ):
+        return None
+    fields = [(field.name, field.validate) for field in dependant.path_params]
+    calls: list[tuple[str | None, Callable[[Request], Awaitable[Any]]]] = []
+    for sub in dependant.dependencies:
+        depend = sub.call
+        simple = (
+            depend is not None
+            and inspect.iscoroutinefunction(depend)
+            and sub.request_param_name is not None
+            and not sub.dependencies
+            and not (sub.path_params or sub.query_params or sub.header_params)
+            and not (sub.cookie_params or sub.body_params or sub.response_param_name)
+            and len(inspect.signature(depend).parameters) == 1
+        )
+        if depend is None or not simple:
+            return None
+        calls.append((sub.name, depend))
+    request_name = dependant.request_param_name
+
+    async def call(request: Request) -> Response | None:
+        values = request.scope["path_params"]
+        kwargs: dict[str, Any] = {}
+        for name, validate in fields:
+            value, errors = validate(values[name])  # FastAPI's own validation of the field
+            if errors:
+                return None  # FastAPI's path: its error response
+            kwargs[name] = value
+        solved: dict[Any, Any] = {}
+        for name, depend in calls:
+            value = solved[depend] if depend in solved else await depend(request)
+            solved[depend] = value
+            if name is not None:
+                kwargs[name] = value
+        if request_name is not None:
+            kwargs[request_name] = request
+        response = await endpoint(**kwargs)
+        if not isinstance(response, Response):
+            raise TypeError(f"{route.name} returned {type(response).__name__}, not a Response")
+        return response
+
+    return call
+
+
 class UnitOfWorkRoute(APIRoute):
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
+        #: the endpoint called directly when the route allows it (:func:`direct_call`)
+        self.direct: DirectCall | None = direct_call(self)
+
+        async def run(request: Request) -> Response:
+            direct = self.direct
+            if (
+                direct is not None
+                # FastAPI's path when dependencies are overridden, or FastAPI's telemetry
+                # (OpenTelemetry) records this request
+                and not getattr(request.scope.get("app"), "dependency_overrides", None)
+                and get_telemetry_data() is None
+            ):
+                response = await direct(request)
+                if response is not None:
+                    return response
+            return await handler(request)
 
         async def run_with_retries(request: Request) -> Response:
             reject_nul_parameters(request.scope)
@@ -106,7 +212,7 @@ class UnitOfWorkRoute(APIRoute):
             attempt = 0
             while True:
                 try:
-                    return await _run_once(handler, request)
+                    return await _run_once(run, request)
                 except Exception as exc:
                     if (
                         not is_transient(exc)
