@@ -4,8 +4,9 @@ The same rows as one :meth:`DispatchService._offer
 <app.services.dispatch.service.DispatchService._offer>` per slot plus the ``triaged →
 dispatched`` :func:`~app.services.incidents.change_status` — assignment, timeline events, audit
 entries, outbox events — built by the same builders (:mod:`app.services.dispatch.offers`,
-:func:`app.services.timeline.entry_fields`, :func:`app.services.audit.entry`), written with one
-batched statement per table. Manager slots are taken by :func:`app.services.dispatch.slots.
+:func:`app.services.timeline.entry_fields`, :func:`app.services.audit.entry`). The append-only
+rows go in one bulk write per table (:func:`app.repositories.bulk.bulk_writer`: ``COPY`` on
+PostgreSQL, one ``executemany`` on SQLite). Manager slots are taken by :func:`app.services.dispatch.slots.
 reserve_slots`; the incidents are locked by the caller.
 """
 
@@ -15,7 +16,7 @@ import uuid
 from collections import Counter, defaultdict
 from typing import Any
 
-from sqlalchemy import bindparam, insert, update
+from sqlalchemy import bindparam, update
 from sqlalchemy.orm.attributes import set_committed_value
 
 from app.core.metrics import count_offer
@@ -25,6 +26,7 @@ from app.models.base import table_of
 from app.models.incident import Incident, IncidentEvent, IncidentStatus
 from app.models.outbox import OutboxEvent
 from app.models.system import AuditEvent
+from app.repositories.bulk import bulk_insert
 from app.services import audit, notifications
 from app.services.dispatch.batch import BatchPlan, PlannedAssignment
 from app.services.dispatch.batch_planner import BatchPlanner
@@ -146,15 +148,15 @@ def write_plan(
                 }
             )
 
-    # Core executemany (one batched statement per table, no ORM row bookkeeping).
-    connection = session.connection()
+    # One bulk write per table (COPY on PostgreSQL), no ORM row bookkeeping.
     for model, table_rows in (
         (Assignment, assignments),
         (IncidentEvent, events),
         (AuditEvent, audits),
         (OutboxEvent, outbox_rows),
     ):
-        connection.execute(insert(table_of(model)), table_rows)
+        bulk_insert(session, model, table_rows)
+    connection = session.connection()
     for _ in assignments:
         count_offer(session, AssignmentStatus.offered)
     notifications.offers_made(session, assignments, incidents)
