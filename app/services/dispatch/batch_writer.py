@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter, defaultdict
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, update
+from sqlalchemy import ARRAY, Integer, bindparam, func, update
 from sqlalchemy.orm.attributes import set_committed_value
+from sqlmodel import Session
 
 from app.core.metrics import count_offer
 from app.core.security import Principal
@@ -156,12 +158,43 @@ def write_plan(
         (OutboxEvent, outbox_rows),
     ):
         bulk_insert(session, model, table_rows)
-    connection = session.connection()
     for _ in assignments:
         count_offer(session, AssignmentStatus.offered)
     notifications.offers_made(session, assignments, incidents)
+    _mark_dispatched(session, incident_updates, now)
+    return assignments, failed
+
+
+def _mark_dispatched(session: Session, updates: list[dict[str, Any]], now: datetime) -> None:
+    """``triaged → dispatched`` for the batch's incidents (locked by the caller), each with its
+    new version. On PostgreSQL one statement over ``unnest`` of the ids and versions: the tally's
+    statement trigger runs once, not once per incident."""
     table = table_of(Incident)
-    connection.execute(
+    if session.get_bind().dialect.name == "postgresql":
+        marks = (
+            func.unnest(
+                bindparam("incidents", type_=ARRAY(table.c.id.type)),
+                bindparam("versions", type_=ARRAY(Integer)),
+            )
+            .table_valued("id", "version")
+            .render_derived(name="v")
+        )
+        session.connection().execute(
+            update(table)
+            .where(table.c.id == marks.c.id)
+            .values(
+                status=S.dispatched,
+                status_changed_at=now,
+                updated_at=now,
+                version=marks.c.version,
+            ),
+            {
+                "incidents": [u["incident"] for u in updates],
+                "versions": [u["new_version"] for u in updates],
+            },
+        )
+        return
+    session.connection().execute(
         update(table)
         .where(table.c.id == bindparam("incident", type_=table.c.id.type))
         .values(
@@ -170,6 +203,5 @@ def write_plan(
             updated_at=now,
             version=bindparam("new_version"),
         ),
-        incident_updates,
+        updates,
     )
-    return assignments, failed
