@@ -58,8 +58,9 @@ class TestReserveSlots:
             assert reserve_slots(session, {}, NOW) == set()
 
     def test_two_batches_at_once_never_overbook(self) -> None:
-        """Two batches want the same last slots; the second waits for the first's locks and
-        finds them taken (in the opposite order of asking: the lock order is the ids')."""
+        """Two batches want the same last slots at once, asking in opposite orders (each takes
+        its locks in id order): one gets them all, the other none, nobody is overbooked and
+        neither deadlocks."""
         seed_reference()
         managers = [_manager(max_open=1, open_now=0) for _ in range(4)]
         start = threading.Barrier(2)
