@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from datetime import date, datetime
 from enum import StrEnum
+from operator import itemgetter
 from typing import Any
 
 import orjson
@@ -41,7 +42,10 @@ def bulk_writer(
     if not rows:
         return None
     names = list(rows[0])
-    return table_writer(session, model, names, [tuple(row[n] for n in names) for row in rows])
+    if len(names) == 1:
+        return table_writer(session, model, names, [(row[names[0]],) for row in rows])
+    values = itemgetter(*names)  # a tuple per row, in C
+    return table_writer(session, model, names, [values(row) for row in rows])
 
 
 def table_writer(

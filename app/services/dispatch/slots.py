@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, update
+from sqlalchemy import ARRAY, Connection, Integer, any_, bindparam, func, select, update
 from sqlmodel import Session
 
 from app.core.db import affected_rows
@@ -71,11 +71,15 @@ def reserve_slots(
     params = [{"manager": m, "slots": k} for m, k in sorted(slots.items())]  # lock order
     if not params:
         return set()
-    stmt = _reserve_statement(now)
     connection = session.connection()
+    if connection.dialect.name == "postgresql":
+        return _reserve_slots_at_once(connection, params, now)
+    stmt = _reserve_statement(now)
     try:
+        # the savepoint is begun by the session's next connection(): a statement on a connection
+        # taken before begin_nested() would run outside it, and not be rolled back
         with session.begin_nested():
-            if connection.execute(stmt, params).rowcount != len(params):
+            if session.connection().execute(stmt, params).rowcount != len(params):
                 raise _SlotLost
         return set()
     except _SlotLost:
@@ -85,6 +89,47 @@ def reserve_slots(
         if connection.execute(stmt, param).rowcount != 1:
             lost.add(param["manager"])
     return lost
+
+
+_LOCK_MANAGERS = (
+    select(_TABLE.c.id)
+    .where(_TABLE.c.id == any_(bindparam("managers", type_=ARRAY(_TABLE.c.id.type))))
+    .order_by(_TABLE.c.id)
+    .with_for_update()
+)
+
+
+def _reserve_slots_at_once(
+    connection: Connection, params: list[dict[str, Any]], now: datetime
+) -> set[uuid.UUID]:
+    """:func:`reserve_slots` on PostgreSQL in two statements instead of one per manager.
+
+    The managers' rows are locked first by one ``SELECT … ORDER BY id FOR UPDATE`` (the rows are
+    locked in the order of the sort: the lock order above); then one ``UPDATE … FROM unnest``
+    takes the slots of those that still have them all — the same condition as
+    :func:`_reserve_statement`, so a manager that had not enough is left as it was — and returns
+    whose it took."""
+    managers = [p["manager"] for p in params]
+    connection.execute(_LOCK_MANAGERS, {"managers": managers})
+    wanted = (
+        func.unnest(
+            bindparam("managers", type_=ARRAY(_TABLE.c.id.type)),
+            bindparam("slots", type_=ARRAY(Integer)),
+        )
+        .table_valued("id", "slots")
+        .render_derived(name="wanted")
+    )
+    taken = connection.execute(
+        update(_TABLE)
+        .where(
+            _TABLE.c.id == wanted.c.id,
+            _TABLE.c.open_assignments + wanted.c.slots <= _TABLE.c.max_open_assignments,
+        )
+        .values(open_assignments=_TABLE.c.open_assignments + wanted.c.slots, last_assigned_at=now)
+        .returning(_TABLE.c.id),
+        {"managers": managers, "slots": [p["slots"] for p in params]},
+    )
+    return set(managers) - set(taken.scalars())
 
 
 class _SlotLost(Exception):
