@@ -184,3 +184,14 @@ class TestAutoDispatch:
         assert "erika@example.org" not in str(payloads)
         listed = client.get(f"/api/v1/assignments?incident_id={incident}", headers=staff).json()
         assert {a["id"] for a in listed["items"]} == {a["id"] for a in body["assignments"]}
+        # the batch's entries list in the order written, as a single offer's (time-ordered ids)
+        timeline = client.get(f"/api/v1/incidents/{incident}/events", headers=staff).json()
+        batch = timeline["items"][-3:]
+        assert [e["type"] for e in batch] == [
+            "assignment_offered",
+            "assignment_offered",
+            "status_changed",
+        ]
+        assert [e["data"]["assignment_id"] for e in batch[:2]] == [
+            a["id"] for a in sorted(body["assignments"], key=lambda a: a["role"] != "lead")
+        ]

@@ -28,7 +28,7 @@ from sqlmodel import Session
 from app.core.metrics import count_offer
 from app.core.security import Principal
 from app.models.assignment import Assignment, AssignmentStatus
-from app.models.base import table_of
+from app.models.base import new_ordered_ids, table_of
 from app.models.incident import Incident, IncidentEvent, IncidentStatus
 from app.models.outbox import OutboxEvent
 from app.models.system import AuditEvent
@@ -109,27 +109,31 @@ def write_plan(
 
         events: list[dict[str, Any]] = []
         audits: list[dict[str, Any]] = []
+        # time-ordered ids, as a single offer's rows get them (an incident's timeline entries of
+        # one batch share their instant and list in the order written): per offer and per
+        # incident one timeline entry, one audit entry and one outbox event
+        next_id = iter(new_ordered_ids(3 * (len(assignments) + len(offers)))).__next__
         for incident_id, rows in offers.items():
             for row in rows:
                 events.append(
                     {
                         **offered_event,
-                        "id": uuid.uuid4(),
+                        "id": next_id(),
                         "incident_id": incident_id,
                         "data": offered_event_data(row, auto=True),
                     }
                 )
-                audits.append({**offer_audit, "id": uuid.uuid4(), "resource_id": str(row["id"])})
+                audits.append({**offer_audit, "id": next_id(), "resource_id": str(row["id"])})
             events.append(
                 {
                     **status_event,
-                    "id": uuid.uuid4(),
+                    "id": next_id(),
                     "incident_id": incident_id,
                     "note": f"{rows[0]['role']} offered",
                     "data": {"assignment_id": str(rows[0]["id"])},
                 }
             )
-            audits.append({**status_audit, "id": uuid.uuid4(), "resource_id": str(incident_id)})
+            audits.append({**status_audit, "id": next_id(), "resource_id": str(incident_id)})
         database.run(bulk_writer(session, IncidentEvent, events))
         database.run(bulk_writer(session, AuditEvent, audits))
 
@@ -143,7 +147,7 @@ def write_plan(
             ).model_dump(mode="json")
             outbox_rows.append(
                 {
-                    "id": uuid.uuid4(),
+                    "id": next_id(),
                     "event_type": "incident.status_changed",
                     "payload": {
                         "incident": view,
@@ -158,7 +162,7 @@ def write_plan(
             for row in rows:
                 outbox_rows.append(
                     {
-                        "id": uuid.uuid4(),
+                        "id": next_id(),
                         "event_type": "assignment.offered",
                         "payload": assignment_payload(row, incident),
                         "organisation_id": incident.organisation_id,
