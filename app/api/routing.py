@@ -117,15 +117,14 @@ def direct_call(route: APIRoute) -> DirectCall | None:
 
     FastAPI solves a route's parameters generically on every request (≈ a third of the CPU of a
     ``GET /incidents/{id}`` on the loop read path, bench/README.md). A read route that takes only
-    the request, path values of type ``UUID`` or ``str``, and dependencies that themselves take
-    only the request (the role checks of :mod:`app.api.deps`), and that is declared to return a
-    ``Response`` (which FastAPI sends as it is, whatever the route's ``response_model``),
-    needs none of that: each path value is validated by its FastAPI field, the dependencies
-    are awaited (once per call, as FastAPI caches them), the endpoint is called and its
-    response returned as FastAPI would. A path value that fails validation is left to FastAPI
-    (the call answers ``None`` before any dependency ran: FastAPI then checks the caller first,
-    as always), so every error is FastAPI's own (``tests/test_direct_routes.py`` compares both
-    paths).
+    the request, path values, and dependencies that themselves take only the request (the role
+    checks of :mod:`app.api.deps`), and that is declared to return a ``Response`` (which FastAPI
+    sends as it is, whatever the route's ``response_model``), needs none of that: each path
+    value is validated by its own FastAPI field, the dependencies are awaited (once per call,
+    as FastAPI caches them), the endpoint is called and its response returned as FastAPI
+    would. A path value that fails validation is left to FastAPI (the call answers ``None``
+    before any dependency ran: FastAPI then checks the caller first, as always), so every error
+    is FastAPI's own (``tests/api/test_direct_routes.py`` compares both paths).
     """
     dependant = route.dependant
     endpoint = dependant.call
