@@ -144,7 +144,6 @@ class ProfileRows:
     #: ``held_competences``; 0 when all of them are absent)
     roster: dict[str, int]
     needs: list[tuple[str, int]]  # competence → the district's incidents that need it
-
     recommendations: list[dict[str, Any]]
 
     def gaps(self) -> list[tuple[str, int]]:
