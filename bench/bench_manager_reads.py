@@ -21,9 +21,8 @@ import os
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any
 
-from bench.bench_middleware import App, Scope, print_rows, scope_for, time_requests
+from bench.bench_middleware import App, Scope, bench_key, print_rows, scope_for, time_requests
 
 
 async def time_process(
@@ -31,29 +30,6 @@ async def time_process(
 ) -> tuple[float, int]:
     """Best process CPU µs per request over ``rounds`` and the last status seen."""
     return await time_requests(app, make_scope, requests, rounds, clock=time.process_time)
-
-
-def _key(conn: Any, role: str, organisation_id: Any = None) -> str:
-    from sqlalchemy import text
-
-    from app.core.security import generate_key, hash_key
-
-    key = generate_key()
-    sqlite = conn.dialect.name == "sqlite"
-    conn.execute(
-        text(
-            "INSERT INTO api_key (id, name, role, key_hash, prefix, organisation_id, created_at) "
-            "VALUES (:id, 'bench', :role, :h, :p, :org, CURRENT_TIMESTAMP)"
-        ),
-        {
-            "id": uuid.uuid4().hex if sqlite else uuid.uuid4(),
-            "role": role,
-            "h": hash_key(key),
-            "p": key[:8],
-            "org": organisation_id,
-        },
-    )
-    return key
 
 
 async def bench(url: str, requests: int, rounds: int) -> None:
@@ -70,9 +46,9 @@ async def bench(url: str, requests: int, rounds: int) -> None:
 
     engine = get_engine()
     with engine.begin() as conn:
-        admin = _key(conn, "admin")
+        admin = bench_key(conn, "admin")
         organisation = conn.execute(text("SELECT id FROM organisation LIMIT 1")).scalar()
-        partner = _key(conn, "partner", organisation) if organisation is not None else None
+        partner = bench_key(conn, "partner", organisation) if organisation is not None else None
         ids = [
             str(uuid.UUID(str(r[0])))
             for r in conn.execute(text("SELECT id FROM manager LIMIT 500"))

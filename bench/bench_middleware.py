@@ -154,6 +154,32 @@ async def bench_chain(requests: int, rounds: int) -> None:
     print(f"kokoma chain total: {rows[-1][1] - rows[0][1]:.1f} µs per request over the bare app")
 
 
+def bench_key(conn: Any, role: str, organisation_id: Any = None) -> str:
+    """A new API key of ``role`` written on ``conn`` (a SQLAlchemy connection); the key."""
+    import uuid
+
+    from sqlalchemy import text
+
+    from app.core.security import generate_key, hash_key
+
+    key = generate_key()
+    sqlite = conn.dialect.name == "sqlite"
+    conn.execute(
+        text(
+            "INSERT INTO api_key (id, name, role, key_hash, prefix, organisation_id, created_at) "
+            "VALUES (:id, 'bench', :role, :h, :p, :org, CURRENT_TIMESTAMP)"
+        ),
+        {
+            "id": uuid.uuid4().hex if sqlite else uuid.uuid4(),
+            "role": role,
+            "h": hash_key(key),
+            "p": key[:8],
+            "org": organisation_id,
+        },
+    )
+    return key
+
+
 async def bench_routes(url: str, requests: int, rounds: int) -> None:
     os.environ["DATABASE_URL"] = url
     os.environ["KOKOMA_RATE_LIMIT_PER_MINUTE"] = "0"
@@ -164,25 +190,11 @@ async def bench_routes(url: str, requests: int, rounds: int) -> None:
 
     get_settings.cache_clear()
     from app.core.db import get_engine
-    from app.core.security import generate_key, hash_key
     from app.main import create_app, lifespan
 
-    key = generate_key()
     engine = get_engine()
     with engine.begin() as conn:
-        conn.execute(
-            text(
-                "INSERT INTO api_key (id, name, role, key_hash, prefix, created_at) "
-                "VALUES (:id, 'bench', 'admin', :h, :p, CURRENT_TIMESTAMP)"
-            ),
-            {
-                "id": os.urandom(16).hex()
-                if engine.dialect.name == "sqlite"
-                else __import__("uuid").uuid4(),
-                "h": hash_key(key),
-                "p": key[:8],
-            },
-        )
+        key = bench_key(conn, "admin")
         ids = [r[0] for r in conn.execute(text("SELECT id FROM incident LIMIT 500"))]
         districts = [r[0] for r in conn.execute(text("SELECT code FROM district"))]
     import uuid

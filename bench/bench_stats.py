@@ -23,7 +23,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from bench.bench_middleware import Scope, _receive, scope_for
+from bench.bench_middleware import Scope, _receive, bench_key, scope_for
 
 
 async def time_requests(
@@ -54,31 +54,17 @@ async def bench(url: str, requests: int, rounds: int, only: list[str]) -> None:
     os.environ["DATABASE_URL"] = url
     os.environ.setdefault("KOKOMA_RATE_LIMIT_PER_MINUTE", "1000000000")
     os.environ.setdefault("KOKOMA_LOG_LEVEL", "WARNING")
-    import uuid
-
     from sqlalchemy import text
 
     from app.core.config import get_settings
 
     get_settings.cache_clear()
     from app.core.db import get_engine
-    from app.core.security import generate_key, hash_key
     from app.main import create_app, lifespan
 
-    key = generate_key()
     engine = get_engine()
     with engine.begin() as conn:
-        conn.execute(
-            text(
-                "INSERT INTO api_key (id, name, role, key_hash, prefix, created_at) "
-                "VALUES (:id, 'bench stats', 'admin', :h, :p, CURRENT_TIMESTAMP)"
-            ),
-            {
-                "id": uuid.uuid4().hex if engine.dialect.name == "sqlite" else uuid.uuid4(),
-                "h": hash_key(key),
-                "p": key[:8],
-            },
-        )
+        key = bench_key(conn, "admin")
         districts = [r[0] for r in conn.execute(text("SELECT code FROM district ORDER BY code"))]
     headers = [(b"host", b"bench"), (b"authorization", f"Bearer {key}".encode())]
     now = datetime.now(UTC)
