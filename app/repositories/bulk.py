@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 from pydantic_core import PydanticUndefined
-from sqlalchemy import Boolean, Float, Integer, String, Table, Uuid
+from sqlalchemy import ARRAY, Boolean, Float, Integer, String, Table, Uuid, bindparam, func
 from sqlmodel import Session, SQLModel
 
 from app.models.base import UTCDateTime, table_of
@@ -26,6 +26,17 @@ from app.models.tally import ROW_TRIGGERS
 #: Rows per INSERT into such a table, and SQLite's limit of bound values per statement (3.32+)
 _ROWS_PER_STATEMENT = 500
 _SQLITE_MAX_VARIABLES = 32766
+
+
+def unnest_rows(name: str, *columns: tuple[str, str, Any]) -> Any:
+    """PostgreSQL: the derived table ``name`` of ``unnest`` over array parameters, for one
+    statement over many rows (``UPDATE … FROM``). ``columns``: (column name, parameter name,
+    element type), the parameters bound as arrays of that type."""
+    return (
+        func.unnest(*(bindparam(param, type_=ARRAY(type_)) for _, param, type_ in columns))
+        .table_valued(*(column for column, _, _ in columns))
+        .render_derived(name=name)
+    )
 
 
 def bulk_insert(session: Session, model: type[SQLModel], rows: list[dict[str, Any]]) -> None:

@@ -21,7 +21,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ARRAY, Integer, bindparam, func, update
+from sqlalchemy import Integer, bindparam, update
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session
 
@@ -32,7 +32,7 @@ from app.models.base import new_ordered_ids, table_of
 from app.models.incident import Incident, IncidentEvent, IncidentStatus
 from app.models.outbox import OutboxEvent
 from app.models.system import AuditEvent
-from app.repositories.bulk import bulk_writer
+from app.repositories.bulk import bulk_writer, unnest_rows
 from app.services import audit, notifications
 from app.services.dispatch.batch import BatchPlan, PlannedAssignment
 from app.services.dispatch.batch_planner import BatchPlanner
@@ -184,13 +184,8 @@ def _mark_dispatched(session: Session, updates: list[dict[str, Any]], now: datet
     statement trigger runs once, not once per incident."""
     table = table_of(Incident)
     if session.get_bind().dialect.name == "postgresql":
-        marks = (
-            func.unnest(
-                bindparam("incidents", type_=ARRAY(table.c.id.type)),
-                bindparam("versions", type_=ARRAY(Integer)),
-            )
-            .table_valued("id", "version")
-            .render_derived(name="v")
+        marks = unnest_rows(
+            "v", ("id", "incidents", table.c.id.type), ("version", "versions", Integer)
         )
         session.connection().execute(
             update(table)

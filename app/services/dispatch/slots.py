@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ARRAY, Connection, Integer, any_, bindparam, func, select, update
+from sqlalchemy import ARRAY, Connection, Integer, any_, bindparam, select, update
 from sqlmodel import Session
 
 from app.core.db import affected_rows
@@ -30,6 +30,7 @@ from app.core.metrics import count_offer
 from app.models.assignment import OPEN_ASSIGNMENT_STATUSES, Assignment, AssignmentStatus
 from app.models.base import table_of
 from app.models.manager import Manager
+from app.repositories.bulk import unnest_rows
 
 _TABLE = table_of(Manager)
 
@@ -111,13 +112,8 @@ def _reserve_slots_at_once(
     whose it took."""
     managers = [p["manager"] for p in params]
     connection.execute(_LOCK_MANAGERS, {"managers": managers})
-    wanted = (
-        func.unnest(
-            bindparam("managers", type_=ARRAY(_TABLE.c.id.type)),
-            bindparam("slots", type_=ARRAY(Integer)),
-        )
-        .table_valued("id", "slots")
-        .render_derived(name="wanted")
+    wanted = unnest_rows(
+        "wanted", ("id", "managers", _TABLE.c.id.type), ("slots", "slots", Integer)
     )
     taken = connection.execute(
         update(_TABLE)
