@@ -18,12 +18,18 @@ import random
 import typing
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from contextlib import AsyncExitStack
+from copy import deepcopy
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
 from fastapi import Request, Response
+from fastapi._compat import ModelField, field_annotation_is_sequence
+from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 from fastapi.telemetry import get_telemetry_data
+from pydantic import BaseModel, Json
+from starlette.datastructures import QueryParams
 from starlette.types import Scope
 
 from app.core.config import get_settings
@@ -111,29 +117,55 @@ def _returns_response(endpoint: Callable[..., Any]) -> bool:
     return isinstance(returns, type) and issubclass(returns, Response)
 
 
-def direct_call(route: APIRoute) -> DirectCall | None:
-    """The route's endpoint called without FastAPI's dependency solving — or ``None`` when the
-    route is not that simple.
+@dataclass(frozen=True, slots=True)
+class _QueryValue:
+    """A query parameter read as FastAPI reads it (``request_params_to_args``), with what FastAPI
+    works out again on every request — its key in the URL, whether it repeats — worked out once."""
 
-    FastAPI solves a route's parameters generically on every request (≈ a third of the CPU of a
-    ``GET /incidents/{id}`` on the loop read path, bench/README.md). A read route that takes only
-    the request, path values, and dependencies that themselves take only the request (the role
-    checks of :mod:`app.api.deps`), and that is declared to return a ``Response`` (which FastAPI
-    sends as it is, whatever the route's ``response_model``), needs none of that: each path
-    value is validated by its own FastAPI field, the dependencies are awaited (once per call,
-    as FastAPI caches them), the endpoint is called and its response returned as FastAPI
-    would. A path value that fails validation is left to FastAPI (the call answers ``None``
-    before any dependency ran: FastAPI then checks the caller first, as always), so every error
-    is FastAPI's own (``tests/api/test_direct_routes.py`` compares both paths).
-    """
-    dependant = route.dependant
-    endpoint = dependant.call
+    name: str
+    alias: str
+    repeats: bool
+    required: bool
+    default: Any
+    validate: Callable[..., tuple[Any, list[Any]]]
+
+    @classmethod
+    def of(cls, field: ModelField) -> _QueryValue | None:
+        """``None`` for a parameter FastAPI reads another way: a pydantic model or ``Json``,
+        alias choices, a default that is validated too."""
+        info = field.field_info
+        annotation = info.annotation
+        models = [annotation, *typing.get_args(annotation)]
+        if (
+            info.validation_alias is not None
+            or info.validate_default
+            or any(type(item) is Json for item in info.metadata)
+            or any(isinstance(t, type) and issubclass(t, BaseModel) for t in models)
+        ):
+            return None
+        return cls(
+            field.name,
+            field.alias,
+            field_annotation_is_sequence(annotation),
+            info.is_required(),
+            field.default,
+            field.validate,
+        )
+
+    def read(self, query: QueryParams) -> tuple[Any, bool]:
+        """The value, and whether it is there and valid (else FastAPI answers)."""
+        raw = query.getlist(self.alias) if self.repeats else query.get(self.alias)
+        if raw is None or (self.repeats and not raw):
+            return (None, False) if self.required else (deepcopy(self.default), True)
+        value, errors = self.validate(raw, {}, loc=("query", self.alias))
+        return value, not errors
+
+
+def _query_values(dependant: Dependant) -> list[_QueryValue] | None:
+    """The dependant's query values when it takes nothing but the request, path and query
+    values and dependencies (``None`` otherwise)."""
     if (
-        endpoint is None
-        or not inspect.iscoroutinefunction(endpoint)
-        or not _returns_response(endpoint)
-        or dependant.query_params
-        or dependant.header_params
+        dependant.header_params
         or dependant.cookie_params
         or dependant.body_params
         or dependant.websocket_param_name
@@ -143,35 +175,98 @@ def direct_call(route: APIRoute) -> DirectCall | None:
         or dependant.security_scopes_param_name
     ):
         return None
-    fields = [(field.name, field.validate) for field in dependant.path_params]
-    calls: list[tuple[str | None, Callable[[Request], Awaitable[Any]]]] = []
+    values = [_QueryValue.of(field) for field in dependant.query_params]
+    return None if None in values else typing.cast(list[_QueryValue], values)
+
+
+#: a dependency the direct call awaits: its parameter name (if the endpoint takes its value),
+#: the callable, the name it takes the request by, and its query values
+_Dependency = tuple[str | None, Callable[..., Awaitable[Any]], str | None, list[_QueryValue]]
+
+
+def _simple_dependency(sub: Dependant) -> _Dependency | None:
+    """A dependency FastAPI would only have to await with the request and query values (the
+    role checks, the page and the list filters of :mod:`app.api.deps`) — else ``None``."""
+    depend = sub.call
+    if depend is None or not inspect.iscoroutinefunction(depend) or sub.dependencies:
+        return None
+    query = _query_values(sub)
+    if query is None or sub.path_params:
+        return None
+    taken = len(query) + (sub.request_param_name is not None)
+    if len(inspect.signature(depend).parameters) != taken:
+        return None
+    return sub.name, depend, sub.request_param_name, query
+
+
+def _read_all(values: list[_QueryValue], query: QueryParams, into: dict[str, Any]) -> bool:
+    for value in values:
+        read, valid = value.read(query)
+        if not valid:
+            return False
+        into[value.name] = read
+    return True
+
+
+def direct_call(route: APIRoute) -> DirectCall | None:
+    """The route's endpoint called without FastAPI's dependency solving — or ``None`` when the
+    route is not that simple.
+
+    FastAPI solves a route's parameters generically on every request (≈ a third of the CPU of a
+    ``GET /incidents/{id}`` on the loop read path and a quarter of a filtered list,
+    bench/README.md). A read route that takes only the request, path and query values and
+    dependencies that themselves take only the request and query values (the role checks, the
+    page and the list filters of :mod:`app.api.deps`), and that is declared to return a
+    ``Response`` (which FastAPI sends as it is, whatever the route's ``response_model``), needs
+    none of that: each value is read as FastAPI reads it and validated by its own FastAPI field,
+    the dependencies are awaited (once per call, as FastAPI caches them), the endpoint is called
+    and its response returned as FastAPI would. A value that is missing or fails validation is
+    left to FastAPI (the call answers ``None`` before any dependency ran: FastAPI then checks
+    the caller first, as always), so every error is FastAPI's own
+    (``tests/api/test_direct_routes.py`` compares both paths).
+    """
+    dependant = route.dependant
+    endpoint = dependant.call
+    if (
+        endpoint is None
+        or not inspect.iscoroutinefunction(endpoint)
+        or not _returns_response(endpoint)
+    ):
+        return None
+    own = _query_values(dependant)
+    if own is None:
+        return None
+    paths = [(field.name, field.validate) for field in dependant.path_params]
+    dependencies: list[_Dependency] = []
     for sub in dependant.dependencies:
-        depend = sub.call
-        simple = (
-            depend is not None
-            and inspect.iscoroutinefunction(depend)
-            and sub.request_param_name is not None
-            and not sub.dependencies
-            and not (sub.path_params or sub.query_params or sub.header_params)
-            and not (sub.cookie_params or sub.body_params or sub.response_param_name)
-            and len(inspect.signature(depend).parameters) == 1
-        )
-        if depend is None or not simple:
+        simple = _simple_dependency(sub)
+        if simple is None:
             return None
-        calls.append((sub.name, depend))
+        dependencies.append(simple)
     request_name = dependant.request_param_name
 
     async def call(request: Request) -> Response | None:
         values = request.scope["path_params"]
         kwargs: dict[str, Any] = {}
-        for name, validate in fields:
+        for name, validate in paths:
             value, errors = validate(values[name])  # FastAPI's own validation of the field
             if errors:
                 return None  # FastAPI's path: its error response
             kwargs[name] = value
+        query = request.query_params
+        if own and not _read_all(own, query, kwargs):
+            return None
+        arguments: list[tuple[str | None, Callable[..., Awaitable[Any]], dict[str, Any]]] = []
+        for name, depend, request_param, wanted in dependencies:
+            given: dict[str, Any] = {}
+            if wanted and not _read_all(wanted, query, given):
+                return None
+            if request_param is not None:
+                given[request_param] = request
+            arguments.append((name, depend, given))
         solved: dict[Any, Any] = {}
-        for name, depend in calls:
-            value = solved[depend] if depend in solved else await depend(request)
+        for name, depend, given in arguments:
+            value = solved[depend] if depend in solved else await depend(**given)
             solved[depend] = value
             if name is not None:
                 kwargs[name] = value
