@@ -349,7 +349,8 @@ class PostgresReads:
 
     async def write_many(self, statement: ReadStatement, rows: Sequence[dict[str, Any]]) -> None:
         """One transaction on a pooled connection: ``executemany`` (one pipelined round trip
-        for all rows) and ``COMMIT``, awaited on the loop. A connection the server closed is
+        for all rows) and ``COMMIT`` — a single row's statement alone, in autocommit (one round
+        trip) — awaited on the loop. A connection the server closed is
         replaced once, as for reads (should the lost one have committed after all, an entry is
         written twice — never none)."""
         import psycopg
@@ -374,6 +375,11 @@ class PostgresReads:
         query = cast("LiteralString", statement.postgresql)
         async with self.pool.connection() as conn:
             try:
+                if len(rows) == 1:
+                    # one statement on the autocommit connection: its own transaction, committed
+                    # when the answer arrives — one round trip instead of BEGIN, it and COMMIT
+                    await conn.execute(query, rows[0], prepare=True)
+                    return
                 async with conn.transaction(), conn.cursor() as cursor:
                     await cursor.executemany(query, rows)
             except psycopg.OperationalError as exc:
