@@ -34,7 +34,6 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, LiteralString, Protocol, cast
 
-import orjson
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as SAPoolTimeout
 
@@ -80,8 +79,6 @@ class Reads(Protocol):
     def bind_uuid(self, value: uuid.UUID) -> Any: ...
 
     def bind_time(self, value: datetime) -> Any: ...
-
-    def bind_json(self, value: Any) -> Any: ...
 
     async def close(self) -> None: ...
 
@@ -227,9 +224,6 @@ class SQLiteReads:
             pass
         finally:
             self._checkpoint = None
-
-    def bind_json(self, value: Any) -> str:
-        return orjson.dumps(value).decode()
 
     def bind_uuid(self, value: uuid.UUID) -> str:
         return value.hex  # SQLAlchemy's Uuid on SQLite: CHAR(32)
@@ -386,11 +380,6 @@ class PostgresReads:
                 if lost_is_retried and conn.broken:
                     raise _ConnectionLost from exc
                 raise
-
-    def bind_json(self, value: Any) -> Any:
-        from psycopg.types.json import Jsonb
-
-        return Jsonb(value)
 
     def bind_uuid(self, value: uuid.UUID) -> uuid.UUID:
         return value

@@ -37,9 +37,9 @@ AUDIT_INSERT_JSON = ReadStatement(
 
 def bound(reads: Reads, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """``audit_event`` rows (as :func:`app.services.privacy.access_log.access_rows` builds them)
-    with their values in the database's own form (the instant and the field lists, shared by the
-    rows of one read, converted once)."""
-    uuid_of, time_of, json_of = reads.bind_uuid, reads.bind_time, reads.bind_json
+    with their values as SQLite stores them, for :data:`AUDIT_INSERT` (the instant and the field
+    lists, shared by the rows of one read, converted once)."""
+    uuid_of, time_of = reads.bind_uuid, reads.bind_time
     times: dict[Any, Any] = {}
     fields: dict[tuple[str, ...], Any] = {}
     out = []
@@ -50,7 +50,7 @@ def bound(reads: Reads, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             bound_at = times[at] = time_of(at)
         bound_fields = fields.get(names)
         if bound_fields is None:
-            bound_fields = fields[names] = json_of(list(names))
+            bound_fields = fields[names] = orjson.dumps(list(names)).decode()
         principal_id = row["principal_id"]
         out.append(
             {
