@@ -25,7 +25,9 @@ from app.repositories.stats import local_month_counts, local_month_windows
 _OPEN = ", ".join(f"'{s.value}'" for s in sorted(OPEN_INCIDENT_STATUSES))
 _CLOSED = ", ".join(f"'{s.value}'" for s in sorted(CLOSED_RECOMMENDATION_STATUSES))
 #: Window slots of one statement (unused ones are empty ranges); more windows: more statements.
-WINDOW_SLOTS = 32
+#: 24 windows and the district are 49 parameters: psycopg keeps a statement's parsed text only
+#: up to 50 (``MAX_CACHED_STATEMENT_PARAMS``) and parses a longer one anew on every execution.
+WINDOW_SLOTS = 24
 
 _DISTRICT = ReadStatement("SELECT code, name, city FROM district WHERE code = :d")
 _COMPETENCES = ReadStatement("SELECT code FROM competence ORDER BY code")

@@ -375,3 +375,77 @@ class TestGroupCommitWriter:
         asyncio.run(main())
         assert sum(sizes) == 7
         assert max(sizes) <= 3
+
+
+class TestSQLiteReaderThreads:
+    """SQLite's :meth:`all_of` (several statements: an aggregate's milliseconds) runs on reader
+    threads with connections of their own, while one statement (:meth:`all`) stays on the loop.
+    A database file of its own: the same on either test database."""
+
+    @staticmethod
+    def readers(tmp_path: Any, monkeypatch: Any) -> Any:
+        import sqlite3
+
+        from app.core.reads import SQLiteReads
+
+        path = tmp_path / "reads.db"
+        with sqlite3.connect(path) as conn:
+            conn.execute("CREATE TABLE t (n INTEGER)")
+            conn.executemany("INSERT INTO t VALUES (?)", [(i,) for i in range(10)])
+        conn.close()
+        reads = SQLiteReads(str(path), 1.0)
+        opened = reads._open_reader
+
+        def open_reader() -> sqlite3.Connection:  # tells which thread a statement ran on
+            conn = opened()
+            conn.create_function("thread_name", 0, lambda: threading.current_thread().name)
+            return conn
+
+        monkeypatch.setattr(reads, "_open_reader", open_reader)
+        return reads
+
+    def test_several_statements_run_on_a_reader_thread(self, tmp_path, monkeypatch) -> None:
+        from app.core.reads import SQLITE_READER_THREADS, ReadStatement
+
+        reads = self.readers(tmp_path, monkeypatch)
+        statement = ReadStatement("SELECT thread_name(), count(*) FROM t WHERE n >= :lo")
+
+        async def run() -> tuple[str, Any, Any]:
+            single = await reads.all(statement, {"lo": 5})
+            several = await asyncio.gather(
+                *(reads.all_of([(statement, {"lo": 0}), (statement, {"lo": 8})]) for _ in range(8))
+            )
+            await reads.close()
+            return threading.current_thread().name, single, several
+
+        loop_thread, single, several = asyncio.run(run())
+        assert single == [(loop_thread, 5)]
+        names = set()
+        for first, second in several:
+            ((name, everything),), ((same, few),) = first, second
+            assert (everything, few) == (10, 2)
+            assert name == same  # one call's statements, one after the other on one thread
+            names.add(name)
+        assert all(name.startswith("kokoma-sqlite-reads") for name in names)
+        assert 1 <= len(names) <= SQLITE_READER_THREADS
+        assert not reads._reader_conns  # closed with the readers
+
+    def test_a_failed_statement_is_reported_and_the_next_call_reads(
+        self, tmp_path, monkeypatch
+    ) -> None:
+        from sqlalchemy.exc import DBAPIError
+
+        from app.core.reads import ReadStatement
+
+        reads = self.readers(tmp_path, monkeypatch)
+        good = ReadStatement("SELECT count(*) FROM t")
+
+        async def run() -> Any:
+            with pytest.raises(DBAPIError, match="no such table"):
+                await reads.all_of([(good, {}), (ReadStatement("SELECT * FROM missing"), {})])
+            try:
+                return await reads.all_of([(good, {})])
+            finally:
+                await reads.close()
+
+        assert asyncio.run(run()) == [[(10,)]]

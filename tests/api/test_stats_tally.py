@@ -409,3 +409,56 @@ def test_loop_path_answers_as_the_unit_of_work_path(client: Any, fixed_clock: An
         for path, a, b in zip(paths, loop, unit, strict=True):
             assert (a.status_code, a.content) == (b.status_code, b.content), path
     assert {r.status_code for r in loop} == {200, 404, 422}
+
+
+def test_month_windows_over_several_statements(client: Any, admin: dict[str, str]) -> None:
+    """Five years of incidents need more month windows than one statement holds (on the loop
+    path: several statements, on SQLite run on a reader thread): by month, city-wide and for
+    one district, and the district profile's months all equal a straightforward count and the
+    unit-of-work path's answer."""
+    from app.repositories.stats_reads import WINDOW_SLOTS
+    from tests.api.test_loop_reads import unit_of_work_path
+
+    rng = random.Random(5)
+    rows = []
+    with session_scope() as session:
+        for i in range(300):
+            # every Berlin month start from 2021 to 2025, a minute before and after (these
+            # months differ from the UTC ones), and random instants in between
+            month = datetime(2021 + (i % 60) // 12, (i % 60) % 12 + 1, 1, tzinfo=BERLIN)
+            at = (
+                month.astimezone(UTC) + timedelta(minutes=rng.choice([-1, 0, 1]))
+                if i < 180
+                else datetime(2021, 1, 1, tzinfo=UTC) + timedelta(days=rng.uniform(0, 1825))
+            )
+            row = {
+                "district": rng.choice(["beta", "gamma"]),
+                "category": rng.choice(CATEGORIES),
+                "escalation_level": rng.randint(1, 9),
+                "reported_at": at,
+            }
+            session.add(Incident(reference=f"KOK-1998-{i:05d}", title=f"Incident {i}", **row))
+            rows.append(row)
+    months = {row["reported_at"].astimezone(BERLIN).strftime("%Y-%m") for row in rows}
+    assert len(months) > 2 * WINDOW_SLOTS  # three statements of windows at least
+    paths = {
+        None: "/api/v1/stats/incidents?group_by=month",
+        "beta": "/api/v1/stats/incidents?group_by=month&district=beta",
+    }
+    for district, path in paths.items():
+        response = client.get(path, headers=admin)
+        assert response.status_code == 200, response.text
+        got = [(item["key"], item["count"]) for item in response.json()["items"]]
+        assert got == expected(rows, "month", district, None, None)
+    profile_path = "/api/v1/districts/gamma/profile"
+    profile = client.get(profile_path, headers=admin)
+    assert profile.status_code == 200, profile.text
+    by_month = profile.json()["incidents"]["by_month"]["items"]
+    assert [(i["key"], i["count"]) for i in by_month] == expected(
+        rows, "month", "gamma", None, None
+    )
+    loop = [client.get(path, headers=admin) for path in [*paths.values(), profile_path]]
+    with unit_of_work_path(client):
+        unit = [client.get(path, headers=admin) for path in [*paths.values(), profile_path]]
+    for a, b in zip(loop, unit, strict=True):
+        assert (a.status_code, a.content) == (b.status_code, b.content)
