@@ -31,7 +31,7 @@ from app.api.routers import (
     stats,
     webhooks,
 )
-from app.api.routing import match_hot_routers_first
+from app.api.routing import decline_foreign_paths, match_hot_routers_first
 from app.core.config import Settings, get_settings
 from app.core.errors import install_error_handlers
 from app.core.logging import configure_logging
@@ -120,6 +120,7 @@ def create_app() -> FastAPI:
     ):
         app.include_router(module.router, prefix=API_PREFIX)
     match_hot_routers_first(app, [incidents.router, managers.router, dispatch.router])
+    decline_foreign_paths(app)
     app.add_middleware(IdempotencyMiddleware)
     app.add_middleware(BodyLimitMiddleware)
     app.add_middleware(RateLimitMiddleware)

@@ -1,5 +1,7 @@
-"""The routers read most are matched first (app.api.routing.match_hot_routers_first): every
-documented path must still reach the same operation as in declaration order."""
+"""The routers read most are matched first (app.api.routing.match_hot_routers_first) and each
+router turns down the paths none of its routes can match (decline_foreign_paths): every
+documented path must still reach the same operation as in declaration order with FastAPI's own
+matching, and a redirect or a 404/405 must stay the same."""
 
 from __future__ import annotations
 
@@ -70,6 +72,8 @@ def apps() -> tuple[Any, Any]:
     matching = create_app()
     declared = create_app()
     declared.router.routes[:] = declared.state.documented_routes
+    for route in declared.router.routes:
+        vars(route).pop("matches", None)  # FastAPI's own scan
     return matching, declared
 
 
@@ -103,3 +107,62 @@ def test_the_document_keeps_the_declaration_order(apps: tuple[Any, Any]) -> None
     matching, declared = apps
     declared.openapi_schema = None
     assert list(matching.openapi()["paths"]) == list(declared.openapi()["paths"])
+
+
+def test_routers_turn_down_foreign_paths_unscanned(apps: tuple[Any, Any]) -> None:
+    matching, declared = apps
+    declining = [route for route in matching.router.routes if "matches" in vars(route)]
+    assert len(declining) >= 12  # every included router: none starts with a parameter
+    assert not any("matches" in vars(route) for route in declared.router.routes)
+    first = matching.router.routes[0]  # the incidents router
+    scope = {"type": "http", "path": "/api/v1/districts/x", "root_path": "", "method": "GET"}
+    assert first.matches(scope)[0].name == "NONE"
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/api/v1/incidents/"),  # a redirect to the path without the slash
+        ("GET", "/api/v1/districts/alpha/"),
+        ("GET", "/healthz/"),
+        ("DELETE", "/api/v1/incidents"),  # 405: a route of that path, not of that method
+        ("GET", "/api/v1/nothing"),  # 404
+        ("GET", "/api//v1/incidents"),
+        ("GET", "/"),
+    ],
+)
+def test_redirects_and_refusals_stay_the_same(
+    apps: tuple[Any, Any], method: str, path: str
+) -> None:
+    from fastapi.testclient import TestClient
+
+    answers = []
+    for app in apps:
+        with TestClient(app) as client:
+            response = client.request(method, path, follow_redirects=False)
+            answers.append(
+                (response.status_code, response.headers.get("location"), response.content)
+            )
+    assert answers[0] == answers[1]
+    assert answers[0][0] in {307, 401, 404, 405}
+
+
+def test_behind_a_path_prefix_the_same_routes_answer(apps: tuple[Any, Any]) -> None:
+    """Served under a root path (a proxy's prefix): the routers look at the path below it."""
+    from fastapi.testclient import TestClient
+
+    answers = []
+    for app in apps:
+        with TestClient(app, root_path="/kokoma") as client:
+            answers.append(
+                [
+                    (r.status_code, r.content)
+                    for r in (
+                        client.get("/healthz"),
+                        client.get("/api/v1/competences"),
+                        client.get("/api/v1/nothing"),
+                    )
+                ]
+            )
+    assert answers[0] == answers[1]
+    assert [status for status, _ in answers[0]] == [200, 401, 404]
