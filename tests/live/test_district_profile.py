@@ -1,0 +1,97 @@
+"""District profiles over real HTTP, many at once, on one uvicorn worker and (PostgreSQL) three.
+
+A profile reads ten statements in one round trip and its month windows in one or more (24
+windows a statement); on SQLite those run on the server's reader threads, each with a read-only
+connection of its own, while the event loop serves other requests. Seen from a socket: every
+answer, whichever worker and thread gave it, is the unit-of-work path's answer byte for byte
+(the months of three years need two statements of windows), and an incident created over HTTP
+is in the very next profile read, from any worker — no reader connection answers from an older
+snapshot.
+"""
+
+from __future__ import annotations
+
+import random
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from app.main import create_app
+from app.repositories.stats_reads import WINDOW_SLOTS
+from tests.api.test_stats import generate_roster
+from tests.factories import make_incident, seed_reference
+from tests.live.conftest import WORKER_COUNTS, LiveServer
+
+API = "/api/v1"
+BERLIN = ZoneInfo("Europe/Berlin")  # KOKOMA_TIMEZONE
+PROFILE = f"{API}/districts/beta/profile"
+MONTHS = f"{API}/stats/incidents?group_by=month&district=beta"
+THREADS = 6
+READS = 8  # per client thread
+
+
+def _unit_of_work_answers(headers: dict[str, str]) -> dict[str, bytes]:
+    """The answers of an app run without its lifespan: the unit-of-work path, in-process."""
+    client = TestClient(create_app())  # not entered: no lifespan, no loop-side readers
+    answers = {}
+    for path in (PROFILE, MONTHS):
+        response = client.get(path, headers=headers)
+        assert response.status_code == 200, response.text
+        answers[path] = response.content
+    return answers
+
+
+@pytest.mark.parametrize("workers", WORKER_COUNTS)
+def test_profiles_at_once_answer_as_the_unit_of_work_path(
+    live_server: LiveServer, admin_key: dict[str, str], workers: int
+) -> None:
+    seed_reference()
+    rng = random.Random(workers)
+    start = datetime(2024, 1, 1, tzinfo=UTC)
+    times = [start + timedelta(days=n * 12 + rng.uniform(0, 2)) for n in range(90)]
+    # half an hour into each Berlin month: in the UTC month before (the month windows' rows)
+    times += [
+        datetime(2024 + m // 12, m % 12 + 1, 1, 0, 30, tzinfo=BERLIN).astimezone(UTC)
+        for m in range(36)
+    ]
+    for at in times:
+        make_incident(district="beta", reported_at=at.isoformat())
+    # three years: more month windows than one statement holds
+    assert len({at.strftime("%Y-%m") for at in times}) > WINDOW_SLOTS
+    generate_roster(rng, 20)
+    expected = _unit_of_work_answers(admin_key)
+    url = live_server(workers=workers)
+
+    def reader(n: int) -> list[str]:
+        problems = []
+        with httpx.Client(base_url=url, headers=admin_key, timeout=30) as client:
+            for i in range(READS):
+                path = PROFILE if (n + i) % 3 else MONTHS
+                response = client.get(path)
+                if (response.status_code, response.content) != (200, expected[path]):
+                    problems.append(f"{path}: {response.status_code} {response.text[:200]}")
+        return problems
+
+    with ThreadPoolExecutor(THREADS) as pool:
+        problems = [p for found in pool.map(reader, range(THREADS)) for p in found]
+    assert problems == []
+
+    # a write over HTTP, then profiles from every worker: each already counts it
+    with httpx.Client(base_url=url, headers=admin_key, timeout=30) as client:
+        total = client.get(PROFILE).json()["incidents"]["total"]
+        created = client.post(
+            f"{API}/incidents",
+            json={
+                "title": "Graffiti am Spielplatz",
+                "district": "beta",
+                "category": "hate_speech",
+                "escalation_level": 2,
+            },
+        )
+        assert created.status_code == 201, created.text
+        totals = {client.get(PROFILE).json()["incidents"]["total"] for _ in range(4 * workers)}
+    assert totals == {total + 1}
