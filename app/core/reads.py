@@ -294,7 +294,6 @@ class SQLiteReads:
             conns, self._reader_conns = self._reader_conns, set()
         for conn in conns:
             conn.close()
-        self._reader_local = threading.local()
         self._discard()
         self._discard_writers()
 

@@ -23,7 +23,7 @@ from fastapi.testclient import TestClient
 from app.main import create_app
 from app.repositories.stats_reads import WINDOW_SLOTS
 from tests.api.test_stats import generate_roster
-from tests.factories import make_incident, seed_reference
+from tests.factories import incident_body, make_incident, seed_reference
 from tests.live.conftest import WORKER_COUNTS, LiveServer
 
 API = "/api/v1"
@@ -83,15 +83,7 @@ def test_profiles_at_once_answer_as_the_unit_of_work_path(
     # a write over HTTP, then profiles from every worker: each already counts it
     with httpx.Client(base_url=url, headers=admin_key, timeout=30) as client:
         total = client.get(PROFILE).json()["incidents"]["total"]
-        created = client.post(
-            f"{API}/incidents",
-            json={
-                "title": "Graffiti am Spielplatz",
-                "district": "beta",
-                "category": "hate_speech",
-                "escalation_level": 2,
-            },
-        )
+        created = client.post(f"{API}/incidents", json=incident_body(district="beta"))
         assert created.status_code == 201, created.text
         totals = {client.get(PROFILE).json()["incidents"]["total"] for _ in range(4 * workers)}
     assert totals == {total + 1}
