@@ -40,6 +40,8 @@ class Manager(SQLModel, table=True):
         # The last line of defence under app/services/dispatch/slots.py: never overbooked.
         CheckConstraint("open_assignments <= max_open_assignments", name="open_within_capacity"),
         Index("ix_manager_created_at_id", "created_at", "id"),
+        # A district's roster reads a manager's status from the index alone (migration 0011).
+        Index("ix_manager_id_status", "id", "status"),
     )
 
     id: uuid.UUID = Field(default_factory=new_id, primary_key=True)
@@ -94,6 +96,14 @@ class ManagerCompetence(SQLModel, table=True):
     __table_args__ = (
         CheckConstraint(
             "expires_on IS NULL OR expires_on >= certified_on", name="expiry_after_certification"
+        ),
+        # Which certificates are valid on a day, from the index alone (migration 0011).
+        Index(
+            "ix_manager_competence_validity",
+            "manager_id",
+            "competence_code",
+            "certified_on",
+            "expires_on",
         ),
     )
 
