@@ -81,6 +81,10 @@ _WINDOW_ROWS = {
     )
     for district in (False, True)
 }
+#: Bound window values by (first month, last month, zone, database kind): see
+#: :meth:`StatsReads._window_bounds`. A handful of keys in a day's use; emptied when full.
+_BOUNDS: dict[tuple[str, str, str, str], list[dict[str, Any]]] = {}
+_BOUNDS_KEPT = 64
 _OPEN_COUNT = ReadStatement(
     f"SELECT count(*) FROM incident WHERE district = :d AND status IN ({_OPEN})"  # noqa: S608
 )
@@ -191,21 +195,11 @@ class StatsReads:
             utc_months = _utc_months(
                 await self.reads.all(_UTC_MONTHS[with_district], {"d": district})
             )
-        windows = local_month_windows(month_starts[0][1], month_starts[-1][1], tz)
+        chunks = [
+            (_WINDOW_ROWS[with_district], {"d": district, **bounds})
+            for bounds in self._window_bounds(month_starts, tz)
+        ]
         moved: list[datetime] = []
-        empty = self.reads.bind_time(month_starts[0][0])
-        chunks = []
-        for start in range(0, len(windows), WINDOW_SLOTS):
-            params: dict[str, Any] = {"d": district}
-            chunk = windows[start : start + WINDOW_SLOTS]
-            for i in range(WINDOW_SLOTS):
-                low, high = (
-                    (self.reads.bind_time(chunk[i][0]), self.reads.bind_time(chunk[i][1]))
-                    if i < len(chunk)
-                    else (empty, empty)
-                )
-                params[f"lo{i}"], params[f"hi{i}"] = low, high
-            chunks.append((_WINDOW_ROWS[with_district], params))
         for rows in await self.reads.all_of(chunks):
             for (at,) in rows:
                 value = _time(at)
@@ -213,6 +207,36 @@ class StatsReads:
                 moved.append(value)
         counts = local_month_counts(utc_months, moved, month_starts)
         return sorted((k, n) for k, n in counts.items() if n > 0)
+
+    def _window_bounds(
+        self, month_starts: Sequence[tuple[datetime, str]], tz: Any
+    ) -> list[dict[str, Any]]:
+        """The bound values of :func:`local_month_windows` for these months, a dict of
+        ``WINDOW_SLOTS`` pairs per statement — the same for every district and request until the
+        incidents' range moves, so they are bound once per database kind (:data:`_BOUNDS`)."""
+        first, last = month_starts[0][1], month_starts[-1][1]
+        key = (first, last, str(tz), self.reads.dialect)
+        bounds = _BOUNDS.get(key)
+        if bounds is not None:
+            return bounds
+        windows = local_month_windows(first, last, tz)
+        empty = self.reads.bind_time(month_starts[0][0])  # unused slots: empty ranges
+        bounds = []
+        for start in range(0, len(windows), WINDOW_SLOTS):
+            chunk = windows[start : start + WINDOW_SLOTS]
+            params: dict[str, Any] = {}
+            for i in range(WINDOW_SLOTS):
+                low, high = (
+                    (self.reads.bind_time(chunk[i][0]), self.reads.bind_time(chunk[i][1]))
+                    if i < len(chunk)
+                    else (empty, empty)
+                )
+                params[f"lo{i}"], params[f"hi{i}"] = low, high
+            bounds.append(params)
+        if len(_BOUNDS) >= _BOUNDS_KEPT:
+            _BOUNDS.clear()
+        _BOUNDS[key] = bounds
+        return bounds
 
     async def profile(self, district: str, today: date) -> ProfileRows:
         """Everything a district profile reads but the month windows, in one round trip

@@ -31,7 +31,8 @@ from __future__ import annotations
 import math
 import uuid
 from collections.abc import Sequence
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, tzinfo
+from functools import lru_cache
 
 from pydantic import Field as PField
 from sqlmodel import Session, col
@@ -204,22 +205,23 @@ def total_reveals(hidden: Sequence[int]) -> bool:
 
 def suppress_table(cells: Sequence[tuple[str, int]], *, restricted: bool) -> StatTable:
     """Counts of 1 or 2 hidden, the total withheld when it would reveal one (module docstring)."""
-    counts = [n for _, n in cells]
+    counts = [int(n) for _, n in cells]
     total = sum(counts)
-    if not restricted:
-        return StatTable(
-            items=[StatCell(key=k, count=n, suppressed=False) for k, n in cells], total=total
-        )
-    hidden = [n for n in counts if is_small(n)]
-    return StatTable(
+    hidden = [n for n in counts if is_small(n)] if restricted else []
+    return StatTable.model_construct(
         items=[
-            StatCell(key=k, count=None, suppressed=True)
-            if is_small(n)
-            else StatCell(key=k, count=n, suppressed=False)
-            for k, n in cells
+            _cell(str(k), n, restricted=restricted) for (k, _), n in zip(cells, counts, strict=True)
         ],
         total=None if total_reveals(hidden) else total,
     )
+
+
+def _cell(key: str, count: int, *, restricted: bool) -> StatCell:
+    # Built without validation (a profile has some fifty cells, each a model validated anew on
+    # the request's thread): the key is a str and the count an int already.
+    if restricted and is_small(count):
+        return StatCell.model_construct(key=key, count=None, suppressed=True)
+    return StatCell.model_construct(key=key, count=count, suppressed=False)
 
 
 def suppress_linked(
@@ -239,8 +241,8 @@ def suppress_linked(
 
 def suppress_count(count: int, *, restricted: bool) -> StatCount:
     if restricted and is_small(count):
-        return StatCount(count=None, suppressed=True)
-    return StatCount(count=count, suppressed=False)
+        return StatCount.model_construct(count=None, suppressed=True)
+    return StatCount.model_construct(count=int(count), suppressed=False)
 
 
 def merge_rare(
@@ -269,9 +271,16 @@ def month_starts(first: datetime, last: datetime, tz: object) -> list[tuple[date
 
     assert isinstance(tz, ZoneInfo)
     low, high = first.astimezone(tz), last.astimezone(tz)
-    year, month = low.year, low.month
+    return list(_month_starts(low.year, low.month, high.year, high.month, tz))
+
+
+@lru_cache(maxsize=256)
+def _month_starts(
+    year: int, month: int, end_year: int, end_month: int, tz: tzinfo
+) -> tuple[tuple[datetime, str], ...]:
+    # The same months for every request until the incidents' range moves: worked out once.
     out: list[tuple[datetime, str]] = []
-    while (year, month) <= (high.year, high.month):
+    while (year, month) <= (end_year, end_month):
         out.append((datetime(year, month, 1, tzinfo=tz).astimezone(UTC), f"{year:04d}-{month:02d}"))
         year, month = (year + 1, 1) if month == 12 else (year, month + 1)
         if len(out) > MAX_MONTHS:
@@ -286,7 +295,7 @@ def month_starts(first: datetime, last: datetime, tz: object) -> list[tuple[date
                     }
                 ],
             )
-    return out
+    return tuple(out)
 
 
 def unknown_district(code: str) -> Unprocessable:

@@ -462,3 +462,60 @@ def test_month_windows_over_several_statements(client: Any, admin: dict[str, str
         unit = [client.get(path, headers=admin) for path in [*paths.values(), profile_path]]
     for a, b in zip(loop, unit, strict=True):
         assert (a.status_code, a.content) == (b.status_code, b.content)
+
+
+def test_month_windows_follow_the_incidents_range_as_it_grows(
+    client: Any, admin: dict[str, str]
+) -> None:
+    """The month windows are bound once per range of months and reused by every request: when a
+    new incident widens the range — here half an hour into a Berlin month that is still the
+    previous month in UTC — the next answers count it in its local month, city-wide, for its
+    district and in the district profile, as the unit-of-work path does."""
+    from tests.api.test_loop_reads import unit_of_work_path
+
+    rows: list[dict[str, Any]] = []
+
+    def add(at: datetime) -> None:
+        row = {
+            "district": "beta",
+            "category": "hate_speech",
+            "escalation_level": 2,
+            "reported_at": at,
+        }
+        with session_scope() as session:
+            n = len(rows)
+            session.add(Incident(reference=f"KOK-1997-{n:05d}", title=f"Incident {n}", **row))
+        rows.append(row)
+
+    def by_month(path: str) -> list[tuple[str, int]]:
+        response = client.get(path, headers=admin)
+        assert response.status_code == 200, response.text
+        body = response.json()
+        items = body["incidents"]["by_month"]["items"] if "incidents" in body else body["items"]
+        return [(item["key"], item["count"]) for item in items]
+
+    paths = {
+        None: "/api/v1/stats/incidents?group_by=month",
+        "beta": "/api/v1/stats/incidents?group_by=month&district=beta",
+        "profile": "/api/v1/districts/beta/profile",
+    }
+    for month in (3, 4, 5):
+        add(datetime(2024, month, 1, tzinfo=BERLIN).astimezone(UTC) + timedelta(minutes=30))
+    # each step widens the range by a month on one side, at a Berlin month start
+    steps = [
+        datetime(2024, 2, 1, 0, 30, tzinfo=BERLIN),  # 2024-01-31 23:30 UTC
+        datetime(2024, 7, 1, 0, 30, tzinfo=BERLIN),  # 2024-06-30 22:30 UTC
+        datetime(2023, 11, 1, 0, 15, tzinfo=BERLIN),  # 2023-10-31 23:15 UTC
+    ]
+    for step in [None, *steps]:
+        if step is not None:
+            add(step.astimezone(UTC))
+        for district, path in paths.items():
+            want = expected(rows, "month", None if district is None else "beta", None, None)
+            assert by_month(path) == want, (step, path)
+    assert ("2023-11", 1) in by_month(paths["profile"])
+    loop = [client.get(path, headers=admin) for path in paths.values()]
+    with unit_of_work_path(client):
+        unit = [client.get(path, headers=admin) for path in paths.values()]
+    for a, b in zip(loop, unit, strict=True):
+        assert (a.status_code, a.content) == (b.status_code, b.content)
