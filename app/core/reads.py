@@ -62,6 +62,20 @@ class ReadStatement:
         )
 
 
+class DialectStatement:
+    """A statement written once per database where their SQL parts (a table function, an
+    aggregate's order): :meth:`on` picks the reader's."""
+
+    __slots__ = ("postgresql", "sqlite")
+
+    def __init__(self, sqlite: str, postgresql: str) -> None:
+        self.sqlite = ReadStatement(sqlite)
+        self.postgresql = ReadStatement(postgresql)
+
+    def on(self, reads: Reads) -> ReadStatement:
+        return self.postgresql if reads.dialect == "postgresql" else self.sqlite
+
+
 class Reads(Protocol):
     dialect: str
 
@@ -327,7 +341,11 @@ class PostgresReads:
             timeout=max(2.0, 2 * connect_timeout),  # waiting for a connection (then 503)
             kwargs={
                 "autocommit": True,
-                "options": "-c TimeZone=UTC",
+                # No JIT: every statement here is a short read, and PostgreSQL compiles one
+                # whose *estimated* cost passes jit_above_cost — milliseconds per execution for
+                # the month windows' nested loop, whose estimate grows with the table although
+                # it reads a few index entries per window.
+                "options": "-c TimeZone=UTC -c jit=off",
                 "connect_timeout": max(1, int(connect_timeout)),
             },
             configure=_configure_pg,

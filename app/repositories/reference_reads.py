@@ -15,25 +15,18 @@ from typing import Any
 
 import orjson
 
-from app.core.reads import Reads, ReadStatement, time_text, uuid_text
+from app.core.reads import DialectStatement, Reads, ReadStatement, time_text, uuid_text
 
 # --- aggregates in the database's order ----------------------------------------------------------
 
 
-class OrderedStatement:
+class OrderedStatement(DialectStatement):
     """A statement whose ``{agg}`` lists come in the database's order: PostgreSQL orders inside
     the aggregate (``string_agg(x, ',' ORDER BY x)``, the collation of an ``ORDER BY``); SQLite
     before 3.44 cannot, so its lists are sorted by the reader — in code point order, which is
     SQLite's ``BINARY`` collation."""
 
-    __slots__ = ("postgresql", "sqlite")
-
-    def __init__(self, sqlite: str, postgresql: str) -> None:
-        self.sqlite = ReadStatement(sqlite)
-        self.postgresql = ReadStatement(postgresql)
-
-    def on(self, reads: Reads) -> ReadStatement:
-        return self.postgresql if reads.dialect == "postgresql" else self.sqlite
+    __slots__ = ()
 
 
 def codes(value: str | None, dialect: str) -> list[str]:
