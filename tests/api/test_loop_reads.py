@@ -103,6 +103,22 @@ class TestSameAnswers:
     def test_loop_path_is_on(self, client) -> None:
         assert client.app.state.reads is not None
 
+    def test_reader_sessions(self, client, is_postgres) -> None:
+        """The loop readers' sessions: on PostgreSQL in UTC and without JIT (short reads: a
+        plan's cost estimate must not buy a compilation on every execution), on SQLite
+        read-only."""
+        from app.core.reads import ReadStatement
+
+        reads = client.app.state.reads
+        if is_postgres:
+            shown = client.portal.call(
+                reads.all_of,
+                [(ReadStatement("SHOW TimeZone"), {}), (ReadStatement("SHOW jit"), {})],
+            )
+            assert shown == [[("UTC",)], [("off",)]]
+        else:
+            assert client.portal.call(reads.all, ReadStatement("PRAGMA query_only"), {}) == [(1,)]
+
     @pytest.mark.parametrize("role", ["admin", "partner"])
     def test_get_by_id(self, client, world, role) -> None:
         incidents = varied_incidents(world["organisation"])
