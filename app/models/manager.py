@@ -40,7 +40,9 @@ class Manager(SQLModel, table=True):
         # The last line of defence under app/services/dispatch/slots.py: never overbooked.
         CheckConstraint("open_assignments <= max_open_assignments", name="open_within_capacity"),
         Index("ix_manager_created_at_id", "created_at", "id"),
-        # A district's roster reads a manager's status from the index alone (migration 0011).
+        # A district's roster from the indexes alone (migration 0011): who lives there, which
+        # of them are active.
+        Index("ix_manager_home_district_id", "home_district", "id"),
         Index("ix_manager_id_status", "id", "status"),
     )
 
@@ -55,7 +57,7 @@ class Manager(SQLModel, table=True):
     status: str = Field(default=ManagerStatus.in_training, max_length=32, index=True)
     home_district: str = Field(
         sa_column=Column(
-            String(64), ForeignKey("district.code", ondelete="RESTRICT"), nullable=False, index=True
+            String(64), ForeignKey("district.code", ondelete="RESTRICT"), nullable=False
         )
     )
     languages: list[str] = Field(default_factory=list, sa_type=JSONType)
@@ -77,6 +79,8 @@ class ManagerDistrict(SQLModel, table=True):
     """Districts a manager serves besides the home district."""
 
     __tablename__ = table_name("manager_district")
+    # Who serves a district, from the index alone (a district's roster; migration 0011).
+    __table_args__ = (Index("ix_manager_district_district_manager", "district_code", "manager_id"),)
 
     manager_id: uuid.UUID = Field(
         sa_column=Column(SAUuid, ForeignKey("manager.id", ondelete="CASCADE"), primary_key=True)
@@ -86,7 +90,6 @@ class ManagerDistrict(SQLModel, table=True):
             String(64),
             ForeignKey("district.code", ondelete="RESTRICT"),
             primary_key=True,
-            index=True,
         )
     )
 
