@@ -205,23 +205,22 @@ def total_reveals(hidden: Sequence[int]) -> bool:
 
 def suppress_table(cells: Sequence[tuple[str, int]], *, restricted: bool) -> StatTable:
     """Counts of 1 or 2 hidden, the total withheld when it would reveal one (module docstring)."""
-    counts = [int(n) for _, n in cells]
+    counts = [n for _, n in cells]
     total = sum(counts)
-    hidden = [n for n in counts if is_small(n)] if restricted else []
-    return StatTable.model_construct(
+    if not restricted:
+        return StatTable(
+            items=[StatCell(key=k, count=n, suppressed=False) for k, n in cells], total=total
+        )
+    hidden = [n for n in counts if is_small(n)]
+    return StatTable(
         items=[
-            _cell(str(k), n, restricted=restricted) for (k, _), n in zip(cells, counts, strict=True)
+            StatCell(key=k, count=None, suppressed=True)
+            if is_small(n)
+            else StatCell(key=k, count=n, suppressed=False)
+            for k, n in cells
         ],
         total=None if total_reveals(hidden) else total,
     )
-
-
-def _cell(key: str, count: int, *, restricted: bool) -> StatCell:
-    # Built without validation (a profile has some fifty cells, each a model validated anew on
-    # the request's thread): the key is a str and the count an int already.
-    if restricted and is_small(count):
-        return StatCell.model_construct(key=key, count=None, suppressed=True)
-    return StatCell.model_construct(key=key, count=count, suppressed=False)
 
 
 def suppress_linked(
@@ -241,8 +240,8 @@ def suppress_linked(
 
 def suppress_count(count: int, *, restricted: bool) -> StatCount:
     if restricted and is_small(count):
-        return StatCount.model_construct(count=None, suppressed=True)
-    return StatCount.model_construct(count=int(count), suppressed=False)
+        return StatCount(count=None, suppressed=True)
+    return StatCount(count=count, suppressed=False)
 
 
 def merge_rare(
