@@ -16,7 +16,8 @@ import pytest
 from sqlalchemy import func, select, update
 from sqlmodel import col
 
-from app.core.db import session_scope
+from app.core.db import get_engine, session_scope
+from app.core.migrations import downgrade, upgrade
 from app.models.base import table_of
 from app.models.incident import Incident, IncidentCompetence
 from app.models.tally import CITY_WIDE, IncidentTallyCategory, IncidentTallyLevel
@@ -518,3 +519,50 @@ def test_month_windows_follow_the_incidents_range_as_it_grows(
         unit = [client.get(path, headers=admin) for path in paths.values()]
     for a, b in zip(loop, unit, strict=True):
         assert (a.status_code, a.content) == (b.status_code, b.content)
+
+
+def _counts_in_the_key() -> bool:
+    """Whether each tally's key holds ``n`` (migration 0012): SQLite ``WITHOUT ROWID``,
+    PostgreSQL ``INCLUDE (n)`` on the key's index."""
+    engine = get_engine()
+    found = []
+    with engine.connect() as conn:
+        for table in ("incident_tally_category", "incident_tally_level"):
+            if engine.dialect.name == "sqlite":
+                sql = conn.exec_driver_sql(
+                    "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)
+                ).scalar_one()
+                found.append("WITHOUT ROWID" in sql.upper())
+            else:
+                definition = conn.exec_driver_sql(
+                    "SELECT pg_get_indexdef(indexrelid) FROM pg_index "
+                    "WHERE indrelid = CAST(%(t)s AS regclass) AND indisprimary",
+                    {"t": table},
+                ).scalar_one()
+                found.append(definition.endswith("INCLUDE (n)"))
+    assert len(set(found)) == 1, found
+    return found[0]
+
+
+def test_the_counts_move_into_the_key_and_back_with_the_data_and_the_triggers(
+    client: Any, admin: dict[str, str]
+) -> None:
+    for i in range(5):
+        create(client, admin, district=["alpha", "beta"][i % 2], escalation_level=1 + i % 4)
+    assert _counts_in_the_key()
+    downgrade("0011")
+    assert not _counts_in_the_key()
+    assert_tally_is_recount()
+    create(client, admin, district="beta", category="other")  # the triggers still count
+    assert_tally_is_recount()
+    upgrade("head")
+    assert _counts_in_the_key()
+    assert_tally_is_recount()
+    edited = create(client, admin, district="alpha")
+    response = client.patch(
+        f"{INCIDENTS}/{edited['id']}",
+        json={"district": "beta", "escalation_level": 7},
+        headers={**admin, "If-Match": f'"{edited["version"]}"'},
+    )
+    assert response.status_code == 200, response.text
+    assert_tally_is_recount()
