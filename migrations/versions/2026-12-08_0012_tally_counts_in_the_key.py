@@ -6,8 +6,8 @@ table lookup per row. Now the key's B-tree holds ``n``: on SQLite the tables are
 ``WITHOUT ROWID`` (the table IS its key: one B-tree instead of two, so a count's update writes
 less than before), on PostgreSQL the key's index carries ``n`` (``INCLUDE``: index-only scans).
 No second index holding ``n``, which halved the SQLite import when it was tried
-(app/models/tally.py). The three tally statements of a profile: 691 → 174 µs on SQLite, ≈ 980
-→ 490 µs of server CPU on PostgreSQL (bench/README.md).
+(app/models/tally.py). The three tally statements of a district profile: 393 → 171 µs on
+SQLite, ≈ 1,000 → 580 µs of server CPU on PostgreSQL (bench/README.md).
 
 SQLite cannot change a table's kind in place: each tally is copied into a new table, the old one
 dropped and the new one renamed. The tally triggers on ``incident`` name these tables, and
