@@ -18,6 +18,7 @@ from app.models.recommendation import (
     RecommendationIncident,
 )
 from app.models.reference import Competence, District, DistrictNeighbour, Organisation
+from app.models.roster import RosterVersion
 from app.models.system import ApiKey, AuditEvent, IdempotencyRecord, ReferenceCounter
 from app.models.tally import IncidentTallyCategory, IncidentTallyLevel
 from app.models.webhook import WebhookAttempt, WebhookDelivery, WebhookSubscription
@@ -48,6 +49,7 @@ __all__ = [
     "RecommendationEvent",
     "RecommendationIncident",
     "ReferenceCounter",
+    "RosterVersion",
     "WebhookAttempt",
     "WebhookDelivery",
     "WebhookSubscription",

@@ -10,6 +10,7 @@ the unit-of-work path reads here, so that the service builds the very same respo
 from __future__ import annotations
 
 import uuid
+import weakref
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from app.core.reads import (
 )
 from app.models.incident import OPEN_INCIDENT_STATUSES
 from app.models.recommendation import CLOSED_RECOMMENDATION_STATUSES
+from app.models.roster import ROSTER_ROW
 from app.models.tally import CITY_WIDE
 from app.repositories.stats import local_month_counts, local_month_windows
 
@@ -117,6 +119,22 @@ _ROSTER = ReadStatement(
     "JOIN manager_competence AS mc ON mc.manager_id = m.id "
     f"WHERE m.status = 'active' AND {_VALID} GROUP BY mc.competence_code"
 )
+#: The roster's version (app/models/roster.py): no row, no version
+_ROSTER_VERSION = ReadStatement(
+    f"SELECT token FROM roster_version WHERE id = {ROSTER_ROW}"  # noqa: S608 (constant text)
+)
+#: Rosters a reader keeps: (district, day) → (the version read before it, competence → count).
+#: A handful of districts a day; emptied when full.
+_rosters: weakref.WeakKeyDictionary[Reads, dict[tuple[str, date], tuple[int, dict[str, int]]]] = (
+    weakref.WeakKeyDictionary()
+)
+_ROSTERS_KEPT = 512
+
+
+def _roster(rows: list[tuple[Any, ...]]) -> dict[str, int]:
+    return {str(c): int(n) for c, n in rows}
+
+
 #: Per competence, the district's incidents that need it: one range of the links' own
 #: (district, competence) index (a link is one incident and one competence; migration 0010)
 _NEEDS = ReadStatement(
@@ -243,8 +261,42 @@ class StatsReads:
 
     async def profile(self, district: str, today: date) -> ProfileRows:
         """Everything a district profile reads but the month windows, in one round trip
-        (:meth:`Reads.all_of`)."""
+        (:meth:`Reads.all_of`) — the roster only when this reader keeps none for the district
+        and day, or one of another version (then in a second round trip)."""
         d, on = {"d": district}, {"d": district, "today": self._day(today)}
+        kept = _rosters.setdefault(self.reads, {})
+        key = (district, today)
+        known = kept.get(key)
+        # The version first: each statement reads its own snapshot, in this order, so a roster
+        # read with it is never older than the version it is kept with (app/models/roster.py).
+        statements = [(_ROSTER_VERSION, {})]
+        if known is None:
+            statements.append((_ROSTER, on))
+        version_rows, *rest = await self.reads.all_of(
+            [
+                *statements,
+                (_DISTRICT, d),
+                (_COMPETENCES, {}),
+                (_COUNTS[("category", True)], d),
+                (_COUNTS[("escalation_level", True)], d),
+                (_RANGE[True], d),
+                (_UTC_MONTHS[True], d),
+                (_OPEN_COUNT, d),
+                (_NEEDS, d),
+                (_RECOMMENDATIONS, on),
+            ]
+        )
+        version = int(version_rows[0][0]) if version_rows else None
+        if known is None:
+            roster = _roster(rest.pop(0))
+        elif version is not None and known[0] == version:
+            roster = known[1]
+        else:  # changed since: read it again, after the version
+            roster = _roster(await self.reads.all(_ROSTER, on))
+        if version is not None:
+            if len(kept) >= _ROSTERS_KEPT:
+                kept.clear()
+            kept[key] = (version, roster)
         (
             found,
             competences,
@@ -253,23 +305,9 @@ class StatsReads:
             reported,
             utc_months,
             open_count,
-            roster,
             needs,
             recommendations,
-        ) = await self.reads.all_of(
-            [
-                (_DISTRICT, d),
-                (_COMPETENCES, {}),
-                (_COUNTS[("category", True)], d),
-                (_COUNTS[("escalation_level", True)], d),
-                (_RANGE[True], d),
-                (_UTC_MONTHS[True], d),
-                (_OPEN_COUNT, d),
-                (_ROSTER, on),
-                (_NEEDS, d),
-                (_RECOMMENDATIONS, on),
-            ]
-        )
+        ) = rest
         return ProfileRows(
             district=(str(found[0][0]), str(found[0][1]), str(found[0][2])) if found else None,
             competences=[str(code) for (code,) in competences],
@@ -280,7 +318,7 @@ class StatsReads:
             reported=(_time(reported[0][0]), _time(reported[0][1])),
             utc_months=_utc_months(utc_months),
             open=int(open_count[0][0]),
-            roster={str(c): int(n) for c, n in roster},
+            roster=roster,
             needs=[(str(c), int(n)) for c, n in needs],
             recommendations=[
                 {
