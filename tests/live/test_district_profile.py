@@ -14,6 +14,7 @@ from __future__ import annotations
 import random
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import httpx
@@ -86,3 +87,26 @@ def test_profiles_at_once_answer_as_the_unit_of_work_path(
         assert created.status_code == 201, created.text
         totals = {client.get(PROFILE).json()["incidents"]["total"] for _ in range(4 * workers)}
     assert totals == {total + 1}
+
+    # every worker keeps beta's roster now; a manager added over HTTP is in the very next
+    # profile from each of them (the roster's version changed: app/models/roster.py)
+    def youth_work(body: dict[str, Any]) -> int:
+        coverage = {c["competence"]: c["count"] for c in body["coverage"]}
+        return int(coverage.get("youth_work", 0))
+
+    with httpx.Client(base_url=url, headers=admin_key, timeout=30) as client:
+        before = {youth_work(client.get(PROFILE).json()) for _ in range(4 * workers)}
+        assert len(before) == 1
+        added = client.post(
+            f"{API}/managers",
+            json={
+                "display_name": "Live Roster",
+                "email": "live-roster@example.org",
+                "status": "active",
+                "home_district": "beta",
+                "competences": [{"code": "youth_work", "certified_on": "2020-01-01"}],
+            },
+        )
+        assert added.status_code == 201, added.text
+        after = {youth_work(client.get(PROFILE).json()) for _ in range(4 * workers)}
+    assert after == {before.pop() + 1}
