@@ -3,13 +3,16 @@ that changes who serves a district with which valid certificate and who is absen
 
 A district profile counts, per competence, the active managers serving the district who hold a
 valid certificate and are not absent today (:data:`app.repositories.stats_reads._ROSTER`, the
-profile's costliest statement). That answer depends only on four tables and the day, and those
-tables change seldom (a coordinator's edits), so a reader keeps it per (district, day) together
-with the ``token`` it read just before it (:class:`app.repositories.stats_reads.StatsReads`) and
-reads it again once the token differs. Triggers (migration 0013) give the row a new random token
-in every transaction that inserts, deletes or updates ``manager`` (its status or home district),
-``manager_district``, ``manager_competence`` or ``absence`` — whichever code writes (API, CLI,
-erasure, a hand-written statement), committed together with the change. On PostgreSQL the
+profile's costliest statement). That answer depends only on five tables and the day, and those
+tables change seldom (a coordinator's edits), so a reader keeps it — with the competence codes —
+per (district, day) together with the ``token`` it read just before it
+(:class:`app.repositories.stats_reads.StatsReads`) and reads it again once the token differs.
+While the kept roster covers every competence, no gap is possible and the profile does not count
+the district's needs either. Triggers (migration 0013) give the row a new random token in every
+transaction that inserts, deletes or updates ``manager`` (its status or home district),
+``manager_district``, ``manager_competence``, ``absence`` or ``competence`` (its code) —
+whichever code writes (API, CLI, erasure, a hand-written statement), committed together with
+the change. On PostgreSQL the
 trigger is a deferred constraint trigger (run at commit, once per transaction): the row is
 locked only while its transaction commits, never while a writer still takes other locks, so it
 orders no writer behind another and cannot deadlock.

@@ -123,9 +123,23 @@ _ROSTER = ReadStatement(
 _ROSTER_VERSION = ReadStatement(
     f"SELECT token FROM roster_version WHERE id = {ROSTER_ROW}"  # noqa: S608 (constant text)
 )
-#: Rosters a reader keeps: (district, day) → (the version read before it, competence → count).
-#: A handful of districts a day; emptied when full.
-_rosters: weakref.WeakKeyDictionary[Reads, dict[tuple[str, date], tuple[int, dict[str, int]]]] = (
+
+
+@dataclass(frozen=True, slots=True)
+class _KeptRoster:
+    """A district's roster on one day (competence → available managers) and every competence
+    code, as read at ``version`` (``None``: not kept yet)."""
+
+    roster: dict[str, int]
+    competences: list[str]
+    version: int | None = None
+
+    def at(self, version: int) -> _KeptRoster:
+        return _KeptRoster(self.roster, self.competences, version)
+
+
+#: Rosters a reader keeps by (district, day). A handful of districts a day; emptied when full.
+_rosters: weakref.WeakKeyDictionary[Reads, dict[tuple[str, date], _KeptRoster]] = (
     weakref.WeakKeyDictionary()
 )
 _ROSTERS_KEPT = 512
@@ -133,6 +147,11 @@ _ROSTERS_KEPT = 512
 
 def _roster(rows: list[tuple[Any, ...]]) -> dict[str, int]:
     return {str(c): int(n) for c, n in rows}
+
+
+def _uncovered(roster: dict[str, int], competences: list[str]) -> bool:
+    """Whether a competence is held by nobody serving the district (a gap is possible)."""
+    return any(code not in roster for code in competences)
 
 
 #: Per competence, the district's incidents that need it: one range of the links' own
@@ -261,56 +280,56 @@ class StatsReads:
 
     async def profile(self, district: str, today: date) -> ProfileRows:
         """Everything a district profile reads but the month windows, in one round trip
-        (:meth:`Reads.all_of`) — the roster only when this reader keeps none for the district
-        and day, or one of another version (then in a second round trip)."""
+        (:meth:`Reads.all_of`). The roster and the competences only when this reader keeps none
+        for the district and day, or kept them at another version (then in a second round
+        trip); the district's needs only when they can make a gap — when the roster leaves a
+        competence uncovered (:meth:`ProfileRows.gaps`)."""
         d, on = {"d": district}, {"d": district, "today": self._day(today)}
         kept = _rosters.setdefault(self.reads, {})
         key = (district, today)
         known = kept.get(key)
         # The version first: each statement reads its own snapshot, in this order, so a roster
         # read with it is never older than the version it is kept with (app/models/roster.py).
-        statements = [(_ROSTER_VERSION, {})]
+        first: list[tuple[ReadStatement, dict[str, Any]]] = [(_ROSTER_VERSION, {})]
         if known is None:
-            statements.append((_ROSTER, on))
-        version_rows, *rest = await self.reads.all_of(
+            first += [(_ROSTER, on), (_COMPETENCES, {})]
+        counted_needs = known is None or _uncovered(known.roster, known.competences)
+        if counted_needs:
+            first.append((_NEEDS, d))
+        rows = await self.reads.all_of(
             [
-                *statements,
+                *first,
                 (_DISTRICT, d),
-                (_COMPETENCES, {}),
                 (_COUNTS[("category", True)], d),
                 (_COUNTS[("escalation_level", True)], d),
                 (_RANGE[True], d),
                 (_UTC_MONTHS[True], d),
                 (_OPEN_COUNT, d),
-                (_NEEDS, d),
                 (_RECOMMENDATIONS, on),
             ]
         )
+        version_rows = rows.pop(0)
         version = int(version_rows[0][0]) if version_rows else None
         if known is None:
-            roster = _roster(rest.pop(0))
-        elif version is not None and known[0] == version:
-            roster = known[1]
-        else:  # changed since: read it again, after the version
-            roster = _roster(await self.reads.all(_ROSTER, on))
+            roster = _KeptRoster(_roster(rows.pop(0)), [str(code) for (code,) in rows.pop(0)])
+        elif version is not None and known.version == version:
+            roster = known
+        else:  # changed since: read again, after the version
+            roster_rows, competence_rows = await self.reads.all_of(
+                [(_ROSTER, on), (_COMPETENCES, {})]
+            )
+            roster = _KeptRoster(_roster(roster_rows), [str(code) for (code,) in competence_rows])
+        needs = rows.pop(0) if counted_needs else []
+        if not counted_needs and _uncovered(roster.roster, roster.competences):
+            needs = await self.reads.all(_NEEDS, d)  # a gap since: count the needs after all
         if version is not None:
             if len(kept) >= _ROSTERS_KEPT:
                 kept.clear()
-            kept[key] = (version, roster)
-        (
-            found,
-            competences,
-            categories,
-            levels,
-            reported,
-            utc_months,
-            open_count,
-            needs,
-            recommendations,
-        ) = rest
+            kept[key] = roster.at(version)
+        found, categories, levels, reported, utc_months, open_count, recommendations = rows
         return ProfileRows(
             district=(str(found[0][0]), str(found[0][1]), str(found[0][2])) if found else None,
-            competences=[str(code) for (code,) in competences],
+            competences=roster.competences,
             counts={
                 "category": [(str(k), int(n)) for k, n in categories],
                 "escalation_level": [(str(k), int(n)) for k, n in levels],
@@ -318,7 +337,7 @@ class StatsReads:
             reported=(_time(reported[0][0]), _time(reported[0][1])),
             utc_months=_utc_months(utc_months),
             open=int(open_count[0][0]),
-            roster=roster,
+            roster=roster.roster,
             needs=[(str(c), int(n)) for c, n in needs],
             recommendations=[
                 {

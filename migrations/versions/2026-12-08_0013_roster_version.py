@@ -5,9 +5,10 @@ valid certificate, and how many are not absent) was its costliest statement: ≈
 and ≈ 1.7 ms of PostgreSQL's CPU per profile at 5,000 managers. It depends on four tables that
 change seldom. ``roster_version`` holds one row (``id`` 1) with a random ``token``; triggers
 replace the token in every transaction that changes ``manager`` (inserted, deleted, or its
-``status`` or ``home_district`` updated), ``manager_district``, ``manager_competence`` or
-``absence``, and a reader keeps a roster per district and day with the token it read before it
-(app/models/roster.py).
+``status`` or ``home_district`` updated), ``manager_district``, ``manager_competence``,
+``absence`` or the competence codes, and a reader keeps a roster (and the competence codes) per
+district and day with the token it read before it (app/models/roster.py). A profile whose kept
+roster covers every competence needs no count of the district's needs either (no gap possible).
 
 - SQLite: row triggers (writers take turns anyway).
 - PostgreSQL: deferred constraint triggers, run at commit; the function replaces the token once
@@ -37,6 +38,7 @@ WATCHED: dict[str, tuple[str, ...] | None] = {
     "manager_district": None,
     "manager_competence": None,
     "absence": None,
+    "competence": ("code",),
 }
 _SQLITE_NEW = (
     "INSERT INTO roster_version (id, token) VALUES (1, random()) "

@@ -21,7 +21,7 @@ from app.core.db import get_engine, session_scope
 from app.repositories import stats_reads
 from tests.api.test_loop_reads import unit_of_work_path
 from tests.api.test_stats import TODAY, generate_roster
-from tests.factories import DISTRICTS, make_key, seed_reference
+from tests.factories import DISTRICTS, make_incident, make_key, seed_reference
 
 MANAGERS = "/api/v1/managers"
 
@@ -47,7 +47,7 @@ def assert_profiles_are_fresh(client: Any, headers: dict[str, str]) -> None:
     assert {status for status, _ in loop} == {200}
 
 
-def kept(client: Any) -> dict[tuple[str, date], tuple[int, dict[str, int]]]:
+def kept(client: Any) -> dict[tuple[str, date], Any]:
     return stats_reads._rosters.get(client.app.state.reads, {})
 
 
@@ -124,7 +124,7 @@ def test_every_roster_change_through_the_api_shows_in_the_next_profile(
         assert before is not None
         # every district's roster is kept, with the version it was read with
         assert len(kept(client)) == len(DISTRICTS), name
-        assert {v for v, _ in kept(client).values()} == {before}, name
+        assert {k.version for k in kept(client).values()} == {before}, name
         response = change()
         if response is not None and hasattr(response, "status_code"):
             assert response.status_code in (200, 201), (name, response.text)
@@ -148,7 +148,7 @@ def test_edits_that_leave_the_roster_keep_its_version(client: Any, admin: dict[s
     edit(client, admin, nadia, display_name="Nadia R.", phone="+49 361 1234567")
     assert token() == before  # kept rosters stay valid
     assert_profiles_are_fresh(client, admin)
-    assert {v for v, _ in kept(client).values()} == {before}
+    assert {k.version for k in kept(client).values()} == {before}
 
 
 @pytest.mark.parametrize(
@@ -160,6 +160,8 @@ def test_edits_that_leave_the_roster_keep_its_version(client: Any, admin: dict[s
         "UPDATE manager_competence SET expires_on = certified_on",
         "DELETE FROM absence",
         "DELETE FROM manager_competence WHERE competence_code = 'mediation'",
+        "INSERT INTO competence (code, name, description, version, created_at, updated_at) "
+        "VALUES ('new_skill', 'New skill', '', 1, '2026-06-01 00:00:00', '2026-06-01 00:00:00')",
     ],
 )
 def test_any_statement_that_changes_the_roster_replaces_the_token(
@@ -233,4 +235,40 @@ def test_writers_do_not_wait_for_each_other_on_the_version(
         after_second = token()
         first.commit()
     assert token() != after_second
+    assert_profiles_are_fresh(client, admin)
+
+
+def test_needs_are_counted_while_the_roster_leaves_a_gap(
+    client: Any, admin: dict[str, str]
+) -> None:
+    """A kept roster that covers every competence makes a gap impossible (the needs are not
+    counted then); one that leaves a competence uncovered counts them on every profile, so an
+    incident needing it is in the very next one."""
+    assert_profiles_are_fresh(client, admin)
+    uncovered = {
+        district
+        for (district, _), entry in kept(client).items()
+        if set(entry.competences) - set(entry.roster)
+    }
+    assert uncovered, "the generated roster leaves some district a gap"
+    district = sorted(uncovered)[0]
+    entry = kept(client)[(district, TODAY)]
+    missing = sorted(set(entry.competences) - set(entry.roster))[0]
+
+    def gaps() -> dict[str, int]:
+        body = client.get(f"/api/v1/districts/{district}/profile", headers=admin).json()
+        return {g["competence"]: g["incidents"] for g in body["gaps"]}
+
+    before = gaps().get(missing, 0)
+    make_incident(district=district, required_competences=[missing])
+    assert gaps().get(missing, 0) == before + 1
+    assert_profiles_are_fresh(client, admin)
+    # a manager who covers it: the gap is gone, and the roster's version with it
+    add_manager(
+        client,
+        admin,
+        home_district=district,
+        competences=[{"code": missing, "certified_on": "2026-01-01"}],
+    )
+    assert missing not in gaps()
     assert_profiles_are_fresh(client, admin)
