@@ -8,6 +8,9 @@ ORM result processing and ``COMMIT`` (bench/README.md: ≈ 0.5 ms against ≈ 0.
 
 - **PostgreSQL**: psycopg's :class:`~psycopg_pool.AsyncConnectionPool` in autocommit mode, every
   statement prepared on first use per connection (``prepare=True``); the loop awaits the socket.
+  The single reads (:meth:`PostgresReads.all`) of the requests that get there in the same turn
+  of the loop go together, in one pipeline on one connection: one round trip, one pool checkout
+  (their system calls cost more than the statements on a virtual machine; bench/README.md).
   ``uuid``, ``timestamptz`` and ``json``/``jsonb`` come back as their text, ready for the JSON
   writer (:mod:`app.repositories.incident_reads`).
 - **SQLite**: one read-only ``sqlite3`` connection of the process, in autocommit mode, used on
@@ -319,6 +322,20 @@ def _is_busy(exc: sqlite3.OperationalError) -> bool:
     ) or ("locked" in str(exc))
 
 
+#: A single read waiting for its turn's pipeline (:meth:`PostgresReads.all`)
+_Waiting = tuple[ReadStatement, dict[str, Any], "asyncio.Future[list[tuple[Any, ...]]]"]
+
+
+def _is_outage(exc: BaseException) -> bool:
+    """An error of the connection or the pool, which every read of a batch would meet alone
+    too (no point in trying each again)."""
+    import psycopg
+
+    if isinstance(exc, SAPoolTimeout):
+        return True
+    return isinstance(exc, DBAPIError) and isinstance(exc.orig, psycopg.OperationalError)
+
+
 class _ConnectionLost(Exception):
     """The server closed the connection a read ran on; the read may run once more."""
 
@@ -333,6 +350,8 @@ class PostgresReads:
 
         self._conninfo = conninfo
         self._connect_timeout = max(1, int(connect_timeout))
+        self._waiting: list[_Waiting] = []  # single reads of this turn of the loop (all)
+        self._batches: set[asyncio.Task[None]] = set()  # their pipelines in flight
         self.pool = AsyncConnectionPool(
             conninfo,
             min_size=1,
@@ -356,7 +375,56 @@ class PostgresReads:
         await self.pool.open(wait=False)
 
     async def all(self, statement: ReadStatement, params: dict[str, Any]) -> list[tuple[Any, ...]]:
-        return (await self.all_of([(statement, params)]))[0]
+        """One statement — sent together with the other single reads of requests that reached
+        this point in the same turn of the event loop: one pipeline on one pooled connection,
+        one round trip for all of them (:meth:`_send_waiting`)."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[tuple[Any, ...]]] = loop.create_future()
+        self._waiting.append((statement, params, future))
+        if len(self._waiting) == 1:
+            loop.call_soon(self._send_waiting)
+        return await future
+
+    def _send_waiting(self) -> None:
+        batch, self._waiting = self._waiting, []
+        task = asyncio.get_running_loop().create_task(self._read_batch(batch))
+        self._batches.add(task)
+        task.add_done_callback(self._batches.discard)
+
+    async def _read_batch(self, batch: list[_Waiting]) -> None:
+        """The reads of one turn of the loop in one pipeline. Statements in one pipeline share
+        PostgreSQL's implicit transaction until its end (each still reads its own snapshot, in
+        READ COMMITTED): one that fails would fail the ones after it, so a batch that fails for
+        any reason but the connection's runs each read alone — every request gets its own
+        answer or its own error, as without the batch."""
+        try:
+            results = await self.all_of([(statement, params) for statement, params, _ in batch])
+        except Exception as exc:
+            if len(batch) == 1 or _is_outage(exc):
+                for _, _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                return
+            await asyncio.gather(*(self._read_alone(*waiting) for waiting in batch))
+            return
+        for (_, _, future), rows in zip(batch, results, strict=True):
+            if not future.done():  # not cancelled meanwhile (the client went away)
+                future.set_result(rows)
+
+    async def _read_alone(
+        self,
+        statement: ReadStatement,
+        params: dict[str, Any],
+        future: asyncio.Future[list[tuple[Any, ...]]],
+    ) -> None:
+        try:
+            rows = (await self.all_of([(statement, params)]))[0]
+        except Exception as exc:
+            if not future.done():
+                future.set_exception(exc)
+        else:
+            if not future.done():
+                future.set_result(rows)
 
     async def all_of(
         self, statements: Sequence[tuple[ReadStatement, dict[str, Any]]]
@@ -465,6 +533,8 @@ class PostgresReads:
         return value
 
     async def close(self) -> None:
+        if self._batches:  # reads in flight finish first
+            await asyncio.gather(*self._batches, return_exceptions=True)
         await self.pool.close()
 
 
