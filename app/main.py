@@ -13,7 +13,11 @@ from app.api.docs import install_docs
 from app.api.middleware.body_limit import BodyLimitMiddleware
 from app.api.middleware.cors import CorsMiddleware
 from app.api.middleware.idempotency import IdempotencyMiddleware
-from app.api.middleware.observability import ObservabilityMiddleware, metrics_endpoint
+from app.api.middleware.observability import (
+    ObservabilityMiddleware,
+    metrics_endpoint,
+    route_templates,
+)
 from app.api.middleware.rate_limit import RateLimitMiddleware
 from app.api.openapi import install_openapi
 from app.api.routers import (
@@ -67,6 +71,17 @@ def _docs_oauth(settings: Settings) -> dict[str, Any] | None:
     }
 
 
+def _warm_up(app: FastAPI) -> None:
+    """Build at start-up what the first requests would otherwise build while the ones behind
+    them wait (a server answers nothing before its lifespan started): the OpenAPI document, from
+    which the metrics and the access log take their route templates, and the language codes.
+    Without it a server under load answered nothing for its first second (bench/README.md)."""
+    from app.models.languages import iso639_1_codes
+
+    route_templates(app)
+    iso639_1_codes()
+
+
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Open the event-loop read path (``app.state.reads``, :mod:`app.core.reads`); on shutdown
@@ -75,6 +90,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     from app.core.reads import open_reads
     from app.services.privacy.access_writer import close_writer
 
+    _warm_up(app)
     # Test clients may run lifespans of one app inside each other: each restores the reader
     # it found, and closes only its own.
     previous = getattr(app.state, "reads", None)

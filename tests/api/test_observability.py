@@ -321,3 +321,22 @@ class TestReadiness:
 
     def test_healthz_needs_no_database(self, client: Any) -> None:
         assert client.get("/healthz").json() == {"status": "ok", "detail": None}
+
+
+def test_start_up_builds_what_the_first_requests_would_wait_for() -> None:
+    """The route templates (from the whole OpenAPI document) and the language codes are built
+    by the lifespan, before the server answers anything — not by the first request while the
+    ones behind it wait."""
+    from fastapi.testclient import TestClient
+
+    from app.api.middleware import observability
+    from app.main import create_app
+    from app.models.languages import iso639_1_codes
+
+    app = create_app()
+    iso639_1_codes.cache_clear()
+    assert id(app) not in observability._templates
+    with TestClient(app):
+        assert id(app) in observability._templates
+        assert iso639_1_codes.cache_info().currsize == 1
+    observability._templates.pop(id(app), None)

@@ -108,14 +108,20 @@ class RouteTemplates:
 _templates: dict[int, RouteTemplates] = {}
 
 
+def route_templates(app: Any) -> RouteTemplates:
+    """The app's route templates, built from its OpenAPI document on first use (the app's
+    lifespan builds them at start-up: :func:`app.main.lifespan`)."""
+    templates = _templates.get(id(app))
+    if templates is None:
+        templates = _templates[id(app)] = RouteTemplates(app)
+    return templates
+
+
 def _route_template(scope: Scope) -> str:
     app = scope.get("app")
     if app is None or not hasattr(app, "openapi"):
         return UNMATCHED
-    templates = _templates.get(id(app))
-    if templates is None:
-        templates = _templates[id(app)] = RouteTemplates(app)
-    return templates.template(scope)
+    return route_templates(app).template(scope)
 
 
 def _status_of_exception(exc: BaseException) -> int:
