@@ -40,7 +40,7 @@ from app.core.config import Settings, get_settings
 from app.core.errors import install_error_handlers
 from app.core.logging import configure_logging
 from app.core.metrics import install_queue_depth_collector
-from app.core.runtime import tune_runtime
+from app.core.runtime import freeze_startup_objects, tune_runtime
 
 API_PREFIX = "/api/v1"
 
@@ -80,6 +80,7 @@ def _warm_up(app: FastAPI) -> None:
 
     route_templates(app)
     iso639_1_codes()
+    freeze_startup_objects()  # kept for the process's lifetime, as the app itself
 
 
 @asynccontextmanager
