@@ -14,12 +14,11 @@ ORM result processing and ``COMMIT`` (bench/README.md: ≈ 0.5 ms against ≈ 0.
   ``uuid``, ``timestamptz`` and ``json``/``jsonb`` come back as their text, ready for the JSON
   writer (:mod:`app.repositories.incident_reads`).
 - **SQLite**: one read-only ``sqlite3`` connection of the process, in autocommit mode, used on
-  the event loop: a short indexed read (≈ 20–200 µs) costs less than the hand-over to a thread.
-  Several statements at once (:meth:`Reads.all_of`: an aggregate such as a district profile,
-  milliseconds of SQLite's work) run on one of :data:`SQLITE_READER_THREADS` reader threads
-  instead, each with a read-only connection of its own: ``sqlite3`` releases the GIL while it
-  steps, so the loop serves other requests meanwhile and the second core does the counting.
-  SQLite stores the same three types as text already (UUIDs as 32 hex digits).
+  the event loop: a short indexed read (≈ 20–200 µs) costs less than the hand-over to a thread,
+  and so do several at once (:meth:`Reads.all_of`, a district profile's ≈ 0.5 ms now that it
+  keeps its roster: on two reader threads the hand-overs of the GIL cost more than the counting
+  they overlapped — bench/README.md). SQLite stores the same three types as text already (UUIDs
+  as 32 hex digits).
 
 Statements are written once, with ``:name`` parameters, and run unchanged on both databases
 (:class:`ReadStatement` rewrites the placeholders for psycopg). Values are bound through
@@ -38,7 +37,6 @@ import sqlite3
 import threading
 import uuid
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any, LiteralString, Protocol, cast
 
@@ -91,8 +89,8 @@ class Reads(Protocol):
     ) -> list[list[tuple[Any, ...]]]:
         """The rows of several independent statements, in order: on PostgreSQL one pooled
         connection and one pipeline (one round trip, one wait on the loop), on SQLite one after
-        the other on a reader thread (the loop goes on meanwhile). Each statement reads its own
-        snapshot, as separate :meth:`all` calls do."""
+        the other on the loop. Each statement reads its own snapshot, as separate :meth:`all`
+        calls do."""
         ...
 
     async def write_many(self, statement: ReadStatement, rows: Sequence[dict[str, Any]]) -> None:
@@ -108,15 +106,10 @@ class Reads(Protocol):
 
 #: Rows a loop-side SQLite writer commits before its WAL is checkpointed (on a thread).
 CHECKPOINT_EVERY_ROWS = 5000
-#: Threads (each with its own read-only connection) that run SQLite's :meth:`Reads.all_of`.
-SQLITE_READER_THREADS = 2
 
 
 class SQLiteReads:
     """Reads on the loop over one read-only connection (WAL: never blocked by a writer).
-
-    Several statements at once (:meth:`all_of`) run on a reader thread of the process, each
-    thread with its own read-only connection.
 
     Group-commit writes (:meth:`write_many`) run on the loop too when SQLite's write lock is free
     — a short ``BEGIN IMMEDIATE``, ``executemany``, ``COMMIT`` without fsync (WAL with
@@ -139,10 +132,6 @@ class SQLiteReads:
         self._write_lock = threading.Lock()  # one writer of this process at a time
         self._rows_since_checkpoint = 0
         self._checkpoint: asyncio.Task[None] | None = None
-        self._readers: ThreadPoolExecutor | None = None
-        self._reader_local = threading.local()  # each reader thread's connection
-        self._reader_conns: set[sqlite3.Connection] = set()  # to close them all
-        self._reader_conns_lock = threading.Lock()
 
     def _open_reader(self) -> sqlite3.Connection:
         conn = sqlite3.connect(
@@ -178,41 +167,12 @@ class SQLiteReads:
     async def all_of(
         self, statements: Sequence[tuple[ReadStatement, dict[str, Any]]]
     ) -> list[list[tuple[Any, ...]]]:
-        if self._readers is None:
-            self._readers = ThreadPoolExecutor(
-                SQLITE_READER_THREADS, thread_name_prefix="kokoma-sqlite-reads"
-            )
-        try:
-            return await asyncio.get_running_loop().run_in_executor(
-                self._readers, self._all_on_thread, statements
-            )
-        except sqlite3.Error as exc:
-            raise DBAPIError.instance(statements[0][0].sqlite, None, exc, sqlite3.Error) from exc
-
-    def _all_on_thread(
-        self, statements: Sequence[tuple[ReadStatement, dict[str, Any]]]
-    ) -> list[list[tuple[Any, ...]]]:
-        # On a reader thread: its own connection, reopened as the loop's one is (_connection).
-        local = self._reader_local
-        conn: sqlite3.Connection | None = getattr(local, "conn", None)
-        if conn is None or local.generation != engine_generation():
-            if conn is not None:
-                self._close_reader(conn)
-            conn = self._open_reader()
-            with self._reader_conns_lock:
-                self._reader_conns.add(conn)
-            local.conn, local.generation = conn, engine_generation()
+        conn = self._connection()
         try:
             return [conn.execute(st.sqlite, params).fetchall() for st, params in statements]
-        except sqlite3.Error:
-            self._close_reader(conn)
-            local.conn = None
-            raise
-
-    def _close_reader(self, conn: sqlite3.Connection) -> None:
-        with self._reader_conns_lock:
-            self._reader_conns.discard(conn)
-        conn.close()
+        except sqlite3.Error as exc:
+            self._discard()
+            raise DBAPIError.instance(statements[0][0].sqlite, None, exc, sqlite3.Error) from exc
 
     # --- writes ---------------------------------------------------------------------------
 
@@ -304,13 +264,6 @@ class SQLiteReads:
     async def close(self) -> None:
         if self._checkpoint is not None:
             await self._checkpoint
-        if self._readers is not None:
-            readers, self._readers = self._readers, None
-            await asyncio.to_thread(readers.shutdown)  # lets running reads finish
-        with self._reader_conns_lock:
-            conns, self._reader_conns = self._reader_conns, set()
-        for conn in conns:
-            conn.close()
         self._discard()
         self._discard_writers()
 

@@ -393,10 +393,10 @@ class TestGroupCommitWriter:
         assert max(sizes) <= 3
 
 
-class TestSQLiteReaderThreads:
-    """SQLite's :meth:`all_of` (several statements: an aggregate's milliseconds) runs on reader
-    threads with connections of their own, while one statement (:meth:`all`) stays on the loop.
-    A database file of its own: the same on either test database."""
+class TestSQLiteSeveralStatements:
+    """SQLite's :meth:`all_of` (several statements: a district profile's) runs them one after
+    the other on the loop's own read-only connection, as :meth:`all` runs one — no thread, no
+    hand-over of the GIL. A database file of its own: the same on either test database."""
 
     @staticmethod
     def readers(tmp_path: Any, monkeypatch: Any) -> Any:
@@ -420,8 +420,8 @@ class TestSQLiteReaderThreads:
         monkeypatch.setattr(reads, "_open_reader", open_reader)
         return reads
 
-    def test_several_statements_run_on_a_reader_thread(self, tmp_path, monkeypatch) -> None:
-        from app.core.reads import SQLITE_READER_THREADS, ReadStatement
+    def test_several_statements_run_on_the_loop(self, tmp_path, monkeypatch) -> None:
+        from app.core.reads import ReadStatement
 
         reads = self.readers(tmp_path, monkeypatch)
         statement = ReadStatement("SELECT thread_name(), count(*) FROM t WHERE n >= :lo")
@@ -442,9 +442,8 @@ class TestSQLiteReaderThreads:
             assert (everything, few) == (10, 2)
             assert name == same  # one call's statements, one after the other on one thread
             names.add(name)
-        assert all(name.startswith("kokoma-sqlite-reads") for name in names)
-        assert 1 <= len(names) <= SQLITE_READER_THREADS
-        assert not reads._reader_conns  # closed with the readers
+        assert names == {loop_thread}
+        assert reads._conn is None  # closed with the reader
 
     def test_a_failed_statement_is_reported_and_the_next_call_reads(
         self, tmp_path, monkeypatch

@@ -1,9 +1,9 @@
 """District profiles over real HTTP, many at once, on one uvicorn worker and (PostgreSQL) three.
 
-A profile reads ten statements in one round trip — on SQLite on the server's reader threads,
-each with a read-only connection of its own, while the event loop serves other requests — and
-its month windows in one more, every window given as one JSON parameter. Seen from a socket:
-every answer, whichever worker and thread gave it, is the unit-of-work path's answer byte for
+A profile reads its statements in one round trip (on SQLite one after the other on the event
+loop's read-only connection; the roster only when its version changed) and its month windows in
+one more, every window given as one JSON parameter. Seen from a socket:
+every answer, whichever worker gave it, is the unit-of-work path's answer byte for
 byte (three years of months, an incident in each month's window), and an incident created over
 HTTP is in the very next profile read, from any worker — no reader connection answers from an
 older snapshot.
